@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what glmlab needs on a fresh Debian machine: the build's Debian packages (apt-get) and,
+# with --oracle, the Python virtual environment of the oracle (.venv, ignored by git) used by tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_oracle=0
+[[ "${1:-}" == "--oracle" ]] && want_oracle=1
+
+pkgs=(build-essential cmake ninja-build pkg-config libopenblas-dev libhwy-dev libsentencepiece-dev
+      nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo_cmd=""; [[ $(id -u) -ne 0 ]] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ((want_oracle)); then
+  py_pkgs=(torch==2.13.0 transformers peft safetensors sentencepiece numpy pytest)
+  if [[ ! -x .venv/bin/python ]]; then python3 -m venv .venv; fi
+  if ! .venv/bin/python -c "import torch, transformers, peft, safetensors, sentencepiece, numpy, pytest" 2>/dev/null; then
+    echo "setup: installing the oracle's Python packages into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check "${py_pkgs[@]}" 2>&1 | grep -v "is ignored: it is neither" || true
+    .venv/bin/python -c "import torch, transformers, peft, safetensors, sentencepiece, numpy, pytest"
+  fi
+fi

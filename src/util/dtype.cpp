@@ -1,0 +1,56 @@
+#include "util/dtype.h"
+
+#include "util/error.h"
+
+namespace glmlab {
+
+std::string_view dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "fp32";
+    case DType::F16: return "fp16";
+    case DType::BF16: return "bf16";
+    case DType::I8: return "int8";
+    case DType::I32: return "int32";
+    case DType::I64: return "int64";
+    case DType::U8: return "uint8";
+  }
+  return "?";
+}
+
+std::string_view dtype_safetensors_name(DType t) {
+  switch (t) {
+    case DType::F32: return "F32";
+    case DType::F16: return "F16";
+    case DType::BF16: return "BF16";
+    case DType::I8: return "I8";
+    case DType::I32: return "I32";
+    case DType::I64: return "I64";
+    case DType::U8: return "U8";
+  }
+  return "?";
+}
+
+DType dtype_from_safetensors(std::string_view s) {
+  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::I8, DType::I32, DType::I64, DType::U8})
+    if (dtype_safetensors_name(t) == s) return t;
+  fail("unsupported safetensors dtype \"{}\" (expected one of F32, F16, BF16, I8, I32, I64, U8)", s);
+}
+
+DType dtype_from_name(std::string_view s) {
+  if (s == "fp32" || s == "f32" || s == "float32") return DType::F32;
+  if (s == "fp16" || s == "f16" || s == "float16" || s == "half") return DType::F16;
+  if (s == "bf16" || s == "bfloat16") return DType::BF16;
+  fail("unknown dtype \"{}\" (expected fp32, fp16 or bf16)", s);
+}
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::F32: case DType::I32: return 4;
+    case DType::F16: case DType::BF16: return 2;
+    case DType::I8: case DType::U8: return 1;
+    case DType::I64: return 8;
+  }
+  return 0;
+}
+
+}  // namespace glmlab
