@@ -1,0 +1,45 @@
+// Shared helpers for the C++ tests: where the real data and the oracle's golden files are, and a way
+// to run the glmlab CLI and capture what it prints.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+namespace glmlab::test {
+
+inline std::string shared_path(const std::string& rel) { return std::string(GLMLAB_SHARED_DIR) + "/" + rel; }
+inline std::string golden_path(const std::string& rel) { return std::string(GLMLAB_GOLDEN_DIR) + "/" + rel; }
+inline std::string tokenizer_path() { return shared_path("data/chatglm3/tokenizer.model"); }
+inline std::string dev_json_path() { return shared_path("data/AdvertiseGen/dev.json"); }
+
+// A fresh empty folder under the build tree for one test's outputs.
+inline std::filesystem::path temp_dir(const std::string& name) {
+  auto p = std::filesystem::path(GLMLAB_GOLDEN_DIR).parent_path() / "test-tmp" / name;
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p;
+}
+
+struct CliResult {
+  int rc;
+  std::string out;  // stdout and stderr together
+};
+
+// Runs `glmlab ARGS` through the shell (args are passed verbatim) and captures its output.
+inline CliResult run_cli(const std::string& args) {
+  std::string cmd = std::string(GLMLAB_CLI) + " " + args + " 2>&1";
+  CliResult r{0, {}};
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return {-1, "popen failed"};
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  int st = pclose(p);
+  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+}  // namespace glmlab::test
