@@ -52,6 +52,7 @@ class SafetensorsSet {
   uint64_t total_bytes() const;
 
  private:
+  std::string root_;  // the path open() was given, for messages
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorInfo*> index_;
 };
