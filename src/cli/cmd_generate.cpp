@@ -1,0 +1,114 @@
+// glmlab generate / glmlab chat: streamed text, then prefill and decode speed.
+#include <cstdio>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "model/generate.h"
+#include "util/error.h"
+
+namespace glmlab::cli {
+namespace {
+
+constexpr const char* kDefaultPrompt = "类型#裙*材质#针织*颜色#白色*风格#清新*图案#条纹*裙长#连衣裙";
+
+struct GenArgs {
+  ModelArgs m;
+  std::string prompt = kDefaultPrompt;
+  std::string ids;
+  bool raw = false, sample = false;
+  int batch = 1;
+  std::string system;
+  GenerateOptions g;
+};
+
+void add_generation_options(CLI::App* cmd, GenArgs& a) {
+  cmd->add_option("--max-new-tokens,-n", a.g.max_new_tokens, "most tokens to generate")->capture_default_str();
+  cmd->add_option("--min-new-tokens", a.g.min_new_tokens, "forced length: ignore stop ids before this many")
+      ->capture_default_str();
+  cmd->add_flag("--sample", a.sample, "sample instead of greedy decoding");
+  cmd->add_option("--temperature", a.g.sampling.temperature)->capture_default_str();
+  cmd->add_option("--top-p", a.g.sampling.top_p)->capture_default_str();
+  cmd->add_option("--top-k", a.g.sampling.top_k, "0 = off")->capture_default_str();
+  cmd->add_option("--sample-seed", a.g.sampling.seed)->capture_default_str();
+  cmd->add_option("--system", a.system, "a system message before the prompt");
+}
+
+// Prints the decoded text of `ids` as it grows (decoding the whole list keeps multi-byte pieces whole).
+struct Streamer {
+  const Tokenizer& tok;
+  std::vector<int32_t> ids;
+  size_t printed = 0;
+  void push(int32_t id) {
+    ids.push_back(id);
+    std::string s = tok.decode(ids, /*lenient=*/true);
+    if (s.size() > printed && (s.back() & 0xC0) != 0x80) {  // don't print half a UTF-8 character
+      std::fwrite(s.data() + printed, 1, s.size() - printed, stdout);
+      std::fflush(stdout);
+      printed = s.size();
+    }
+  }
+};
+
+void report(const GenerateResult& r) {
+  std::fprintf(stderr, "\nprefill: %lld tokens in %.3f s = %.1f tokens/s | decode: %lld tokens in %.3f s = %.2f tokens/s\n",
+               (long long)r.prefill_tokens, r.prefill_seconds, r.prefill_tokens / std::max(r.prefill_seconds, 1e-9),
+               (long long)r.generated_tokens, r.decode_seconds,
+               double(r.generated_tokens) / std::max(r.decode_seconds, 1e-9));
+}
+
+RegisterCommand reg_generate([](CLI::App& app) {
+  auto a = std::make_shared<GenArgs>();
+  auto* cmd = app.add_subcommand("generate", "generate a reply to one prompt (streamed), then report speed");
+  add_model_options(cmd, a->m);
+  cmd->add_option("prompt", a->prompt, "user message (default: a built-in AdvertiseGen-style attribute list)");
+  cmd->add_option("--ids", a->ids, "prompt as token ids instead of text (no chat layout)");
+  cmd->add_flag("--raw", a->raw, "encode the prompt as plain text ([gMASK] sop TEXT), not the chat layout");
+  cmd->add_option("--batch", a->batch, "run the prompt as a batch of this many sequences")->capture_default_str();
+  add_generation_options(cmd, *a);
+  cmd->callback([a] {
+    Loaded L = load(a->m);
+    Tokenizer tok = load_tokenizer(a->m.tokenizer, a->m.model);
+    std::vector<ChatMessage> history;
+    if (!a->system.empty()) history.push_back({"system", a->system, ""});
+    std::vector<int32_t> prompt = !a->ids.empty() ? parse_ids(a->ids)
+                                  : a->raw        ? tok.encode_with_prefix(a->prompt)
+                                                  : tok.build_chat_input(a->prompt, history);
+    if (a->batch < 1) fail("--batch must be at least 1");
+    a->g.sampling.greedy = !a->sample;
+    Streamer st{tok, {}, 0};
+    a->g.on_token = [&](int b, int32_t id) {
+      if (b == 0) st.push(id);
+    };
+    auto res = generate(L.model, *L.ops, std::vector<std::vector<int32_t>>(size_t(a->batch), prompt), a->g);
+    report(res);
+  });
+});
+
+RegisterCommand reg_chat([](CLI::App& app) {
+  auto a = std::make_shared<GenArgs>();
+  auto* cmd = app.add_subcommand("chat", "interactive chat on stdin (one message per line; empty line or EOF ends)");
+  add_model_options(cmd, a->m);
+  add_generation_options(cmd, *a);
+  cmd->callback([a] {
+    Loaded L = load(a->m);
+    Tokenizer tok = load_tokenizer(a->m.tokenizer, a->m.model);
+    std::vector<ChatMessage> history;
+    if (!a->system.empty()) history.push_back({"system", a->system, ""});
+    a->g.sampling.greedy = !a->sample;
+    std::string line;
+    while (std::fputs("user> ", stdout), std::fflush(stdout), std::getline(std::cin, line) && !line.empty()) {
+      auto prompt = tok.build_chat_input(line, history);
+      std::fputs("assistant> ", stdout);
+      Streamer st{tok, {}, 0};
+      a->g.on_token = [&](int, int32_t id) { st.push(id); };
+      auto res = generate(L.model, *L.ops, {prompt}, a->g);
+      report(res);
+      history.push_back({"user", line, ""});
+      history.push_back({"assistant", tok.decode(res.tokens[0], true), ""});
+    }
+  });
+});
+
+}  // namespace
+}  // namespace glmlab::cli

@@ -1,0 +1,66 @@
+#include "cli/common.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+
+#include "kernels/cpu/simd.h"
+#include "util/error.h"
+
+namespace glmlab::cli {
+
+void add_model_options(CLI::App* cmd, ModelArgs& a, bool with_weights) {
+  cmd->add_option("--model,-m", a.model, "random:PRESET (chatglm3-6b, chatglm3-6b-32k, small, tiny) or a checkpoint folder")
+      ->capture_default_str();
+  cmd->add_option("--tokenizer", a.tokenizer, "tokenizer.model path, or 'bytes' for the byte-level fallback");
+  if (!with_weights) return;
+  cmd->add_option("--dtype", a.dtype, "weight dtype: fp32, fp16, bf16 (default: the checkpoint's; bf16 for random)");
+  cmd->add_option("--device", a.device, "back end: cpu (fast) or cpu-ref (reference)")->capture_default_str();
+  cmd->add_option("--threads", a.threads, "threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--seed", a.seed, "seed of random:PRESET weights")->capture_default_str();
+}
+
+void apply_threads(int threads) {
+  if (threads > 0) {
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+  }
+}
+
+Loaded load(const ModelArgs& a) {
+  apply_threads(a.threads);
+  auto ops = make_ops(backend_from_name(a.device));
+  auto t0 = std::chrono::steady_clock::now();
+  Model m = load_model(a.model, a.dtype, a.seed);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::fprintf(stderr, "glmlab: loaded %s (%s, %.2f GB of weights) in %.2f s on %s (%s, %d threads)\n",
+               a.model.c_str(), std::string(dtype_name(m.weights().dtype)).c_str(),
+               double(m.weights().matrix_bytes()) / 1e9, secs, std::string(ops->name()).c_str(), simd::target_name(),
+               omp_get_max_threads());
+  return Loaded{std::move(m), std::move(ops), secs};
+}
+
+std::vector<int32_t> parse_ids(const std::string& text) {
+  std::string s = text;
+  for (char& c : s)
+    if (c == ',') c = ' ';
+  std::istringstream in(s);
+  std::vector<int32_t> ids;
+  std::string tok;
+  while (in >> tok) {
+    try {
+      size_t used = 0;
+      long v = std::stol(tok, &used);
+      if (used != tok.size()) throw std::invalid_argument(tok);
+      ids.push_back(int32_t(v));
+    } catch (const std::exception&) {
+      fail("\"{}\" is not a token id (expected integers separated by spaces or commas)", tok);
+    }
+  }
+  return ids;
+}
+
+}  // namespace glmlab::cli

@@ -1,0 +1,34 @@
+// Options every model-loading command shares (--model, --dtype, --device, --tokenizer, --threads,
+// --seed) and the code that turns them into a model, ops and tokenizer.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+
+#include "model/loader.h"
+#include "ops/ops.h"
+
+namespace glmlab::cli {
+
+struct ModelArgs {
+  std::string model = "random:small";
+  std::string dtype;       // empty: checkpoint's torch_dtype, bf16 for random models
+  std::string device = "cpu";
+  std::string tokenizer;   // empty: beside the checkpoint, $GLMLAB_TOKENIZER, or the byte fallback
+  int threads = 0;         // 0: all cores
+  uint64_t seed = 0;
+};
+
+void add_model_options(CLI::App* cmd, ModelArgs& a, bool with_weights = true);
+void apply_threads(int threads);
+
+struct Loaded {
+  Model model;
+  std::unique_ptr<Ops> ops;
+  double load_seconds;
+};
+Loaded load(const ModelArgs& a);  // prints one line about what was loaded to stderr
+
+std::vector<int32_t> parse_ids(const std::string& text);  // "1 2 3" or "1,2,3"
+
+}  // namespace glmlab::cli

@@ -1,0 +1,184 @@
+// Highway implementations of simd.h, compiled once per target ISA (foreach_target) and dispatched
+// at run time.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/simd.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "kernels/cpu/simd.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace glmlab::simd {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+
+template <class D>
+HWY_INLINE hn::Vec<D> load_as_f32(D df, const float* p) { return hn::LoadU(df, p); }
+template <class D>
+HWY_INLINE hn::Vec<D> load_as_f32(D df, const hwy::bfloat16_t* p) {
+  const hn::Rebind<hwy::bfloat16_t, D> dh;
+  return hn::PromoteTo(df, hn::LoadU(dh, p));
+}
+template <class D>
+HWY_INLINE hn::Vec<D> load_as_f32(D df, const hwy::float16_t* p) {
+  const hn::Rebind<hwy::float16_t, D> dh;
+  return hn::PromoteTo(df, hn::LoadU(dh, p));
+}
+HWY_INLINE float scalar(float v) { return v; }
+HWY_INLINE float scalar(hwy::bfloat16_t v) { return hwy::F32FromBF16(v); }
+HWY_INLINE float scalar(hwy::float16_t v) {
+  uint16_t bits;
+  hwy::CopyBytes<2>(&v, &bits);
+  return f16_to_f32(bits);
+}
+
+template <typename T>
+void ToF32T(const T* src, float* dst, size_t n) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
+  size_t i = 0;
+  for (; i + L <= n; i += L) hn::StoreU(load_as_f32(df, src + i), df, dst + i);
+  for (; i < n; ++i) dst[i] = scalar(src[i]);
+}
+
+void ToF32(const void* src, DType dtype, float* dst, size_t n) {
+  switch (dtype) {
+    case DType::F32: ToF32T(static_cast<const float*>(src), dst, n); break;
+    case DType::F16: ToF32T(static_cast<const hwy::float16_t*>(src), dst, n); break;
+    case DType::BF16: ToF32T(static_cast<const hwy::bfloat16_t*>(src), dst, n); break;
+    default: break;
+  }
+}
+
+// One weight row against NT token rows; two accumulators per token hide FMA latency.
+template <int NT, typename T>
+HWY_INLINE void RowDot(const T* w, int64_t K, const float* x, int64_t xs, float* out) {
+  const DF df;
+  const int64_t L = int64_t(hn::Lanes(df));
+  hn::Vec<DF> a0[NT], a1[NT];
+  for (int t = 0; t < NT; ++t) a0[t] = a1[t] = hn::Zero(df);
+  int64_t i = 0;
+  for (; i + 2 * L <= K; i += 2 * L) {
+    const auto w0 = load_as_f32(df, w + i), w1 = load_as_f32(df, w + i + L);
+    for (int t = 0; t < NT; ++t) {
+      a0[t] = hn::MulAdd(w0, hn::LoadU(df, x + t * xs + i), a0[t]);
+      a1[t] = hn::MulAdd(w1, hn::LoadU(df, x + t * xs + i + L), a1[t]);
+    }
+  }
+  for (; i + L <= K; i += L) {
+    const auto w0 = load_as_f32(df, w + i);
+    for (int t = 0; t < NT; ++t) a0[t] = hn::MulAdd(w0, hn::LoadU(df, x + t * xs + i), a0[t]);
+  }
+  for (int t = 0; t < NT; ++t) {
+    float s = hn::GetLane(hn::SumOfLanes(df, hn::Add(a0[t], a1[t])));
+    for (int64_t j = i; j < K; ++j) s += scalar(w[j]) * x[t * xs + j];
+    out[t] = s;
+  }
+}
+
+template <int NT, typename T>
+void GemvT(const T* W, int64_t K, int64_t r0, int64_t r1, const float* x, int64_t xs, float* y, int64_t ys) {
+  float out[NT];
+  for (int64_t r = r0; r < r1; ++r) {
+    RowDot<NT>(W + r * K, K, x, xs, out);
+    for (int t = 0; t < NT; ++t) y[t * ys + r] = out[t];
+  }
+}
+
+template <typename T>
+void GemvDispatchNT(const T* W, int64_t K, int64_t r0, int64_t r1, const float* x, int64_t xs, int nt, float* y,
+                    int64_t ys) {
+  switch (nt) {
+    case 1: GemvT<1>(W, K, r0, r1, x, xs, y, ys); break;
+    case 2: GemvT<2>(W, K, r0, r1, x, xs, y, ys); break;
+    case 3: GemvT<3>(W, K, r0, r1, x, xs, y, ys); break;
+    default: GemvT<4>(W, K, r0, r1, x, xs, y, ys); break;
+  }
+}
+
+void GemvRows(const void* W, DType dtype, int64_t K, int64_t r0, int64_t r1, const float* x, int64_t xs, int nt,
+              float* y, int64_t ys) {
+  switch (dtype) {
+    case DType::F32: GemvDispatchNT(static_cast<const float*>(W), K, r0, r1, x, xs, nt, y, ys); break;
+    case DType::F16: GemvDispatchNT(static_cast<const hwy::float16_t*>(W), K, r0, r1, x, xs, nt, y, ys); break;
+    case DType::BF16: GemvDispatchNT(static_cast<const hwy::bfloat16_t*>(W), K, r0, r1, x, xs, nt, y, ys); break;
+    default: break;
+  }
+}
+
+float Dot(const float* a, const float* b, size_t n) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
+  auto acc0 = hn::Zero(df), acc1 = hn::Zero(df);
+  size_t i = 0;
+  for (; i + 2 * L <= n; i += 2 * L) {
+    acc0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), acc0);
+    acc1 = hn::MulAdd(hn::LoadU(df, a + i + L), hn::LoadU(df, b + i + L), acc1);
+  }
+  for (; i + L <= n; i += L) acc0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), acc0);
+  float s = hn::GetLane(hn::SumOfLanes(df, hn::Add(acc0, acc1)));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void Axpy(float a, const float* x, float* y, size_t n) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
+  const auto va = hn::Set(df, a);
+  size_t i = 0;
+  for (; i + L <= n; i += L) hn::StoreU(hn::MulAdd(va, hn::LoadU(df, x + i), hn::LoadU(df, y + i)), df, y + i);
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+void Scale(float a, float* y, size_t n) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
+  const auto va = hn::Set(df, a);
+  size_t i = 0;
+  for (; i + L <= n; i += L) hn::StoreU(hn::Mul(va, hn::LoadU(df, y + i)), df, y + i);
+  for (; i < n; ++i) y[i] *= a;
+}
+
+float SumSquares(const float* x, size_t n) { return Dot(x, x, n); }
+
+void Mul3(const float* x, float s, const float* w, float* y, size_t n) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
+  const auto vs = hn::Set(df, s);
+  size_t i = 0;
+  for (; i + L <= n; i += L)
+    hn::StoreU(hn::Mul(hn::Mul(hn::LoadU(df, x + i), vs), hn::LoadU(df, w + i)), df, y + i);
+  for (; i < n; ++i) y[i] = x[i] * s * w[i];
+}
+
+const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
+
+}  // namespace HWY_NAMESPACE
+}  // namespace glmlab::simd
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace glmlab::simd {
+HWY_EXPORT(ToF32);
+HWY_EXPORT(GemvRows);
+HWY_EXPORT(Dot);
+HWY_EXPORT(Axpy);
+HWY_EXPORT(Scale);
+HWY_EXPORT(SumSquares);
+HWY_EXPORT(Mul3);
+HWY_EXPORT(TargetName);
+
+void to_f32(const void* src, DType dtype, float* dst, size_t n) { HWY_DYNAMIC_DISPATCH(ToF32)(src, dtype, dst, n); }
+void gemv_rows(const void* W, DType dtype, int64_t K, int64_t r0, int64_t r1, const float* x, int64_t xs, int nt,
+               float* y, int64_t ys) {
+  HWY_DYNAMIC_DISPATCH(GemvRows)(W, dtype, K, r0, r1, x, xs, nt, y, ys);
+}
+float dot(const float* a, const float* b, size_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }
+void axpy(float a, const float* x, float* y, size_t n) { HWY_DYNAMIC_DISPATCH(Axpy)(a, x, y, n); }
+void scale(float a, float* y, size_t n) { HWY_DYNAMIC_DISPATCH(Scale)(a, y, n); }
+float sum_squares(const float* x, size_t n) { return HWY_DYNAMIC_DISPATCH(SumSquares)(x, n); }
+void mul3(const float* x, float s, const float* w, float* y, size_t n) { HWY_DYNAMIC_DISPATCH(Mul3)(x, s, w, y, n); }
+const char* target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+}  // namespace glmlab::simd
+#endif

@@ -1,0 +1,146 @@
+#include "model/model.h"
+
+#include <algorithm>
+
+#include "util/error.h"
+#include "util/file.h"
+
+namespace glmlab {
+
+KVCache::KVCache(const ModelConfig& c, int batch, int capacity)
+    : L_(c.num_layers), B_(batch), S_(capacity), G_(c.num_groups), D_(c.kv_channels) {
+  if (batch <= 0 || capacity <= 0) fail("KV cache: batch {} and capacity {} must be positive", batch, capacity);
+  check_memory(bytes_needed(c, batch, capacity), fmt::format("a KV cache of {} × {} tokens", batch, capacity));
+  size_t n = size_t(L_) * B_ * S_ * G_ * D_;
+  k_.assign(n, 0.0f);
+  v_.assign(n, 0.0f);
+  valid_.assign(size_t(B_) * S_, 0);
+}
+
+uint64_t KVCache::bytes_needed(const ModelConfig& c, int batch, int capacity) {
+  return uint64_t(c.num_layers) * 2 * uint64_t(batch) * capacity * c.num_groups * c.kv_channels * 4 +
+         uint64_t(batch) * capacity;
+}
+
+KVView KVCache::view(int layer) const {
+  size_t off = size_t(layer) * B_ * S_ * G_ * D_;
+  return KVView{k_.data() + off, v_.data() + off, valid_.data(), S_};
+}
+float* KVCache::k(int layer, int b, int slot) { return k_.data() + ((size_t(layer) * B_ + b) * S_ + slot) * G_ * D_; }
+float* KVCache::v(int layer, int b, int slot) { return v_.data() + ((size_t(layer) * B_ + b) * S_ + slot) * G_ * D_; }
+void KVCache::reset() {
+  len_ = 0;
+  std::fill(valid_.begin(), valid_.end(), 0);
+}
+
+StepInput make_prefill(const std::vector<std::vector<int32_t>>& prompts) {
+  StepInput in;
+  in.B = int(prompts.size());
+  for (auto& p : prompts) in.T = std::max(in.T, int(p.size()));
+  for (size_t b = 0; b < prompts.size(); ++b)
+    if (prompts[b].empty()) fail("prompt {} of the batch is empty", b);
+  in.ids.assign(size_t(in.B) * in.T, 0);
+  in.pos.assign(in.ids.size(), 0);
+  in.valid.assign(in.ids.size(), 0);
+  for (int b = 0; b < in.B; ++b) {
+    int n = int(prompts[size_t(b)].size()), pad = in.T - n;
+    for (int i = 0; i < n; ++i) {
+      size_t k = size_t(b) * in.T + pad + i;
+      in.ids[k] = prompts[size_t(b)][size_t(i)];
+      in.pos[k] = i;
+      in.valid[k] = 1;
+    }
+  }
+  return in;
+}
+
+void Model::forward(Ops& ops, const StepInput& in, KVCache& cache, Logits mode, std::vector<float>& logits,
+                    ForwardTape* tape) const {
+  const ModelConfig& c = cfg_;
+  const int B = in.B, T = in.T, P = cache.length();
+  const int64_t N = int64_t(B) * T, C = c.hidden_size, F = c.ffn_hidden_size, V = c.vocab_size;
+  const int H = c.num_heads, G = c.num_groups, D = c.kv_channels;
+  const int64_t QKV = c.qkv_dim(), Qd = c.q_dim(), KVd = c.kv_dim();
+  if (B != cache.batch()) fail("forward: batch of {} sequences but the KV cache holds {}", B, cache.batch());
+  if (in.ids.size() != size_t(N) || in.pos.size() != size_t(N) || in.valid.size() != size_t(N))
+    fail("forward: input arrays must hold B·T = {} entries", N);
+  if (P + T > cache.capacity())
+    fail("forward: {} cached + {} new tokens exceed the KV cache capacity {}", P, T, cache.capacity());
+  for (int64_t n = 0; n < N; ++n) {
+    if (in.ids[size_t(n)] < 0 || in.ids[size_t(n)] >= V)
+      fail("token id {} (sequence {}, position {}) is outside the vocabulary [0, {})", in.ids[size_t(n)], n / T,
+           n % T, V);
+    if (in.pos[size_t(n)] < 0 || in.pos[size_t(n)] >= c.seq_length)
+      fail("position {} (sequence {}) is beyond the model's seq_length {}: the sequence is too long",
+           in.pos[size_t(n)], n / T, c.seq_length);
+  }
+
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t) cache.valid(b)[P + t] = in.valid[size_t(b) * T + t];
+
+  if (tape) tape->layers.assign(size_t(c.num_layers), {});
+  std::vector<float> x(size_t(N * C)), xl(size_t(N * C)), qkv_ws, ctx_ws, h_ws, u_ws, lse_ws, r1_ws, r2_ws;
+  std::vector<float> tmp(size_t(N * C)), act(size_t(N * F));
+  ops.embedding(w_.embedding, in.ids.data(), N, x.data());
+
+  for (int l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& lw = w_.layers[size_t(l)];
+    LayerTape* lt = tape ? &tape->layers[size_t(l)] : nullptr;
+    // With a tape every buffer is the tape's own; without, workspaces are reused across layers.
+    auto& qkv = lt ? lt->qkv : qkv_ws;
+    auto& ctx = lt ? lt->ctx : ctx_ws;
+    auto& h = lt ? lt->h : h_ws;
+    auto& u = lt ? lt->u : u_ws;
+    auto& lse = lt ? lt->lse : lse_ws;
+    auto& r1 = lt ? lt->inv_rms1 : r1_ws;
+    auto& r2 = lt ? lt->inv_rms2 : r2_ws;
+    qkv.resize(size_t(N * QKV));
+    ctx.resize(size_t(N * Qd));
+    h.resize(size_t(N * C));
+    u.resize(size_t(N * 2 * F));
+    lse.resize(size_t(N * H));
+    r1.resize(size_t(N));
+    r2.resize(size_t(N));
+    if (lt) lt->x = x;
+
+    // Attention block.
+    ops.rmsnorm(x.data(), lw.input_norm.data(), N, C, c.layernorm_eps, xl.data(), r1.data());
+    ops.matmul(xl.data(), N, lw.qkv, lw.qkv_bias.empty() ? nullptr : lw.qkv_bias.data(), qkv.data());
+    ops.rope(qkv.data(), N, QKV, H + G, D, in.pos.data(), c.rope_base());  // Q heads, then K heads
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < T; ++t) {
+        const float* row = qkv.data() + (int64_t(b) * T + t) * QKV;
+        std::copy(row + Qd, row + Qd + KVd, cache.k(l, b, P + t));
+        std::copy(row + Qd + KVd, row + Qd + 2 * KVd, cache.v(l, b, P + t));
+      }
+    ops.attention(qkv.data(), QKV, cache.view(l), B, T, P, H, G, D, ctx.data(), lse.data());
+    ops.matmul(ctx.data(), N, lw.dense, nullptr, tmp.data());
+    std::copy(x.begin(), x.end(), h.begin());
+    ops.add(h.data(), tmp.data(), N * C);
+
+    // MLP block.
+    ops.rmsnorm(h.data(), lw.post_norm.data(), N, C, c.layernorm_eps, xl.data(), r2.data());
+    ops.matmul(xl.data(), N, lw.h_to_4h, nullptr, u.data());
+    ops.swiglu(u.data(), N, F, act.data());
+    ops.matmul(act.data(), N, lw.four_h_to_h, nullptr, tmp.data());
+    std::copy(h.begin(), h.end(), x.begin());
+    ops.add(x.data(), tmp.data(), N * C);
+  }
+  cache.advance(T);
+  if (tape) tape->final_x = x;
+
+  if (mode == Logits::None) return;
+  // Final norm and output layer on the rows asked for.
+  int64_t rows = mode == Logits::All ? N : B;
+  if (mode == Logits::Last)
+    for (int b = 0; b < B; ++b)
+      std::copy(x.begin() + (int64_t(b) * T + T - 1) * C, x.begin() + (int64_t(b) * T + T) * C, tmp.begin() + b * C);
+  const float* src = mode == Logits::All ? x.data() : tmp.data();
+  std::vector<float> inv(static_cast<size_t>(rows));
+  ops.rmsnorm(src, w_.final_norm.data(), rows, C, c.layernorm_eps, xl.data(), inv.data());
+  if (tape) tape->final_inv_rms = inv;
+  logits.resize(size_t(rows * V));
+  ops.matmul(xl.data(), rows, w_.output, nullptr, logits.data());
+}
+
+}  // namespace glmlab

@@ -1,0 +1,70 @@
+// The one op interface between the model and the kernels. The model calls only these; a back end
+// (cpu reference, cpu SIMD, later cuda) implements them. Activations are fp32 row-major buffers;
+// matrices are Matrix views in their storage dtype.
+//
+// Shape vocabulary: N rows of activations (= batch × new tokens), C hidden, Q = H·D query width,
+// KV = G·D key/value width, F ffn width, V vocab, B batch, T new tokens per sequence, P tokens already
+// in the cache, S cache capacity, H query heads, G key/value groups, D head dim, R rotary dims (= D/2).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "model/weights.h"
+
+namespace glmlab {
+
+// Where attention reads its keys and values: one layer of a KV cache.
+// k and v are [B, S, G, D]; key_valid is [B, S] (1 = a real token, 0 = padding or empty).
+struct KVView {
+  const float* k;
+  const float* v;
+  const uint8_t* key_valid;
+  int S;
+};
+
+class Ops {
+ public:
+  virtual ~Ops() = default;
+  virtual std::string_view name() const = 0;
+
+  // out[N, C] = rows `ids[N]` of the embedding [V, C] (ids already range-checked).
+  virtual void embedding(const Matrix& table, const int32_t* ids, int64_t N, float* out) = 0;
+
+  // y[N, C] = x / sqrt(mean(x²) + eps) · w; inv_rms[N] (optional) keeps 1/rms for the backward pass.
+  virtual void rmsnorm(const float* x, const float* w, int64_t N, int64_t C, float eps, float* y,
+                       float* inv_rms) = 0;
+
+  // y[N, W.rows] = x[N, W.cols] · Wᵀ (+ bias[W.rows] when bias != nullptr).
+  virtual void matmul(const float* x, int64_t N, const Matrix& W, const float* bias, float* y) = 0;
+
+  // Rotary embedding in place on the first `nheads` heads of each row of x (row stride `stride`, head
+  // dim D): the first R = D/2 dims of a head, interleaved pairs (2i, 2i+1) rotated by
+  // pos[n] · base^(−2i/R); dims R..D−1 unchanged.
+  virtual void rope(float* x, int64_t N, int64_t stride, int nheads, int D, const int32_t* pos, float base) = 0;
+
+  // Causal grouped-query attention of T new queries per sequence against the cache.
+  // q: row (b·T + t) at q + (b·T + t)·q_stride, head h at offset h·D. Query t of sequence b sits at
+  // cache slot P + t and attends to slots j ≤ P + t whose key_valid[b, j] is 1; head h reads group
+  // h / (H / G). out[B·T, H·D]; lse[B·T, H] (optional) keeps each row's log-sum-exp of the scaled
+  // scores for the backward pass. A row with no valid key gets zeros. Scale 1/√D.
+  virtual void attention(const float* q, int64_t q_stride, const KVView& kv, int B, int T, int P, int H, int G,
+                         int D, float* out, float* lse) = 0;
+
+  // out[N, F] = silu(u[:, :F]) · u[:, F:], u[N, 2F] (gate first, as ChatGLM3's torch.chunk).
+  virtual void swiglu(const float* u, int64_t N, int64_t F, float* out) = 0;
+
+  // y[n] += x[n] for n < count.
+  virtual void add(float* y, const float* x, int64_t count) = 0;
+};
+
+enum class Backend { CpuRef, Cpu };
+Backend backend_from_name(std::string_view s);  // "cpu" | "cpu-ref"; Error otherwise
+std::unique_ptr<Ops> make_ops(Backend b);
+
+// Deliberate bugs for tests that prove the golden comparison catches them (reference back end only).
+enum class RefMutation { None, RopeHalfSplit, GateUpSwapped, KvGroupModulo };
+std::unique_ptr<Ops> make_ref_ops(RefMutation mutation = RefMutation::None);
+
+}  // namespace glmlab

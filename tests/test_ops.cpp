@@ -1,0 +1,156 @@
+// Every op of the fast CPU back end against the fp32 reference, on random inputs, for every weight
+// dtype and both matmul paths (GEMV for ≤ 4 rows, sgemm beyond).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "ops/ops.h"
+#include "util/dtype.h"
+
+namespace glmlab {
+namespace {
+
+std::vector<float> randv(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<float> d(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+// Normalized max error: max|a-b| / max|b|.
+double nerr(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double m = 0, r = 1e-30;
+  for (size_t i = 0; i < a.size(); ++i) {
+    m = std::max(m, double(std::fabs(a[i] - b[i])));
+    r = std::max(r, double(std::fabs(b[i])));
+  }
+  return m / r;
+}
+
+struct Stored {
+  std::vector<uint8_t> bytes;
+  Matrix m;
+};
+Stored store(const std::vector<float>& w, int64_t rows, int64_t cols, DType dt) {
+  Stored s;
+  s.bytes.resize(w.size() * dtype_size(dt));
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (dt == DType::F32) std::memcpy(s.bytes.data() + 4 * i, &w[i], 4);
+    uint16_t h = dt == DType::F16 ? f32_to_f16(w[i]) : f32_to_bf16(w[i]);
+    if (dt != DType::F32) std::memcpy(s.bytes.data() + 2 * i, &h, 2);
+  }
+  s.m = Matrix{dt, rows, cols, s.bytes.data()};
+  return s;
+}
+
+class OpsVsRef : public ::testing::Test {
+ protected:
+  std::unique_ptr<Ops> ref = make_ref_ops(), cpu = make_ops(Backend::Cpu);
+};
+
+TEST_F(OpsVsRef, MatmulEveryDtypeBothPaths) {
+  const int64_t M = 301, K = 203;  // odd sizes exercise the SIMD tails
+  for (DType dt : {DType::F32, DType::F16, DType::BF16})
+    for (int64_t N : {1, 2, 3, 4, 5, 17}) {
+      auto w = store(randv(size_t(M * K), 1), M, K, dt);
+      auto x = randv(size_t(N * K), 2);
+      auto bias = randv(size_t(M), 3);
+      std::vector<float> a(size_t(N * M)), b(size_t(N * M));
+      ref->matmul(x.data(), N, w.m, bias.data(), a.data());
+      cpu->matmul(x.data(), N, w.m, bias.data(), b.data());
+      EXPECT_LT(nerr(b, a), 1e-5) << dtype_name(dt) << " N=" << N;
+    }
+}
+
+TEST_F(OpsVsRef, MatmulReadsTheStoredDtypeExactly) {
+  // A wrong fp16/bf16 widening (e.g. treating bf16 as fp16) must not pass: compare with hand values.
+  std::vector<float> w = {1.5f, -2.25f, 0.0078125f, 65504.0f};
+  for (DType dt : {DType::F16, DType::BF16}) {
+    auto s = store(w, 1, 4, dt);
+    std::vector<float> x = {1, 1, 1, 1}, y(1);
+    cpu->matmul(x.data(), 1, s.m, nullptr, y.data());
+    float want = 0;
+    for (int i = 0; i < 4; ++i) want += s.m.at(0, i);
+    EXPECT_EQ(y[0], want) << dtype_name(dt);
+  }
+  EXPECT_EQ(f16_to_f32(f32_to_f16(65504.0f)), 65504.0f);
+  EXPECT_EQ(bf16_to_f32(f32_to_bf16(1.5f)), 1.5f);
+  EXPECT_EQ(f16_to_f32(f32_to_f16(5.96e-8f)), 5.9604645e-8f);  // fp16 subnormal
+}
+
+TEST_F(OpsVsRef, EmbeddingRmsnormSwigluAdd) {
+  const int64_t V = 50, C = 37, N = 6, F = 29;
+  for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+    auto t = store(randv(size_t(V * C), 4), V, C, dt);
+    std::vector<int32_t> ids = {0, 49, 3, 3, 17, 22};
+    std::vector<float> a(size_t(N * C)), b(size_t(N * C));
+    ref->embedding(t.m, ids.data(), N, a.data());
+    cpu->embedding(t.m, ids.data(), N, b.data());
+    EXPECT_EQ(a, b) << dtype_name(dt);
+  }
+  auto x = randv(size_t(N * C), 5, 3.0f), w = randv(size_t(C), 6);
+  std::vector<float> a(size_t(N * C)), b(size_t(N * C)), ra(static_cast<size_t>(N)), rb(static_cast<size_t>(N));
+  ref->rmsnorm(x.data(), w.data(), N, C, 1e-5f, a.data(), ra.data());
+  cpu->rmsnorm(x.data(), w.data(), N, C, 1e-5f, b.data(), rb.data());
+  EXPECT_LT(nerr(b, a), 1e-6);
+  EXPECT_LT(nerr(rb, ra), 1e-6);
+  auto u = randv(size_t(N * 2 * F), 7, 4.0f);
+  std::vector<float> sa(size_t(N * F)), sb(size_t(N * F));
+  ref->swiglu(u.data(), N, F, sa.data());
+  cpu->swiglu(u.data(), N, F, sb.data());
+  EXPECT_LT(nerr(sb, sa), 1e-6);
+  auto y1 = randv(100, 8), y2 = y1, d = randv(100, 9);
+  ref->add(y1.data(), d.data(), 100);
+  cpu->add(y2.data(), d.data(), 100);
+  EXPECT_EQ(y1, y2);
+}
+
+TEST_F(OpsVsRef, RopeInterleavedFirstHalf) {
+  const int D = 16, heads = 3;
+  const int64_t N = 4, stride = heads * D + 5;
+  auto x = randv(size_t(N * stride), 10);
+  std::vector<int32_t> pos = {0, 1, 7, 300};
+  auto a = x, b = x;
+  ref->rope(a.data(), N, stride, heads, D, pos.data(), 10000.0f);
+  cpu->rope(b.data(), N, stride, heads, D, pos.data(), 10000.0f);
+  EXPECT_LT(nerr(b, a), 1e-6);
+  // Position 0 is the identity; dims D/2..D-1 and the row's tail are untouched; pairs rotate by pos·θ_i.
+  for (int i = 0; i < heads * D; ++i) EXPECT_EQ(a[size_t(i)], x[size_t(i)]);
+  const int64_t r = 3;
+  for (int h = 0; h < heads; ++h)
+    for (int d = D / 2; d < D; ++d) EXPECT_EQ(a[size_t(r * stride + h * D + d)], x[size_t(r * stride + h * D + d)]);
+  for (int64_t k = heads * D; k < stride; ++k) EXPECT_EQ(a[size_t(r * stride + k)], x[size_t(r * stride + k)]);
+  float th = 1.0f / std::pow(10000.0f, 2.0f / 8.0f), ang = 300 * th;  // pair i = 1 of head 0
+  float x0 = x[size_t(r * stride + 2)], x1 = x[size_t(r * stride + 3)];
+  EXPECT_NEAR(a[size_t(r * stride + 2)], x0 * std::cos(ang) - x1 * std::sin(ang), 1e-5);
+  EXPECT_NEAR(a[size_t(r * stride + 3)], x1 * std::cos(ang) + x0 * std::sin(ang), 1e-5);
+}
+
+TEST_F(OpsVsRef, AttentionWithPaddingCacheAndGroups) {
+  const int B = 2, T = 3, P = 4, S = 9, H = 4, G = 2, D = 8;
+  auto q = randv(size_t(B * T * H * D), 11, 2.0f);
+  auto k = randv(size_t(B * S * G * D), 12, 2.0f), v = randv(size_t(B * S * G * D), 13);
+  std::vector<uint8_t> valid(size_t(B * S), 1);
+  valid[0] = valid[1] = 0;          // sequence 0: two left pads
+  valid[size_t(S + 0)] = 0;         // sequence 1: one
+  valid[size_t(P + 1)] = 0;         // a pad query/key among the new tokens of sequence 0
+  KVView kv{k.data(), v.data(), valid.data(), S};
+  std::vector<float> a(size_t(B * T * H * D)), b(a.size()), la(size_t(B * T * H)), lb(la.size());
+  ref->attention(q.data(), H * D, kv, B, T, P, H, G, D, a.data(), la.data());
+  cpu->attention(q.data(), H * D, kv, B, T, P, H, G, D, b.data(), lb.data());
+  EXPECT_LT(nerr(b, a), 1e-5);
+  EXPECT_LT(nerr(lb, la), 1e-5);
+  // Causality: changing a key after slot P must not change query t = 0's output.
+  auto k2 = k;
+  for (int i = 0; i < G * D; ++i) k2[size_t((0 * S + P + 2) * G * D + i)] += 5.0f;
+  KVView kv2{k2.data(), v.data(), valid.data(), S};
+  std::vector<float> c(a.size());
+  ref->attention(q.data(), H * D, kv2, B, T, P, H, G, D, c.data(), nullptr);
+  for (int i = 0; i < H * D; ++i) EXPECT_EQ(c[size_t(i)], a[size_t(i)]);
+}
+
+}  // namespace
+}  // namespace glmlab
