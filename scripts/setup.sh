@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 want_oracle=0
 [[ "${1:-}" == "--oracle" ]] && want_oracle=1
 
-pkgs=(build-essential cmake ninja-build pkg-config libopenblas-dev libhwy-dev libsentencepiece-dev
+pkgs=(build-essential cmake ninja-build pkg-config libopenblas-openmp-dev libhwy-dev libsentencepiece-dev
       nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

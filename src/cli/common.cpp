@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "kernels/cpu/runtime.h"
 #include "kernels/cpu/simd.h"
 #include "util/error.h"
 
@@ -36,9 +37,9 @@ Loaded load(const ModelArgs& a) {
   auto t0 = std::chrono::steady_clock::now();
   Model m = load_model(a.model, a.dtype, a.seed);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::fprintf(stderr, "glmlab: loaded %s (%s, %.2f GB of weights) in %.2f s on %s (%s, %d threads)\n",
+  std::fprintf(stderr, "glmlab: loaded %s (%s, %.2f GB of weights) in %.2f s on %s (%s, OpenBLAS %s, %d threads)\n",
                a.model.c_str(), std::string(dtype_name(m.weights().dtype)).c_str(),
-               double(m.weights().matrix_bytes()) / 1e9, secs, std::string(ops->name()).c_str(), simd::target_name(),
+               double(m.weights().matrix_bytes()) / 1e9, secs, std::string(ops->name()).c_str(), simd::target_name(), blas_core_name(),
                omp_get_max_threads());
   return Loaded{std::move(m), std::move(ops), secs};
 }

@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "cli/commands.h"
+#include "kernels/cpu/runtime.h"
 #include "util/error.h"
 
 namespace glmlab::cli {
@@ -14,6 +15,7 @@ std::vector<CommandSetup>& command_registry() {
 }  // namespace glmlab::cli
 
 int main(int argc, char** argv) {
+  glmlab::prepare_cpu_runtime(argc, argv);
   CLI::App app{"glmlab: ChatGLM3 inference and fine-tuning engine and lab"};
   app.require_subcommand(1);
   for (auto& setup : glmlab::cli::command_registry()) setup(app);
