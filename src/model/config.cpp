@@ -1,6 +1,8 @@
 #include "model/config.h"
 
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 #include "util/error.h"
 #include "util/file.h"
@@ -24,28 +26,43 @@ int64_t ModelConfig::total_params() const {
 
 namespace {
 
+// j[key] as T. Integers must be JSON integers that fit an int (nlohmann's get<int> would silently
+// truncate 28.5 or wrap 10000000000).
+template <typename T>
+T convert(const json& j, const char* key, const std::string& src) {
+  const json& v = j.at(key);
+  if constexpr (std::is_same_v<T, int>) {
+    if (!v.is_number_integer())
+      fail("{}: field \"{}\" has the wrong type ({}; expected an integer)", src, key, v.dump());
+    if (v.is_number_unsigned() ? v.get<uint64_t>() > uint64_t(std::numeric_limits<int>::max())
+                               : (v.get<int64_t>() < std::numeric_limits<int>::min() ||
+                                  v.get<int64_t>() > std::numeric_limits<int>::max()))
+      fail("{}: field \"{}\" is out of range ({})", src, key, v.dump());
+  }
+  try {
+    return v.get<T>();
+  } catch (const json::exception&) {
+    fail("{}: field \"{}\" has the wrong type ({})", src, key, v.dump());
+  }
+}
+
 template <typename T>
 T get_required(const json& j, const char* key, const std::string& src) {
   if (!j.contains(key)) fail("{}: field \"{}\" is missing", src, key);
-  try {
-    return j.at(key).get<T>();
-  } catch (const json::exception&) {
-    fail("{}: field \"{}\" has the wrong type ({})", src, key, j.at(key).dump());
-  }
+  return convert<T>(j, key, src);
 }
 
 template <typename T>
 T get_optional(const json& j, const char* key, T dflt, const std::string& src) {
   if (!j.contains(key) || j.at(key).is_null()) return dflt;
-  try {
-    return j.at(key).get<T>();
-  } catch (const json::exception&) {
-    fail("{}: field \"{}\" has the wrong type ({})", src, key, j.at(key).dump());
-  }
+  return convert<T>(j, key, src);
 }
 
 void require_flag(const json& j, const char* key, bool want, const std::string& src) {
-  if (j.contains(key) && !j.at(key).is_null() && j.at(key).is_boolean() && j.at(key).get<bool>() != want)
+  if (!j.contains(key) || j.at(key).is_null()) return;
+  if (!j.at(key).is_boolean())
+    fail("{}: field \"{}\" has the wrong type ({}; expected true or false)", src, key, j.at(key).dump());
+  if (j.at(key).get<bool>() != want)
     fail("{}: \"{}\": {} is not supported by glmlab (ChatGLM3 uses {})", src, key, !want, want);
 }
 
