@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "kernels/cpu/amx_gemm.h"
 #include "ops/ops.h"
 #include "util/dtype.h"
 
@@ -63,6 +64,29 @@ TEST_F(OpsVsRef, MatmulEveryDtypeBothPaths) {
       cpu->matmul(x.data(), N, w.m, bias.data(), b.data());
       EXPECT_LT(nerr(b, a), 1e-5) << dtype_name(dt) << " N=" << N;
     }
+}
+
+TEST_F(OpsVsRef, MatmulBF16PrefillPathRoundsActivationsOnly) {
+  // From 32 rows on, bf16 weights may go through AMX tiles with activations rounded to bf16: the
+  // result must equal the reference fed the same rounded activations (only the summation order differs).
+  const int64_t M = 96, K = 160;
+  auto w = store(randv(size_t(M * K), 21), M, K, DType::BF16);
+  for (int64_t N : {32, 45, 100}) {
+    auto x = randv(size_t(N * K), 22);
+    auto bias = randv(size_t(M), 23);
+    std::vector<float> xr(x.size());
+    for (size_t i = 0; i < x.size(); ++i) xr[i] = bf16_to_f32(f32_to_bf16(x[i]));
+    std::vector<float> a(size_t(N * M)), a_exact(size_t(N * M)), b(size_t(N * M));
+    ref->matmul(xr.data(), N, w.m, bias.data(), a.data());
+    ref->matmul(x.data(), N, w.m, bias.data(), a_exact.data());
+    cpu->matmul(x.data(), N, w.m, bias.data(), b.data());
+    if (amx::available()) {  // the AMX path: equal to the reference on rounded activations
+      EXPECT_LT(nerr(b, a), 1e-5) << "N=" << N;
+      EXPECT_GT(nerr(b, a_exact), 1e-6) << "N=" << N << ": activations were not rounded, AMX path not taken?";
+    } else {
+      EXPECT_LT(nerr(b, a_exact), 1e-5) << "N=" << N;
+    }
+  }
 }
 
 TEST_F(OpsVsRef, MatmulReadsTheStoredDtypeExactly) {

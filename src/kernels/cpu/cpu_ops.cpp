@@ -10,6 +10,8 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/amx_gemm.h"
+#include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/simd.h"
 #include "ops/ops.h"
 #include "util/error.h"
@@ -18,6 +20,9 @@ namespace glmlab {
 namespace {
 
 constexpr int64_t kGemvMaxRows = 4;
+// From this many rows on, bf16 weights go through AMX tiles (activations rounded to bf16). Fewer rows
+// (decode, small batches, the golden tests' 27-row prefill) keep exact fp32 activations.
+constexpr int64_t kAmxMinRows = 32;
 
 class CpuOps final : public Ops {
  public:
@@ -42,7 +47,9 @@ class CpuOps final : public Ops {
 
   void matmul(const float* x, int64_t N, const Matrix& W, const float* bias, float* y) override {
     const int64_t M = W.rows, K = W.cols;
-    if (N <= kGemvMaxRows) {
+    if (W.quantized()) {
+      quant_matmul(x, N, W, y);  // int8 / int4 weights: kernels/cpu/quant_matmul.cpp
+    } else if (N <= kGemvMaxRows) {
       // Threads split the weight rows; each row is read once for all N tokens.
 #pragma omp parallel
       {
@@ -51,6 +58,9 @@ class CpuOps final : public Ops {
         for (int64_t r = r0; r < r1; r += 64)
           simd::gemv_rows(W.data, W.dtype, K, r, std::min(r1, r + 64), x, K, int(N), y, M);
       }
+    } else if (W.dtype == DType::BF16 && N >= kAmxMinRows && amx::fits(M, K) && amx::available()) {
+      amx::gemm_bf16(static_cast<const uint16_t*>(W.data), M, K, x, N, bias, y);
+      return;
     } else if (W.dtype == DType::F32) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(N), int(M), int(K), 1.0f, x, int(K),
                   static_cast<const float*>(W.data), int(K), 0.0f, y, int(M));

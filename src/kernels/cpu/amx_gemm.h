@@ -1,0 +1,18 @@
+// bf16 matrix products on Intel AMX tiles (Sapphire/Emerald/Granite Rapids), for prefill:
+// y[N, M] = x[N, K] · Wᵀ (+ bias), W bf16 row-major [M, K], x fp32 rounded to bf16 (as a bf16 model's
+// activations are), fp32 accumulation. The weight tiles are read straight from W (row stride K), the
+// activations are packed once into the tile layout AMX wants for its second operand (pairs of k per
+// column). ~10× the AVX-512 fp32 sgemm on this hardware.
+#pragma once
+#include <cstdint>
+
+namespace glmlab::amx {
+
+// True when the CPU has AMX-BF16 and the kernel granted this process the tile state.
+bool available();
+// Shapes this kernel takes: M % 32 == 0 and K % 32 == 0 (every ChatGLM3 matrix qualifies).
+inline bool fits(int64_t M, int64_t K) { return M % 32 == 0 && K % 32 == 0; }
+// Requires available() and fits(M, K). Threads with OpenMP over blocks of 32 weight rows.
+void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y);
+
+}  // namespace glmlab::amx
