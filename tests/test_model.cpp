@@ -24,9 +24,10 @@ using test::golden_path;
 // the oracle's fp32 computation on the same rounded weights they are as tight as fp32.
 constexpr double kAtolF32 = 5e-5;
 
-ParityReport parity(const std::string& model_dir, const std::string& golden, Backend be, ParityOptions opt) {
+ParityReport parity(const std::string& model_dir, const std::string& golden, Backend be, ParityOptions opt,
+                    bool bf16_activations = true) {
   Model m = load_model(golden_path(model_dir), "");
-  auto ops = make_ops(be);
+  auto ops = make_ops(be, bf16_activations);
   return run_parity(m, *ops, golden_path(golden), opt);
 }
 
@@ -75,7 +76,7 @@ TEST(ModelGolden16, F16AndBF16StorageMatchOracleInTheirDtype) {
     o.atol = kAtolF32;
     o.rtol = 0;
     o.suffix = "_fp32ref";
-    r = parity(name, std::string(name) + "/golden.safetensors", Backend::Cpu, o);
+    r = parity(name, std::string(name) + "/golden.safetensors", Backend::Cpu, o, /*bf16_activations=*/false);
     EXPECT_TRUE(r.pass) << name << " fp32ref\n" << parity_table(r, true);
   }
 }

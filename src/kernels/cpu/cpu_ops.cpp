@@ -19,13 +19,15 @@
 namespace glmlab {
 namespace {
 
-constexpr int64_t kGemvMaxRows = 4;
-// From this many rows on, bf16 weights go through AMX tiles (activations rounded to bf16). Fewer rows
-// (decode, small batches, the golden tests' 27-row prefill) keep exact fp32 activations.
-constexpr int64_t kAmxMinRows = 32;
+// Up to this many rows, one pass of the GEMV kernel reads each weight row once for all of them.
+constexpr int64_t kGemvMaxRows = 8;
+// From this many rows on, bf16 weights go through AMX tiles with activations rounded to bf16 (what a
+// bf16 model does anyway), unless the back end was made with exact fp32 activations.
+constexpr int64_t kAmxMinRows = 8;
 
 class CpuOps final : public Ops {
  public:
+  explicit CpuOps(bool bf16_activations) : bf16_activations_(bf16_activations) {}
   std::string_view name() const override { return "cpu"; }
 
   void embedding(const Matrix& table, const int32_t* ids, int64_t N, float* out) override {
@@ -58,7 +60,8 @@ class CpuOps final : public Ops {
         for (int64_t r = r0; r < r1; r += 64)
           simd::gemv_rows(W.data, W.dtype, K, r, std::min(r1, r + 64), x, K, int(N), y, M);
       }
-    } else if (W.dtype == DType::BF16 && N >= kAmxMinRows && amx::fits(M, K) && amx::available()) {
+    } else if (W.dtype == DType::BF16 && bf16_activations_ && N >= kAmxMinRows && amx::fits(M, K) &&
+               amx::available()) {
       amx::gemm_bf16(static_cast<const uint16_t*>(W.data), M, K, x, N, bias, y);
       return;
     } else if (W.dtype == DType::F32) {
@@ -162,6 +165,7 @@ class CpuOps final : public Ops {
   }
 
  private:
+  bool bf16_activations_;
   std::vector<float> scratch_;
 };
 
@@ -174,9 +178,9 @@ Backend backend_from_name(std::string_view s) {
   fail("unknown device \"{}\" (expected cpu or cpu-ref)", s);
 }
 
-std::unique_ptr<Ops> make_ops(Backend b) {
+std::unique_ptr<Ops> make_ops(Backend b, bool bf16_activations) {
   if (b == Backend::CpuRef) return make_ref_ops();
-  return std::make_unique<CpuOps>();
+  return std::make_unique<CpuOps>(bf16_activations);
 }
 
 }  // namespace glmlab

@@ -93,7 +93,11 @@ void GemvDispatchNT(const T* W, int64_t K, int64_t r0, int64_t r1, const float* 
     case 1: GemvT<1>(W, K, r0, r1, x, xs, y, ys); break;
     case 2: GemvT<2>(W, K, r0, r1, x, xs, y, ys); break;
     case 3: GemvT<3>(W, K, r0, r1, x, xs, y, ys); break;
-    default: GemvT<4>(W, K, r0, r1, x, xs, y, ys); break;
+    case 4: GemvT<4>(W, K, r0, r1, x, xs, y, ys); break;
+    case 5: GemvT<5>(W, K, r0, r1, x, xs, y, ys); break;
+    case 6: GemvT<6>(W, K, r0, r1, x, xs, y, ys); break;
+    case 7: GemvT<7>(W, K, r0, r1, x, xs, y, ys); break;
+    default: GemvT<8>(W, K, r0, r1, x, xs, y, ys); break;
   }
 }
 

@@ -11,7 +11,7 @@ namespace glmlab::simd {
 // dst[n] = float(src[n]) for src in F32, F16 or BF16.
 void to_f32(const void* src, DType dtype, float* dst, size_t n);
 // y[t·ys + r] = Σ_i x[t·xs + i] · W[r, i] for rows r in [r0, r1) of W [*, K] (dtype F32/F16/BF16),
-// tokens t < nt (nt ≤ 4): each weight row is read once for all nt tokens.
+// tokens t < nt (nt ≤ 8): each weight row is read once for all nt tokens.
 void gemv_rows(const void* W, DType dtype, int64_t K, int64_t r0, int64_t r1, const float* x, int64_t xs, int nt,
                float* y, int64_t ys);
 float dot(const float* a, const float* b, size_t n);
