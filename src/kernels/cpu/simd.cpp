@@ -77,10 +77,45 @@ HWY_INLINE void RowDot(const T* w, int64_t K, const float* x, int64_t xs, float*
   }
 }
 
+// NR weight rows against NT token rows at once: NR concurrent weight streams (more memory-level
+// parallelism for the memory-bound decode) and each activation vector loaded once for NR rows.
+template <int NR, int NT, typename T>
+HWY_INLINE void RowsDot(const T* w, int64_t K, const float* x, int64_t xs, float* out /* [NR][NT] */) {
+  const DF df;
+  const int64_t L = int64_t(hn::Lanes(df));
+  hn::Vec<DF> acc[NR][NT];
+  for (int r = 0; r < NR; ++r)
+    for (int t = 0; t < NT; ++t) acc[r][t] = hn::Zero(df);
+  int64_t i = 0;
+  for (; i + L <= K; i += L) {
+    hn::Vec<DF> wv[NR];
+    for (int r = 0; r < NR; ++r) wv[r] = load_as_f32(df, w + r * K + i);
+    for (int t = 0; t < NT; ++t) {
+      const auto xv = hn::LoadU(df, x + t * xs + i);
+      for (int r = 0; r < NR; ++r) acc[r][t] = hn::MulAdd(wv[r], xv, acc[r][t]);
+    }
+  }
+  for (int r = 0; r < NR; ++r)
+    for (int t = 0; t < NT; ++t) {
+      float s = hn::GetLane(hn::SumOfLanes(df, acc[r][t]));
+      for (int64_t j = i; j < K; ++j) s += scalar(w[r * K + j]) * x[t * xs + j];
+      out[r * NT + t] = s;
+    }
+}
+
 template <int NT, typename T>
 void GemvT(const T* W, int64_t K, int64_t r0, int64_t r1, const float* x, int64_t xs, float* y, int64_t ys) {
-  float out[NT];
-  for (int64_t r = r0; r < r1; ++r) {
+  constexpr int NR = NT <= 2 ? 4 : NT <= 4 ? 2 : 1;
+  float out[NR * NT];
+  int64_t r = r0;
+  if constexpr (NR > 1) {
+    for (; r + NR <= r1; r += NR) {
+      RowsDot<NR, NT>(W + r * K, K, x, xs, out);
+      for (int i = 0; i < NR; ++i)
+        for (int t = 0; t < NT; ++t) y[t * ys + r + i] = out[i * NT + t];
+    }
+  }
+  for (; r < r1; ++r) {
     RowDot<NT>(W + r * K, K, x, xs, out);
     for (int t = 0; t < NT; ++t) y[t * ys + r] = out[t];
   }
