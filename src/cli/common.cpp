@@ -9,6 +9,7 @@
 
 #include "kernels/cpu/runtime.h"
 #include "kernels/cpu/simd.h"
+#include "model/quantize.h"
 #include "util/error.h"
 
 namespace glmlab::cli {
@@ -18,7 +19,10 @@ void add_model_options(CLI::App* cmd, ModelArgs& a, bool with_weights) {
       ->capture_default_str();
   cmd->add_option("--tokenizer", a.tokenizer, "tokenizer.model path, or 'bytes' for the byte-level fallback");
   if (!with_weights) return;
-  cmd->add_option("--dtype", a.dtype, "weight dtype: fp32, fp16, bf16 (default: the checkpoint's; bf16 for random)");
+  cmd->add_option("--dtype", a.dtype,
+                  "weight dtype: fp32, fp16, bf16, int8, int4 (default: as stored; bf16 for random)");
+  cmd->add_option("--group-size", a.group_size, "int8/int4: inputs per scale when quantizing (0 = one per row)")
+      ->capture_default_str();
   cmd->add_option("--device", a.device, "back end: cpu (fast) or cpu-ref (reference)")->capture_default_str();
   cmd->add_option("--threads", a.threads, "threads (0 = all cores)")->capture_default_str();
   cmd->add_option("--seed", a.seed, "seed of random:PRESET weights")->capture_default_str();
@@ -35,10 +39,10 @@ Loaded load(const ModelArgs& a) {
   apply_threads(a.threads);
   auto ops = make_ops(backend_from_name(a.device));
   auto t0 = std::chrono::steady_clock::now();
-  Model m = load_model(a.model, a.dtype, a.seed);
+  Model m = load_model(a.model, a.dtype, a.seed, a.group_size);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::fprintf(stderr, "glmlab: loaded %s (%s, %.2f GB of weights) in %.2f s on %s (%s, OpenBLAS %s, %d threads)\n",
-               a.model.c_str(), std::string(dtype_name(m.weights().dtype)).c_str(),
+               a.model.c_str(), describe_weights(m.weights()).c_str(),
                double(m.weights().matrix_bytes()) / 1e9, secs, std::string(ops->name()).c_str(), simd::target_name(), blas_core_name(),
                omp_get_max_threads());
   return Loaded{std::move(m), std::move(ops), secs};

@@ -12,7 +12,8 @@ namespace glmlab::cli {
 
 struct ModelArgs {
   std::string model = "random:small";
-  std::string dtype;       // empty: checkpoint's torch_dtype, bf16 for random models
+  std::string dtype;       // empty: as the checkpoint stores it, bf16 for random models
+  int group_size = kDefaultGroupSize;  // int8/int4: inputs per scale when quantizing (0 = per row)
   std::string device = "cpu";
   std::string tokenizer;   // empty: beside the checkpoint, $GLMLAB_TOKENIZER, or the byte fallback
   int threads = 0;         // 0: all cores

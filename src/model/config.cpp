@@ -100,9 +100,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   require_flag(j, "post_layer_norm", true, src);
   require_flag(j, "add_bias_linear", false, src);
   require_flag(j, "apply_residual_connection_post_layernorm", false, src);
-  if (get_optional<int>(j, "quantization_bit", 0, src) != 0)
-    fail("{}: quantization_bit {} (THUDM's quantized checkpoints) is not supported yet", src,
-         j["quantization_bit"].get<int>());
+  c.quant = QuantConfig::from_json(j, src);  // quantization_bit, quantization_config, glmlab_quantization
   if (!get_optional<json>(j, "pre_seq_len", json(), src).is_null())
     fail("{}: pre_seq_len (P-tuning v2 prefix) is not supported", src);
   c.validate();

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "model/quant_config.h"
 #include "util/dtype.h"
 
 namespace glmlab {
@@ -26,6 +27,7 @@ struct ModelConfig {
   int eos_token_id = 2;
   int pad_token_id = 0;
   DType torch_dtype = DType::F16;
+  QuantConfig quant;           // how the checkpoint's linears are quantized (if at all)
 
   int q_dim() const { return num_heads * kv_channels; }
   int kv_dim() const { return num_groups * kv_channels; }

@@ -3,7 +3,12 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
+#include "model/quant_load.h"
+#include "model/safetensors.h"
 #include "util/error.h"
+#include "util/file.h"
 
 namespace glmlab {
 
@@ -26,18 +31,39 @@ ModelConfig load_config(const ModelSpec& spec) {
   if (spec.random) return ModelConfig::preset(spec.preset);
   auto cfg_path = (fs::path(spec.dir) / "config.json").string();
   if (!fs::exists(cfg_path)) fail("checkpoint folder {} has no config.json", spec.dir);
-  return ModelConfig::from_file(cfg_path);
+  ModelConfig cfg = ModelConfig::from_file(cfg_path);
+  auto qpath = fs::path(spec.dir) / "quantize_config.json";  // older AutoGPTQ exports keep it apart
+  if (!cfg.quant.quantized() && fs::exists(qpath)) {
+    nlohmann::json q;
+    try {
+      q = nlohmann::json::parse(read_file(qpath.string()));
+    } catch (const nlohmann::json::parse_error& e) {
+      fail("{}: not valid JSON at byte {}", qpath.string(), e.byte);
+    }
+    cfg.quant = QuantConfig::from_gptq_json(q, qpath.string());
+  }
+  return cfg;
 }
 
 DType default_dtype(const ModelSpec& spec, const ModelConfig& cfg) {
-  return spec.random ? DType::BF16 : cfg.torch_dtype;
+  if (spec.random) return DType::BF16;
+  if (cfg.quant.quantized()) {  // as stored: look at the first linear
+    SafetensorsSet set = SafetensorsSet::open(spec.dir);
+    std::string qkv = names::layer(0, "self_attention.query_key_value");
+    switch (stored_linear(set, qkv)) {
+      case StoredLinear::Gptq: return cfg.quant.bits == 8 ? DType::Q8 : DType::Q4;
+      case StoredLinear::Int: return set.get(qkv + ".weight").shape.back() == cfg.hidden_size ? DType::Q8 : DType::Q4;
+      case StoredLinear::Float: break;
+    }
+  }
+  return cfg.torch_dtype;
 }
 
-Model load_model(const std::string& spec_str, const std::string& dtype_name, uint64_t seed) {
+Model load_model(const std::string& spec_str, const std::string& dtype_name, uint64_t seed, int group_size) {
   ModelSpec spec = ModelSpec::parse(spec_str);
   ModelConfig cfg = load_config(spec);
-  DType dt = dtype_name.empty() ? default_dtype(spec, cfg) : dtype_from_name(dtype_name);
-  ModelWeights w = spec.random ? random_weights(cfg, dt, seed) : load_weights(spec.dir, cfg, dt);
+  DType dt = dtype_name.empty() ? default_dtype(spec, cfg) : weight_dtype_from_name(dtype_name);
+  ModelWeights w = spec.random ? random_weights(cfg, dt, seed, group_size) : load_weights(spec.dir, cfg, dt, group_size);
   return Model(std::move(cfg), std::move(w));
 }
 

@@ -17,9 +17,13 @@ struct ModelSpec {
   static ModelSpec parse(const std::string& spec);
 };
 
+// config.json, plus a GPTQ quantize_config.json beside it when config.json has no quantization block.
 ModelConfig load_config(const ModelSpec& spec);
-// dtype: fp32/fp16/bf16; empty = the checkpoint's torch_dtype (random: bf16).
-Model load_model(const std::string& spec, const std::string& dtype = "", uint64_t seed = 0);
+// dtype: fp32/fp16/bf16/int8/int4; empty = as stored: the checkpoint's torch_dtype, or its quantized
+// type when its linears are stored quantized (random: bf16). group_size: inputs per scale when int8/int4
+// quantizes float weights (0 = per row); pre-quantized checkpoints keep their own.
+Model load_model(const std::string& spec, const std::string& dtype = "", uint64_t seed = 0,
+                 int group_size = kDefaultGroupSize);
 DType default_dtype(const ModelSpec& spec, const ModelConfig& cfg);
 
 // The tokenizer for a run: `path` if given ("bytes" = the byte-level fallback), else tokenizer.model

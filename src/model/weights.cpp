@@ -7,6 +7,8 @@
 #include <map>
 #include <set>
 
+#include "model/quant_load.h"
+#include "model/quantize.h"
 #include "model/safetensors.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -19,6 +21,7 @@ float Matrix::at(int64_t r, int64_t c) const {
     case DType::F32: return static_cast<const float*>(data)[i];
     case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(data)[i]);
     case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(data)[i]);
+    case DType::Q8: case DType::Q4: return float(quantized_value(*this, r, c)) * quantized_scale(*this, r, c);
     default: fail("Matrix::at: unsupported dtype {}", dtype_name(dtype));
   }
 }
@@ -36,9 +39,15 @@ std::string final_norm() { return "transformer.encoder.final_layernorm.weight"; 
 std::string output() { return "transformer.output_layer.weight"; }
 }  // namespace names
 
-uint64_t weight_bytes(const ModelConfig& c, DType dtype) {
-  uint64_t es = dtype_size(dtype);
+uint64_t weight_bytes(const ModelConfig& c, DType dtype, int group_size) {
   uint64_t C = c.hidden_size, F = c.ffn_hidden_size, Q = c.qkv_dim(), V = c.vocab_size;
+  if (is_quantized(dtype)) {
+    uint64_t per_layer = quantized_bytes(dtype, Q, C, group_size) + quantized_bytes(dtype, C, c.q_dim(), group_size) +
+                         quantized_bytes(dtype, 2 * F, C, group_size) + quantized_bytes(dtype, C, F, group_size) +
+                         (2 * C + Q) * 4;
+    return c.num_layers * per_layer + 2 * V * C * 2 + C * 4;  // embedding and output in fp16
+  }
+  uint64_t es = dtype_size(dtype);
   uint64_t per_layer = (Q * C + uint64_t(c.q_dim()) * C + 3 * F * C) * es + (2 * C + Q) * 4;
   return c.num_layers * per_layer + 2 * V * C * es + C * 4;
 }
@@ -73,23 +82,49 @@ void store_floats(const float* src, DType dtype, void* dst, size_t n) {
   }
 }
 
-// Uniform in [-a, a], chunked so every chunk has its own stream.
+// Uniform in [-a, a]: element i of the matrix is number i % 2^16 of the stream of chunk i / 2^16, so
+// any block of elements can be made alone (same numbers on any thread count or block size).
+constexpr int64_t kRandomChunk = 1 << 16;
+void fill_random(uint64_t base, float a, int64_t i0, int64_t n, float* out) {
+  for (int64_t i = i0; i < i0 + n;) {
+    const int64_t c = i / kRandomChunk, end = std::min(i0 + n, (c + 1) * kRandomChunk);
+    uint64_t s = base + uint64_t(c) * 0x632be59bd9b4e019ull + uint64_t(i - c * kRandomChunk) * 0x9e3779b97f4a7c15ull;
+    for (; i < end; ++i) {
+      double u = double(splitmix64(s) >> 11) * (1.0 / 9007199254740992.0);
+      out[i - i0] = float((2.0 * u - 1.0) * a);
+    }
+  }
+}
+
 Matrix random_matrix(OwnedStorage& st, const std::string& name, int64_t rows, int64_t cols, float stddev,
-                     DType dtype, uint64_t seed) {
-  auto& buf = st.buffers.emplace_back(size_t(rows * cols) * dtype_size(dtype));
+                     DType dtype, uint64_t seed, int group_size = 0) {
   const float a = stddev * std::sqrt(3.0f);
-  const int64_t n = rows * cols, chunk = 1 << 16;
   const uint64_t base = seed ^ hash_name(name);
-#pragma omp parallel for schedule(static)
-  for (int64_t c0 = 0; c0 < n; c0 += chunk) {
-    uint64_t s = base + uint64_t(c0 / chunk) * 0x632be59bd9b4e019ull;
-    float tmp[256];
-    for (int64_t i = c0; i < std::min(n, c0 + chunk); i += 256) {
-      int64_t m = std::min<int64_t>(256, std::min(n, c0 + chunk) - i);
-      for (int64_t k = 0; k < m; ++k) {
-        double u = double(splitmix64(s) >> 11) * (1.0 / 9007199254740992.0);
-        tmp[k] = float((2.0 * u - 1.0) * a);
+  if (is_quantized(dtype)) {  // a block of fp32 rows at a time, quantized straight away
+    QuantizedMatrix qm = make_quantized(dtype, rows, cols, group_size);
+    const int64_t block = std::max<int64_t>(1, kRandomChunk / cols);
+#pragma omp parallel
+    {
+      std::vector<float> tmp(size_t(block * cols));
+#pragma omp for schedule(dynamic)
+      for (int64_t r0 = 0; r0 < rows; r0 += block) {
+        const int64_t n = std::min(block, rows - r0);
+        fill_random(base, a, r0 * cols, n * cols, tmp.data());
+        quantize_rows(tmp.data(), n, r0, qm);
       }
+    }
+    st.buffers.push_back(std::move(qm.data));  // moving keeps the buffers where qm.m points
+    st.buffers.push_back(std::move(qm.scales));
+    return qm.m;
+  }
+  auto& buf = st.buffers.emplace_back(size_t(rows * cols) * dtype_size(dtype));
+  const int64_t n = rows * cols;
+#pragma omp parallel for schedule(static)
+  for (int64_t c0 = 0; c0 < n; c0 += kRandomChunk) {
+    float tmp[256];
+    for (int64_t i = c0; i < std::min(n, c0 + kRandomChunk); i += 256) {
+      int64_t m = std::min<int64_t>(256, std::min(n, c0 + kRandomChunk) - i);
+      fill_random(base, a, i, m, tmp);
       store_floats(tmp, dtype, buf.data() + size_t(i) * dtype_size(dtype), size_t(m));
     }
   }
@@ -105,31 +140,33 @@ std::vector<float> random_vector(const std::string& name, int64_t n, float cente
 
 }  // namespace
 
-ModelWeights random_weights(const ModelConfig& c, DType dtype, uint64_t seed) {
-  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
-    fail("random weights: dtype {} is not fp32, fp16 or bf16", dtype_name(dtype));
-  check_memory(weight_bytes(c, dtype), fmt::format("model random:{} in {}", c.name, dtype_name(dtype)));
+ModelWeights random_weights(const ModelConfig& c, DType dtype, uint64_t seed, int group_size) {
+  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16 && !is_quantized(dtype))
+    fail("random weights: dtype {} is not fp32, fp16, bf16, int8 or int4", dtype_name(dtype));
+  check_memory(weight_bytes(c, dtype, group_size), fmt::format("model random:{} in {}", c.name, dtype_name(dtype)));
   auto st = std::make_shared<OwnedStorage>();
   ModelWeights w;
   w.dtype = dtype;
   const int64_t C = c.hidden_size, F = c.ffn_hidden_size, V = c.vocab_size;
   const float depth = 1.0f / std::sqrt(2.0f * float(c.num_layers));  // keeps the residual stream tame
-  w.embedding = random_matrix(*st, names::embedding(), V, C, 1.0f, dtype, seed);
+  const DType edt = is_quantized(dtype) ? DType::F16 : dtype;  // embedding and output stay 16-bit
+  auto linear = [&](const std::string& name, int64_t rows, int64_t cols, float stddev) {
+    return random_matrix(*st, name, rows, cols, stddev, dtype, seed, group_size);
+  };
+  w.embedding = random_matrix(*st, names::embedding(), V, C, 1.0f, edt, seed);
   for (int i = 0; i < c.num_layers; ++i) {
     LayerWeights l;
     l.input_norm = random_vector(names::layer(i, "input_layernorm.weight"), C, 1.0f, 0.1f, seed);
-    l.qkv = random_matrix(*st, names::layer(i, "self_attention.query_key_value.weight"), c.qkv_dim(), C,
-                          1.0f / std::sqrt(float(C)), dtype, seed);
+    l.qkv = linear(names::layer(i, "self_attention.query_key_value.weight"), c.qkv_dim(), C, 1.0f / std::sqrt(float(C)));
     if (c.add_qkv_bias) l.qkv_bias = random_vector(names::layer(i, "self_attention.query_key_value.bias"), c.qkv_dim(), 0.0f, 0.1f, seed);
-    l.dense = random_matrix(*st, names::layer(i, "self_attention.dense.weight"), C, c.q_dim(),
-                            depth / std::sqrt(float(c.q_dim())), dtype, seed);
+    l.dense = linear(names::layer(i, "self_attention.dense.weight"), C, c.q_dim(), depth / std::sqrt(float(c.q_dim())));
     l.post_norm = random_vector(names::layer(i, "post_attention_layernorm.weight"), C, 1.0f, 0.1f, seed);
-    l.h_to_4h = random_matrix(*st, names::layer(i, "mlp.dense_h_to_4h.weight"), 2 * F, C, 1.0f / std::sqrt(float(C)), dtype, seed);
-    l.four_h_to_h = random_matrix(*st, names::layer(i, "mlp.dense_4h_to_h.weight"), C, F, depth / std::sqrt(float(F)), dtype, seed);
+    l.h_to_4h = linear(names::layer(i, "mlp.dense_h_to_4h.weight"), 2 * F, C, 1.0f / std::sqrt(float(C)));
+    l.four_h_to_h = linear(names::layer(i, "mlp.dense_4h_to_h.weight"), C, F, depth / std::sqrt(float(F)));
     w.layers.push_back(std::move(l));
   }
   w.final_norm = random_vector(names::final_norm(), C, 1.0f, 0.1f, seed);
-  w.output = random_matrix(*st, names::output(), V, C, 2.0f / std::sqrt(float(C)), dtype, seed);
+  w.output = random_matrix(*st, names::output(), V, C, 2.0f / std::sqrt(float(C)), edt, seed);
   w.storage = st;
   return w;
 }
@@ -193,43 +230,114 @@ Matrix load_matrix(OwnedStorage& st, const SafetensorsSet& set, const std::strin
   return Matrix{dtype, rows, cols, buf.data()};
 }
 
+// One of the four linears of a layer (`module` without ".weight"), in `dtype`: float weights are
+// converted or quantized; quantized ones (glmlab, THUDM, GPTQ) are kept as stored or dequantized.
+Matrix load_linear(OwnedStorage& st, const SafetensorsSet& set, const std::string& module, int64_t rows, int64_t cols,
+                   bool has_bias, DType dtype, int group_size, const QuantConfig& qc, const std::string& dir,
+                   std::set<std::string>& used) {
+  StoredLinear kind = stored_linear(set, module);
+  for (auto& n : stored_linear_names(set, module, kind, has_bias)) used.insert(n);
+  if (kind == StoredLinear::Float) {
+    if (!is_quantized(dtype)) return load_matrix(st, set, module + ".weight", rows, cols, dtype, dir);
+    const TensorInfo& t = expect(set, module + ".weight", {rows, cols}, dir);
+    QuantizedMatrix qm = quantize(Matrix{t.dtype, rows, cols, t.data}, dtype, group_size);
+    st.buffers.push_back(std::move(qm.data));
+    st.buffers.push_back(std::move(qm.scales));
+    return qm.m;
+  }
+  QuantizedMatrix qm = read_quantized_linear(set, module, rows, cols, qc, dir);
+  if (is_quantized(dtype)) {
+    if (qm.m.dtype != dtype)
+      fail("{}: {} is stored quantized as {}; loading it as {} would quantize it twice (use --dtype {} or a float "
+           "dtype)", dir, module, dtype_name(qm.m.dtype), dtype_name(dtype), dtype_name(qm.m.dtype));
+    st.buffers.push_back(std::move(qm.data));  // empty for zero-copy views
+    st.buffers.push_back(std::move(qm.scales));
+    return qm.m;
+  }
+  auto& buf = st.buffers.emplace_back(size_t(rows * cols) * dtype_size(dtype));  // dequantized
+#pragma omp parallel
+  {
+    std::vector<float> tmp(static_cast<size_t>(cols));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      read_row(qm.m, r, tmp.data());
+      store_floats(tmp.data(), dtype, buf.data() + size_t(r * cols) * dtype_size(dtype), size_t(cols));
+    }
+  }
+  return Matrix{dtype, rows, cols, buf.data()};
+}
+
+// Bytes load_linear allocates.
+uint64_t linear_alloc_bytes(const SafetensorsSet& set, const std::string& module, int64_t rows, int64_t cols,
+                            DType dtype, int group_size, const QuantConfig& qc) {
+  StoredLinear kind = stored_linear(set, module);
+  if (kind == StoredLinear::Float) {
+    if (is_quantized(dtype)) return quantized_bytes(dtype, rows, cols, group_size);
+    const TensorInfo* t = set.find(module + ".weight");
+    return t && t->dtype == dtype ? 0 : uint64_t(rows * cols) * dtype_size(dtype);
+  }
+  return quantized_linear_alloc_bytes(set, module, rows, cols, qc) +
+         (is_quantized(dtype) ? 0 : uint64_t(rows * cols) * dtype_size(dtype));
+}
+
 }  // namespace
 
-ModelWeights load_weights(const std::string& dir, const ModelConfig& c, DType dtype) {
-  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
-    fail("loading {}: dtype {} is not fp32, fp16 or bf16", dir, dtype_name(dtype));
+ModelWeights load_weights(const std::string& dir, const ModelConfig& c, DType dtype, int group_size) {
+  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16 && !is_quantized(dtype))
+    fail("loading {}: dtype {} is not fp32, fp16, bf16, int8 or int4", dir, dtype_name(dtype));
   auto st = std::make_shared<OwnedStorage>();
   st->files = std::make_shared<SafetensorsSet>(SafetensorsSet::open(dir));
   const SafetensorsSet& set = *st->files;
-
-  // Memory: matrices stored in another dtype are converted into new buffers.
-  uint64_t convert = 0;
-  for (auto& n : set.names()) {
-    auto* t = set.find(n);
-    if (t->shape.size() == 2 && t->dtype != dtype) convert += uint64_t(t->numel()) * dtype_size(dtype);
-  }
-  check_memory(convert, fmt::format("converting the weights of {} to {}", dir, dtype_name(dtype)));
-
   const int64_t C = c.hidden_size, F = c.ffn_hidden_size, V = c.vocab_size;
+
+  // Embedding and output: in `dtype`, or for int8/int4 kept 16-bit (fp32 checkpoints become fp16).
+  DType edt = dtype;
+  if (is_quantized(dtype)) {
+    const TensorInfo* e = set.find(names::embedding());
+    edt = e && (e->dtype == DType::F16 || e->dtype == DType::BF16) ? e->dtype : DType::F16;
+  }
+  struct Linear {
+    const char* suffix;
+    int64_t rows, cols;
+    bool has_bias;
+  };
+  const Linear linears[] = {{"self_attention.query_key_value", c.qkv_dim(), C, c.add_qkv_bias},
+                            {"self_attention.dense", C, c.q_dim(), false},
+                            {"mlp.dense_h_to_4h", 2 * F, C, false},
+                            {"mlp.dense_4h_to_h", C, F, false}};
+
+  // Memory: what conversion, quantization, repacking or dequantization allocates.
+  uint64_t need = 0;
+  for (auto& n : {names::embedding(), names::output()})
+    if (auto* t = set.find(n); t && t->dtype != edt) need += uint64_t(t->numel()) * dtype_size(edt);
+  for (int i = 0; i < c.num_layers; ++i)
+    for (auto& li : linears)
+      need += linear_alloc_bytes(set, names::layer(i, li.suffix), li.rows, li.cols, dtype, group_size, c.quant);
+  check_memory(need, fmt::format("converting the weights of {} to {}", dir, dtype_name(dtype)));
+
   std::set<std::string> used;
   auto mark = [&](const std::string& n) { used.insert(n); return n; };
+  auto linear = [&](int i, const Linear& li) {
+    return load_linear(*st, set, names::layer(i, li.suffix), li.rows, li.cols, li.has_bias, dtype, group_size, c.quant,
+                       dir, used);
+  };
   ModelWeights w;
   w.dtype = dtype;
-  w.embedding = load_matrix(*st, set, mark(names::embedding()), V, C, dtype, dir);
+  w.embedding = load_matrix(*st, set, mark(names::embedding()), V, C, edt, dir);
   for (int i = 0; i < c.num_layers; ++i) {
     LayerWeights l;
     l.input_norm = load_vector(set, mark(names::layer(i, "input_layernorm.weight")), C, dir);
-    l.qkv = load_matrix(*st, set, mark(names::layer(i, "self_attention.query_key_value.weight")), c.qkv_dim(), C, dtype, dir);
+    l.qkv = linear(i, linears[0]);
     if (c.add_qkv_bias)
       l.qkv_bias = load_vector(set, mark(names::layer(i, "self_attention.query_key_value.bias")), c.qkv_dim(), dir);
-    l.dense = load_matrix(*st, set, mark(names::layer(i, "self_attention.dense.weight")), C, c.q_dim(), dtype, dir);
+    l.dense = linear(i, linears[1]);
     l.post_norm = load_vector(set, mark(names::layer(i, "post_attention_layernorm.weight")), C, dir);
-    l.h_to_4h = load_matrix(*st, set, mark(names::layer(i, "mlp.dense_h_to_4h.weight")), 2 * F, C, dtype, dir);
-    l.four_h_to_h = load_matrix(*st, set, mark(names::layer(i, "mlp.dense_4h_to_h.weight")), C, F, dtype, dir);
+    l.h_to_4h = linear(i, linears[2]);
+    l.four_h_to_h = linear(i, linears[3]);
     w.layers.push_back(std::move(l));
   }
   w.final_norm = load_vector(set, mark(names::final_norm()), C, dir);
-  w.output = load_matrix(*st, set, mark(names::output()), V, C, dtype, dir);
+  w.output = load_matrix(*st, set, mark(names::output()), V, C, edt, dir);
   // rotary_pos_emb.inv_freq is a buffer the reference recomputes; anything else is unexpected.
   for (auto& n : set.names())
     if (!used.count(n) && n != "transformer.rotary_pos_emb.inv_freq")

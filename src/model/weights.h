@@ -1,7 +1,8 @@
 // ChatGLM3 weights: views of every tensor the forward pass reads, loaded from a HuggingFace
 // checkpoint (safetensors, memory-mapped: zero copy when the stored dtype is the dtype asked for)
-// or made from a seed (random:PRESET). Matrices keep their storage dtype (fp32, fp16 or bf16);
-// norm weights and biases are always held in fp32 (they are small).
+// or made from a seed (random:PRESET). Matrices keep their storage dtype (fp32, fp16, bf16, or the
+// int8/int4 quantized types for the four linears of each layer); norm weights and biases are always
+// held in fp32 (they are small).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -14,12 +15,22 @@
 namespace glmlab {
 
 // A row-major [rows, cols] matrix; as in nn.Linear, rows are outputs and cols are inputs (y = x·Wᵀ).
+// Q8 / Q4 (weight-only quantization, docs/QUANTIZATION.md): data holds int8 [rows, cols] (Q8) or two
+// signed 4-bit values a byte, even element in the high nibble, [rows, ceil(cols/2)] bytes (Q4);
+// W[r, c] = q[r, c] · scales[r, c / group_size] with fp16 scales [rows, groups()].
 struct Matrix {
   DType dtype = DType::F32;
   int64_t rows = 0, cols = 0;
   const void* data = nullptr;
-  size_t nbytes() const { return size_t(rows * cols) * dtype_size(dtype); }
-  float at(int64_t r, int64_t c) const;  // scalar read, for references and tests
+  const uint16_t* scales = nullptr;  // Q8/Q4 only: fp16 bits
+  int64_t group_size = 0;            // Q8/Q4 only: inputs per scale (cols = one group per row)
+
+  bool quantized() const { return is_quantized(dtype); }
+  int64_t groups() const { return quantized() ? (cols + group_size - 1) / group_size : 0; }
+  int64_t row_bytes() const { return dtype == DType::Q4 ? (cols + 1) / 2 : cols * int64_t(dtype_size(dtype)); }
+  size_t data_bytes() const { return size_t(rows * row_bytes()); }
+  size_t nbytes() const { return data_bytes() + size_t(rows * groups()) * 2; }  // data + scales
+  float at(int64_t r, int64_t c) const;  // scalar read (dequantized), for references and tests
 };
 
 struct LayerWeights {
@@ -37,7 +48,7 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
   std::vector<float> final_norm;      // [C]
   Matrix output;                      // [V, C]
-  DType dtype = DType::F32;           // the dtype of the matrices
+  DType dtype = DType::F32;           // the dtype of the layers' matrices (embedding/output: their own)
   std::shared_ptr<void> storage;      // keeps mappings / owned buffers alive
 
   uint64_t matrix_bytes() const;      // bytes of all matrices (what decode reads per token, + embedding)
@@ -51,16 +62,25 @@ std::string final_norm();
 std::string output();
 }  // namespace names
 
-// Bytes the weights of `cfg` take with matrices in `dtype` (norms/biases in fp32).
-uint64_t weight_bytes(const ModelConfig& cfg, DType dtype);
+// Default inputs per scale of Q8/Q4 matrices (0 = one group per row); see docs/QUANTIZATION.md.
+constexpr int kDefaultGroupSize = 128;
+
+// Bytes the weights of `cfg` take with matrices in `dtype` (norms/biases in fp32). For Q8/Q4 the
+// four linears of each layer are quantized with `group_size` and the embedding and output stay fp16.
+uint64_t weight_bytes(const ModelConfig& cfg, DType dtype, int group_size = kDefaultGroupSize);
 
 // Seeded random weights of a sensible scale (matrices ~ U(±√3·σ) with σ = 1/√fan_in scaled for
-// depth, norms ≈ 1): reproducible for the same (cfg, dtype, seed) on any thread count.
-ModelWeights random_weights(const ModelConfig& cfg, DType dtype, uint64_t seed);
+// depth, norms ≈ 1): reproducible for the same (cfg, dtype, seed) on any thread count. Q8/Q4
+// quantize the same fp32 numbers a block of rows at a time (never the whole model in 16-bit);
+// embedding and output are then fp16.
+ModelWeights random_weights(const ModelConfig& cfg, DType dtype, uint64_t seed, int group_size = kDefaultGroupSize);
 
 // Loads a checkpoint folder (or one .safetensors file with the config beside it). dtype F32/F16/BF16
-// converts the matrices; the stored dtype gives zero copy. Missing, extra or mis-shaped tensors are
+// converts the matrices; the stored dtype gives zero copy. Q8/Q4 quantize float linears (group_size;
+// 0 = per row) or take quantized ones as stored (glmlab and THUDM layouts: zero copy; GPTQ: repacked);
+// quantized linears load into float dtypes dequantized. Missing, extra or mis-shaped tensors are
 // errors naming the tensor and both shapes. Checks memory before converting.
-ModelWeights load_weights(const std::string& dir, const ModelConfig& cfg, DType dtype);
+ModelWeights load_weights(const std::string& dir, const ModelConfig& cfg, DType dtype,
+                          int group_size = kDefaultGroupSize);
 
 }  // namespace glmlab

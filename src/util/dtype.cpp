@@ -13,6 +13,8 @@ std::string_view dtype_name(DType t) {
     case DType::I32: return "int32";
     case DType::I64: return "int64";
     case DType::U8: return "uint8";
+    case DType::Q8: return "int8";
+    case DType::Q4: return "int4";
   }
   return "?";
 }
@@ -26,6 +28,7 @@ std::string_view dtype_safetensors_name(DType t) {
     case DType::I32: return "I32";
     case DType::I64: return "I64";
     case DType::U8: return "U8";
+    case DType::Q8: case DType::Q4: return "I8";  // stored as int8 bytes (docs/QUANTIZATION.md)
   }
   return "?";
 }
@@ -43,11 +46,21 @@ DType dtype_from_name(std::string_view s) {
   fail("unknown dtype \"{}\" (expected fp32, fp16 or bf16)", s);
 }
 
+DType weight_dtype_from_name(std::string_view s) {
+  if (s == "int8" || s == "q8") return DType::Q8;
+  if (s == "int4" || s == "q4") return DType::Q4;
+  if (s == "fp32" || s == "f32" || s == "float32" || s == "fp16" || s == "f16" || s == "float16" || s == "half" ||
+      s == "bf16" || s == "bfloat16")
+    return dtype_from_name(s);
+  fail("unknown dtype \"{}\" (expected fp32, fp16, bf16, int8 or int4)", s);
+}
+
 size_t dtype_size(DType t) {
   switch (t) {
     case DType::F32: case DType::I32: return 4;
     case DType::F16: case DType::BF16: return 2;
-    case DType::I8: case DType::U8: return 1;
+    case DType::I8: case DType::U8: case DType::Q8: return 1;
+    case DType::Q4: return 0;
     case DType::I64: return 8;
   }
   return 0;

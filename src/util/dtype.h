@@ -1,5 +1,7 @@
 // Element types of stored weights and their scalar conversions (fp16 / bf16 <-> fp32).
 // SIMD conversions live in the kernels; these scalar ones are the reference.
+// Q8 / Q4 are glmlab's weight-only quantized matrix types (docs/QUANTIZATION.md): a Matrix of them
+// also carries fp16 group scales. They never appear in a safetensors header (stored there as I8).
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -8,13 +10,16 @@
 
 namespace glmlab {
 
-enum class DType : uint8_t { F32, F16, BF16, I8, I32, I64, U8 };
+enum class DType : uint8_t { F32, F16, BF16, I8, I32, I64, U8, Q8, Q4 };
 
 std::string_view dtype_name(DType t);               // "fp32", "fp16", "bf16", ...
 std::string_view dtype_safetensors_name(DType t);   // "F32", "F16", "BF16", ...
 DType dtype_from_safetensors(std::string_view s);   // throws Error on unknown names
 DType dtype_from_name(std::string_view s);          // "fp32|f32|float32|fp16|...": throws on unknown
-size_t dtype_size(DType t);
+// A --dtype for weights: the float names above, and "int8" (Q8) / "int4" (Q4).
+DType weight_dtype_from_name(std::string_view s);
+inline bool is_quantized(DType t) { return t == DType::Q8 || t == DType::Q4; }
+size_t dtype_size(DType t);                         // bytes per element; Q4 packs two per byte: 0
 
 inline float bf16_to_f32(uint16_t h) {
   uint32_t u = uint32_t(h) << 16;
