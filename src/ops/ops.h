@@ -17,11 +17,14 @@ namespace glmlab {
 
 // Where attention reads its keys and values: one layer of a KV cache.
 // k and v are [B, S, G, D]; key_valid is [B, S] (1 = a real token, 0 = padding or empty).
+// segment [B, S] (optional): packed sequences; a query at slot i sees key j only when
+// segment[b, j] == segment[b, i] (block-diagonal causal mask). nullptr = one segment per row.
 struct KVView {
   const float* k;
   const float* v;
   const uint8_t* key_valid;
   int S;
+  const int32_t* segment = nullptr;
 };
 
 class Ops {
@@ -57,6 +60,34 @@ class Ops {
 
   // y[n] += x[n] for n < count.
   virtual void add(float* y, const float* x, int64_t count) = 0;
+
+  // ---- Backward passes (fine-tuning). Gradients ACCUMULATE (+=) into their outputs unless stated;
+  // base weights are frozen: only input gradients flow through them.
+
+  // dx[N, W.cols] += dy[N, W.rows] · W, for W of any stored dtype (the input gradient of matmul).
+  virtual void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* dx) = 0;
+  // dW[M, K] += dyᵀ · x for dy[N, M], x[N, K]: the weight gradient of an fp32 adapter matrix.
+  virtual void matmul_backward_weight(const float* dy, const float* x, int64_t N, int64_t M, int64_t K,
+                                      float* dW) = 0;
+  // dx[N, C] += backward of rmsnorm (frozen w[C]) given dy[N, C], its input x and inv_rms[N].
+  virtual void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* inv_rms, int64_t N,
+                                int64_t C, float eps, float* dx) = 0;
+  // In place on dx (same layout as rope's x): the transpose of rope's rotation (rotation by −angle).
+  virtual void rope_backward(float* dx, int64_t N, int64_t stride, int nheads, int D, const int32_t* pos,
+                             float base) = 0;
+  // du[N, 2F] += backward of swiglu given dout[N, F] and its input u[N, 2F].
+  virtual void swiglu_backward(const float* dout, const float* u, int64_t N, int64_t F, float* du) = 0;
+  // Backward of attention() with the same q, kv, shapes, its out[B·T, H·D] and lse[B·T, H]:
+  // dq += (row stride dq_stride, head h at h·D, like q); dk, dv [B, S, G, D] += (like kv.k, summed
+  // over the H/G heads of each group). Rows whose lse is −inf (no visible key) give nothing.
+  virtual void attention_backward(const float* q, int64_t q_stride, const KVView& kv, int B, int T, int P, int H,
+                                  int G, int D, const float* out, const float* lse, const float* dout, float* dq,
+                                  int64_t dq_stride, float* dk, float* dv) = 0;
+  // Fused softmax cross-entropy over N rows of logits z[N, V] with labels[N] (−100 = ignored).
+  // Returns Σ over labelled rows of (logsumexp(z[n]) − z[n, label]) and OVERWRITES z with the
+  // gradient scale · (softmax(z[n]) − onehot(label[n])); ignored rows become 0. Called on chunks of
+  // rows, so the whole [tokens, V] logits matrix never has to exist.
+  virtual double cross_entropy(float* z, const int32_t* labels, int64_t N, int64_t V, float scale) = 0;
 };
 
 enum class Backend { CpuRef, Cpu };

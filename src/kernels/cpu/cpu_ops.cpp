@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/cpu/amx_gemm.h"
+#include "kernels/cpu/cpu_backward.h"
 #include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/simd.h"
 #include "ops/ops.h"
@@ -126,8 +127,10 @@ class CpuOps final : public Ops {
         const float* qv = q + int64_t(b * T + t) * q_stride + int64_t(h) * D;
         const uint8_t* valid = kv.key_valid + int64_t(b) * kv.S;
         float mx = -std::numeric_limits<float>::infinity();
+        const int32_t* seg = kv.segment ? kv.segment + int64_t(b) * kv.S : nullptr;
+        auto visible = [&](int j) { return valid[j] && (!seg || seg[j] == seg[last]); };
         for (int j = 0; j <= last; ++j) {
-          if (!valid[j]) continue;
+          if (!visible(j)) continue;
           sc[size_t(j)] = simd::dot(qv, kv.k + ((int64_t(b) * kv.S + j) * G + g) * D, size_t(D)) * scale;
           mx = std::max(mx, sc[size_t(j)]);
         }
@@ -139,7 +142,7 @@ class CpuOps final : public Ops {
         }
         float sum = 0;
         for (int j = 0; j <= last; ++j) {
-          if (!valid[j]) continue;
+          if (!visible(j)) continue;
           float p = std::exp(sc[size_t(j)] - mx);
           sum += p;
           simd::axpy(p, kv.v + ((int64_t(b) * kv.S + j) * G + g) * D, o, size_t(D));
@@ -162,6 +165,33 @@ class CpuOps final : public Ops {
   void add(float* y, const float* x, int64_t count) override {
 #pragma omp parallel for schedule(static) if (count > 65536)
     for (int64_t i = 0; i < count; ++i) y[i] += x[i];
+  }
+
+  // Backward ops: cpu_backward.cpp.
+  void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* dx) override {
+    cpu::matmul_backward_input(dy, N, W, dx, scratch_);
+  }
+  void matmul_backward_weight(const float* dy, const float* x, int64_t N, int64_t M, int64_t K, float* dW) override {
+    cpu::matmul_backward_weight(dy, x, N, M, K, dW);
+  }
+  void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* inv_rms, int64_t N, int64_t C,
+                        float, float* dx) override {
+    cpu::rmsnorm_backward(dy, x, w, inv_rms, N, C, dx);
+  }
+  void rope_backward(float* dx, int64_t N, int64_t stride, int nheads, int D, const int32_t* pos,
+                     float base) override {
+    cpu::rope_backward(dx, N, stride, nheads, D, pos, base);
+  }
+  void swiglu_backward(const float* dout, const float* u, int64_t N, int64_t F, float* du) override {
+    cpu::swiglu_backward(dout, u, N, F, du);
+  }
+  void attention_backward(const float* q, int64_t q_stride, const KVView& kv, int B, int T, int P, int H, int G,
+                          int D, const float* out, const float* lse, const float* dout, float* dq, int64_t dq_stride,
+                          float* dk, float* dv) override {
+    cpu::attention_backward(q, q_stride, kv, B, T, P, H, G, D, out, lse, dout, dq, dq_stride, dk, dv);
+  }
+  double cross_entropy(float* z, const int32_t* labels, int64_t N, int64_t V, float scale) override {
+    return cpu::cross_entropy(z, labels, N, V, scale);
   }
 
  private:

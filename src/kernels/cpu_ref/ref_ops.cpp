@@ -4,6 +4,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu_ref/ref_backward.h"
 #include "ops/ops.h"
 #include "util/error.h"
 
@@ -70,7 +71,7 @@ class RefOps final : public Ops {
           sc.assign(size_t(last + 1), -std::numeric_limits<double>::infinity());
           double mx = -std::numeric_limits<double>::infinity();
           for (int j = 0; j <= last; ++j) {
-            if (!kv.key_valid[int64_t(b) * kv.S + j]) continue;
+            if (!ref::key_visible(kv, b, last, j)) continue;
             const float* kj = kv.k + ((int64_t(b) * kv.S + j) * G + g) * D;
             double d = 0;
             for (int i = 0; i < D; ++i) d += double(qv[i]) * kj[i];
@@ -107,6 +108,33 @@ class RefOps final : public Ops {
 
   void add(float* y, const float* x, int64_t count) override {
     for (int64_t i = 0; i < count; ++i) y[i] += x[i];
+  }
+
+  // Backward ops: ref_backward.cpp.
+  void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* dx) override {
+    ref::matmul_backward_input(dy, N, W, dx);
+  }
+  void matmul_backward_weight(const float* dy, const float* x, int64_t N, int64_t M, int64_t K, float* dW) override {
+    ref::matmul_backward_weight(dy, x, N, M, K, dW);
+  }
+  void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* inv_rms, int64_t N, int64_t C,
+                        float, float* dx) override {
+    ref::rmsnorm_backward(dy, x, w, inv_rms, N, C, dx);
+  }
+  void rope_backward(float* dx, int64_t N, int64_t stride, int nheads, int D, const int32_t* pos,
+                     float base) override {
+    ref::rope_backward(dx, N, stride, nheads, D, pos, base);
+  }
+  void swiglu_backward(const float* dout, const float* u, int64_t N, int64_t F, float* du) override {
+    ref::swiglu_backward(dout, u, N, F, du);
+  }
+  void attention_backward(const float* q, int64_t q_stride, const KVView& kv, int B, int T, int P, int H, int G,
+                          int D, const float*, const float*, const float* dout, float* dq, int64_t dq_stride,
+                          float* dk, float* dv) override {
+    ref::attention_backward(q, q_stride, kv, B, T, P, H, G, D, dout, dq, dq_stride, dk, dv);
+  }
+  double cross_entropy(float* z, const int32_t* labels, int64_t N, int64_t V, float scale) override {
+    return ref::cross_entropy(z, labels, N, V, scale);
   }
 
  private:
