@@ -37,6 +37,20 @@ TEST(DataDefinition, ChatIdsMatchTheRecipe) {
   EXPECT_EQ(len.summary_chars, 11);
 }
 
+TEST(DataDefinition, LengthMeterEqualsSampleIdsSizes) {
+  auto tok = Tokenizer::from_file(tokenizer_path());
+  LengthMeter meter(tok);
+  auto recs = read_records({dev_json_path()}, {});
+  for (size_t i = 0; i < recs.size(); i += 7) {
+    auto ids = sample_ids(tok, recs[i].content, recs[i].summary);
+    auto len = meter(recs[i].content, recs[i].summary);
+    ASSERT_EQ(size_t(len.input_tokens), ids.input.size()) << "line " << recs[i].line;
+    ASSERT_EQ(size_t(len.output_tokens), ids.output.size()) << "line " << recs[i].line;
+    ASSERT_EQ(size_t(len.content_tokens), tok.encode(recs[i].content).size());
+    ASSERT_EQ(size_t(len.summary_tokens), tok.encode(recs[i].summary).size());
+  }
+}
+
 TEST(DataDefinition, ByteFallbackCounts) {
   auto tok = Tokenizer::byte_fallback();
   // byte tokenizer: encode(text) = one id per byte, no dummy prefix; "\n" -> [13].

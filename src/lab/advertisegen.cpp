@@ -117,20 +117,25 @@ SampleIds sample_ids(const Tokenizer& tok, std::string_view content, std::string
   return s;
 }
 
-RecordLengths measure(const Tokenizer& tok, std::string_view content, std::string_view summary) {
-  // The raw counts are the lengths of sample_ids() minus the fixed ids around the text; encode("")
-  // is empty, so sample_ids("", "") gives exactly those fixed ids (a few microseconds).
+LengthMeter::LengthMeter(const Tokenizer& tok) : tok_(&tok) {
   auto fixed = sample_ids(tok, "", "");
-  const auto fixed_in = int32_t(fixed.input.size()), fixed_out = int32_t(fixed.output.size());
-  auto ids = sample_ids(tok, content, summary);
+  fixed_input_ = int32_t(fixed.input.size());
+  fixed_output_ = int32_t(fixed.output.size());
+}
+
+RecordLengths LengthMeter::operator()(std::string_view content, std::string_view summary) const {
   RecordLengths len;
-  len.input_tokens = int32_t(ids.input.size());
-  len.output_tokens = int32_t(ids.output.size());
-  len.content_tokens = len.input_tokens - fixed_in;
-  len.summary_tokens = len.output_tokens - fixed_out;
+  len.content_tokens = int32_t(tok_->encode(content).size());
+  len.summary_tokens = int32_t(tok_->encode(summary).size());
+  len.input_tokens = fixed_input_ + len.content_tokens;
+  len.output_tokens = fixed_output_ + len.summary_tokens;
   len.content_chars = int32_t(utf8::count_code_points(content));
   len.summary_chars = int32_t(utf8::count_code_points(summary));
   return len;
+}
+
+RecordLengths measure(const Tokenizer& tok, std::string_view content, std::string_view summary) {
+  return LengthMeter(tok)(content, summary);
 }
 
 std::string format_record_line(std::string_view content, std::string_view summary) {

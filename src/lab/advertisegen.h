@@ -85,6 +85,19 @@ struct RecordLengths {
   int32_t total_tokens() const { return input_tokens + output_tokens; }
   int32_t total_chars() const { return content_chars + summary_chars; }
 };
+
+// The fast way to count: encodes content and summary once each and adds the fixed ids around them,
+// counted once from sample_ids(tok, "", "") (encode("") is empty). Equal to the sizes of
+// sample_ids() by construction; DataDefinition tests check it. Thread-safe (const).
+class LengthMeter {
+ public:
+  explicit LengthMeter(const Tokenizer& tok);
+  RecordLengths operator()(std::string_view content, std::string_view summary) const;
+
+ private:
+  const Tokenizer* tok_;
+  int32_t fixed_input_ = 0, fixed_output_ = 0;
+};
 RecordLengths measure(const Tokenizer& tok, std::string_view content, std::string_view summary);
 
 // A record as one JSON line in the input format, without the "\n": {"content": "...", "summary": "..."}

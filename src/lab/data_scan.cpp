@@ -24,6 +24,7 @@ Scan scan_files(const std::vector<std::string>& paths, const Tokenizer& tok, con
   if (paths.empty()) fail("no input files given");
   const int threads = options.threads > 0 ? options.threads : omp_get_max_threads();
   const size_t max_line = options.read.max_line_bytes;
+  const LengthMeter meter(tok);
   Scan scan;
   scan.files = paths;
   std::vector<Line> batch;
@@ -42,7 +43,7 @@ Scan scan_files(const std::vector<std::string>& paths, const Tokenizer& tok, con
         try {
           ParsedLine p = parse_line(batch[size_t(i)], path, max_line);
           r.kind = p.kind;
-          if (p.kind == LineKind::kRecord) r.len = measure(tok, p.record.content, p.record.summary);
+          if (p.kind == LineKind::kRecord) r.len = meter(p.record.content, p.record.summary);
           if (p.kind == LineKind::kBad) r.error = std::move(p.error);
         } catch (const std::exception& e) {  // a record the tokenizer cannot encode is bad too
           r.kind = LineKind::kBad;
