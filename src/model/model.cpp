@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "model/adapters.h"
 #include "util/error.h"
 #include "util/file.h"
 
@@ -15,6 +16,7 @@ KVCache::KVCache(const ModelConfig& c, int batch, int capacity)
   k_.assign(n, 0.0f);
   v_.assign(n, 0.0f);
   valid_.assign(size_t(B_) * S_, 0);
+  segment_.assign(size_t(B_) * S_, 0);
 }
 
 uint64_t KVCache::bytes_needed(const ModelConfig& c, int batch, int capacity) {
@@ -24,13 +26,15 @@ uint64_t KVCache::bytes_needed(const ModelConfig& c, int batch, int capacity) {
 
 KVView KVCache::view(int layer) const {
   size_t off = size_t(layer) * B_ * S_ * G_ * D_;
-  return KVView{k_.data() + off, v_.data() + off, valid_.data(), S_};
+  return KVView{k_.data() + off, v_.data() + off, valid_.data(), S_, segments_ ? segment_.data() : nullptr};
 }
 float* KVCache::k(int layer, int b, int slot) { return k_.data() + ((size_t(layer) * B_ + b) * S_ + slot) * G_ * D_; }
 float* KVCache::v(int layer, int b, int slot) { return v_.data() + ((size_t(layer) * B_ + b) * S_ + slot) * G_ * D_; }
 void KVCache::reset() {
   len_ = 0;
   std::fill(valid_.begin(), valid_.end(), 0);
+  std::fill(segment_.begin(), segment_.end(), 0);
+  segments_ = false;
 }
 
 StepInput make_prefill(const std::vector<std::vector<int32_t>>& prompts) {
@@ -62,7 +66,8 @@ void Model::forward(Ops& ops, const StepInput& in, KVCache& cache, Logits mode, 
   const int H = c.num_heads, G = c.num_groups, D = c.kv_channels;
   const int64_t QKV = c.qkv_dim(), Qd = c.q_dim(), KVd = c.kv_dim();
   if (B != cache.batch()) fail("forward: batch of {} sequences but the KV cache holds {}", B, cache.batch());
-  if (in.ids.size() != size_t(N) || in.pos.size() != size_t(N) || in.valid.size() != size_t(N))
+  if (in.ids.size() != size_t(N) || in.pos.size() != size_t(N) || in.valid.size() != size_t(N) ||
+      (!in.segment.empty() && in.segment.size() != size_t(N)))
     fail("forward: input arrays must hold B·T = {} entries", N);
   if (P + T > cache.capacity())
     fail("forward: {} cached + {} new tokens exceed the KV cache capacity {}", P, T, cache.capacity());
@@ -77,6 +82,13 @@ void Model::forward(Ops& ops, const StepInput& in, KVCache& cache, Logits mode, 
 
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < T; ++t) cache.valid(b)[P + t] = in.valid[size_t(b) * T + t];
+  if (!in.segment.empty()) {
+    cache.use_segments();
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < T; ++t) cache.segment(b)[P + t] = in.segment[size_t(b) * T + t];
+  }
+  const Adapter* ad = adapter_;
+  if (ad) ad->check_fits(c);
 
   if (tape) tape->layers.assign(size_t(c.num_layers), {});
   std::vector<float> x(size_t(N * C)), xl(size_t(N * C)), qkv_ws, ctx_ws, h_ws, u_ws, lse_ws, r1_ws, r2_ws;
@@ -106,6 +118,7 @@ void Model::forward(Ops& ops, const StepInput& in, KVCache& cache, Logits mode, 
     // Attention block.
     ops.rmsnorm(x.data(), lw.input_norm.data(), N, C, c.layernorm_eps, xl.data(), r1.data());
     ops.matmul(xl.data(), N, lw.qkv, lw.qkv_bias.empty() ? nullptr : lw.qkv_bias.data(), qkv.data());
+    if (ad) ad->forward(ops, l, Target::Qkv, xl.data(), N, qkv.data());
     ops.rope(qkv.data(), N, QKV, H + G, D, in.pos.data(), c.rope_base());  // Q heads, then K heads
     for (int b = 0; b < B; ++b)
       for (int t = 0; t < T; ++t) {
@@ -115,14 +128,17 @@ void Model::forward(Ops& ops, const StepInput& in, KVCache& cache, Logits mode, 
       }
     ops.attention(qkv.data(), QKV, cache.view(l), B, T, P, H, G, D, ctx.data(), lse.data());
     ops.matmul(ctx.data(), N, lw.dense, nullptr, tmp.data());
+    if (ad) ad->forward(ops, l, Target::Dense, ctx.data(), N, tmp.data());
     std::copy(x.begin(), x.end(), h.begin());
     ops.add(h.data(), tmp.data(), N * C);
 
     // MLP block.
     ops.rmsnorm(h.data(), lw.post_norm.data(), N, C, c.layernorm_eps, xl.data(), r2.data());
     ops.matmul(xl.data(), N, lw.h_to_4h, nullptr, u.data());
+    if (ad) ad->forward(ops, l, Target::HTo4H, xl.data(), N, u.data());
     ops.swiglu(u.data(), N, F, act.data());
     ops.matmul(act.data(), N, lw.four_h_to_h, nullptr, tmp.data());
+    if (ad) ad->forward(ops, l, Target::FourHToH, act.data(), N, tmp.data());
     std::copy(h.begin(), h.end(), x.begin());
     ops.add(x.data(), tmp.data(), N * C);
   }

@@ -25,6 +25,8 @@ class KVCache {
   float* k(int layer, int b, int slot);
   float* v(int layer, int b, int slot);
   uint8_t* valid(int b) { return valid_.data() + size_t(b) * S_; }
+  int32_t* segment(int b) { return segment_.data() + size_t(b) * S_; }  // packed sequences (see KVView)
+  void use_segments() { segments_ = true; }
   void advance(int n) { len_ += n; }
   void reset();
 
@@ -32,6 +34,8 @@ class KVCache {
   int L_, B_, S_, G_, D_, len_ = 0;
   std::vector<float> k_, v_;
   std::vector<uint8_t> valid_;
+  std::vector<int32_t> segment_;  // [B, S], all 0 unless packed sequences were given
+  bool segments_ = false;
 };
 
 // One forward call's input: T new tokens for each of B sequences (row-major [B, T]).
@@ -39,7 +43,8 @@ struct StepInput {
   int B = 0, T = 0;
   std::vector<int32_t> ids;       // [B·T]
   std::vector<int32_t> pos;       // [B·T] position ids (pads: 0)
-  std::vector<uint8_t> valid;     // [B·T] 1 = real token, 0 = left padding
+  std::vector<uint8_t> valid;     // [B·T] 1 = real token, 0 = padding
+  std::vector<int32_t> segment;   // [B·T] or empty: packed samples; attention never crosses segments
 };
 
 // Activations of one layer that the backward pass reads (all [N, ·] with N = B·T).
@@ -61,11 +66,16 @@ struct ForwardTape {
 
 enum class Logits { None, Last, All };
 
+class Adapter;
+
 class Model {
  public:
   Model(ModelConfig cfg, ModelWeights w) : cfg_(std::move(cfg)), w_(std::move(w)) {}
   const ModelConfig& config() const { return cfg_; }
   const ModelWeights& weights() const { return w_; }
+  // An adapter (LoRA / VeRA, model/adapters.h) applied unmerged by forward(); not owned, nullptr = none.
+  void set_adapter(const Adapter* a) { adapter_ = a; }
+  const Adapter* adapter() const { return adapter_; }
 
   // Runs `in` after what `cache` holds, appends its keys/values, and writes logits:
   // Last -> [B, V] for each sequence's last new token; All -> [B·T, V]. Checks ids and lengths.
@@ -76,6 +86,7 @@ class Model {
  private:
   ModelConfig cfg_;
   ModelWeights w_;
+  const Adapter* adapter_ = nullptr;
 };
 
 // Left-pads prompts into one StepInput (ids pad 0, position ids 0..n-1 for real tokens) as the

@@ -227,14 +227,17 @@ class ChatGLM3Transformer(nn.Module):
         self.output_layer = nn.Linear(cfg.hidden_size, cfg.padded_vocab_size, bias=False)
 
 
-def attention_allowed(attention_mask: torch.Tensor, T: int) -> torch.Tensor:
+def attention_allowed(attention_mask: torch.Tensor, T: int, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Bool [B, T, S]: may query i (the last T of S positions) see key j. Causal, pad keys hidden;
-    a pad query row sees everything (as the reference does, to avoid all -inf rows)."""
+    a pad query row sees everything (as the reference does, to avoid all -inf rows). segment_ids
+    [B, S] (packed samples, glmlab's fine-tuning): keys of another segment are hidden too."""
     B, S = attention_mask.shape
     real = attention_mask.bool()
     qpos = torch.arange(S - T, S)[:, None]
     causal = torch.arange(S)[None, :] <= qpos  # [T, S]
     allowed = causal[None] & real[:, None, :]
+    if segment_ids is not None:
+        allowed = allowed & (segment_ids[:, S - T:, None] == segment_ids[:, None, :])
     return allowed | ~real[:, S - T:, None]
 
 
@@ -254,9 +257,10 @@ class ChatGLM3ForCausalLM(nn.Module):
         return self.transformer.embedding.word_embeddings.weight.dtype
 
     def forward(self, input_ids, position_ids=None, attention_mask=None, past_key_values=None,
-                use_cache=False, mutation=None):
+                use_cache=False, mutation=None, segment_ids=None):
         """input_ids [B, T]; attention_mask [B, past+T] (1 real, 0 pad; left padding) or None (all real);
-        position_ids [B, T] or None (derived from the mask: pads 0, real tokens 0..n-1).
+        position_ids [B, T] or None (derived from the mask: pads 0, real tokens 0..n-1);
+        segment_ids [B, past+T] or None: packed samples, attention stays inside a segment.
         Returns (logits [B, T, V] in the model dtype, new cache or None)."""
         mutation = mutation if mutation is not None else self.mutation
         B, T = input_ids.shape
@@ -271,7 +275,7 @@ class ChatGLM3ForCausalLM(nn.Module):
         t = self.transformer
         x = t.embedding(input_ids)
         cos, sin = rope_table(self.config, position_ids, self.dtype)
-        allowed = attention_allowed(attention_mask, T)
+        allowed = attention_allowed(attention_mask, T, segment_ids)
         presents = []
         for i, layer in enumerate(t.encoder.layers):
             past = past_key_values[i] if past_key_values else None
