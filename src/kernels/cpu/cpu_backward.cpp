@@ -178,8 +178,8 @@ double cross_entropy(float* z, const int32_t* labels, int64_t N, int64_t V, floa
   for (int64_t n = 0; n < N; ++n)
     if (labels[n] != -100 && (labels[n] < 0 || labels[n] >= V))
       fail("cross-entropy: label {} of row {} is outside the vocabulary [0, {})", labels[n], n, V);
-  double loss = 0;
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : loss)
+  std::vector<double> row_loss(static_cast<size_t>(N), 0.0);  // summed in order: deterministic
+#pragma omp parallel for schedule(dynamic, 1)
   for (int64_t n = 0; n < N; ++n) {
     float* row = z + n * V;
     const int32_t y = labels[n];
@@ -192,11 +192,13 @@ double cross_entropy(float* z, const int32_t* labels, int64_t N, int64_t V, floa
     const double zy = double(row[y]) - mx;
     double sum = 0;
     for (int64_t v = 0; v < V; ++v) sum += (row[v] = std::exp(row[v] - mx));  // row now holds exp(z − mx)
-    loss += std::log(sum) - zy;
+    row_loss[size_t(n)] = std::log(sum) - zy;
     const float inv = float(scale / sum);
     for (int64_t v = 0; v < V; ++v) row[v] *= inv;
     row[y] -= scale;
   }
+  double loss = 0;
+  for (double l : row_loss) loss += l;
   return loss;
 }
 
