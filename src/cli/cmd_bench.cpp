@@ -1,0 +1,215 @@
+// glmlab bench infer: inference speed per record and per dtype (lab/bench_infer.h), with the report
+// files of lab/bench_outputs.h; glmlab bench compare: the ratio table of two summary.json files.
+// The `bench` group itself comes from bench_group.h so that other benchmarks (bench train) join it.
+#include <unistd.h>
+
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/bench_group.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "lab/advertisegen.h"
+#include "lab/bench_compare.h"
+#include "lab/bench_infer.h"
+#include "lab/bench_outputs.h"
+#include "lab/bench_report.h"
+#include "lab/sample.h"
+#include "util/error.h"
+#include "util/file.h"
+
+namespace glmlab::cli {
+namespace {
+
+// The no-argument default: small enough to finish in well under a minute on 2 cores.
+constexpr size_t kDefaultSampleRecords = 16;
+constexpr int kDefaultSampleCap = 32;
+
+struct BenchArgs {
+  ModelArgs m;
+  std::string data;
+  size_t records = 0;
+  std::vector<int> batches = {1};
+  int reps = 1, warmup = 1, max_new_tokens = 0;
+  bool stop_at_eos = false, json = false, no_progress = false;
+  std::string out, probe = "full";
+};
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::string item;
+  std::istringstream in(s);
+  while (std::getline(in, item, ',')) {
+    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
+    while (!item.empty() && item.back() == ' ') item.pop_back();
+    if (!item.empty()) out.push_back(item);
+  }
+  if (out.empty()) out.push_back("");  // the model's default dtype
+  return out;
+}
+
+std::string command_line() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(in)), {}), out;
+  for (char c : all) out += c ? c : ' ';
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+std::string default_out_dir() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
+  return std::string("out/bench-infer-") + buf;
+}
+
+std::string tokenizer_source(const Tokenizer& tok, const ModelArgs& m) {
+  if (tok.is_byte_fallback()) return "bytes";
+  if (!m.tokenizer.empty()) return m.tokenizer;
+  auto beside = std::filesystem::path(m.model) / "tokenizer.model";
+  if (m.model.rfind("random:", 0) != 0 && std::filesystem::exists(beside)) return beside.string();
+  const char* env = std::getenv("GLMLAB_TOKENIZER");
+  return env ? env : "?";
+}
+
+void run_infer(BenchArgs& a, const CLI::App& cmd) {
+  bool embedded = a.data.empty();
+  if (embedded && cmd.count("--records") == 0) a.records = kDefaultSampleRecords;
+  if (embedded && cmd.count("--max-new-tokens") == 0) a.max_new_tokens = kDefaultSampleCap;
+  if (a.max_new_tokens < 0) fail("--max-new-tokens must be at least 0 (0 = no cap)");
+
+  Tokenizer tok = load_tokenizer(a.m.tokenizer, a.m.model);
+  std::vector<lab::Record> records;
+  if (embedded) {
+    records = lab::embedded_sample(a.records ? a.records : 100);
+  } else {
+    records = lab::read_records({a.data}, lab::ReadOptions{});
+    if (a.records && records.size() > a.records) records.resize(a.records);
+  }
+  ModelConfig cfg = load_config(ModelSpec::parse(a.m.model));
+  auto prompts = lab::make_prompts(records, tok, a.max_new_tokens, a.stop_at_eos, cfg.seq_length);
+
+  lab::BenchInferOptions o;
+  o.dtypes = split_list(a.m.dtype);
+  o.batches = a.batches;
+  o.reps = a.reps;
+  o.warmup = a.warmup;
+  o.stop_at_eos = a.stop_at_eos;
+  o.progress = !a.no_progress;
+  o.device = a.m.device;
+  o.probe = a.probe == "off" ? lab::ProbeLevel::Off : a.probe == "quick" ? lab::ProbeLevel::Quick : lab::ProbeLevel::Full;
+
+  lab::BenchMeta meta;
+  meta.model_spec = a.m.model;
+  meta.data = embedded ? "<embedded sample>" : a.data;
+  meta.tokenizer = tokenizer_source(tok, a.m);
+  meta.command = command_line();
+  meta.max_new_tokens = a.max_new_tokens;
+  meta.options = o;
+
+  int64_t in_tok = 0, out_tok = 0;
+  for (const auto& p : prompts) {
+    in_tok += int64_t(p.input.size());
+    out_tok += p.target_tokens;
+  }
+  std::fprintf(stderr,
+               "bench infer: %s, %zu records of %s (tokenizer %s): %lld prompt tokens, %lld %s output tokens%s; "
+               "dtype %s, batch %s, %d rep(s) after %d warm-up group(s)\n",
+               a.m.model.c_str(), prompts.size(), meta.data.c_str(), meta.tokenizer.c_str(), (long long)in_tok,
+               (long long)out_tok, a.stop_at_eos ? "most" : "forced",
+               a.max_new_tokens ? fmt::format(" (capped at {} per record)", a.max_new_tokens).c_str() : "",
+               a.m.dtype.empty() ? "default" : a.m.dtype.c_str(), fmt::format("{}", fmt::join(a.batches, ",")).c_str(),
+               a.reps, a.warmup);
+
+  lab::BenchLoader loader = [&](const std::string& dtype) {
+    ModelArgs one = a.m;
+    one.dtype = dtype;
+    Loaded L = load(one);
+    return lab::BenchModel{std::make_unique<Model>(std::move(L.model)), std::move(L.ops), L.load_seconds};
+  };
+  lab::BenchReport report = lab::run_bench_infer(std::move(prompts), loader, o);
+
+  std::string dir = a.out.empty() ? default_out_dir() : a.out;
+  lab::BenchOutputs files = lab::write_bench_outputs(dir, report, meta);
+  for (const auto& w : files.warnings) std::fprintf(stderr, "bench: warning: %s\n", w.c_str());
+
+  if (a.json) {
+    std::printf("%s\n", lab::summary_json(report, meta).dump(2).c_str());
+  } else {
+    std::printf("machine: %s\n", lab::one_line(report.machine).c_str());
+    if (report.probed)
+      std::printf("limits:  memory read %.2f GB/s (%.2f–%.2f), fp32 GEMM %.1f GFLOP/s (%.1f–%.1f), measured in this run\n",
+                  report.memory_gbs.median, report.memory_gbs.min, report.memory_gbs.max, report.gemm_gflops.median,
+                  report.gemm_gflops.min, report.gemm_gflops.max);
+    std::printf("\n%s\n", lab::markdown_table(report, a.m.model).c_str());
+    std::printf("tok/s = generated tokens / wall time; median (min–max) over %d rep(s); load average %.2f at start, "
+                "%.2f at end; %.1f s in all\n",
+                a.reps, report.machine.load_start[0], report.machine.load_end[0], report.wall_s);
+    std::printf("outputs in %s: ", dir.c_str());
+    for (size_t i = 0; i < files.files.size(); ++i)
+      std::printf("%s%s", i ? ", " : "", std::filesystem::path(files.files[i]).filename().c_str());
+    std::printf("\n");
+  }
+}
+
+RegisterCommand reg([](CLI::App& app) {
+  CLI::App* bench = bench_group(app);
+
+  auto a = std::make_shared<BenchArgs>();
+  auto* infer = bench->add_subcommand(
+      "infer", "inference speed per record and dtype: tokens/s, prefill/decode rates, latency, memory, GB/s and "
+               "GFLOP/s against this machine's measured limits; JSON/CSV, 3-D scatter (PNG + HTML), tokens/s chart");
+  add_model_options(infer, a->m);
+  if (auto* d = infer->get_option_no_throw("--dtype"))
+    d->description("weight dtypes, comma-separated (fp32, fp16, bf16, int8, int4); one run each, compared in one table");
+  infer->add_option("--data", a->data, "AdvertiseGen JSON-lines file (default: the embedded sample)");
+  infer->add_option("--records", a->records, "use the first N records (default: all of --data; 16 of the sample)");
+  infer->add_option("--batch", a->batches, "batch sizes, comma-separated (static batching, left padding)")
+      ->delimiter(',')
+      ->capture_default_str();
+  infer->add_option("--reps", a->reps, "repetitions (medians and min/max over them)")->capture_default_str();
+  infer->add_option("--warmup", a->warmup, "groups run and discarded before measuring, per dtype and batch")
+      ->capture_default_str();
+  infer->add_flag("--stop-at-eos", a->stop_at_eos,
+                  "free-running generation (stop ids end a record) instead of the forced reference length");
+  infer->add_option("--max-new-tokens", a->max_new_tokens,
+                    "cap on tokens per record (0 = none; default 32 on the embedded sample)");
+  infer->add_option("--out,-o", a->out, "output folder (default: out/bench-infer-<timestamp>)");
+  infer->add_option("--probe", a->probe, "machine-limit probes: full, quick, off")
+      ->check(CLI::IsMember({"full", "quick", "off"}))
+      ->capture_default_str();
+  infer->add_flag("--json", a->json, "print summary.json to stdout instead of the table");
+  infer->add_flag("--no-progress", a->no_progress, "no progress bar on stderr");
+  infer->callback([a, infer] { run_infer(*a, *infer); });
+
+  auto files = std::make_shared<std::vector<std::string>>();
+  auto* compare = bench->add_subcommand(
+      "compare", "ratio table of two summary.json files (glmlab or tools/reference/bench_peer.py), matched by dtype "
+                 "and batch; > 1 = A better");
+  compare->add_option("A B", *files, "two summary.json files (or folders holding one)")->required()->expected(2);
+  compare->callback([files] {
+    nlohmann::json s[2];
+    for (int i = 0; i < 2; ++i) {
+      std::string path = (*files)[size_t(i)];
+      if (std::filesystem::is_directory(path)) path = (std::filesystem::path(path) / "summary.json").string();
+      try {
+        s[i] = nlohmann::json::parse(read_file(path));
+      } catch (const nlohmann::json::exception& e) {
+        fail("{}: not valid JSON: {}", path, e.what());
+      }
+      if (!s[i].is_object() || !s[i].contains("runs")) fail("{}: not a benchmark summary (no \"runs\")", path);
+    }
+    std::printf("%s", lab::compare_summaries(s[0], s[1]).c_str());
+  });
+});
+
+}  // namespace
+}  // namespace glmlab::cli

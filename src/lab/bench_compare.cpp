@@ -1,0 +1,92 @@
+// Ratio table of two benchmark summaries (see bench_compare.h).
+#include "lab/bench_compare.h"
+
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "lab/bench_report.h"
+#include "util/error.h"
+
+namespace glmlab::lab {
+
+namespace {
+
+std::string label(const nlohmann::json& s) {
+  std::string engine = s.value("engine", std::string("?"));
+  if (s.contains("model") && s["model"].is_object()) engine += " " + s["model"].value("spec", std::string());
+  return engine;
+}
+
+// The median of a {"median","min","max"} field, or the number itself; NaN when absent or null.
+double median_of(const nlohmann::json& run, const char* key) {
+  if (!run.contains(key) || run[key].is_null()) return std::nan("");
+  const auto& v = run[key];
+  if (v.is_object()) return v.contains("median") && v["median"].is_number() ? v["median"].get<double>() : std::nan("");
+  return v.is_number() ? v.get<double>() : std::nan("");
+}
+
+std::string cell(double v, double scale = 1) { return std::isnan(v) ? "–" : fmt_num(v / scale); }
+
+std::string ratio(double a, double b) {
+  if (std::isnan(a) || std::isnan(b) || a <= 0 || b <= 0) return "–";
+  return fmt::format("{:.2f}×", a / b);
+}
+
+}  // namespace
+
+std::string compare_summaries(const nlohmann::json& a, const nlohmann::json& b) {
+  for (const auto* s : {&a, &b})
+    if (!s->is_object() || !s->contains("runs") || !(*s)["runs"].is_array())
+      fail("not a benchmark summary (no \"runs\" array)");
+  struct Metric {
+    const char* key;
+    const char* name;
+    bool rate;      // higher is better
+    double scale;   // display unit
+  };
+  const Metric metrics[] = {{"throughput_tps", "tok/s", true, 1},        {"prefill_tps", "prefill tok/s", true, 1},
+                            {"decode_tps", "decode tok/s", true, 1},     {"ttft_p50_s", "TTFT p50 s", false, 1},
+                            {"latency_p50_s", "latency p50 s", false, 1}, {"latency_p90_s", "latency p90 s", false, 1},
+                            {"peak_rss_bytes", "peak RSS GB", false, 1e9}};
+  std::string out = fmt::format("A = {}\nB = {}\n(ratios: how many times A is better — A/B for rates, B/A for times and "
+                                "memory)\n\n",
+                                label(a), label(b));
+  out += "| dtype | batch | metric | A | B | A vs B |\n|---|--:|---|--:|--:|--:|\n";
+  size_t matched = 0;
+  std::vector<std::string> unmatched;
+  for (const auto& ra : a["runs"]) {
+    std::string dt = ra.value("dtype", std::string());
+    int batch = ra.value("batch", 1);
+    const nlohmann::json* rb = nullptr;
+    for (const auto& x : b["runs"])
+      if (x.value("dtype", std::string()) == dt && x.value("batch", 1) == batch) rb = &x;
+    if (!rb) {
+      unmatched.push_back(fmt::format("A {} b{}", dt, batch));
+      continue;
+    }
+    ++matched;
+    for (const auto& m : metrics) {
+      double va = median_of(ra, m.key), vb = median_of(*rb, m.key);
+      if (std::isnan(va) && std::isnan(vb)) continue;
+      out += fmt::format("| {} | {} | {} | {} | {} | {} |\n", dt, batch, m.name, cell(va, m.scale), cell(vb, m.scale),
+                         m.rate ? ratio(va, vb) : ratio(vb, va));
+    }
+  }
+  for (const auto& x : b["runs"]) {
+    std::string dt = x.value("dtype", std::string());
+    int batch = x.value("batch", 1);
+    bool found = false;
+    for (const auto& ra : a["runs"]) found |= ra.value("dtype", std::string()) == dt && ra.value("batch", 1) == batch;
+    if (!found) unmatched.push_back(fmt::format("B {} b{}", dt, batch));
+  }
+  if (!matched) out += "| – | – | no run of A matches a run of B (same dtype and batch) | | | |\n";
+  if (!unmatched.empty()) {
+    out += "\nunmatched runs:";
+    for (const auto& u : unmatched) out += " " + u + ";";
+    out += "\n";
+  }
+  return out;
+}
+
+}  // namespace glmlab::lab

@@ -1,0 +1,240 @@
+// The inference benchmark's measuring loop (see bench_infer.h).
+#include "lab/bench_infer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <numeric>
+
+#include <fmt/format.h>
+
+#include "lab/bench_summary.h"
+#include "lab/peak_memory.h"
+#include "lab/progress.h"
+#include "model/generate.h"
+#include "util/dtype.h"
+#include "util/error.h"
+
+namespace glmlab::lab {
+
+namespace {
+using clock = std::chrono::steady_clock;
+double seconds_since(clock::time_point t) { return std::chrono::duration<double>(clock::now() - t).count(); }
+}  // namespace
+
+std::vector<BenchPrompt> make_prompts(const std::vector<Record>& records, const Tokenizer& tok, int max_new_tokens,
+                                      bool stop_at_eos, int seq_length) {
+  std::vector<BenchPrompt> out;
+  out.reserve(records.size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    const Record& r = records[i];
+    SampleIds ids = sample_ids(tok, r.content, r.summary);
+    BenchPrompt p;
+    p.index = i;
+    p.input = std::move(ids.input);
+    p.reference_tokens = int32_t(ids.output.size());
+    int64_t target = stop_at_eos ? 2 * int64_t(p.reference_tokens) : p.reference_tokens;
+    if (max_new_tokens > 0) target = stop_at_eos ? max_new_tokens : std::min<int64_t>(target, max_new_tokens);
+    int64_t room = int64_t(seq_length) - int64_t(p.input.size());
+    if (room < 1)
+      fail("{}:{}: the prompt has {} tokens, the model's seq_length is {}: no room to generate", r.file, r.line,
+           p.input.size(), seq_length);
+    p.target_tokens = int32_t(std::max<int64_t>(1, std::min(target, room)));
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+double prefill_flops(const ModelConfig& c, int64_t T) {
+  double C = c.hidden_size, F = c.ffn_hidden_size, Q = c.q_dim(), QKV = c.qkv_dim(), V = c.vocab_size;
+  double layer_params = QKV * C + C * Q + 2 * F * C + C * F;
+  double t = double(T);
+  return c.num_layers * (2 * layer_params * t + 2.0 * c.num_heads * c.kv_channels * t * (t + 1)) + 2 * V * C;
+}
+
+namespace {
+
+// The groups of one batch size: indices into prompts.
+std::vector<std::vector<size_t>> make_groups(const std::vector<BenchPrompt>& prompts, int batch) {
+  std::vector<size_t> order(prompts.size());
+  std::iota(order.begin(), order.end(), size_t(0));
+  if (batch > 1)
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      const auto &pa = prompts[a], &pb = prompts[b];
+      if (pa.target_tokens != pb.target_tokens) return pa.target_tokens < pb.target_tokens;
+      return pa.input.size() < pb.input.size();
+    });
+  std::vector<std::vector<size_t>> groups;
+  for (size_t i = 0; i < order.size(); i += size_t(batch))
+    groups.emplace_back(order.begin() + long(i), order.begin() + long(std::min(order.size(), i + size_t(batch))));
+  return groups;
+}
+
+struct GroupRun {
+  GroupResult group;
+  std::vector<RecordResult> records;
+};
+
+// One generate() call over a group; per-record end times from the token callback.
+GroupRun run_group(const Model& model, Ops& ops, const std::vector<BenchPrompt>& prompts,
+                   const std::vector<size_t>& members, bool stop_at_eos, Progress* progress) {
+  const size_t B = members.size();
+  std::vector<std::vector<int32_t>> inputs;
+  int32_t longest = 0;
+  for (size_t m : members) {
+    inputs.push_back(prompts[m].input);
+    longest = std::max(longest, prompts[m].target_tokens);
+  }
+  GenerateOptions opt;
+  opt.max_new_tokens = longest;
+  opt.min_new_tokens = stop_at_eos ? 0 : longest;
+  std::vector<int32_t> count(B, 0);
+  std::vector<clock::time_point> last(B);
+  opt.on_token = [&](int b, int32_t) {
+    size_t ub = size_t(b);
+    if (count[ub] >= prompts[members[ub]].target_tokens) return;  // beyond its own target: not counted
+    ++count[ub];
+    last[ub] = clock::now();
+    if (progress) progress->add(1);
+  };
+  auto t0 = clock::now();
+  GenerateResult res = generate(model, ops, inputs, opt);
+  double wall = seconds_since(t0);
+
+  GroupRun run;
+  GroupResult& g = run.group;
+  g.sequences = int(B);
+  g.prefill_s = res.prefill_seconds;
+  g.decode_s = res.decode_seconds;
+  g.wall_s = wall;
+  g.decode_steps = res.decode_steps;
+  g.input_tokens = res.prefill_tokens;
+  for (size_t b = 0; b < B; ++b) {
+    const BenchPrompt& p = prompts[members[b]];
+    RecordResult r;
+    r.index = p.index;
+    r.input_tokens = int32_t(p.input.size());
+    r.target_tokens = p.target_tokens;
+    r.output_tokens = count[b];
+    r.forced = !stop_at_eos;
+    r.stopped = res.stopped[b] && count[b] < p.target_tokens;
+    r.prefill_s = res.prefill_seconds;
+    r.total_s = count[b] > 0 ? std::chrono::duration<double>(last[b] - t0).count() : res.prefill_seconds;
+    r.decode_s = std::max(0.0, r.total_s - r.prefill_s);
+    if (!stop_at_eos && r.output_tokens != r.target_tokens)
+      fail("bench: record {} generated {} tokens, forced length {}", p.index, r.output_tokens, r.target_tokens);
+    g.output_tokens += r.output_tokens;
+    run.records.push_back(r);
+  }
+  return run;
+}
+
+ModelFacts model_facts(const BenchModel& bm, const std::vector<BenchPrompt>& prompts, const std::vector<int>& batches) {
+  ModelFacts f;
+  const ModelWeights& w = bm.model->weights();
+  f.dtype = std::string(dtype_name(w.dtype));
+  f.weight_bytes = w.matrix_bytes();
+  f.decode_bytes_per_step = f.weight_bytes - w.embedding.nbytes();
+  f.load_s = bm.load_seconds;
+  for (int batch : batches)
+    for (const auto& grp : make_groups(prompts, batch)) {
+      int T = 0, N = 0;
+      for (size_t m : grp) {
+        T = std::max(T, int(prompts[m].input.size()));
+        N = std::max(N, prompts[m].target_tokens);
+      }
+      f.kv_cache_bytes = std::max(f.kv_cache_bytes, KVCache::bytes_needed(bm.model->config(), int(grp.size()), T + N));
+    }
+  return f;
+}
+
+}  // namespace
+
+BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader& load, const BenchInferOptions& o) {
+  if (prompts.empty()) fail("bench: no records to run");
+  if (o.reps < 1) fail("bench: --reps must be at least 1");
+  if (o.warmup < 0) fail("bench: --warmup must be at least 0");
+  for (int b : o.batches)
+    if (b < 1) fail("bench: --batch sizes must be at least 1 (got {})", b);
+  auto t_start = clock::now();
+  BenchReport rep;
+  rep.machine = describe_machine(o.device);
+  if (o.probe != ProbeLevel::Off) {
+    if (o.progress) std::fprintf(stderr, "bench: probing memory bandwidth and GEMM throughput...\n");
+    bool quick = o.probe == ProbeLevel::Quick;
+    rep.memory_gbs = quick ? probe_memory_bandwidth(256ull << 20, 3) : probe_memory_bandwidth();
+    rep.gemm_gflops = quick ? probe_gemm(1024, 3) : probe_gemm();
+    rep.probed = true;
+  }
+
+  // Work for the progress bar: counted tokens of warm-up groups and of every repetition.
+  int64_t total = 0, all_tokens = 0;
+  for (const auto& p : prompts) all_tokens += p.target_tokens;
+  for (int batch : o.batches) {
+    auto groups = make_groups(prompts, batch);
+    for (int w = 0; w < o.warmup && w < int(groups.size()); ++w)
+      for (size_t m : groups[size_t(w)]) total += prompts[m].target_tokens;
+    total += int64_t(o.reps) * all_tokens;
+  }
+  total *= int64_t(o.dtypes.size());
+  Progress progress(total, "tok", o.progress);
+
+  for (const std::string& dtype : o.dtypes) {
+    progress.clear();
+    bool phase_rss = reset_peak_rss();
+    BenchModel bm = load(dtype);
+    if (!bm.model || !bm.ops) fail("bench: the loader returned no model for dtype \"{}\"", dtype);
+    if (rep.config.name.empty()) rep.config = bm.model->config();
+    ModelFacts facts = model_facts(bm, prompts, o.batches);
+    facts.peak_rss_is_phase = phase_rss;
+    std::vector<size_t> run_index;
+    for (int batch : o.batches) {
+      auto groups = make_groups(prompts, batch);
+      for (int w = 0; w < o.warmup && w < int(groups.size()); ++w) {
+        progress.set_label(fmt::format("{} b{} warm-up", facts.dtype, batch));
+        run_group(*bm.model, *bm.ops, prompts, groups[size_t(w)], o.stop_at_eos, &progress);
+      }
+      std::vector<GroupResult> gs;
+      std::vector<RecordResult> rs;
+      for (int r = 0; r < o.reps; ++r) {
+        progress.set_label(fmt::format("{} b{} rep {}/{}", facts.dtype, batch, r + 1, o.reps));
+        for (size_t gi = 0; gi < groups.size(); ++gi) {
+          GroupRun run = run_group(*bm.model, *bm.ops, prompts, groups[gi], o.stop_at_eos, &progress);
+          run.group.dtype = facts.dtype;
+          run.group.batch = batch;
+          run.group.rep = r;
+          run.group.group = int(gi);
+          for (size_t m : groups[gi]) run.group.prefill_flops += prefill_flops(bm.model->config(), int64_t(prompts[m].input.size()));
+          for (auto& rr : run.records) {
+            rr.dtype = facts.dtype;
+            rr.batch = batch;
+            rr.rep = r;
+            rr.group = int(gi);
+          }
+          gs.push_back(run.group);
+          rs.insert(rs.end(), run.records.begin(), run.records.end());
+        }
+      }
+      // Records in data order within each repetition (batched runs ran them sorted).
+      std::stable_sort(rs.begin(), rs.end(), [](const RecordResult& a, const RecordResult& b) {
+        return a.rep != b.rep ? a.rep < b.rep : a.index < b.index;
+      });
+      RunSummary s = summarize_run(gs, rs, facts, batch, o.reps, rep.probed ? rep.memory_gbs.median : 0,
+                                   rep.probed ? rep.gemm_gflops.median : 0);
+      run_index.push_back(rep.runs.size());
+      rep.runs.push_back(std::move(s));
+      rep.groups.insert(rep.groups.end(), gs.begin(), gs.end());
+      rep.records.insert(rep.records.end(), rs.begin(), rs.end());
+    }
+    // Peak memory covers this dtype's load and all its runs.
+    uint64_t peak = phase_peak_rss_bytes();
+    for (size_t i : run_index) rep.runs[i].facts.peak_rss_bytes = peak;
+  }
+  progress.finish();
+  set_batch_gains(rep.runs);
+  rep.prompts = std::move(prompts);
+  rep.machine.load_end = load_average();
+  rep.wall_s = seconds_since(t_start);
+  return rep;
+}
+
+}  // namespace glmlab::lab

@@ -1,0 +1,187 @@
+// Benchmark outputs as JSON, CSV and markdown (see bench_report.h).
+#include "lab/bench_report.h"
+
+#include <chrono>
+#include <cmath>
+#include <ctime>
+
+#include <fmt/format.h>
+
+namespace glmlab::lab {
+
+namespace {
+
+nlohmann::json spread_json(const Spread& s) { return {{"median", s.median}, {"min", s.min}, {"max", s.max}}; }
+
+std::string utc_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// CSV field: quoted when it holds a comma, quote or newline.
+std::string csv(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+std::string g(double v) { return fmt::format("{:.6g}", v); }
+
+}  // namespace
+
+std::string fmt_num(double v) {
+  double a = std::fabs(v);
+  if (a == 0) return "0";
+  if (a >= 1000) return fmt::format("{:.0f}", v);
+  if (a >= 100) return fmt::format("{:.1f}", v);
+  if (a >= 10) return fmt::format("{:.1f}", v);
+  if (a >= 1) return fmt::format("{:.2f}", v);
+  return fmt::format("{:.3g}", v);
+}
+
+std::string fmt_spread(const Spread& s, int reps) {
+  if (reps <= 1) return fmt_num(s.median);
+  return fmt::format("{} ({}–{})", fmt_num(s.median), fmt_num(s.min), fmt_num(s.max));
+}
+
+nlohmann::json run_json(const RunSummary& s) {
+  const ModelFacts& f = s.facts;
+  return {{"dtype", s.dtype},
+          {"batch", s.batch},
+          {"reps", s.reps},
+          {"records", s.records},
+          {"input_tokens", s.input_tokens},
+          {"output_tokens", s.output_tokens},
+          {"wall_s", spread_json(s.wall_s)},
+          {"throughput_tps", spread_json(s.throughput_tps)},
+          {"prefill_tps", spread_json(s.prefill_tps)},
+          {"decode_tps", spread_json(s.decode_tps)},
+          {"latency_p50_s", spread_json(s.latency_p50_s)},
+          {"latency_p90_s", spread_json(s.latency_p90_s)},
+          {"ttft_p50_s", spread_json(s.ttft_p50_s)},
+          {"decode_gbs", spread_json(s.decode_gbs)},
+          {"decode_gbs_of_probe", s.decode_gbs_of_probe},
+          {"prefill_gflops", spread_json(s.prefill_gflops)},
+          {"prefill_gflops_of_probe", s.prefill_gflops_of_probe},
+          {"batch_gain", s.batch_gain},
+          {"weight_bytes", f.weight_bytes},
+          {"decode_bytes_per_step", f.decode_bytes_per_step},
+          {"kv_cache_bytes", f.kv_cache_bytes},
+          {"peak_rss_bytes", f.peak_rss_bytes},
+          {"peak_rss_is_phase", f.peak_rss_is_phase},
+          {"load_s", f.load_s}};
+}
+
+nlohmann::json summary_json(const BenchReport& r, const BenchMeta& meta) {
+  nlohmann::json runs = nlohmann::json::array();
+  for (const auto& s : r.runs) runs.push_back(run_json(s));
+  nlohmann::json probes = nullptr;
+  if (r.probed)
+    probes = {{"memory_gbs", {{"median", r.memory_gbs.median}, {"min", r.memory_gbs.min}, {"max", r.memory_gbs.max}}},
+              {"gemm_gflops", {{"median", r.gemm_gflops.median}, {"min", r.gemm_gflops.min}, {"max", r.gemm_gflops.max}}}};
+  const ModelConfig& c = r.config;
+  const auto& o = meta.options;
+  return {{"schema", "glmlab-bench-infer/1"},
+          {"engine", "glmlab"},
+          {"created", utc_now()},
+          {"command", meta.command},
+          {"model",
+           {{"spec", meta.model_spec}, {"name", c.name}, {"params", c.total_params()}, {"layers", c.num_layers},
+            {"hidden", c.hidden_size}, {"vocab", c.vocab_size}}},
+          {"data",
+           {{"source", meta.data}, {"records", r.prompts.size()}, {"forced", !o.stop_at_eos},
+            {"max_new_tokens", meta.max_new_tokens}, {"tokenizer", meta.tokenizer}}},
+          {"options",
+           {{"dtypes", o.dtypes}, {"batches", o.batches}, {"reps", o.reps}, {"warmup", o.warmup},
+            {"stop_at_eos", o.stop_at_eos}, {"device", o.device}}},
+          {"machine", to_json(r.machine)},
+          {"probes", probes},
+          {"runs", runs},
+          {"wall_s", r.wall_s}};
+}
+
+std::string records_jsonl(const BenchReport& r) {
+  std::string out;
+  for (const auto& x : r.records) {
+    nlohmann::json j = {{"dtype", x.dtype},         {"batch", x.batch},
+                        {"rep", x.rep},             {"group", x.group},
+                        {"index", x.index},         {"input_tokens", x.input_tokens},
+                        {"target_tokens", x.target_tokens}, {"output_tokens", x.output_tokens},
+                        {"total_tokens", x.input_tokens + x.output_tokens},
+                        {"forced", x.forced},       {"stopped", x.stopped},
+                        {"prefill_s", x.prefill_s}, {"decode_s", x.decode_s},
+                        {"total_s", x.total_s},     {"tokens_per_s", x.tokens_per_s()}};
+    out += j.dump() + "\n";
+  }
+  return out;
+}
+
+std::string records_csv(const BenchReport& r) {
+  std::string out =
+      "dtype,batch,rep,group,index,input_tokens,target_tokens,output_tokens,forced,stopped,prefill_s,decode_s,total_s,"
+      "tokens_per_s\n";
+  for (const auto& x : r.records)
+    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", csv(x.dtype), x.batch, x.rep, x.group, x.index,
+                       x.input_tokens, x.target_tokens, x.output_tokens, x.forced ? 1 : 0, x.stopped ? 1 : 0,
+                       g(x.prefill_s), g(x.decode_s), g(x.total_s), g(x.tokens_per_s()));
+  return out;
+}
+
+std::string summary_csv(const BenchReport& r) {
+  std::string out =
+      "engine,dtype,batch,reps,records,input_tokens,output_tokens,wall_s,wall_s_min,wall_s_max,throughput_tps,"
+      "throughput_tps_min,throughput_tps_max,prefill_tps,decode_tps,latency_p50_s,latency_p90_s,ttft_p50_s,"
+      "decode_gbs,decode_gbs_of_probe,prefill_gflops,prefill_gflops_of_probe,batch_gain,weight_bytes,"
+      "decode_bytes_per_step,kv_cache_bytes,peak_rss_bytes,load_s\n";
+  for (const auto& s : r.runs) {
+    const auto& f = s.facts;
+    out += fmt::format("glmlab,{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                       csv(s.dtype), s.batch, s.reps, s.records, s.input_tokens, s.output_tokens, g(s.wall_s.median),
+                       g(s.wall_s.min), g(s.wall_s.max), g(s.throughput_tps.median), g(s.throughput_tps.min),
+                       g(s.throughput_tps.max), g(s.prefill_tps.median), g(s.decode_tps.median),
+                       g(s.latency_p50_s.median), g(s.latency_p90_s.median), g(s.ttft_p50_s.median),
+                       g(s.decode_gbs.median), g(s.decode_gbs_of_probe), g(s.prefill_gflops.median),
+                       g(s.prefill_gflops_of_probe), g(s.batch_gain), f.weight_bytes, f.decode_bytes_per_step,
+                       f.kv_cache_bytes, f.peak_rss_bytes, g(f.load_s));
+  }
+  return out;
+}
+
+std::string prompts_jsonl(const BenchReport& r) {
+  std::string out;
+  for (const auto& p : r.prompts)
+    out += nlohmann::json({{"index", p.index},
+                           {"input_ids", p.input},
+                           {"reference_tokens", p.reference_tokens},
+                           {"target_tokens", p.target_tokens}})
+               .dump() +
+           "\n";
+  return out;
+}
+
+std::string markdown_table(const BenchReport& r, const std::string& model_spec) {
+  std::string out =
+      "| model | dtype | batch | records | tokens | tok/s | prefill tok/s | decode tok/s | p50 s | p90 s | weights GB | "
+      "peak RSS GB | decode GB/s (of probe) | prefill GFLOP/s (of probe) | ×batch 1 | ×first |\n"
+      "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+  double first = r.runs.empty() ? 0 : r.runs.front().throughput_tps.median;
+  auto pct = [&](double frac) { return r.probed ? fmt::format(" ({:.0f}%)", 100 * frac) : std::string(); };
+  for (const auto& s : r.runs) {
+    out += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3f} | {:.3f} | {}{} | {}{} | {} | {} |\n",
+                       model_spec, s.dtype, s.batch, s.records, s.output_tokens, fmt_spread(s.throughput_tps, s.reps),
+                       fmt_spread(s.prefill_tps, s.reps), fmt_spread(s.decode_tps, s.reps),
+                       fmt_num(s.latency_p50_s.median), fmt_num(s.latency_p90_s.median),
+                       double(s.facts.weight_bytes) / 1e9, double(s.facts.peak_rss_bytes) / 1e9,
+                       fmt_num(s.decode_gbs.median), pct(s.decode_gbs_of_probe), fmt_num(s.prefill_gflops.median),
+                       pct(s.prefill_gflops_of_probe), s.batch_gain > 0 ? fmt::format("{:.2f}", s.batch_gain) : "–",
+                       first > 0 ? fmt::format("{:.2f}", s.throughput_tps.median / first) : "–");
+  }
+  return out;
+}
+
+}  // namespace glmlab::lab
