@@ -1,0 +1,68 @@
+// The fine-tuning loop behind `glmlab train`: micro-batches from a BatchStream, loss and backward
+// (model/backward.h), gradient accumulation (the loss is the mean over every labelled token of the
+// step's micro-batches), clipping, AdamW with warm-up + linear decay, checkpoints (PEFT adapter files +
+// train_state.safetensors, each written atomically) every `save_every` steps and at the end, resume.
+//
+// Determinism: data order is a function of (seed, step); each micro-batch's dropout key is a hash of
+// (seed, micro-batch number); every op sums in a fixed order. So a run resumed from a checkpoint gives
+// the same losses, step for step, as one never interrupted.
+// A non-finite loss or gradient norm stops the run: the adapter and state from before the update that
+// produced it (the last good one) are written to OUT and the report says so.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "lab/train_data.h"
+#include "model/adapters.h"
+#include "model/backward.h"
+#include "model/model.h"
+#include "model/optimizer.h"
+
+namespace glmlab::lab {
+
+struct TrainOptions {
+  AdapterConfig adapter;
+  AdamWConfig adam;              // adam.lr is the peak learning rate
+  int64_t steps = 100;           // optimizer steps
+  int64_t warmup = 0;            // warm-up steps
+  int grad_accum = 1;            // micro-batches per step
+  int batch_size = 4;            // samples per micro-batch
+  double max_grad_norm = 1.0;    // 0 = no clipping
+  bool pack = false;
+  int pack_length = 0;           // packed rows: at least this long (0 = the longest sample of the batch)
+  uint64_t seed = 42;
+  std::string out;               // empty: no checkpoints
+  int64_t save_every = 0;        // 0: only at the end
+  bool resume = false;
+  int64_t stop_after = -1;       // ≥ 0: stop (and save) after this many steps in total, as if interrupted
+};
+
+struct StepLog {
+  int64_t step;                  // 1-based
+  double loss, lr, grad_norm;
+  int64_t samples, tokens;       // in this step (tokens: all real tokens of its micro-batches)
+  double seconds;
+  StepTimes times;
+};
+
+struct TrainReport {
+  std::vector<double> losses;    // every step's loss from step 1 (including steps before a resume)
+  int64_t first_step = 0;        // the step this invocation started from (0, or the resumed step)
+  int64_t steps_done = 0;
+  bool nan_stop = false;
+  std::string message;           // why it stopped early, if it did
+  double seconds = 0;            // this invocation's step time (excluding loading)
+  int64_t samples = 0, tokens = 0;
+  StepTimes times;               // summed over this invocation's steps
+  double optimizer_seconds = 0;
+};
+
+// Trains `adapter` (already set on `model`) in place. `on_step` is called after every step.
+TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<TrainSample>& samples,
+                  const TrainOptions& opt, const std::function<void(const StepLog&)>& on_step = {});
+
+std::string run_fingerprint(const TrainOptions& o, size_t num_samples);  // JSON of what resume must match
+
+}  // namespace glmlab::lab

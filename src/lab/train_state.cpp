@@ -1,0 +1,75 @@
+// Saving and loading the resumable training state (see train_state.h).
+#include "lab/train_state.h"
+
+#include <fmt/ranges.h>
+
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "model/safetensors.h"
+#include "util/error.h"
+
+namespace glmlab::lab {
+
+namespace {
+const char* kFile = "train_state.safetensors";
+std::string path_of(const std::string& dir) { return (std::filesystem::path(dir) / kFile).string(); }
+}  // namespace
+
+bool has_train_state(const std::string& dir) { return std::filesystem::exists(path_of(dir)); }
+
+void save_train_state(const std::string& dir, const Adapter& adapter, const AdamW& opt_const, const TrainState& st) {
+  std::filesystem::create_directories(dir);
+  auto& opt = const_cast<AdamW&>(opt_const);  // m()/v() are the same storage; nothing is modified
+  std::vector<TensorToWrite> t;
+  size_t k = 0;
+  for (auto& p : adapter.params()) {
+    t.push_back({"param." + p.name, DType::F32, p.shape, p.value.data(), p.value.size() * 4});
+    if (!p.trainable) continue;
+    t.push_back({"adam_m." + p.name, DType::F32, p.shape, opt.m()[k].data(), opt.m()[k].size() * 4});
+    t.push_back({"adam_v." + p.name, DType::F32, p.shape, opt.v()[k].data(), opt.v()[k].size() * 4});
+    ++k;
+  }
+  nlohmann::json losses = st.losses;
+  write_safetensors(path_of(dir), t,
+                    {{"step", std::to_string(st.step)},
+                     {"optimizer_steps", std::to_string(opt.steps())},
+                     {"losses", losses.dump()},
+                     {"run", st.run}});
+}
+
+TrainState load_train_state(const std::string& dir, Adapter& adapter, AdamW& opt) {
+  const std::string file = path_of(dir);
+  if (!std::filesystem::exists(file)) fail("{}: no training state to resume from", file);
+  SafetensorsFile f(file);
+  auto copy = [&](const std::string& name, std::vector<float>& dst, const std::vector<int64_t>& shape) {
+    auto it = f.tensors().find(name);
+    if (it == f.tensors().end()) fail("{}: tensor {} is missing (the run was saved with other adapter options)", file, name);
+    if (it->second.dtype != DType::F32 || it->second.shape != shape)
+      fail("{}: tensor {} has shape {} (dtype {}), expected fp32 [{}]", file, name, it->second.shape_str(),
+           dtype_name(it->second.dtype), fmt::format("{}", fmt::join(shape, ", ")));
+    std::memcpy(dst.data(), it->second.data, dst.size() * 4);
+  };
+  size_t k = 0;
+  for (auto& p : adapter.params()) {
+    copy("param." + p.name, p.value, p.shape);
+    if (!p.trainable) continue;
+    copy("adam_m." + p.name, opt.m()[k], p.shape);
+    copy("adam_v." + p.name, opt.v()[k], p.shape);
+    ++k;
+  }
+  TrainState st;
+  const auto& md = f.metadata();
+  try {
+    st.step = std::stoll(md.at("step"));
+    opt.set_steps(std::stoll(md.at("optimizer_steps")));
+    st.losses = nlohmann::json::parse(md.at("losses")).get<std::vector<double>>();
+    st.run = md.at("run");
+  } catch (const std::exception& e) {
+    fail("{}: bad or missing metadata ({})", file, e.what());
+  }
+  return st;
+}
+
+}  // namespace glmlab::lab
