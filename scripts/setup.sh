@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what glmlab needs on a fresh Debian machine: the build's Debian packages (apt-get) and,
-# with --oracle, the Python virtual environment of the oracle (.venv, ignored by git) used by tests.
+# with --oracle, the Python virtual environment of the oracle (.venv, ignored by git) and headless
+# Chromium, both used by tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,8 @@ want_oracle=0
 
 pkgs=(build-essential cmake ninja-build pkg-config libopenblas-openmp-dev libhwy-dev libsentencepiece-dev
       nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox)
+# Test mode only: headless Chromium (about 290 MB installed) opens the benchmark's HTML page in a test.
+((want_oracle)) && pkgs+=(chromium)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
