@@ -37,29 +37,42 @@ void check_batch(const Model& model, const TrainBatch& b) {
            i / size_t(b.in.T), i % size_t(b.in.T), model.config().vocab_size);
 }
 
-// Final norm, output layer and loss over chunks of rows of x [N, C]. With dx, also the gradient:
+// Final norm, output layer and loss over the rows of x [N, C] that have a target, gathered in chunks
+// (rows without one contribute neither loss nor gradient). With dx, also the gradient:
 // dx[N, C] += grad_scale · ∂loss_sum/∂x.
 double head(Ops& ops, const Model& model, const float* x, int64_t N, const std::vector<int32_t>& targets,
             double grad_scale, float* dx) {
   const ModelConfig& c = model.config();
   const ModelWeights& w = model.weights();
   const int64_t C = c.hidden_size, V = c.vocab_size;
-  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(N, (int64_t(8) << 20) / V));  // ≤ 32 MB of logits
-  std::vector<float> xl(size_t(chunk * C)), inv(static_cast<size_t>(chunk)), z(size_t(chunk * V)), dxl(size_t(chunk * C));
+  std::vector<int64_t> rows_with_target;
+  for (int64_t r = 0; r < N; ++r)
+    if (targets[size_t(r)] != -100) rows_with_target.push_back(r);
+  const int64_t M = int64_t(rows_with_target.size());
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(M, (int64_t(8) << 20) / V));  // ≤ 32 MB of logits
+  std::vector<float> xs(size_t(chunk * C)), xl(size_t(chunk * C)), inv(static_cast<size_t>(chunk)),
+      z(size_t(chunk * V)), dxl(size_t(chunk * C)), dxs(size_t(chunk * C));
+  std::vector<int32_t> y(static_cast<size_t>(chunk));
   double loss = 0;
-  for (int64_t r0 = 0; r0 < N; r0 += chunk) {
-    const int64_t rows = std::min(chunk, N - r0);
-    bool any = false;
-    for (int64_t r = r0; r < r0 + rows; ++r) any |= targets[size_t(r)] != -100;
-    if (!any) continue;
-    ops.rmsnorm(x + r0 * C, w.final_norm.data(), rows, C, c.layernorm_eps, xl.data(), inv.data());
+  for (int64_t r0 = 0; r0 < M; r0 += chunk) {
+    const int64_t rows = std::min(chunk, M - r0);
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t r = rows_with_target[size_t(r0 + i)];
+      std::copy(x + r * C, x + (r + 1) * C, xs.begin() + i * C);
+      y[size_t(i)] = targets[size_t(r)];
+    }
+    ops.rmsnorm(xs.data(), w.final_norm.data(), rows, C, c.layernorm_eps, xl.data(), inv.data());
     ops.matmul(xl.data(), rows, w.output, nullptr, z.data());
-    loss += ops.cross_entropy(z.data(), targets.data() + r0, rows, V, float(grad_scale));
+    loss += ops.cross_entropy(z.data(), y.data(), rows, V, float(grad_scale));
     if (!dx) continue;
     std::fill(dxl.begin(), dxl.begin() + rows * C, 0.0f);
     ops.matmul_backward_input(z.data(), rows, w.output, dxl.data());
-    ops.rmsnorm_backward(dxl.data(), x + r0 * C, w.final_norm.data(), inv.data(), rows, C, c.layernorm_eps,
-                         dx + r0 * C);
+    std::fill(dxs.begin(), dxs.begin() + rows * C, 0.0f);
+    ops.rmsnorm_backward(dxl.data(), xs.data(), w.final_norm.data(), inv.data(), rows, C, c.layernorm_eps, dxs.data());
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t r = rows_with_target[size_t(r0 + i)];
+      for (int64_t k = 0; k < C; ++k) dx[r * C + k] += dxs[size_t(i * C + k)];
+    }
   }
   return loss;
 }

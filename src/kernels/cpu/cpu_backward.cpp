@@ -12,6 +12,7 @@
 #include <limits>
 
 #include "kernels/cpu/simd.h"
+#include "kernels/cpu/simd_softmax.h"
 #include "util/error.h"
 
 namespace glmlab::cpu {
@@ -95,18 +96,9 @@ void rope_backward(float* dx, int64_t N, int64_t stride, int nheads, int D, cons
 
 void swiglu_backward(const float* dout, const float* u, int64_t N, int64_t F, float* du) {
 #pragma omp parallel for schedule(static) if (N * F > 65536)
-  for (int64_t n = 0; n < N; ++n) {
-    const float* gate = u + n * 2 * F;
-    const float* up = gate + F;
-    const float* d = dout + n * F;
-    float* dg = du + n * 2 * F;
-    float* dp = dg + F;
-    for (int64_t f = 0; f < F; ++f) {
-      const float g = gate[f], sig = 1.0f / (1.0f + std::exp(-g));
-      dg[f] += d[f] * up[f] * sig * (1.0f + g * (1.0f - sig));
-      dp[f] += d[f] * g * sig;
-    }
-  }
+  for (int64_t n = 0; n < N; ++n)
+    simd::swiglu_backward_row(dout + n * F, u + n * 2 * F, u + n * 2 * F + F, du + n * 2 * F, du + n * 2 * F + F,
+                              size_t(F));
 }
 
 namespace {
@@ -187,14 +179,11 @@ double cross_entropy(float* z, const int32_t* labels, int64_t N, int64_t V, floa
       std::fill(row, row + V, 0.0f);
       continue;
     }
-    float mx = -std::numeric_limits<float>::infinity();
-    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, row[v]);
+    const float mx = simd::max_of(row, size_t(V));
     const double zy = double(row[y]) - mx;
-    double sum = 0;
-    for (int64_t v = 0; v < V; ++v) sum += (row[v] = std::exp(row[v] - mx));  // row now holds exp(z − mx)
+    const double sum = simd::exp_shift_sum(row, size_t(V), mx);  // row now holds exp(z − mx)
     row_loss[size_t(n)] = std::log(sum) - zy;
-    const float inv = float(scale / sum);
-    for (int64_t v = 0; v < V; ++v) row[v] *= inv;
+    simd::scale(float(scale / sum), row, size_t(V));
     row[y] -= scale;
   }
   double loss = 0;

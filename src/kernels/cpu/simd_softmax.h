@@ -1,0 +1,16 @@
+// SIMD building blocks of the fused softmax cross-entropy and the SwiGLU backward (Highway, one code
+// path per ISA chosen at run time; vectorized exp from hwy/contrib/math). Single-threaded; the callers
+// in cpu_backward.cpp thread them over rows.
+#pragma once
+#include <cstddef>
+
+namespace glmlab::simd {
+
+float max_of(const float* x, size_t n);
+// x[i] = exp(x[i] − shift) in place; returns Σ x[i] (accumulated in fp32 lanes, summed in double).
+double exp_shift_sum(float* x, size_t n, float shift);
+// SwiGLU backward on one row: gate g, up p, dout d →
+// dg += d·p·σ(g)(1 + g(1 − σ(g))), dp += d·g·σ(g).
+void swiglu_backward_row(const float* d, const float* g, const float* p, float* dg, float* dp, size_t n);
+
+}  // namespace glmlab::simd
