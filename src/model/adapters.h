@@ -79,6 +79,7 @@ class Adapter {
   // Error unless the adapter was made for this model's shapes (layers and linear sizes).
   void check_fits(const ModelConfig& model) const;
   int num_layers() const { return L_; }
+  LinearDims dims(Target t) const { return dims_[size_t(t)]; }  // of the model it was made for
   bool adapts(int layer, Target t) const { return slot(layer, t) >= 0; }
   int lowest_adapted_layer() const;  // num_layers() when nothing is adapted
 
