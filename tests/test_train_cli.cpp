@@ -80,5 +80,26 @@ TEST(FinetuneCli, BadOptionsAreClearErrors) {
   EXPECT_NE(r.out.find("no training state to resume from"), std::string::npos) << r.out;
 }
 
+TEST(FinetuneCli, ParityAndGenerateTakeAnAdapter) {
+  // The oracle's PEFT model (prefill + cached greedy decode) against glmlab with --adapter.
+  const std::string model = test::golden_path("train/tiny-f32");
+  for (const char* m : {"lora", "vera"}) {
+    const std::string ref = test::golden_path(std::string("train/") + m + "/parity.safetensors");
+    auto r = run_cli("parity --tokenizer bytes --atol 5e-5 --rtol 0 --model " + model + " --ref " + ref +
+                     " --adapter " + test::golden_path(std::string("train/") + m));
+    EXPECT_EQ(r.rc, 0) << r.out;
+    r = run_cli("parity --tokenizer bytes --atol 5e-5 --rtol 0 --model " + model + " --ref " + ref);
+    EXPECT_NE(r.rc, 0) << "without the adapter the logits must differ\n" << r.out;
+  }
+  auto r = run_cli("generate --tokenizer bytes --ids '1 2 3' -n 3 --model " + model + " --adapter " +
+                   test::golden_path("train/lora"));
+  EXPECT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("adapter"), std::string::npos) << r.out;
+  r = run_cli("generate --tokenizer bytes --ids '1 2 3' -n 3 --model random:small --adapter " +
+              test::golden_path("train/lora"));
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.out.find("other shapes"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace glmlab

@@ -9,6 +9,7 @@
 
 #include "kernels/cpu/runtime.h"
 #include "kernels/cpu/simd.h"
+#include "model/peft_io.h"
 #include "model/quantize.h"
 #include "util/error.h"
 
@@ -26,6 +27,7 @@ void add_model_options(CLI::App* cmd, ModelArgs& a, bool with_weights) {
   cmd->add_option("--device", a.device, "back end: cpu (fast) or cpu-ref (reference)")->capture_default_str();
   cmd->add_option("--threads", a.threads, "threads (0 = all cores)")->capture_default_str();
   cmd->add_option("--seed", a.seed, "seed of random:PRESET weights")->capture_default_str();
+  cmd->add_option("--adapter", a.adapter, "PEFT adapter folder (LoRA / VeRA) to apply, unmerged");
 }
 
 void apply_threads(int threads) {
@@ -45,7 +47,15 @@ Loaded load(const ModelArgs& a) {
                a.model.c_str(), describe_weights(m.weights()).c_str(),
                double(m.weights().matrix_bytes()) / 1e9, secs, std::string(ops->name()).c_str(), simd::target_name(), blas_core_name(),
                omp_get_max_threads());
-  return Loaded{std::move(m), std::move(ops), secs};
+  std::shared_ptr<Adapter> adapter;
+  if (!a.adapter.empty()) {
+    adapter = std::make_shared<Adapter>(load_adapter(a.adapter, m.config()));
+    m.set_adapter(adapter.get());
+    std::fprintf(stderr, "glmlab: adapter %s (%s r %d, %lld parameters)\n", a.adapter.c_str(),
+                 std::string(method_name(adapter->config().method)).c_str(), adapter->config().rank,
+                 (long long)adapter->trainable_count());
+  }
+  return Loaded{std::move(m), std::move(ops), secs, std::move(adapter)};
 }
 
 std::vector<int32_t> parse_ids(const std::string& text) {

@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "model/adapters.h"
 #include "model/loader.h"
 #include "ops/ops.h"
 
@@ -18,6 +19,7 @@ struct ModelArgs {
   std::string tokenizer;   // empty: beside the checkpoint, $GLMLAB_TOKENIZER, or the byte fallback
   int threads = 0;         // 0: all cores
   uint64_t seed = 0;
+  std::string adapter;     // a PEFT adapter folder (LoRA / VeRA) applied unmerged; empty = none
 };
 
 void add_model_options(CLI::App* cmd, ModelArgs& a, bool with_weights = true);
@@ -27,6 +29,7 @@ struct Loaded {
   Model model;
   std::unique_ptr<Ops> ops;
   double load_seconds;
+  std::shared_ptr<Adapter> adapter;  // set on model when --adapter was given
 };
 Loaded load(const ModelArgs& a);  // prints one line about what was loaded to stderr
 

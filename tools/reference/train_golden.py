@@ -13,6 +13,8 @@ DIR/train/<method>/          method = lora | vera:
     K.logits                  F32 [B, T, V]
     K.grad.<PEFT tensor name> F32       d loss / d parameter, for every trainable adapter tensor
   plus adamw.losses F32 [10] and adamw.final.<name>: ten AdamW steps on the pad batch (see ADAMW).
+  parity.safetensors          the adapted model in make_golden's golden format (prefill + 3 greedy
+                             cached decode steps), for `glmlab parity --adapter`
 
 Adapters: LoRA r 8, alpha 32, dropout 0, all four linears; VeRA r 16, d_initial 0.1, prng key 0, all
 four linears (vera_A [16, 96], vera_B [192, 16] sliced per linear). PEFT initializes them; then the
@@ -37,7 +39,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chatglm3 import load_checkpoint  # noqa: E402
-from make_golden import ST_META, TINY_CONFIG, random_state_dict, write_checkpoint  # noqa: E402
+from make_golden import ST_META, TINY_CONFIG, random_state_dict, run_model, write_checkpoint  # noqa: E402
 
 TARGETS = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
 SAMPLES = [(5, 4), (4, 3), (8, 4)]
@@ -128,6 +130,27 @@ def make_adapter(ckpt: Path, method: str):
     return model
 
 
+def write_parity_golden(model, path: Path) -> None:
+    """The adapted model's logits in make_golden's golden.safetensors format (glmlab parity --adapter):
+    a left-padded prefill of 3 rows (9, 6, 3 random ids) and 3 greedy cached decode steps, fp32."""
+    g = torch.Generator().manual_seed(21)
+    B, T = 3, 9
+    ids = torch.zeros(B, T, dtype=torch.long)
+    mask = torch.zeros(B, T, dtype=torch.long)
+    pos = torch.zeros(B, T, dtype=torch.long)
+    for b, n in enumerate((9, 6, 3)):
+        ids[b, T - n:] = torch.randint(1, 512, (n,), generator=g)
+        mask[b, T - n:] = 1
+        pos[b, T - n:] = torch.arange(n)
+    prefill, steps = run_model(model, ids, mask, pos)
+    out = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "prefill_logits": prefill,
+           "prefill_logits_fp32ref": prefill.clone()}
+    for k, (tok, p, lg) in enumerate(steps, start=1):
+        out.update({f"step{k}_ids": tok, f"step{k}_position_ids": p, f"step{k}_logits": lg,
+                    f"step{k}_logits_fp32ref": lg.clone()})
+    save_file({k: v.contiguous() for k, v in out.items()}, str(path), metadata=ST_META)
+
+
 def lr_factor(step: int) -> float:
     """transformers' get_linear_schedule_with_warmup: step/warmup, then linear decay to 0 at `steps`."""
     w, n = ADAMW["warmup"], ADAMW["steps"]
@@ -167,6 +190,7 @@ def main(argv=None) -> None:
         model = make_adapter(ckpt, method)
         out = root / method
         model.save_pretrained(str(out))
+        write_parity_golden(model, out / "parity.safetensors")
         g = {}
         for kind, batch in batches.items():
             model.zero_grad()
