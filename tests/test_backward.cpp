@@ -378,3 +378,34 @@ TEST_F(Backward, CrossEntropyRejectsLabelsOutsideTheVocabulary) {
 
 }  // namespace
 }  // namespace glmlab
+
+// Quantized weights (QAT: the adapter trains on an int8/int4 base): the input gradient reads the
+// dequantized weights, q · scale, in both back ends.
+#include "model/quantize.h"
+namespace glmlab {
+namespace {
+TEST_F(Backward, MatmulInputQuantizedWeights) {
+  const int64_t N = 19, M = 70, K = 96;
+  auto w = randf(size_t(M * K), 70);
+  Matrix src{DType::F32, M, K, w.data()};
+  auto dy = randf(size_t(N * M), 71);
+  for (DType q : {DType::Q8, DType::Q4})
+    for (int64_t group : {int64_t(0), int64_t(32)}) {
+      QuantizedMatrix qm = quantize(src, q, group);
+      std::vector<float> dense(w.size());
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t c = 0; c < K; ++c) dense[size_t(r * K + c)] = qm.m.at(r, c);
+      Matrix D{DType::F32, M, K, dense.data()};
+      std::vector<float> want(size_t(N * K), 0), a(size_t(N * K), 0), b(size_t(N * K), 0);
+      ref->matmul_backward_input(dy.data(), N, D, want.data());
+      ref->matmul_backward_input(dy.data(), N, qm.m, a.data());
+      cpu->matmul_backward_input(dy.data(), N, qm.m, b.data());
+      EXPECT_LT(nerr(a, want), 1e-6) << dtype_name(q) << " group " << group;
+      EXPECT_LT(nerr(b, want), 1e-5) << dtype_name(q) << " group " << group;
+      std::vector<float> exact(size_t(N * K), 0);  // with the unquantized weights: must differ
+      ref->matmul_backward_input(dy.data(), N, src, exact.data());
+      EXPECT_GT(nerr(b, exact), 1e-4) << dtype_name(q);
+    }
+}
+}  // namespace
+}  // namespace glmlab

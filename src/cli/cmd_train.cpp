@@ -26,6 +26,7 @@ struct TrainArgs {
   lab::SampleLimits limits;
   bool skip_bad = false;
   std::string init;     // an adapter folder to start from instead of a fresh one
+  std::string qat;      // int8 | int4: train on the quantized base
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -50,6 +51,10 @@ RegisterCommand reg_train([](CLI::App& app) {
   cmd->add_option("--method", a->method, "lora or vera")->capture_default_str();
   cmd->add_option("--out", a->t.out, "folder for the adapter (PEFT files) and the resumable state");
   cmd->add_flag("--resume", a->t.resume, "continue the run saved in --out (same options)");
+  cmd->add_option("--qat", a->qat,
+                  "quantization-aware: train on the int8 / int4 quantized base (forward and backward read the "
+                  "quantized weights), for an adapter that ships with that quantized model")
+      ->check(CLI::IsMember({"int8", "int4"}));
   cmd->add_option("--init", a->init, "start from this adapter folder instead of a fresh adapter");
   cmd->add_option("--targets", a->targets, "comma-separated: query_key_value,dense,dense_h_to_4h,dense_4h_to_h");
   cmd->add_option_function<int>("--rank,-r", [a](int r) { a->rank = r, a->rank_given = true; },
@@ -75,6 +80,12 @@ RegisterCommand reg_train([](CLI::App& app) {
   cmd->add_flag("--truncate", a->limits.truncate, "cut longer samples to max input + max output + 1 (the recipe)");
   cmd->add_flag("--skip-bad", a->skip_bad, "skip bad records instead of failing");
   cmd->callback([a] {
+    if (!a->qat.empty()) {
+      if (!a->m.dtype.empty() && a->m.dtype != a->qat)
+        fail("--qat {} trains on the {} base; it conflicts with --dtype {}", a->qat, a->qat, a->m.dtype);
+      a->m.dtype = a->qat;
+    }
+    if (!a->m.adapter.empty()) fail("train: use --init DIR to start from an adapter (--adapter is for inference)");
     Loaded L = load(a->m);
     const ModelConfig& c = L.model.config();
     Tokenizer tok = load_tokenizer(a->m.tokenizer, a->m.model);

@@ -1,5 +1,5 @@
-// The fast CPU backward ops. Matmul input gradients go through sgemm (16-bit and quantized weights
-// widened to fp32 a tile of rows at a time, as the forward does); attention's backward runs in two
+// The fast CPU backward ops. Matmul input gradients go through sgemm (16-bit and int8/int4 weights
+// widened / dequantized to fp32 a tile of rows at a time, as the forward does); attention's backward runs in two
 // passes that each own their outputs, so threads never share an accumulator: one over query rows
 // (dq), one over key slots (dk, dv), both recomputing the probabilities from the forward's lse.
 #include "kernels/cpu/cpu_backward.h"
@@ -16,6 +16,32 @@
 #include "util/error.h"
 
 namespace glmlab::cpu {
+
+namespace {
+// Row r of a Q8/Q4 matrix dequantized (q · scale, exactly what Matrix::at gives), layouts of weights.h:
+// Q8 int8 [rows, cols]; Q4 two signed nibbles a byte, even element high; fp16 scales [rows, groups].
+void dequantize_row(const Matrix& W, int64_t r, float* dst) {
+  const uint16_t* sc = W.scales + r * W.groups();
+  const int64_t gs = W.group_size;
+  if (W.dtype == DType::Q8) {
+    const int8_t* q = static_cast<const int8_t*>(W.data) + r * W.cols;
+    for (int64_t c0 = 0, g = 0; c0 < W.cols; c0 += gs, ++g) {
+      const float s = f16_to_f32(sc[g]);
+      for (int64_t c = c0; c < std::min(W.cols, c0 + gs); ++c) dst[c] = float(q[c]) * s;
+    }
+    return;
+  }
+  const uint8_t* q = static_cast<const uint8_t*>(W.data) + r * W.row_bytes();
+  for (int64_t c0 = 0, g = 0; c0 < W.cols; c0 += gs, ++g) {
+    const float s = f16_to_f32(sc[g]);
+    for (int64_t c = c0; c < std::min(W.cols, c0 + gs); ++c) {
+      const int8_t b = int8_t(q[c / 2]);
+      const int v = (c % 2 == 0) ? (b >> 4) : (int8_t(uint8_t(b) << 4) >> 4);
+      dst[c] = float(v) * s;
+    }
+  }
+}
+}  // namespace
 
 void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* dx, std::vector<float>& scratch) {
   // dx[N, K] += dy[N, M] · W[M, K]
@@ -38,7 +64,9 @@ void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* d
       if (simd_widen) {
         simd::to_f32(static_cast<const uint8_t*>(W.data) + size_t((r0 + r) * K) * dtype_size(W.dtype), W.dtype, dst,
                      size_t(K));
-      } else {  // quantized: the generic dequantizing read
+      } else if (W.quantized()) {
+        dequantize_row(W, r0 + r, dst);
+      } else {
         for (int64_t i = 0; i < K; ++i) dst[i] = W.at(r0 + r, i);
       }
     }
