@@ -83,9 +83,11 @@ struct Copy {
 // swapped nibble order, unsigned nibbles, a scale of the wrong group or transposed scales are ≥ 0.5.
 constexpr double kBoundQ8 = 0.015, kBoundQ4 = 0.25;
 
+// cpu: the fast back end as it runs by default (approximate activations: int8 per 32 inputs on VNNI
+// for ≤ 4 rows, bf16 on AMX for prefill, where the CPU has them); exact: activations kept fp32.
 class QuantKernels : public ::testing::Test {
  protected:
-  std::unique_ptr<Ops> ref = make_ref_ops(), cpu = make_ops(Backend::Cpu);
+  std::unique_ptr<Ops> ref = make_ref_ops(), cpu = make_ops(Backend::Cpu), exact = make_ops(Backend::Cpu, false);
 };
 
 TEST_F(QuantKernels, EveryKernelWithinItsBoundOfFp32AndMutationsAreNot) {
@@ -99,11 +101,15 @@ TEST_F(QuantKernels, EveryKernelWithinItsBoundOfFp32AndMutationsAreNot) {
       QuantizedMatrix qm = quantize(wf, q, G);
       auto x = randv(size_t(N * K), 2);
       auto yf = matmul(*ref, x, N, wf);
-      double e_cpu = nrms(matmul(*cpu, x, N, qm.m), yf), e_ref = nrms(matmul(*ref, x, N, qm.m), yf);
+      double e_cpu = nrms(matmul(*cpu, x, N, qm.m), yf), e_ref = nrms(matmul(*ref, x, N, qm.m), yf),
+             e_exact = nrms(matmul(*exact, x, N, qm.m), yf);
       EXPECT_LT(e_cpu, bound);
       EXPECT_LT(e_ref, bound);
+      EXPECT_LT(e_exact, bound);
       EXPECT_GT(e_cpu, bound / 20) << "suspiciously exact: is the matrix quantized at all?";
-      if (N == 1) std::printf("[ info ] %s: relative RMS error vs fp32 %.4f (bound %.3f)\n", std::string(dtype_name(q)).c_str(), e_cpu, bound);
+      if (N == 1)
+        std::printf("[ info ] %s: relative RMS error vs fp32 %.4f (fp32 activations %.4f, bound %.3f)\n",
+                    std::string(dtype_name(q)).c_str(), e_cpu, e_exact, bound);
       // Each mutation must fail the bound, on both back ends.
       std::vector<std::pair<const char*, Copy>> bad;
       Copy shift(qm.m);  // every group reads the scale of the next one (the last wraps around)
@@ -122,32 +128,40 @@ TEST_F(QuantKernels, EveryKernelWithinItsBoundOfFp32AndMutationsAreNot) {
         bad.emplace_back("unsigned nibbles", std::move(us));
       }
       for (auto& [what, c] : bad) {
-        double e1 = nrms(matmul(*cpu, x, N, c.m), yf), e2 = nrms(matmul(*ref, x, N, c.m), yf);
+        double e1 = nrms(matmul(*cpu, x, N, c.m), yf), e2 = nrms(matmul(*ref, x, N, c.m), yf),
+               e3 = nrms(matmul(*exact, x, N, c.m), yf);
         EXPECT_GT(e1, 2 * bound) << what;
         EXPECT_GT(e2, 2 * bound) << what;
+        EXPECT_GT(e3, 2 * bound) << what;
         if (N == 1) std::printf("[ info ]   %s: %.3f\n", what, e1);
       }
     }
 }
 
 TEST_F(QuantKernels, FastMatchesReferenceOnGemvAndTilePathsOddSizes) {
-  // The fast kernels and the reference read the same dequantized values: they differ only by fp32
-  // summation order. Odd rows, partial last groups, odd K (int4: a padded nibble), SIMD tails.
-  const int64_t M = 37;
-  for (DType q : {DType::Q8, DType::Q4})
-    for (int64_t K : {200, 203, 256})
-      for (int64_t G : {32, 64, 0}) {
-        auto w = group_weights(M, K, G ? G : K, uint32_t(K + G));
-        QuantizedMatrix qm = quantize(Matrix{DType::F32, M, K, w.data()}, q, G);
-        for (int64_t N : {1, 2, 3, 4, 5, 9, 17}) {
-          auto x = randv(size_t(N * K), uint32_t(N));
-          auto bias = randv(size_t(M), 3);
-          std::vector<float> a(size_t(N * M)), b(a.size());
-          ref->matmul(x.data(), N, qm.m, bias.data(), a.data());
-          cpu->matmul(x.data(), N, qm.m, bias.data(), b.data());
-          EXPECT_LT(nmax(b, a), 2e-6) << dtype_name(q) << " K=" << K << " G=" << G << " N=" << N;
+  // With fp32 activations the fast kernels and the reference read the same dequantized values: they
+  // differ only by fp32 summation order. With approximate activations (int8 per 32 inputs, or bf16
+  // tiles) the difference is the activation rounding: relative RMS ≈ 0.004 (int8) / 0.002 (bf16),
+  // bound 0.01. Odd rows, partial last groups, odd K (int4: a padded nibble), SIMD tails; M = 64 and
+  // K = 256 / 384 take the VNNI and AMX paths where the CPU has them.
+  for (int64_t M : {37, 64})
+    for (DType q : {DType::Q8, DType::Q4})
+      for (int64_t K : {200, 203, 256, 384})
+        for (int64_t G : {32, 64, 128, 0}) {
+          auto w = group_weights(M, K, G ? G : K, uint32_t(K + G));
+          QuantizedMatrix qm = quantize(Matrix{DType::F32, M, K, w.data()}, q, G);
+          for (int64_t N : {1, 2, 3, 4, 5, 9, 17}) {
+            SCOPED_TRACE(fmt::format("{} M={} K={} G={} N={}", dtype_name(q), M, K, G, N));
+            auto x = randv(size_t(N * K), uint32_t(N));
+            auto bias = randv(size_t(M), 3);
+            std::vector<float> a(size_t(N * M)), b(a.size()), c(a.size());
+            ref->matmul(x.data(), N, qm.m, bias.data(), a.data());
+            exact->matmul(x.data(), N, qm.m, bias.data(), b.data());
+            cpu->matmul(x.data(), N, qm.m, bias.data(), c.data());
+            EXPECT_LT(nmax(b, a), 2e-6);
+            EXPECT_LT(nrms(c, a), 1e-2);
+          }
         }
-      }
 }
 
 TEST_F(QuantKernels, HandBuiltBytesDecodeAsDocumented) {
@@ -396,8 +410,9 @@ TEST(QuantRoundTrip, RandomQuantizedIsTheQuantizedRandomModel) {
 
 // ------------------------------------------------------------------------------- whole model
 
-ParityReport parity(const Model& m, Backend be, const std::string& golden, double atol, double rtol, double top1) {
-  auto ops = make_ops(be);
+ParityReport parity(const Model& m, Backend be, const std::string& golden, double atol, double rtol, double top1,
+                    bool exact = false) {
+  auto ops = make_ops(be, !exact);
   ParityOptions o;
   o.atol = atol;
   o.rtol = rtol;
@@ -406,15 +421,23 @@ ParityReport parity(const Model& m, Backend be, const std::string& golden, doubl
 }
 
 TEST(QuantGolden, ThudmAndGptqCheckpointsMatchTheOracleTightly) {
-  // The oracle ran in fp32 on the dequantized weights; glmlab computes in fp32 from the quantized ones
-  // (sum of q·x, then × scale): observed max |Δ| ≈ 7e-6 on logits of magnitude ≈ 8.
-  for (const char* name : {"tiny-thudm-int4", "tiny-thudm-int8", "tiny-gptq-int4"})
+  // The oracle ran in fp32 on the dequantized weights; glmlab with fp32 activations computes in fp32
+  // from the quantized ones (sum of q·x, then × scale): observed max |Δ| ≈ 7e-6 on logits of
+  // magnitude ≈ 8. With the default approximate activations (prefill of 27 rows: weights and
+  // activations in bf16 on AMX; decode steps: int8 activations per 32 inputs on VNNI) the logits move
+  // by observed max_rel 1.6e-2 .. 2.2e-2 (like a bf16 model: test_model.cpp allows 4e-2): bound 5e-2,
+  // and every top-1 agrees.
+  for (const char* name : {"tiny-thudm-int4", "tiny-thudm-int8", "tiny-gptq-int4"}) {
+    Model m = load_model(golden_path(name));
+    EXPECT_TRUE(is_quantized(m.weights().dtype)) << name;
     for (Backend be : {Backend::Cpu, Backend::CpuRef}) {
-      Model m = load_model(golden_path(name));
-      EXPECT_TRUE(is_quantized(m.weights().dtype)) << name;
-      ParityReport r = parity(m, be, std::string(name) + "/golden.safetensors", 5e-5, 0, 1.0);
+      ParityReport r = parity(m, be, std::string(name) + "/golden.safetensors", 5e-5, 0, 1.0, true);
       EXPECT_TRUE(r.pass) << name << "\n" << parity_table(r, false);
     }
+    ParityReport r = parity(m, Backend::Cpu, std::string(name) + "/golden.safetensors", 0, 5e-2, 1.0);
+    EXPECT_TRUE(r.pass) << name << " approximate activations\n" << parity_table(r, false);
+    std::printf("[ info ] %s, approximate activations: max_rel %.2e\n", name, r.max_rel);
+  }
 }
 
 TEST(QuantGolden, Int8AndInt4LogitsWithinStatedBoundsOfFp32) {

@@ -93,7 +93,8 @@ class Ops {
 enum class Backend { CpuRef, Cpu };
 Backend backend_from_name(std::string_view s);  // "cpu" | "cpu-ref"; Error otherwise
 // bf16_activations: the fast back end may round activations to bf16 where that is much faster (AMX
-// tiles for bf16 weights, from 8 rows on); false keeps every activation fp32 (exact parity checks).
+// tiles for bf16 weights, from 8 rows on; int8/int4 weights: int8 activations per 32 inputs on VNNI for
+// decode, bf16 on AMX for prefill); false keeps every activation fp32 (exact parity checks).
 std::unique_ptr<Ops> make_ops(Backend b, bool bf16_activations = true);
 
 // Deliberate bugs for tests that prove the golden comparison catches them (reference back end only).

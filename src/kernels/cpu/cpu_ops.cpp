@@ -51,7 +51,7 @@ class CpuOps final : public Ops {
   void matmul(const float* x, int64_t N, const Matrix& W, const float* bias, float* y) override {
     const int64_t M = W.rows, K = W.cols;
     if (W.quantized()) {
-      quant_matmul(x, N, W, y);  // int8 / int4 weights: kernels/cpu/quant_matmul.cpp
+      quant_matmul(x, N, W, y, bf16_activations_);  // int8 / int4 weights: kernels/cpu/quant_matmul.cpp
     } else if (N <= kGemvMaxRows) {
       // Threads split the weight rows; each row is read once for all N tokens.
 #pragma omp parallel

@@ -1,25 +1,48 @@
-// Quantized matmul: GEMV for decode, dequantized tiles + sgemm for prefill (see quant_matmul.h).
+// Quantized matmul: GEMV for decode, dequantized tiles for prefill (see quant_matmul.h).
 #include "kernels/cpu/quant_matmul.h"
 
 #include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
+#include "kernels/cpu/amx_gemm.h"
 #include "kernels/cpu/simd_quant.h"
+#include "kernels/cpu/vnni_gemv.h"
 
 namespace glmlab {
 
 namespace {
 constexpr int64_t kGemvMaxRows = 4;
-constexpr int64_t kTileBytes = 8 << 20;  // fp32 weight tile for sgemm: stays in L2/L3
+constexpr int64_t kTileBytes = 8 << 20;  // dequantized weight tile: stays in L2/L3
+constexpr int64_t kAmxMinRows = 8;
+
+// Threads take blocks of 64 rows as they come (dynamic): on a shared machine a thread that loses its
+// core for a while does not hold the others up at the end of the matmul.
+template <class F>
+void split_rows(int64_t M, F&& f) {
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t r = 0; r < M; r += 64) f(r, std::min(M, r + 64));
+}
 }  // namespace
 
-void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y) {
+void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool approx) {
   const int64_t M = W.rows, K = W.cols;
+  // Buffers are the calling thread's; OpenMP workers must use them through these pointers, never
+  // by naming the thread_local variables (each worker would get its own, empty, copy).
+  thread_local std::vector<float> xsplit, tile, ytile;
+  thread_local std::vector<uint16_t> tile16;
+  thread_local vnni::QuantizedActs qacts;
+
+  if (N <= kGemvMaxRows && approx && vnni::available() && vnni::fits(W)) {
+    vnni::quantize_acts(x, int(N), K, W.dtype, qacts);
+    const vnni::QuantizedActs* qa = &qacts;
+    split_rows(M, [&](int64_t r0, int64_t r1) { vnni::gemv(W, r0, r1, *qa, y, M); });
+    return;
+  }
   // Q4: activations split once per call into even / odd inputs; the kernels' K is then 2·ceil(K/2).
-  thread_local std::vector<float> xsplit, tile;
   const float* xin = x;
   int64_t Kx = K;
   if (W.dtype == DType::Q4) {
@@ -29,25 +52,36 @@ void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y) {
     xin = xsplit.data();
   }
   if (N <= kGemvMaxRows) {
-#pragma omp parallel
-    {
-      int nth = omp_get_num_threads(), id = omp_get_thread_num();
-      int64_t per = (M + nth - 1) / nth, r0 = std::min(M, per * id), r1 = std::min(M, r0 + per);
-      for (int64_t r = r0; r < r1; r += 64)
-        simd::gemv_q_rows(W, r, std::min(r1, r + 64), xin, Kx, int(N), y, M);
+    split_rows(M, [&](int64_t r0, int64_t r1) { simd::gemv_q_rows(W, r0, r1, xin, Kx, int(N), y, M); });
+    return;
+  }
+  if (approx && N >= kAmxMinRows && amx::fits(M, Kx) && amx::available()) {
+    // bf16 tiles of 32·k rows on AMX; each tile's outputs land in ytile [N, rows], then in y's columns.
+    const int64_t rows_per_tile = std::max<int64_t>(32, std::min<int64_t>(M, kTileBytes / (2 * Kx)) / 32 * 32);
+    tile16.resize(size_t(rows_per_tile * Kx));
+    ytile.resize(size_t(N * rows_per_tile));
+    uint16_t* tp = tile16.data();
+    float* yt = ytile.data();
+    for (int64_t r0 = 0; r0 < M; r0 += rows_per_tile) {
+      const int64_t rows = std::min(rows_per_tile, M - r0);
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < rows; r += 16)
+        simd::dequant_rows_bf16(W, r0 + r, r0 + std::min(rows, r + 16), tp + r * Kx, Kx);
+      amx::gemm_bf16(tp, rows, Kx, xin, N, nullptr, yt);
+      for (int64_t n = 0; n < N; ++n) std::memcpy(y + n * M + r0, yt + n * rows, size_t(rows) * 4);
     }
     return;
   }
   const int64_t rows_per_tile = std::max<int64_t>(64, std::min<int64_t>(M, kTileBytes / (4 * Kx)));
   tile.resize(size_t(rows_per_tile * Kx));
-  float* tp = tile.data();  // thread_local: workers must use the caller's buffer, not their own
+  float* tp = tile.data();
   for (int64_t r0 = 0; r0 < M; r0 += rows_per_tile) {
     const int64_t rows = std::min(rows_per_tile, M - r0);
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r += 16)
       simd::dequant_rows(W, r0 + r, r0 + std::min(rows, r + 16), tp + r * Kx, Kx);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(N), int(rows), int(Kx), 1.0f, xin, int(Kx), tp,
-                int(Kx), 0.0f, y + r0, int(M));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(N), int(rows), int(Kx), 1.0f, xin, int(Kx), tp, int(Kx),
+                0.0f, y + r0, int(M));
   }
 }
 

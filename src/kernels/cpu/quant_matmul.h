@@ -1,8 +1,10 @@
 // Matmul with Q8 / Q4 weights for the fast CPU back end (cpu_ops.cpp calls it for quantized W).
-// ≤ 4 token rows (decode): threads split the weight rows and stream them once through the quantized
-// GEMV (memory-bound). More rows (prefill): a tile of weight rows is dequantized to fp32 and
-// multiplied with OpenBLAS sgemm. Q4 activations are first split into even / odd inputs
-// (simd_quant.h), for both paths.
+// ≤ 4 token rows (decode): threads split the weight rows and stream them once. With `approx` (the
+// back end's bf16_activations, the default) and AVX512-VNNI the activations are quantized to int8 per
+// 32 inputs and multiplied in integers (vnni_gemv.h); otherwise the fp32 kernels of simd_quant.h
+// (exact: the activations stay fp32). More rows (prefill): a tile of weight rows is dequantized and
+// multiplied — with `approx` and AMX as bf16 on AMX tiles (amx_gemm.h), else as fp32 with OpenBLAS
+// sgemm. Q4 activations are first split into even / odd inputs (simd_quant.h) for every path.
 #pragma once
 #include <cstdint>
 
@@ -11,6 +13,6 @@
 namespace glmlab {
 
 // y[N, W.rows] = x[N, W.cols] · Wᵀ (no bias) for a Q8/Q4 W.
-void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y);
+void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool approx);
 
 }  // namespace glmlab

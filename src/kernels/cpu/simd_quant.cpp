@@ -126,36 +126,63 @@ void GemvQRows(const Matrix& W, int64_t r0, int64_t r1, const float* x, int64_t 
   }
 }
 
-void DequantRows(const Matrix& W, int64_t r0, int64_t r1, float* out, int64_t ld) {
+// fp32 → bf16 bits, round to nearest even (weights are finite).
+HWY_INLINE void StoreBF16(hn::Vec<DF> v, uint16_t* p) {
+  const DI di;
+  const hn::Rebind<uint16_t, DI> d16;
+  auto u = hn::BitCast(di, v);
+  u = hn::Add(u, hn::Add(hn::Set(di, 0x7FFF), hn::And(hn::ShiftRight<16>(u), hn::Set(di, 1))));
+  const auto hi = hn::BitCast(di, hn::ShiftRight<16>(hn::BitCast(hn::RebindToUnsigned<DI>(), u)));  // ≤ 0xFFFF
+  hn::StoreU(hn::DemoteTo(d16, hi), d16, p);
+}
+
+template <class Out>
+HWY_INLINE void Put(hn::Vec<DF> v, Out* p) {
+  if constexpr (sizeof(Out) == 4) hn::StoreU(v, DF(), p); else StoreBF16(v, p);
+}
+template <class Out>
+HWY_INLINE void PutScalar(float v, Out* p) {
+  if constexpr (sizeof(Out) == 4) *p = v; else *p = f32_to_bf16(v);
+}
+
+template <class Out>
+void DequantRowsT(const Matrix& W, int64_t r0, int64_t r1, Out* out, int64_t ld) {
   const DF df;
   const DI di;
   const D8 d8;
   const int64_t L = int64_t(hn::Lanes(df)), units = W.row_bytes(), ng = W.groups();
   for (int64_t r = r0; r < r1; ++r) {
     const int8_t* p = static_cast<const int8_t*>(W.data) + r * units;
-    float* o = out + (r - r0) * ld;
+    Out* o = out + (r - r0) * ld;
     for (int64_t g = 0; g < ng; ++g) {
       const Span sp = group_span(W, g, units);
       const float s = f16_to_f32(W.scales[r * ng + g]);
       const auto vs = hn::Set(df, s);
       int64_t b = sp.b0;
       if (W.dtype == DType::Q8) {
-        for (; b + L <= sp.b1; b += L)
-          hn::StoreU(hn::Mul(hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, p + b))), vs), df, o + b);
-        for (; b < sp.b1; ++b) o[b] = float(p[b]) * s;
+        for (; b + L <= sp.b1; b += L) Put(hn::Mul(hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, p + b))), vs), o + b);
+        for (; b < sp.b1; ++b) PutScalar(float(p[b]) * s, o + b);
       } else {
         for (; b + L <= sp.b1; b += L) {
           const auto v = hn::PromoteTo(di, hn::LoadU(d8, p + b));
-          hn::StoreU(hn::Mul(hn::ConvertTo(df, hn::ShiftRight<4>(v)), vs), df, o + b);
-          hn::StoreU(hn::Mul(hn::ConvertTo(df, hn::ShiftRight<28>(hn::ShiftLeft<28>(v))), vs), df, o + units + b);
+          Put(hn::Mul(hn::ConvertTo(df, hn::ShiftRight<4>(v)), vs), o + b);
+          Put(hn::Mul(hn::ConvertTo(df, hn::ShiftRight<28>(hn::ShiftLeft<28>(v))), vs), o + units + b);
         }
         for (; b < sp.b1; ++b) {
-          o[b] = float(p[b] >> 4) * s;
-          o[units + b] = float(int8_t(uint8_t(p[b]) << 4) >> 4) * s;
+          PutScalar(float(p[b] >> 4) * s, o + b);
+          PutScalar(float(int8_t(uint8_t(p[b]) << 4) >> 4) * s, o + units + b);
         }
       }
     }
   }
+}
+
+void DequantRowsBF16(const Matrix& W, int64_t r0, int64_t r1, uint16_t* out, int64_t ld) {
+  DequantRowsT(W, r0, r1, out, ld);
+}
+
+void DequantRows(const Matrix& W, int64_t r0, int64_t r1, float* out, int64_t ld) {
+  DequantRowsT(W, r0, r1, out, ld);
 }
 
 }  // namespace HWY_NAMESPACE
@@ -166,12 +193,16 @@ HWY_AFTER_NAMESPACE();
 namespace glmlab::simd {
 HWY_EXPORT(GemvQRows);
 HWY_EXPORT(DequantRows);
+HWY_EXPORT(DequantRowsBF16);
 
 void gemv_q_rows(const Matrix& W, int64_t r0, int64_t r1, const float* x, int64_t xs, int nt, float* y, int64_t ys) {
   HWY_DYNAMIC_DISPATCH(GemvQRows)(W, r0, r1, x, xs, nt, y, ys);
 }
 void dequant_rows(const Matrix& W, int64_t r0, int64_t r1, float* out, int64_t ld) {
   HWY_DYNAMIC_DISPATCH(DequantRows)(W, r0, r1, out, ld);
+}
+void dequant_rows_bf16(const Matrix& W, int64_t r0, int64_t r1, uint16_t* out, int64_t ld) {
+  HWY_DYNAMIC_DISPATCH(DequantRowsBF16)(W, r0, r1, out, ld);
 }
 void split_q4(const float* x, int64_t K, float* out) {
   const int64_t Kh = (K + 1) / 2;

@@ -17,6 +17,8 @@ namespace glmlab::simd {
 void gemv_q_rows(const Matrix& W, int64_t r0, int64_t r1, const float* x, int64_t xs, int nt, float* y, int64_t ys);
 // Rows [r0, r1) of a Q8/Q4 W dequantized to fp32 into out (row stride ld): Q4 rows in split order.
 void dequant_rows(const Matrix& W, int64_t r0, int64_t r1, float* out, int64_t ld);
+// The same rounded to bf16 (nearest even), for AMX tiles.
+void dequant_rows_bf16(const Matrix& W, int64_t r0, int64_t r1, uint16_t* out, int64_t ld);
 // out[2·ceil(K/2)] = x[K] split into even and odd inputs (see above).
 void split_q4(const float* x, int64_t K, float* out);
 

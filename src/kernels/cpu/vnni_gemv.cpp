@@ -1,0 +1,189 @@
+// AVX512-VNNI GEMV for Q8 / Q4 weights with int8 activations (see vnni_gemv.h).
+//
+// A weight row is read in 64-byte chunks. An int32 lane of VPDPBUSD sums 4 byte products:
+//   Q4: 64 bytes = 128 inputs; lane l = bytes 4l..4l+3 = inputs 8l..8l+7. The nibbles are made
+//       unsigned (q + 8 = nibble ^ 8) for VPDPBUSD's u8 operand; the activations (s8, split into even
+//       and odd inputs) are the other. Σ (q + 8)·x − 8·Σ x: the second term per lane is `corr`.
+//   Q8: 64 bytes = 64 inputs; lane l = inputs 4l..4l+3. The activations are the u8 operand as
+//       x + 128; Σ w·(x + 128) − 128·Σ w, with Σ w per lane from one more VPDPBUSD with ones.
+// Each lane's int32 sum is exact; it is converted to fp32 and multiplied by its activation block's
+// scale times its weight group's scale (groups never split a lane).
+#include "kernels/cpu/vnni_gemv.h"
+
+#include <immintrin.h>
+
+// GCC 12 warns about the "undefined" pass-through operand inside its own AVX-512 intrinsic headers.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+
+namespace glmlab::vnni {
+
+namespace {
+
+constexpr int64_t kBlock = 32;  // activation inputs per int8 scale
+// Software prefetch distance along the weight stream (bytes): one sequential stream per thread does
+// not keep enough loads in flight on its own to reach the memory bandwidth.
+#ifndef GLMLAB_VNNI_PREFETCH
+#define GLMLAB_VNNI_PREFETCH 4096
+#endif
+constexpr int64_t kPrefetch = GLMLAB_VNNI_PREFETCH;
+
+int64_t chunk_inputs(DType t) { return t == DType::Q4 ? 128 : 64; }
+int64_t lane_inputs(DType t) { return t == DType::Q4 ? 8 : 4; }
+
+#define GLMLAB_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
+
+// The weight-group scale of each lane, chunk by chunk along a row, without divisions in the loop.
+// sf holds the row's scales in fp32 (padded by 16). Either every chunk lies inside one group (one scale
+// per chunk, a new group every `cpg` chunks) or a chunk holds `gpc` whole groups (a permute spreads
+// them over the lanes).
+struct LaneScales {
+  const float* sf;
+  int64_t cpg = 0, gpc = 0, g = 0, left = 0;
+  __m512i idx;
+  GLMLAB_VNNI LaneScales(const float* s, int64_t CI, int64_t IPL, int64_t G, int64_t ng) : sf(s) {
+    if (ng == 1 || G % CI == 0) {
+      cpg = ng == 1 ? INT64_MAX : G / CI;
+      left = cpg;
+    } else {
+      gpc = CI / G;
+      alignas(64) int32_t ix[16];
+      for (int l = 0; l < 16; ++l) ix[l] = int32_t(l * IPL / G);
+      idx = _mm512_load_si512(ix);
+    }
+  }
+  GLMLAB_VNNI inline __m512 next(int64_t c) {  // for chunks c = 0, 1, 2, ... in order
+    if (gpc) return _mm512_permutexvar_ps(idx, _mm512_loadu_ps(sf + c * gpc));
+    __m512 v = _mm512_set1_ps(sf[g]);
+    if (--left == 0) ++g, left = cpg;
+    return v;
+  }
+};
+
+template <int NT>
+GLMLAB_VNNI void rows_q4(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, float* y, int64_t ys,
+                         float* sf) {
+  const int64_t Kh = a.units, chunks = a.lanes / 16, ng = W.groups(), G = W.group_size, rem = Kh - (chunks - 1) * 64;
+  const __mmask64 tail = rem == 64 ? ~__mmask64(0) : (__mmask64(1) << rem) - 1;
+  const __m512i m88 = _mm512_set1_epi8(char(0x88)), m0f = _mm512_set1_epi8(0x0F);
+  const int64_t qs = a.lanes * 8;  // bytes per token: even part, then odd part
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* p = static_cast<const uint8_t*>(W.data) + r * Kh;
+    for (int64_t g = 0; g < ng; ++g) sf[g] = _cvtsh_ss(W.scales[r * ng + g]);
+    LaneScales ls(sf, 128, 8, G, ng);
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < chunks; ++c) {
+      _mm_prefetch(reinterpret_cast<const char*>(p + 64 * c + kPrefetch), _MM_HINT_T0);
+      const __m512i b = _mm512_xor_si512(_mm512_maskz_loadu_epi8(c + 1 == chunks ? tail : ~__mmask64(0), p + 64 * c), m88);
+      const __m512i lo = _mm512_and_si512(b, m0f), hi = _mm512_and_si512(_mm512_srli_epi16(b, 4), m0f);
+      const __m512 sw = ls.next(c);
+      for (int t = 0; t < NT; ++t) {
+        const uint8_t* xq = a.q.data() + t * qs + 64 * c;
+        __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, _mm512_loadu_si512(xq));
+        s = _mm512_dpbusd_epi32(s, lo, _mm512_loadu_si512(xq + a.lanes * 4));
+        s = _mm512_sub_epi32(s, _mm512_loadu_si512(a.corr.data() + t * a.lanes + 16 * c));
+        const __m512 f = _mm512_mul_ps(_mm512_loadu_ps(a.scale.data() + t * a.lanes + 16 * c), sw);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), f, acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) y[t * ys + r] = _mm512_reduce_add_ps(acc[t]);
+  }
+}
+
+template <int NT>
+GLMLAB_VNNI void rows_q8(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, float* y, int64_t ys,
+                         float* sf) {
+  const int64_t K = a.units, chunks = a.lanes / 16, ng = W.groups(), G = W.group_size, rem = K - (chunks - 1) * 64;
+  const __mmask64 tail = rem == 64 ? ~__mmask64(0) : (__mmask64(1) << rem) - 1;
+  const __m512i ones = _mm512_set1_epi8(1);
+  const int64_t qs = a.lanes * 4;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* p = static_cast<const uint8_t*>(W.data) + r * K;
+    for (int64_t g = 0; g < ng; ++g) sf[g] = _cvtsh_ss(W.scales[r * ng + g]);
+    LaneScales ls(sf, 64, 4, G, ng);
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < chunks; ++c) {
+      _mm_prefetch(reinterpret_cast<const char*>(p + 64 * c + kPrefetch), _MM_HINT_T0);
+      const __m512i w = _mm512_maskz_loadu_epi8(c + 1 == chunks ? tail : ~__mmask64(0), p + 64 * c);
+      const __m512i ws = _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, w), 7);  // 128·Σw
+      const __m512 sw = ls.next(c);
+      for (int t = 0; t < NT; ++t) {
+        __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(a.q.data() + t * qs + 64 * c), w);
+        s = _mm512_sub_epi32(s, ws);
+        const __m512 f = _mm512_mul_ps(_mm512_loadu_ps(a.scale.data() + t * a.lanes + 16 * c), sw);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), f, acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) y[t * ys + r] = _mm512_reduce_add_ps(acc[t]);
+  }
+}
+
+template <int NT>
+void rows(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, float* y, int64_t ys, float* sf) {
+  if (W.dtype == DType::Q4)
+    rows_q4<NT>(W, r0, r1, a, y, ys, sf);
+  else
+    rows_q8<NT>(W, r0, r1, a, y, ys, sf);
+}
+
+}  // namespace
+
+bool available() {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                         __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("f16c");
+  return ok;
+}
+
+bool fits(const Matrix& W) {
+  if (!W.quantized() || W.cols % kBlock != 0) return false;
+  const int64_t CI = chunk_inputs(W.dtype), IPL = lane_inputs(W.dtype), G = W.group_size;
+  return W.groups() == 1 || G % CI == 0 || (CI % G == 0 && G % IPL == 0);
+}
+
+void quantize_acts(const float* x, int nt, int64_t K, DType wtype, QuantizedActs& a) {
+  a.wtype = wtype;
+  a.nt = nt;
+  a.units = wtype == DType::Q4 ? K / 2 : K;
+  a.lanes = (a.units + 63) / 64 * 16;
+  const int parts = wtype == DType::Q4 ? 2 : 1;
+  a.q.assign(size_t(nt * parts * a.lanes * 4), 0);
+  a.scale.assign(size_t(nt * a.lanes), 0.0f);
+  a.corr.assign(wtype == DType::Q4 ? size_t(nt * a.lanes) : 0, 0);
+  const int64_t IPL = lane_inputs(wtype);
+  for (int t = 0; t < nt; ++t) {
+    const float* xr = x + t * K;
+    uint8_t* q = a.q.data() + t * parts * a.lanes * 4;
+    for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+      float amax = 0;
+      for (int64_t i = k0; i < k0 + kBlock; ++i) amax = std::max(amax, std::fabs(xr[i]));
+      const float d = amax / 127.0f;
+      for (int64_t i = k0; i < k0 + kBlock; ++i) {
+        int v = d == 0 ? 0 : int(std::clamp(std::nearbyint(xr[i] / d), -127.0f, 127.0f));
+        if (wtype == DType::Q8)
+          q[i] = uint8_t(v + 128);
+        else
+          q[(i % 2) * a.lanes * 4 + i / 2] = uint8_t(int8_t(v));
+        if (wtype == DType::Q4) a.corr[size_t(t * a.lanes + i / IPL)] += 8 * v;
+      }
+      for (int64_t l = k0 / IPL; l < (k0 + kBlock) / IPL; ++l) a.scale[size_t(t * a.lanes + l)] = d;
+    }
+  }
+}
+
+void gemv(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, float* y, int64_t ys) {
+  std::vector<float> sf(size_t(W.groups() + 16), 0.0f);  // one row's scales in fp32 (+ padding for the permute)
+  switch (a.nt) {
+    case 1: rows<1>(W, r0, r1, a, y, ys, sf.data()); break;
+    case 2: rows<2>(W, r0, r1, a, y, ys, sf.data()); break;
+    case 3: rows<3>(W, r0, r1, a, y, ys, sf.data()); break;
+    default: rows<4>(W, r0, r1, a, y, ys, sf.data()); break;
+  }
+}
+
+}  // namespace glmlab::vnni
