@@ -90,7 +90,8 @@ LossResult loss_only(Ops& ops, const Model& model, const TrainBatch& batch) {
   check_batch(model, batch);
   const ModelConfig& c = model.config();
   KVCache cache(c, batch.in.B, batch.in.T);
-  ForwardTape tape;  // only final_x is kept... the forward stores every layer; fine for the sizes we score
+  ForwardTape tape;
+  tape.keep_layers = false;  // only final_x
   std::vector<float> none;
   model.forward(ops, batch.in, cache, Logits::None, none, &tape);
   const auto targets = shifted_targets(batch);

@@ -90,14 +90,14 @@ void Model::forward(Ops& ops, const StepInput& in, KVCache& cache, Logits mode, 
   const Adapter* ad = adapter_;
   if (ad) ad->check_fits(c);
 
-  if (tape) tape->layers.assign(size_t(c.num_layers), {});
+  if (tape) tape->layers.assign(tape->keep_layers ? size_t(c.num_layers) : 0, {});
   std::vector<float> x(size_t(N * C)), xl(size_t(N * C)), qkv_ws, ctx_ws, h_ws, u_ws, lse_ws, r1_ws, r2_ws;
   std::vector<float> tmp(size_t(N * C)), act(size_t(N * F));
   ops.embedding(w_.embedding, in.ids.data(), N, x.data());
 
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = w_.layers[size_t(l)];
-    LayerTape* lt = tape ? &tape->layers[size_t(l)] : nullptr;
+    LayerTape* lt = tape && tape->keep_layers ? &tape->layers[size_t(l)] : nullptr;
     // With a tape every buffer is the tape's own; without, workspaces are reused across layers.
     auto& qkv = lt ? lt->qkv : qkv_ws;
     auto& ctx = lt ? lt->ctx : ctx_ws;

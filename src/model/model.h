@@ -59,6 +59,7 @@ struct LayerTape {
   std::vector<float> u;           // [N, 2F] dense_h_to_4h output (gate, up)
 };
 struct ForwardTape {
+  bool keep_layers = true;        // false: only final_x (a loss without a backward pass)
   std::vector<LayerTape> layers;
   std::vector<float> final_x;     // [N, C] input of the final norm
   std::vector<float> final_inv_rms;
