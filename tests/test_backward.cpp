@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "model/quantize.h"
 #include "ops/ops.h"
 #include "util/dtype.h"
 
@@ -376,14 +377,8 @@ TEST_F(Backward, CrossEntropyRejectsLabelsOutsideTheVocabulary) {
   for (Ops* ops : both()) EXPECT_THROW(ops->cross_entropy(z.data(), labels.data(), 1, 8, 1.0f), std::exception);
 }
 
-}  // namespace
-}  // namespace glmlab
-
 // Quantized weights (QAT: the adapter trains on an int8/int4 base): the input gradient reads the
 // dequantized weights, q · scale, in both back ends.
-#include "model/quantize.h"
-namespace glmlab {
-namespace {
 TEST_F(Backward, MatmulInputQuantizedWeights) {
   const int64_t N = 19, M = 70, K = 96;
   auto w = randf(size_t(M * K), 70);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "lab/train_loop.h"
 #include "model/backward.h"
 #include "model/loader.h"
 #include "model/peft_io.h"
@@ -96,12 +97,7 @@ TEST(FinetuneQat, GradientsThroughAQuantizedBase) {
   }
 }
 
-}  // namespace
-}  // namespace glmlab
 
-#include "lab/train_loop.h"
-namespace glmlab {
-namespace {
 
 // What QAT buys, on the tiny model: train the same LoRA (all four linears, same init and data) on the
 // fp32 base and on the int4 base. QAT's adapter gives the int4 model a lower loss than the
