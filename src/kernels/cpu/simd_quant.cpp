@@ -4,6 +4,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/simd_quant.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "kernels/cpu/simd_quant.h"
 
@@ -15,6 +16,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 using DI = hn::RebindToSigned<DF>;
 using D8 = hn::Rebind<int8_t, DF>;
+constexpr int64_t kPrefetch = 4096;  // bytes ahead on the weight stream (one stream per thread)
 
 // The group [b0, b1) of a row, in stored units (Q8: values; Q4: bytes).
 struct Span {
@@ -43,6 +45,7 @@ HWY_INLINE void RowQ8(const Matrix& W, int64_t r, const float* x, int64_t xs, fl
     for (int t = 0; t < NT; ++t) a0[t] = a1[t] = hn::Zero(df);
     int64_t k = sp.b0;
     for (; k + 2 * L <= sp.b1; k += 2 * L) {
+      hwy::Prefetch(q + k + kPrefetch);
       const auto w0 = hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, q + k)));
       const auto w1 = hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, q + k + L)));
       for (int t = 0; t < NT; ++t) {
@@ -84,6 +87,7 @@ HWY_INLINE void RowQ4(const Matrix& W, int64_t r, const float* x, int64_t xs, fl
     for (int t = 0; t < NT; ++t) ah[t] = al[t] = hn::Zero(df);
     int64_t b = sp.b0;
     for (; b + L <= sp.b1; b += L) {
+      hwy::Prefetch(p + b + kPrefetch);
       const auto v = hn::PromoteTo(di, hn::LoadU(d8, p + b));           // sign-extended bytes
       const auto hi = hn::ConvertTo(df, hn::ShiftRight<4>(v));           // even input: high nibble
       const auto lo = hn::ConvertTo(df, hn::ShiftRight<28>(hn::ShiftLeft<28>(v)));  // odd: low nibble
