@@ -196,6 +196,11 @@ TEST(FinetuneTrain, ResumeRefusesOtherOptions) {
   o.resume = true;
   o.adam.lr = 1e-3;
   EXPECT_THROW(run(o, samples), Error);
+  o.adam.lr = options(AdapterMethod::Lora).adam.lr;
+  auto other = samples;
+  other[3].ids[5] ^= 1;  // same count, other data
+  EXPECT_THROW(run(o, other), Error);
+  EXPECT_NO_THROW(run(o, samples));
 }
 
 TEST(FinetuneTrain, PackedEqualsPaddedAndAccumulationEqualsABiggerBatch) {

@@ -32,7 +32,13 @@ void save_all(const TrainOptions& o, const Adapter& a, const AdamW& opt, const T
 
 }  // namespace
 
-std::string run_fingerprint(const TrainOptions& o, size_t num_samples) {
+std::string run_fingerprint(const TrainOptions& o, const std::vector<TrainSample>& samples) {
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a over every sample's ids and labels: the same data
+  for (auto& s : samples) {
+    for (int32_t v : s.ids) h = (h ^ uint32_t(v)) * 1099511628211ULL;
+    for (int32_t v : s.labels) h = (h ^ uint32_t(v)) * 1099511628211ULL;
+    h = (h ^ 0xFFFFFFFFu) * 1099511628211ULL;
+  }
   nlohmann::json j = {{"method", std::string(method_name(o.adapter.method))},
                       {"rank", o.adapter.rank},
                       {"alpha", o.adapter.alpha},
@@ -49,7 +55,8 @@ std::string run_fingerprint(const TrainOptions& o, size_t num_samples) {
                       {"pack", o.pack},
                       {"pack_length", o.pack_length},
                       {"seed", o.seed},
-                      {"samples", num_samples}};
+                      {"samples", samples.size()},
+                      {"data_hash", fmt::format("{:016x}", h)}};
   return j.dump();
 }
 
@@ -62,7 +69,7 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
   BatchStream stream(samples, o.batch_size, o.pack, o.pack_length, o.seed);
   AdamW opt(adapter, o.adam);
   TrainState st;
-  st.run = run_fingerprint(o, samples.size());
+  st.run = run_fingerprint(o, samples);
   TrainReport rep;
   if (o.resume) {
     if (o.out.empty()) fail("--resume needs --out DIR (the run to continue)");

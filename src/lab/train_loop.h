@@ -63,6 +63,7 @@ struct TrainReport {
 TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<TrainSample>& samples,
                   const TrainOptions& opt, const std::function<void(const StepLog&)>& on_step = {});
 
-std::string run_fingerprint(const TrainOptions& o, size_t num_samples);  // JSON of what resume must match
+// JSON of what a resume must match: the options that change the run, and a hash of the samples.
+std::string run_fingerprint(const TrainOptions& o, const std::vector<TrainSample>& samples);
 
 }  // namespace glmlab::lab
