@@ -177,11 +177,13 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
   }
   total *= int64_t(o.dtypes.size());
   Progress progress(total, "tok", o.progress);
+  progress.pause();  // probes are done; loading is not generation
 
   for (const std::string& dtype : o.dtypes) {
-    progress.clear();
+    progress.pause();
     bool phase_rss = reset_peak_rss();
     BenchModel bm = load(dtype);
+    progress.resume();
     if (!bm.model || !bm.ops) fail("bench: the loader returned no model for dtype \"{}\"", dtype);
     if (rep.config.name.empty()) rep.config = bm.model->config();
     ModelFacts facts = model_facts(bm, prompts, o.batches);

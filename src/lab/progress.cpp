@@ -39,7 +39,8 @@ void Progress::draw(bool force) {
   auto now = clock::now();
   double elapsed = std::chrono::duration<double>(now - start_).count();
   double frac = double(done_) / double(total_);
-  double eta = done_ > 0 ? elapsed * double(total_ - done_) / double(done_) : -1;
+  double running = elapsed - paused_s_;
+  double eta = done_ > 0 ? running * double(total_ - done_) / double(done_) : -1;
   if (tty_) {
     if (!force && now - last_draw_ < std::chrono::milliseconds(100) && done_ < total_) return;
     constexpr int kWidth = 28;
@@ -69,6 +70,19 @@ void Progress::clear() {
     std::fflush(stderr);
     shown_ = false;
   }
+}
+
+void Progress::pause() {
+  if (paused_) return;
+  clear();
+  paused_ = true;
+  paused_at_ = clock::now();
+}
+
+void Progress::resume() {
+  if (!paused_) return;
+  paused_ = false;
+  paused_s_ += std::chrono::duration<double>(clock::now() - paused_at_).count();
 }
 
 void Progress::finish() {
