@@ -134,6 +134,8 @@ void ModelConfig::validate() const {
     fail("{}: num_attention_heads {} is not a multiple of multi_query_group_num {}", name, num_heads, num_groups);
   if (kv_channels % 4 != 0)
     fail("{}: kv_channels {} must be a multiple of 4 (rotary pairs on the first half)", name, kv_channels);
+  if (kv_channels > 1024)
+    fail("{}: kv_channels {} is larger than glmlab's rotary kernels take (1024; ChatGLM3 uses 128)", name, kv_channels);
   if (!(layernorm_eps > 0)) fail("{}: layernorm_epsilon must be positive", name);
   if (!(rope_ratio > 0)) fail("{}: rope_ratio must be positive", name);
 }
