@@ -21,6 +21,10 @@ lengths make every engine generate the same number of tokens.
 Batching, warm-up and repetitions follow glmlab's run (static batches of prompts sorted by target then
 prompt length, left padding). Models whose weights exceed 4 GB (random:chatglm3-6b: 12.5 GB in bf16)
 need --allow-large: this 24 GB machine holds one at a time.
+
+OpenMP: like glmlab (src/kernels/cpu/runtime.h), the peer runs with a short OpenMP spin
+(GOMP_SPINCOUNT=10000) unless GOMP_SPINCOUNT or OMP_WAIT_POLICY is set, so that on a shared, busy machine
+neither engine loses its threads to spinning; --torch-default-omp keeps libgomp's default spin.
 """
 from __future__ import annotations
 
@@ -34,7 +38,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+if "--torch-default-omp" not in sys.argv and not os.environ.get("GOMP_SPINCOUNT") \
+        and not os.environ.get("OMP_WAIT_POLICY"):
+    os.environ["GOMP_SPINCOUNT"] = "10000"  # read by libgomp when torch loads: must precede the import
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chatglm3 import ChatGLM3Config, ChatGLM3ForCausalLM, decode_step  # noqa: E402
@@ -398,6 +406,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = all usable cores)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--allow-large", action="store_true", help="allow models over 4 GB of weights")
+    ap.add_argument("--torch-default-omp", action="store_true",
+                    help="keep libgomp's default spin (default: GOMP_SPINCOUNT=10000, as glmlab)")
     g = ap.add_argument_group("with --glmlab: the glmlab run (defaults: a small config)")
     g.add_argument("--model", default="random:small")
     g.add_argument("--dtype", default="bf16")
@@ -447,7 +457,9 @@ def main(argv=None):
             "model": {**glm["model"], "spec": glm["model"]["spec"] + " (own random weights)"},
             "data": {**glm["data"], "source": str(src / "prompts.jsonl")},
             "options": {"dtypes": dtypes, "batches": batches, "reps": opts["reps"], "warmup": opts["warmup"],
-                        "stop_at_eos": not forced, "device": "cpu", "torch": torch.__version__},
+                        "stop_at_eos": not forced, "device": "cpu", "torch": torch.__version__,
+                        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
+                        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
             "machine": mach, "probes": None, "runs": runs, "wall_s": time.perf_counter() - t}
         dest = out / engine
         dest.mkdir(parents=True, exist_ok=True)
