@@ -13,7 +13,8 @@ records.jsonl) so `glmlab bench compare GLMLAB_DIR PEER_DIR` prints the ratios. 
 engine's own (same shapes and dtype, different numbers): speed does not depend on the values, and forced
 lengths make every engine generate the same number of tokens.
 
-  # one run, all three engines side by side (glmlab first, then the peers, then the ratio tables):
+  # all three engines side by side: 3 rounds (glmlab, oracle, transformers in rotating order), the
+  # median round of each, then the ratio tables:
   bench_peer.py --glmlab build/glmlab --model random:small --dtype bf16 --records 5 --max-new-tokens 32 --out out/peer
   # peers only, for an existing glmlab run:
   bench_peer.py --from out/bench-infer-20250101-120000 --out out/peer
@@ -379,8 +380,7 @@ def write_atomic(path: Path, text: str):
     os.replace(tmp, path)
 
 
-def run_glmlab(args, out: Path) -> Path:
-    dest = out / "glmlab"
+def run_glmlab(args, dest: Path) -> Path:
     cmd = [args.glmlab, "bench", "infer", "--model", args.model, "--records", str(args.records),
            "--max-new-tokens", str(args.max_new_tokens), "--reps", str(args.reps), "--warmup", str(args.warmup),
            "--batch", args.batch, "--out", str(dest)]
@@ -391,8 +391,65 @@ def run_glmlab(args, out: Path) -> Path:
     if args.stop_at_eos:
         cmd.append("--stop-at-eos")
     print("+ " + " ".join(cmd), file=sys.stderr)
-    subprocess.run(cmd, check=True)
+    table = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout  # progress: stderr
+    write_atomic(dest / "stdout.md", table)
+    rows = [x for x in table.splitlines() if x.startswith("| ") and not x.startswith("| model")]
+    for row in rows:
+        print(f"bench_peer: glmlab: {row}", file=sys.stderr)
     return dest
+
+
+def merge_rounds(summaries):
+    """One summary from several rounds of the same run: each figure becomes the median of the rounds'
+    medians, with min/max over the rounds; counts stay as they are."""
+    m = json.loads(json.dumps(summaries[0]))
+    m["rounds"] = len(summaries)
+    for i, run in enumerate(m["runs"]):
+        for key, v in run.items():
+            vals = [s["runs"][i][key] for s in summaries]
+            if isinstance(v, dict) and "median" in v:
+                meds = [x["median"] for x in vals]
+                run[key] = {"median": spread(meds)["median"], "min": min(meds), "max": max(meds)}
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                run[key] = spread(vals)["median"]
+    if m.get("probes"):
+        for key in m["probes"]:
+            meds = [s["probes"][key]["median"] for s in summaries]
+            m["probes"][key] = {"median": spread(meds)["median"], "min": min(meds), "max": max(meds)}
+    m["wall_s"] = sum(s["wall_s"] for s in summaries)
+    m["machine"]["load_end"] = summaries[-1]["machine"]["load_end"]
+    return m
+
+
+def peer_round(engine, src: Path, dest: Path, args, threads, log):
+    cfg = json.loads((src / "config.json").read_text())
+    prompts = [json.loads(x) for x in (src / "prompts.jsonl").read_text().splitlines() if x.strip()]
+    glm = json.loads((src / "summary.json").read_text())
+    opts = glm["options"]
+    dtypes = list(dict.fromkeys(r["dtype"] for r in glm["runs"]))
+    batches = list(dict.fromkeys(r["batch"] for r in glm["runs"]))
+    forced = bool(glm["data"]["forced"])
+    mach = machine(threads)
+    t = time.perf_counter()
+    runs, records = run_engine(engine, cfg, prompts, dtypes, batches, opts["reps"], opts["warmup"], forced,
+                               args.seed, log, args.allow_large)
+    mach["load_end"] = list(os.getloadavg())
+    summary = {
+        "schema": "glmlab-bench-infer/1", "engine": "torch-oracle" if engine == "oracle" else "transformers",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv),
+        "model": {**glm["model"], "spec": glm["model"]["spec"] + " (own random weights)"},
+        "data": {**glm["data"], "source": str(src / "prompts.jsonl")},
+        "options": {"dtypes": dtypes, "batches": batches, "reps": opts["reps"], "warmup": opts["warmup"],
+                    "stop_at_eos": not forced, "device": "cpu", "torch": torch.__version__,
+                    "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
+                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
+        "machine": mach, "probes": None, "runs": runs, "wall_s": time.perf_counter() - t}
+    dest.mkdir(parents=True, exist_ok=True)
+    write_atomic(dest / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_atomic(dest / "records.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    for r in runs:
+        log(f"{engine} {r['dtype']} b{r['batch']}: {r['throughput_tps']['median']:.2f} tok/s, prefill "
+            f"{r['prefill_tps']['median']:.1f} tok/s, decode {r['decode_tps']['median']:.2f} tok/s")
 
 
 def main(argv=None):
@@ -400,9 +457,12 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--from", dest="src", help="a glmlab bench infer output folder (prompts.jsonl, config.json)")
-    src.add_argument("--glmlab", help="the glmlab binary: run glmlab bench infer first (into OUT/glmlab)")
+    src.add_argument("--glmlab", help="the glmlab binary: run glmlab bench infer too (into OUT/glmlab)")
     ap.add_argument("--out", required=True, help="output folder (one sub-folder per engine)")
     ap.add_argument("--engines", default="oracle,transformers", help="oracle, transformers, or both")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="with --glmlab: run all engines this many times, interleaved in rotating order, and "
+                         "report the median round (a shared machine drifts within seconds)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = all usable cores)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--allow-large", action="store_true", help="allow models over 4 GB of weights")
@@ -421,17 +481,12 @@ def main(argv=None):
     g.add_argument("--stop-at-eos", action="store_true")
     args = ap.parse_args(argv)
 
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    for engine in engines:
+        if engine not in ("oracle", "transformers"):
+            raise SystemExit(f"bench_peer: unknown engine {engine!r} (oracle, transformers)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    src = run_glmlab(args, out) if args.glmlab else Path(args.src)
-    cfg = json.loads((src / "config.json").read_text())
-    prompts = [json.loads(x) for x in (src / "prompts.jsonl").read_text().splitlines() if x.strip()]
-    glm = json.loads((src / "summary.json").read_text())
-    opts = glm["options"]
-    dtypes = [r["dtype"] for r in glm["runs"]]
-    dtypes = list(dict.fromkeys(dtypes))
-    batches = list(dict.fromkeys(r["batch"] for r in glm["runs"]))
-    forced = bool(glm["data"]["forced"])
     threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     try:
@@ -443,38 +498,37 @@ def main(argv=None):
     def log(msg):
         print(f"bench_peer: {msg}", file=sys.stderr, flush=True)
 
-    for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
-        if engine not in ("oracle", "transformers"):
-            raise SystemExit(f"bench_peer: unknown engine {engine!r} (oracle, transformers)")
-        mach = machine(threads)
-        t = time.perf_counter()
-        runs, records = run_engine(engine, cfg, prompts, dtypes, batches, opts["reps"], opts["warmup"], forced,
-                                   args.seed, log, args.allow_large)
-        mach["load_end"] = list(os.getloadavg())
-        summary = {
-            "schema": "glmlab-bench-infer/1", "engine": "torch-oracle" if engine == "oracle" else "transformers",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv),
-            "model": {**glm["model"], "spec": glm["model"]["spec"] + " (own random weights)"},
-            "data": {**glm["data"], "source": str(src / "prompts.jsonl")},
-            "options": {"dtypes": dtypes, "batches": batches, "reps": opts["reps"], "warmup": opts["warmup"],
-                        "stop_at_eos": not forced, "device": "cpu", "torch": torch.__version__,
-                        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
-                        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
-            "machine": mach, "probes": None, "runs": runs, "wall_s": time.perf_counter() - t}
-        dest = out / engine
-        dest.mkdir(parents=True, exist_ok=True)
-        write_atomic(dest / "summary.json", json.dumps(summary, indent=2) + "\n")
-        write_atomic(dest / "records.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-        for r in runs:
-            log(f"{engine} {r['dtype']} b{r['batch']}: {r['throughput_tps']['median']:.2f} tok/s, prefill "
-                f"{r['prefill_tps']['median']:.1f} tok/s, decode {r['decode_tps']['median']:.2f} tok/s")
-        if args.glmlab:
-            table = subprocess.run([args.glmlab, "bench", "compare", str(src), str(dest)], check=True,
-                                   capture_output=True, text=True).stdout
+    rounds = max(1, args.rounds) if args.glmlab else 1
+    names = (["glmlab"] if args.glmlab else []) + engines
+    prompts_src = None if args.glmlab else Path(args.src)
+    for k in range(rounds):
+        sub = f"round-{k + 1}" if rounds > 1 else ""
+        # Rotate the order each round so no engine always runs first (glmlab opens round 1: it writes
+        # the prompts every round reads; they are the same every round).
+        order = names[k % len(names):] + names[:k % len(names)]
+        if rounds > 1:
+            log(f"round {k + 1}/{rounds}: " + ", ".join(order))
+        for name in order:
+            if name == "glmlab":
+                dest = run_glmlab(args, out / "glmlab" / sub)
+                prompts_src = prompts_src or dest
+            else:
+                peer_round(name, prompts_src, out / name / sub, args, threads, log)
+    if rounds > 1:
+        for name in names:
+            merged = merge_rounds([json.loads((out / name / f"round-{k + 1}" / "summary.json").read_text())
+                                   for k in range(rounds)])
+            write_atomic(out / name / "summary.json", json.dumps(merged, indent=2) + "\n")
+    if args.glmlab:
+        for engine in engines:
+            table = subprocess.run([args.glmlab, "bench", "compare", str(out / "glmlab"), str(out / engine)],
+                                   check=True, capture_output=True, text=True).stdout
             write_atomic(out / f"compare-{engine}.md", table)
-            print(f"\n## glmlab vs {engine}\n\n{table}")
-    if not args.glmlab:
-        print(f"compare with: glmlab bench compare {src} {out}/<engine>", file=sys.stderr)
+            what = f"median of {rounds} interleaved rounds; min-max over rounds in each summary.json" \
+                if rounds > 1 else "one round"
+            print(f"\n## glmlab vs {engine} ({what})\n\n{table}")
+    else:
+        print(f"compare with: glmlab bench compare {prompts_src} {out}/<engine>", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -87,3 +87,15 @@ def test_statistics_match_glmlab_definitions():
     C, F, H, D, G, V = 64, 96, 4, 16, 2, 512
     params = (H * D + 2 * G * D) * C + C * H * D + 2 * F * C + C * F
     assert bench_peer.prefill_flops(c, 10) == 2 * (2 * params * 10 + 2.0 * H * D * 10 * 11) + 2 * V * C
+
+
+def test_rounds_merge_to_the_median_round():
+    def summ(tps, wall):
+        return {"engine": "x", "machine": {"load_end": [0, 0, 0]}, "wall_s": 1.0, "probes": None,
+                "runs": [{"dtype": "bf16", "batch": 1, "records": 5, "peak_rss_is_phase": True,
+                          "throughput_tps": {"median": tps, "min": tps - 1, "max": tps + 1}, "load_s": wall}]}
+    m = bench_peer.merge_rounds([summ(10, 3), summ(30, 1), summ(20, 2)])
+    r = m["runs"][0]
+    assert m["rounds"] == 3 and m["wall_s"] == 3.0
+    assert r["throughput_tps"] == {"median": 20, "min": 10, "max": 30}
+    assert r["load_s"] == 2 and r["records"] == 5 and r["peak_rss_is_phase"] is True
