@@ -74,7 +74,8 @@ void write_scatter3d_png(const std::string& path, const std::vector<ScatterPoint
   std::string s = "set terminal pngcairo size 1000,760 font 'sans,10'\nset termoption noenhanced\n";
   s += fmt::format("set title {}\n", gnuplot_quoted(title));
   s += "set xlabel 'input + output tokens'\nset ylabel 'output tokens'\nset zlabel 'time (s)' rotate parallel\n";
-  s += "set view 62, 32\nset ticslevel 0\nset grid x y z\nset key outside right top\nset xrange [0:*]\n"
+  s += "set view 62, 32\nset ticslevel 0\nset grid x y z\nset border 4095 lw 0.5 lc rgb 'gray50'\n"
+       "set key outside right top\nset xrange [0:*]\n"
        "set yrange [0:*]\nset zrange [0:*]\n";
   auto series = series_order(pts);
   std::string plot = "splot ";
@@ -115,9 +116,11 @@ void write_tokens_per_s_png(const std::string& path, const BenchReport& r, const
                      run.throughput_tps.min, run.throughput_tps.max, colour);
   }
   s += "EOD\n";
-  s += "plot $d using 1:3:6:xtic(2) with boxes lc rgb variable, "
-       "'' using 1:3:4:5 with yerrorbars lc rgb 'black' ps 0, "
-       "'' using 1:5:(sprintf('%.1f', $3)) with labels offset 0,1\n";
+  bool spread = false;
+  for (const auto& run : r.runs) spread |= run.throughput_tps.max > run.throughput_tps.min;
+  s += "plot $d using 1:3:6:xtic(2) with boxes lc rgb variable";
+  if (spread) s += ", '' using 1:3:4:5 with yerrorbars lc rgb 'black' lw 1.5 pt 7 ps 0.3";
+  s += ", '' using 1:5:(sprintf('%.1f', $3)) with labels offset 0,1\n";
   write_gnuplot_image(path, s);
 }
 
