@@ -24,8 +24,8 @@ RegisterCommand reg([](CLI::App& app) {
   cmd->add_option("--atol", a->opt.atol)->capture_default_str();
   cmd->add_option("--rtol", a->opt.rtol)->capture_default_str();
   cmd->add_option("--min-top1", a->opt.min_top1, "fraction of positions whose argmax must agree")->capture_default_str();
-  cmd->add_flag_callback("--fp32-ref", [a] { a->opt.suffix = "_fp32ref"; },
-                         "compare with the reference's fp32 computation on the same weights");
+  cmd->add_flag_callback("--fp32-ref", [a] { a->opt.suffix = "_fp32ref"; a->m.fp32_activations = true; },
+                         "compare with the reference's fp32 computation on the same weights (implies --fp32-activations)");
   cmd->add_flag("--all", a->all, "print every position, not only the worst and the disagreeing ones");
   cmd->callback([a] {
     Loaded L = load(a->m);

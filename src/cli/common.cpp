@@ -28,6 +28,8 @@ void add_model_options(CLI::App* cmd, ModelArgs& a, bool with_weights) {
   cmd->add_option("--threads", a.threads, "threads (0 = all cores)")->capture_default_str();
   cmd->add_option("--seed", a.seed, "seed of random:PRESET weights")->capture_default_str();
   cmd->add_option("--adapter", a.adapter, "PEFT adapter folder (LoRA / VeRA) to apply, unmerged");
+  cmd->add_flag("--fp32-activations", a.fp32_activations,
+                "keep activations fp32 everywhere (bf16 weights otherwise use AMX tiles with bf16 activations)");
 }
 
 void apply_threads(int threads) {
@@ -39,7 +41,7 @@ void apply_threads(int threads) {
 
 Loaded load(const ModelArgs& a) {
   apply_threads(a.threads);
-  auto ops = make_ops(backend_from_name(a.device));
+  auto ops = make_ops(backend_from_name(a.device), !a.fp32_activations);
   auto t0 = std::chrono::steady_clock::now();
   Model m = load_model(a.model, a.dtype, a.seed, a.group_size);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -20,6 +20,7 @@ struct ModelArgs {
   int threads = 0;         // 0: all cores
   uint64_t seed = 0;
   std::string adapter;     // a PEFT adapter folder (LoRA / VeRA) applied unmerged; empty = none
+  bool fp32_activations = false;  // never round activations to bf16 (exact parity checks)
 };
 
 void add_model_options(CLI::App* cmd, ModelArgs& a, bool with_weights = true);
