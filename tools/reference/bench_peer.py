@@ -47,6 +47,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chatglm3 import ChatGLM3Config, ChatGLM3ForCausalLM, decode_step  # noqa: E402
+from glm_hf import glm_config  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 STOP_IDS = (2, 64795, 64797)  # eos, <|user|>, <|observation|>: glmlab's GenerateOptions defaults
@@ -83,26 +84,12 @@ def oracle_model(cfg: dict, dtype: torch.dtype, seed: int):
     return model.eval()
 
 
-def glm_config(c: ChatGLM3Config):
-    """transformers' GlmConfig of a ChatGLM3 config (mapping of tests/test_oracle.py::make_hf)."""
-    from transformers import GlmConfig
-
-    return GlmConfig(
-        vocab_size=c.padded_vocab_size, hidden_size=c.hidden_size, intermediate_size=c.ffn_hidden_size,
-        num_hidden_layers=c.num_layers, num_attention_heads=c.num_attention_heads,
-        num_key_value_heads=c.multi_query_group_num, head_dim=c.kv_channels, hidden_act="silu",
-        rms_norm_eps=c.layernorm_epsilon, max_position_embeddings=c.seq_length,
-        rope_parameters={"rope_type": "default", "rope_theta": c.rope_base, "partial_rotary_factor": 0.5},
-        attention_bias=c.add_qkv_bias, tie_word_embeddings=False, pad_token_id=0, eos_token_id=2,
-        attn_implementation="sdpa")
-
-
 @torch.no_grad()
 def transformers_model(cfg: dict, dtype: torch.dtype, seed: int):
     from transformers import GlmForCausalLM
 
     torch.manual_seed(seed)
-    model = GlmForCausalLM._from_config(glm_config(ChatGLM3Config.from_dict(cfg)), dtype=dtype)
+    model = GlmForCausalLM._from_config(glm_config(ChatGLM3Config.from_dict(cfg), attn="sdpa"), dtype=dtype)
     return model.eval()
 
 

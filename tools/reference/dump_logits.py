@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chatglm3 import ChatGLM3Config, load_checkpoint  # noqa: E402
+from glm_hf import make_glm  # noqa: E402
 from make_golden import DTYPE_NAMES, ST_META  # noqa: E402
 
 DTYPES = {v: k for k, v in DTYPE_NAMES.items()}
@@ -51,42 +52,11 @@ def random_rows(lengths: list[int], vocab: int, seed: int) -> list[list[int]]:
 
 class HFRuntime(torch.nn.Module):
     """transformers' GlmForCausalLM behind the oracle's call: (ids, pos, mask, cache, use_cache) ->
-    (logits, cache). Weight mapping as in tests/test_oracle.py make_hf (see README)."""
+    (logits, cache). Weight mapping in glm_hf.py."""
 
     def __init__(self, cfg: ChatGLM3Config, state: dict, dtype: torch.dtype, attn: str = "eager"):
         super().__init__()
-        import transformers
-        from transformers import GlmConfig, GlmForCausalLM
-
-        rope = {"rope_theta": cfg.rope_base, "partial_rotary_factor": 0.5}
-        if int(transformers.__version__.split(".")[0]) >= 5:
-            rope = {"rope_parameters": {"rope_type": "default", **rope}}
-        hc = GlmConfig(
-            vocab_size=cfg.padded_vocab_size, hidden_size=cfg.hidden_size,
-            intermediate_size=cfg.ffn_hidden_size, num_hidden_layers=cfg.num_layers,
-            num_attention_heads=cfg.num_attention_heads, num_key_value_heads=cfg.multi_query_group_num,
-            head_dim=cfg.kv_channels, hidden_act="silu", rms_norm_eps=cfg.layernorm_epsilon,
-            max_position_embeddings=cfg.seq_length, attention_bias=cfg.add_qkv_bias,
-            tie_word_embeddings=False, pad_token_id=0, eos_token_id=2, attn_implementation=attn, **rope)
-        H, G, D = cfg.num_attention_heads, cfg.multi_query_group_num, cfg.kv_channels
-        sd = {"model.embed_tokens.weight": state["transformer.embedding.word_embeddings.weight"],
-              "model.norm.weight": state["transformer.encoder.final_layernorm.weight"],
-              "lm_head.weight": state["transformer.output_layer.weight"]}
-        for i in range(cfg.num_layers):
-            src, dst = f"transformer.encoder.layers.{i}.", f"model.layers.{i}."
-            for kind in ("weight", "bias") if cfg.add_qkv_bias else ("weight",):
-                q, k, v = state[src + f"self_attention.query_key_value.{kind}"].split([H * D, G * D, G * D])
-                sd[dst + f"self_attn.q_proj.{kind}"] = q
-                sd[dst + f"self_attn.k_proj.{kind}"] = k
-                sd[dst + f"self_attn.v_proj.{kind}"] = v
-            sd[dst + "self_attn.o_proj.weight"] = state[src + "self_attention.dense.weight"]
-            sd[dst + "mlp.gate_up_proj.weight"] = state[src + "mlp.dense_h_to_4h.weight"]
-            sd[dst + "mlp.down_proj.weight"] = state[src + "mlp.dense_4h_to_h.weight"]
-            sd[dst + "input_layernorm.weight"] = state[src + "input_layernorm.weight"]
-            sd[dst + "post_attention_layernorm.weight"] = state[src + "post_attention_layernorm.weight"]
-        self.hf = GlmForCausalLM(hc)
-        self.hf.load_state_dict(sd, strict=True)
-        self.hf.to(dtype).eval()
+        self.hf = make_glm(cfg, state, dtype, attn)
         self.cache_kw = "cache" if "cache" in inspect.signature(self.hf.forward).parameters else "past_key_values"
 
     def forward(self, input_ids, position_ids, attention_mask, past_key_values=None, use_cache=False):

@@ -11,6 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from chatglm3 import ChatGLM3Config, ChatGLM3ForCausalLM, decode_step, load_checkpoint
+from glm_hf import make_glm
 from glm_tokenizer import SPECIAL_IDS, ChatGLM3Tokenizer
 from make_golden import TINY_CONFIG, random_state_dict
 
@@ -33,41 +34,8 @@ def make_oracle(cfg_dict, seed, mutation=None):
 
 
 def make_hf(cfg: ChatGLM3Config, state):
-    """transformers' GLM (GLM-4 layout) with the same weights. Mapping:
-    query_key_value rows [Q | K | V] -> q_proj / k_proj / v_proj (weight and bias), dense -> o_proj,
-    dense_h_to_4h -> gate_up_proj (GLM also takes the first half as the gate), dense_4h_to_h -> down_proj,
-    norms / embedding / output_layer -> *_layernorm, norm, embed_tokens, lm_head. RoPE: GLM rotates the
-    first head_dim * partial_rotary_factor = kv_channels/2 dims with interleaved pairs, base rope_theta,
-    exactly ChatGLM3's, so rope_theta = 10000 * rope_ratio and partial_rotary_factor = 0.5 is all."""
-    from transformers import GlmConfig, GlmForCausalLM
-
-    hc = GlmConfig(
-        vocab_size=cfg.padded_vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.ffn_hidden_size,
-        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_attention_heads,
-        num_key_value_heads=cfg.multi_query_group_num, head_dim=cfg.kv_channels, hidden_act="silu",
-        rms_norm_eps=cfg.layernorm_epsilon, max_position_embeddings=cfg.seq_length,
-        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_base, "partial_rotary_factor": 0.5},
-        attention_bias=True, tie_word_embeddings=False, pad_token_id=0, eos_token_id=2,
-        attn_implementation="eager")
-    H, G, D = cfg.num_attention_heads, cfg.multi_query_group_num, cfg.kv_channels
-    sd = {"model.embed_tokens.weight": state["transformer.embedding.word_embeddings.weight"],
-          "model.norm.weight": state["transformer.encoder.final_layernorm.weight"],
-          "lm_head.weight": state["transformer.output_layer.weight"]}
-    for i in range(cfg.num_layers):
-        src, dst = f"transformer.encoder.layers.{i}.", f"model.layers.{i}."
-        for kind in ("weight", "bias"):
-            q, k, v = state[src + f"self_attention.query_key_value.{kind}"].split([H * D, G * D, G * D])
-            sd[dst + f"self_attn.q_proj.{kind}"] = q
-            sd[dst + f"self_attn.k_proj.{kind}"] = k
-            sd[dst + f"self_attn.v_proj.{kind}"] = v
-        sd[dst + "self_attn.o_proj.weight"] = state[src + "self_attention.dense.weight"]
-        sd[dst + "mlp.gate_up_proj.weight"] = state[src + "mlp.dense_h_to_4h.weight"]
-        sd[dst + "mlp.down_proj.weight"] = state[src + "mlp.dense_4h_to_h.weight"]
-        sd[dst + "input_layernorm.weight"] = state[src + "input_layernorm.weight"]
-        sd[dst + "post_attention_layernorm.weight"] = state[src + "post_attention_layernorm.weight"]
-    model = GlmForCausalLM(hc)
-    model.load_state_dict(sd, strict=True)
-    return model.eval()
+    """transformers' GLM with the same weights (mapping in tools/reference/glm_hf.py)."""
+    return make_glm(cfg, state)
 
 
 def padded_batch(vocab, lengths=(7, 4, 1), seed=0):
