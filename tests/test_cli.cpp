@@ -17,12 +17,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using test::run_cli;
 
-#define EXPECT_CONTAINS(haystack, needle)                                                         \
-  do {                                                                                            \
-    const std::string h_ = (haystack);                                                            \
-    EXPECT_NE(h_.find(needle), std::string::npos) << "\"" << (needle) << "\" not in: " << h_;   \
-  } while (0)
-
 // Single-quotes `s` for the shell.
 std::string q(const std::string& s) {
   std::string r = "'";

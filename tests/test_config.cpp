@@ -21,22 +21,6 @@ const std::string k32k = "data/chatglm3/config.chatglm3-6b-32k.json";
 
 json real_json() { return json::parse(read_file(test::shared_path(kReal))); }
 
-template <typename F>
-std::string error_of(F&& what) {
-  try {
-    what();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no Error thrown>";
-}
-
-#define EXPECT_CONTAINS(haystack, needle)                                                         \
-  do {                                                                                            \
-    const std::string h_ = (haystack);                                                            \
-    EXPECT_NE(h_.find(needle), std::string::npos) << "\"" << (needle) << "\" not in: " << h_;   \
-  } while (0)
-
 // Every field that changes the math.
 void expect_same_math(const ModelConfig& a, const ModelConfig& b) {
   EXPECT_EQ(a.num_layers, b.num_layers);
@@ -92,7 +76,7 @@ TEST(ConfigReal, The32kConfigReadsQuantizationBit) {
   EXPECT_EQ(c.quant.group_size, 0);  // per row
   json j = real_json();
   j["quantization_bit"] = 3;
-  std::string msg = error_of([&] { ModelConfig::from_json(j, "my/config.json"); });
+  std::string msg = test::error_of([&] { ModelConfig::from_json(j, "my/config.json"); });
   EXPECT_CONTAINS(msg, "quantization_bit 3");
   EXPECT_CONTAINS(msg, "my/config.json");
 }
@@ -117,13 +101,13 @@ TEST(ConfigErrors, InvalidJsonNamesFileAndByte) {
   auto dir = test::temp_dir("config_invalid_json");
   std::string path = (dir / "config.json").string();
   write_file_atomic(path, "{\"model_type\": \"chatglm\", \"num_layers\": 28,, }");
-  std::string msg = error_of([&] { ModelConfig::from_file(path); });
+  std::string msg = test::error_of([&] { ModelConfig::from_file(path); });
   EXPECT_CONTAINS(msg, path);
   EXPECT_CONTAINS(msg, "not valid JSON");
   EXPECT_CONTAINS(msg, "byte 44");  // the second comma
   // A missing file names the path too.
   std::string missing = (dir / "nope.json").string();
-  EXPECT_CONTAINS(error_of([&] { ModelConfig::from_file(missing); }), missing);
+  EXPECT_CONTAINS(test::error_of([&] { ModelConfig::from_file(missing); }), missing);
 }
 
 struct BadCase {
@@ -172,11 +156,11 @@ TEST(ConfigErrors, EachBadFieldIsNamed) {
     SCOPED_TRACE(c.what);
     json j = real_json();
     c.edit(j);
-    std::string msg = error_of([&] { ModelConfig::from_json(j, "my/config.json"); });
+    std::string msg = test::error_of([&] { ModelConfig::from_json(j, "my/config.json"); });
     EXPECT_CONTAINS(msg, "my/config.json");
     for (const auto& n : c.needles) EXPECT_CONTAINS(msg, n);
   }
-  EXPECT_CONTAINS(error_of([] { ModelConfig::from_json(json::array({1, 2}), "arr.json"); }), "JSON object");
+  EXPECT_CONTAINS(test::error_of([] { ModelConfig::from_json(json::array({1, 2}), "arr.json"); }), "JSON object");
 }
 
 TEST(ConfigErrors, AcceptedVariations) {
@@ -204,7 +188,7 @@ TEST(ConfigErrors, AcceptedVariations) {
 }
 
 TEST(ConfigPresets, UnknownPresetListsTheNames) {
-  std::string msg = error_of([] { ModelConfig::preset("chatglm4"); });
+  std::string msg = test::error_of([] { ModelConfig::preset("chatglm4"); });
   EXPECT_CONTAINS(msg, "chatglm4");
   for (auto& n : ModelConfig::preset_names()) EXPECT_CONTAINS(msg, n);
   ModelConfig tiny = ModelConfig::preset("tiny");
@@ -273,11 +257,11 @@ TEST(ConfigParams, LoraAndVeraCounts) {
 
 TEST(ConfigParams, UnknownTargetAndBadRankAreErrors) {
   ModelConfig c = ModelConfig::preset("chatglm3-6b");
-  EXPECT_CONTAINS(error_of([&] { lora_params(c, 8, {"q_proj"}); }), "q_proj");
-  EXPECT_CONTAINS(error_of([&] { vera_params(c, 256, {"query_key_value", "o_proj"}); }), "o_proj");
-  EXPECT_CONTAINS(error_of([&] { lora_params(c, 0, {"query_key_value"}); }), "rank");
-  EXPECT_CONTAINS(error_of([&] { lora_params(c, -8, {"query_key_value"}); }), "-8");
-  EXPECT_CONTAINS(error_of([&] { vera_params(c, 0, {"query_key_value"}); }), "rank");
+  EXPECT_CONTAINS(test::error_of([&] { lora_params(c, 8, {"q_proj"}); }), "q_proj");
+  EXPECT_CONTAINS(test::error_of([&] { vera_params(c, 256, {"query_key_value", "o_proj"}); }), "o_proj");
+  EXPECT_CONTAINS(test::error_of([&] { lora_params(c, 0, {"query_key_value"}); }), "rank");
+  EXPECT_CONTAINS(test::error_of([&] { lora_params(c, -8, {"query_key_value"}); }), "-8");
+  EXPECT_CONTAINS(test::error_of([&] { vera_params(c, 0, {"query_key_value"}); }), "rank");
 }
 
 }  // namespace

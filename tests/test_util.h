@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <string>
 
+#include "util/error.h"
+
 namespace glmlab::test {
 
 inline std::string shared_path(const std::string& rel) { return std::string(GLMLAB_SHARED_DIR) + "/" + rel; }
@@ -21,6 +23,17 @@ inline std::filesystem::path temp_dir(const std::string& name) {
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p;
+}
+
+// The message of the glmlab::Error that `what` throws, or "<no Error thrown>".
+template <typename F>
+std::string error_of(F&& what) {
+  try {
+    what();
+  } catch (const glmlab::Error& e) {
+    return e.what();
+  }
+  return "<no Error thrown>";
 }
 
 struct CliResult {
@@ -43,3 +56,10 @@ inline CliResult run_cli(const std::string& args) {
 }
 
 }  // namespace glmlab::test
+
+// EXPECT that `haystack` (a string) contains `needle`, printing both when it does not.
+#define EXPECT_CONTAINS(haystack, needle)                                                         \
+  do {                                                                                            \
+    const std::string h_ = (haystack);                                                            \
+    EXPECT_NE(h_.find(needle), std::string::npos) << "\"" << (needle) << "\" not in: " << h_;   \
+  } while (0)

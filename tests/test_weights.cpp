@@ -24,22 +24,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-template <typename F>
-std::string error_of(F&& what) {
-  try {
-    what();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no Error thrown>";
-}
-
-#define EXPECT_CONTAINS(haystack, needle)                                                         \
-  do {                                                                                            \
-    const std::string h_ = (haystack);                                                            \
-    EXPECT_NE(h_.find(needle), std::string::npos) << "\"" << (needle) << "\" not in: " << h_;   \
-  } while (0)
-
 std::string tiny_dir() { return test::golden_path("tiny-f32"); }
 
 // A copy of the tiny-f32 checkpoint whose tensor list can be edited before writing it out.
@@ -82,7 +66,7 @@ struct EditableCheckpoint {
 };
 
 std::string load_error(const std::string& dir, const std::string& dtype = "fp32") {
-  return error_of([&] { load_model(dir, dtype); });
+  return test::error_of([&] { load_model(dir, dtype); });
 }
 
 const std::string kQkv = "transformer.encoder.layers.1.self_attention.query_key_value.weight";
@@ -329,7 +313,7 @@ TEST(WeightsZeroCopy, ConvertingCopiesAndRounds) {
 TEST(WeightsMemory, AbsurdRequestIsRefused) {
   const uint64_t avail = available_memory_bytes();
   ASSERT_GT(avail, 0u);
-  std::string msg = error_of([] { check_memory(uint64_t(1) << 60, "an absurd model"); });
+  std::string msg = test::error_of([] { check_memory(uint64_t(1) << 60, "an absurd model"); });
   EXPECT_CONTAINS(msg, "an absurd model needs");
   EXPECT_CONTAINS(msg, "1073741824.00 GiB");  // 2^60 bytes
   EXPECT_CONTAINS(msg, "GiB are available");
@@ -349,7 +333,7 @@ TEST(WeightsMemory, RandomChatGLM3_6bInFp32IsRefusedWhenItCannotFit) {
   const uint64_t need = weight_bytes(c, DType::F32);  // 24.97 GB = 23.26 GiB
   const uint64_t avail = available_memory_bytes();
   if (avail < need) {
-    std::string msg = error_of([] { load_model("random:chatglm3-6b", "fp32"); });
+    std::string msg = test::error_of([] { load_model("random:chatglm3-6b", "fp32"); });
     EXPECT_CONTAINS(msg, "random:chatglm3-6b");
     EXPECT_CONTAINS(msg, "needs 23.26 GiB");
     EXPECT_CONTAINS(msg, "GiB are available");
