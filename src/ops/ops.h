@@ -88,10 +88,23 @@ class Ops {
   // gradient scale · (softmax(z[n]) − onehot(label[n])); ignored rows become 0. Called on chunks of
   // rows, so the whole [tokens, V] logits matrix never has to exist.
   virtual double cross_entropy(float* z, const int32_t* labels, int64_t N, int64_t V, float scale) = 0;
+
+  // ---- Inference engine helpers (model/device_engine.h). Default: host implementations (ops.cpp).
+
+  // KV cache write: for b < B, t < T: dst[(b·S + start[0] + t)·W .. +W) = src[(b·T + t)·stride + offset .. +W).
+  // `start` is one int32 in the back end's memory (not a host value), so that a recorded graph can
+  // replay the step with a new slot.
+  virtual void kv_store(const float* src, int64_t stride, int64_t offset, int B, int T, int64_t W, float* dst,
+                        int S, const int32_t* start);
+  // out[r] = index of the largest value of row r of x[rows, V] (the first of equal maxima; a row with
+  // a NaN or Inf gives 5, as the reference's InvalidScoreLogitsProcessor does). out in the back end's memory.
+  virtual void argmax(const float* x, int64_t rows, int64_t V, int32_t* out);
 };
 
-enum class Backend { CpuRef, Cpu };
-Backend backend_from_name(std::string_view s);  // "cpu" | "cpu-ref"; Error otherwise
+// Cuda: kernels in GPU memory; its Ops are driven by the DeviceEngine (ops/device.h), not Model::forward.
+enum class Backend { CpuRef, Cpu, Cuda };
+Backend backend_from_name(std::string_view s);  // "cpu" | "cpu-ref" | "cuda"; Error otherwise
+bool cuda_built();                              // true when this build has the CUDA back end
 // bf16_activations: the fast back end may round activations to bf16 where that is much faster (AMX
 // tiles for bf16 weights, from 8 rows on; int8/int4 weights: int8 activations per 32 inputs on VNNI for
 // decode, bf16 on AMX for prefill); false keeps every activation fp32 (exact parity checks).
