@@ -105,6 +105,8 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
   o.stop_at_eos = a.stop_at_eos;
   o.progress = !a.no_progress;
   o.device = a.m.device;
+  o.device_engine = wants_device_engine(a.m);
+  if (o.device_engine) make_device(backend_from_name(a.m.device), true);  // fails early without CUDA
   o.probe = a.probe == "off" ? lab::ProbeLevel::Off : a.probe == "quick" ? lab::ProbeLevel::Quick : lab::ProbeLevel::Full;
 
   lab::BenchMeta meta;
@@ -129,11 +131,22 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
                a.m.dtype.empty() ? "default" : a.m.dtype.c_str(), fmt::format("{}", fmt::join(a.batches, ",")).c_str(),
                a.reps, a.warmup);
 
-  lab::BenchLoader loader = [&](const std::string& dtype) {
+  lab::BenchLoader loader = [&](const std::string& dtype, const EngineLimits& limits) {
     ModelArgs one = a.m;
     one.dtype = dtype;
-    Loaded L = load(one);
-    return lab::BenchModel{std::make_unique<Model>(std::move(L.model)), std::move(L.ops), L.load_seconds};
+    Loaded L = load(one, /*allow_device=*/true);
+    lab::BenchModel bm;
+    bm.load_seconds = L.load_seconds;
+    bm.keep_alive = L.adapter;
+    bm.model = std::make_unique<Model>(std::move(L.model));
+    if (L.device) {
+      auto e = make_engine(*bm.model, nullptr, std::move(L.device), limits);
+      bm.device = &static_cast<DeviceEngine&>(*e).device();
+      bm.engine = std::move(e);
+    } else {
+      bm.ops = std::move(L.ops);
+    }
+    return bm;
   };
   lab::BenchReport report = lab::run_bench_infer(std::move(prompts), loader, o);
 
@@ -145,7 +158,11 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
     std::printf("%s\n", lab::summary_json(report, meta).dump(2).c_str());
   } else {
     std::printf("machine: %s\n", lab::one_line(report.machine).c_str());
-    if (report.probed)
+    if (report.device_probe)
+      std::printf("limits:  %s memory %.1f GB/s (%.1f–%.1f; device-to-device copy, read + written), measured in this "
+                  "run; no GEMM probe on the device\n",
+                  report.device_name.c_str(), report.memory_gbs.median, report.memory_gbs.min, report.memory_gbs.max);
+    else if (report.probed)
       std::printf("limits:  memory read %.2f GB/s (%.2f–%.2f), fp32 GEMM %.1f GFLOP/s (%.1f–%.1f), measured in this run\n",
                   report.memory_gbs.median, report.memory_gbs.min, report.memory_gbs.max, report.gemm_gflops.median,
                   report.gemm_gflops.min, report.gemm_gflops.max);

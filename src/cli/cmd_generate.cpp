@@ -1,4 +1,5 @@
 // glmlab generate / glmlab chat: streamed text, then prefill and decode speed.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -67,20 +68,23 @@ RegisterCommand reg_generate([](CLI::App& app) {
   cmd->add_option("--batch", a->batch, "run the prompt as a batch of this many sequences")->capture_default_str();
   add_generation_options(cmd, *a);
   cmd->callback([a] {
-    Loaded L = load(a->m);
+    if (a->batch < 1) fail("--batch must be at least 1");
+    Loaded L = load(a->m, /*allow_device=*/true);
     Tokenizer tok = load_tokenizer(a->m.tokenizer, a->m.model);
     std::vector<ChatMessage> history;
     if (!a->system.empty()) history.push_back({"system", a->system, ""});
     std::vector<int32_t> prompt = !a->ids.empty() ? parse_ids(a->ids)
                                   : a->raw        ? tok.encode_with_prefix(a->prompt)
                                                   : tok.build_chat_input(a->prompt, history);
-    if (a->batch < 1) fail("--batch must be at least 1");
     a->g.sampling.greedy = !a->sample;
+    const int n = int(prompt.size());
+    auto engine = make_engine(L, EngineLimits{a->batch, std::min(n + a->g.max_new_tokens, L.model.config().seq_length),
+                                              a->batch * n, 0});
     Streamer st{tok, {}, 0};
     a->g.on_token = [&](int b, int32_t id) {
       if (b == 0) st.push(id);
     };
-    auto res = generate(L.model, *L.ops, std::vector<std::vector<int32_t>>(size_t(a->batch), prompt), a->g);
+    auto res = generate(*engine, std::vector<std::vector<int32_t>>(size_t(a->batch), prompt), a->g);
     report(res);
   });
 });
@@ -91,18 +95,21 @@ RegisterCommand reg_chat([](CLI::App& app) {
   add_model_options(cmd, a->m);
   add_generation_options(cmd, *a);
   cmd->callback([a] {
-    Loaded L = load(a->m);
+    Loaded L = load(a->m, /*allow_device=*/true);
     Tokenizer tok = load_tokenizer(a->m.tokenizer, a->m.model);
     std::vector<ChatMessage> history;
     if (!a->system.empty()) history.push_back({"system", a->system, ""});
     a->g.sampling.greedy = !a->sample;
+    // The whole conversation must fit one KV cache of the device engine (at most 8192 tokens).
+    const int cap = std::min(L.model.config().seq_length, 8192);
+    auto engine = make_engine(L, EngineLimits{1, cap, cap, 0});
     std::string line;
     while (std::fputs("user> ", stdout), std::fflush(stdout), std::getline(std::cin, line) && !line.empty()) {
       auto prompt = tok.build_chat_input(line, history);
       std::fputs("assistant> ", stdout);
       Streamer st{tok, {}, 0};
       a->g.on_token = [&](int, int32_t id) { st.push(id); };
-      auto res = generate(L.model, *L.ops, {prompt}, a->g);
+      auto res = generate(*engine, {prompt}, a->g);
       report(res);
       history.push_back({"user", line, ""});
       history.push_back({"assistant", tok.decode(res.tokens[0], true), ""});

@@ -28,8 +28,10 @@ RegisterCommand reg([](CLI::App& app) {
                          "compare with the reference's fp32 computation on the same weights (implies --fp32-activations)");
   cmd->add_flag("--all", a->all, "print every position, not only the worst and the disagreeing ones");
   cmd->callback([a] {
-    Loaded L = load(a->m);
-    ParityReport r = run_parity(L.model, *L.ops, a->ref, a->opt);
+    GoldenShape gs = golden_shape(a->ref);
+    Loaded L = load(a->m, /*allow_device=*/true);
+    auto engine = make_engine(L, EngineLimits{gs.B, gs.T + gs.steps, gs.B * gs.T, gs.B * gs.T});
+    ParityReport r = run_parity(*engine, a->ref, a->opt);
     std::fputs(parity_table(r, a->all).c_str(), stdout);
     if (!r.pass) throw Error(fmt::format("logits differ from {} beyond atol {} + rtol {} (or top-1 below {})", a->ref,
                                          a->opt.atol, a->opt.rtol, a->opt.min_top1));

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <sstream>
 
+#include <fmt/format.h>
+
 #include "kernels/cpu/runtime.h"
 #include "kernels/cpu/simd.h"
 #include "model/peft_io.h"
@@ -24,7 +26,13 @@ void add_model_options(CLI::App* cmd, ModelArgs& a, bool with_weights) {
                   "weight dtype: fp32, fp16, bf16, int8, int4 (default: as stored; bf16 for random)");
   cmd->add_option("--group-size", a.group_size, "int8/int4: inputs per scale when quantizing (0 = one per row)")
       ->capture_default_str();
-  cmd->add_option("--device", a.device, "back end: cpu (fast) or cpu-ref (reference)")->capture_default_str();
+  cmd->add_option("--device", a.device, "back end: cpu (fast), cpu-ref (reference) or cuda (the GPU, device engine)")
+      ->capture_default_str();
+  cmd->add_option("--engine", a.engine,
+                  "auto, host (Model::forward) or device (the whole model in the back end's memory, decode steps "
+                  "bucketed and replayed as graphs; auto = device for cuda)")
+      ->check(CLI::IsMember({"auto", "host", "device"}))
+      ->capture_default_str();
   cmd->add_option("--threads", a.threads, "threads (0 = all cores)")->capture_default_str();
   cmd->add_option("--seed", a.seed, "seed of random:PRESET weights")->capture_default_str();
   cmd->add_option("--adapter", a.adapter, "PEFT adapter folder (LoRA / VeRA) to apply, unmerged");
@@ -39,16 +47,35 @@ void apply_threads(int threads) {
   }
 }
 
-Loaded load(const ModelArgs& a) {
+bool wants_device_engine(const ModelArgs& a) {
+  if (a.engine == "device") return true;
+  if (a.engine == "host") {
+    if (backend_from_name(a.device) == Backend::Cuda) fail("--engine host: the cuda back end runs only the device engine");
+    return false;
+  }
+  return backend_from_name(a.device) == Backend::Cuda;
+}
+
+Loaded load(const ModelArgs& a, bool allow_device) {
   apply_threads(a.threads);
-  auto ops = make_ops(backend_from_name(a.device), !a.fp32_activations);
+  std::unique_ptr<Ops> ops;
+  std::unique_ptr<Device> device;
+  if (wants_device_engine(a)) {
+    if (!allow_device)
+      fail("--device {} / --engine device: this command runs on the host engine only (cpu or cpu-ref); the device "
+           "engine serves generate, chat, bench infer and parity", a.device);
+    device = make_device(backend_from_name(a.device), !a.fp32_activations);  // before a large model is loaded
+  } else {
+    ops = make_ops(backend_from_name(a.device), !a.fp32_activations);
+  }
   auto t0 = std::chrono::steady_clock::now();
   Model m = load_model(a.model, a.dtype, a.seed, a.group_size);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::fprintf(stderr, "glmlab: loaded %s (%s, %.2f GB of weights) in %.2f s on %s (%s, OpenBLAS %s, %d threads)\n",
                a.model.c_str(), describe_weights(m.weights()).c_str(),
-               double(m.weights().matrix_bytes()) / 1e9, secs, std::string(ops->name()).c_str(), simd::target_name(), blas_core_name(),
-               omp_get_max_threads());
+               double(m.weights().matrix_bytes()) / 1e9, secs,
+               device ? fmt::format("{} (device engine)", device->name()).c_str() : std::string(ops->name()).c_str(),
+               simd::target_name(), blas_core_name(), omp_get_max_threads());
   std::shared_ptr<Adapter> adapter;
   if (!a.adapter.empty()) {
     adapter = std::make_shared<Adapter>(load_adapter(a.adapter, m.config()));
@@ -57,7 +84,18 @@ Loaded load(const ModelArgs& a) {
                  std::string(method_name(adapter->config().method)).c_str(), adapter->config().rank,
                  (long long)adapter->trainable_count());
   }
-  return Loaded{std::move(m), std::move(ops), secs, std::move(adapter)};
+  return Loaded{std::move(m), std::move(ops), secs, std::move(adapter), std::move(device)};
+}
+
+std::unique_ptr<Engine> make_engine(const Model& model, Ops* ops, std::unique_ptr<Device> device,
+                                    const EngineLimits& limits) {
+  if (!device) return std::make_unique<HostEngine>(model, *ops);
+  auto e = std::make_unique<DeviceEngine>(std::move(device), model, limits);
+  std::fprintf(stderr, "glmlab: device engine on %s: %.2f GiB (weights %.2f, KV cache %.2f for %d × %d tokens, "
+               "workspaces %.2f), graphs %s\n", e->device_name().c_str(), double(e->plan().total()) / (1ull << 30),
+               double(e->plan().weights) / (1ull << 30), double(e->plan().kv_cache) / (1ull << 30), limits.batch,
+               limits.capacity, double(e->plan().workspaces) / (1ull << 30), e->device().graphs() ? "on" : "off");
+  return e;
 }
 
 std::vector<int32_t> parse_ids(const std::string& text) {

@@ -6,7 +6,10 @@
 #include <string>
 
 #include "model/adapters.h"
+#include "model/device_engine.h"
+#include "model/engine.h"
 #include "model/loader.h"
+#include "ops/device.h"
 #include "ops/ops.h"
 
 namespace glmlab::cli {
@@ -21,18 +24,33 @@ struct ModelArgs {
   uint64_t seed = 0;
   std::string adapter;     // a PEFT adapter folder (LoRA / VeRA) applied unmerged; empty = none
   bool fp32_activations = false;  // never round activations to bf16 (exact parity checks)
+  std::string engine = "auto";     // host | device | auto (= device for cuda, host otherwise)
 };
+
+// True when the model runs in a Device's memory (model/device_engine.h): --device cuda, or --engine device.
+bool wants_device_engine(const ModelArgs& a);
 
 void add_model_options(CLI::App* cmd, ModelArgs& a, bool with_weights = true);
 void apply_threads(int threads);
 
 struct Loaded {
   Model model;
-  std::unique_ptr<Ops> ops;
+  std::unique_ptr<Ops> ops;          // host engine (null when `device` is set)
   double load_seconds;
   std::shared_ptr<Adapter> adapter;  // set on model when --adapter was given
+  std::unique_ptr<Device> device;    // device engine: the Device, opened before the model is loaded
 };
-Loaded load(const ModelArgs& a);  // prints one line about what was loaded to stderr
+// Prints one line about what was loaded to stderr. allow_device: the command can run the device
+// engine (otherwise --device cuda is an Error naming the commands that can).
+Loaded load(const ModelArgs& a, bool allow_device = false);
+
+// The engine of a loaded model: a DeviceEngine (takes `device`) sized by `limits`, or (no device) a
+// HostEngine over model and *ops. The model and ops must outlive it.
+std::unique_ptr<Engine> make_engine(const Model& model, Ops* ops, std::unique_ptr<Device> device,
+                                    const EngineLimits& limits);
+inline std::unique_ptr<Engine> make_engine(Loaded& L, const EngineLimits& limits) {
+  return make_engine(L.model, L.ops.get(), std::move(L.device), limits);
+}
 
 std::vector<int32_t> parse_ids(const std::string& text);  // "1 2 3" or "1,2,3"
 

@@ -75,7 +75,7 @@ struct GroupRun {
 };
 
 // One generate() call over a group; per-record end times from the token callback.
-GroupRun run_group(const Model& model, Ops& ops, const std::vector<BenchPrompt>& prompts,
+GroupRun run_group(Engine& engine, const std::vector<BenchPrompt>& prompts,
                    const std::vector<size_t>& members, bool stop_at_eos, Progress* progress) {
   const size_t B = members.size();
   std::vector<std::vector<int32_t>> inputs;
@@ -97,7 +97,7 @@ GroupRun run_group(const Model& model, Ops& ops, const std::vector<BenchPrompt>&
     if (progress) progress->add(1);
   };
   auto t0 = clock::now();
-  GenerateResult res = generate(model, ops, inputs, opt);
+  GenerateResult res = generate(engine, inputs, opt);
   double wall = seconds_since(t0);
 
   GroupRun run;
@@ -149,6 +149,25 @@ ModelFacts model_facts(const BenchModel& bm, const std::vector<BenchPrompt>& pro
 
 }  // namespace
 
+EngineLimits bench_limits(const std::vector<BenchPrompt>& prompts, const std::vector<int>& batches) {
+  EngineLimits l;
+  l.capacity = 1;
+  l.step_tokens = 1;
+  for (int batch : batches)
+    for (const auto& grp : make_groups(prompts, batch)) {
+      int T = 0, N = 0;
+      for (size_t m : grp) {
+        T = std::max(T, int(prompts[m].input.size()));
+        N = std::max(N, prompts[m].target_tokens);
+      }
+      l.batch = std::max(l.batch, int(grp.size()));
+      l.capacity = std::max(l.capacity, T + N);
+      l.step_tokens = std::max(l.step_tokens, int(grp.size()) * T);
+    }
+  l.step_tokens = std::max(l.step_tokens, l.batch);
+  return l;
+}
+
 BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader& load, const BenchInferOptions& o) {
   if (prompts.empty()) fail("bench: no records to run");
   if (o.reps < 1) fail("bench: --reps must be at least 1");
@@ -158,7 +177,7 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
   auto t_start = clock::now();
   BenchReport rep;
   rep.machine = describe_machine(o.device);
-  if (o.probe != ProbeLevel::Off) {
+  if (o.probe != ProbeLevel::Off && !o.device_engine) {
     if (o.progress) std::fprintf(stderr, "bench: probing memory bandwidth and GEMM throughput...\n");
     bool quick = o.probe == ProbeLevel::Quick;
     rep.memory_gbs = quick ? probe_memory_bandwidth(256ull << 20, 3) : probe_memory_bandwidth();
@@ -182,25 +201,43 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
   for (const std::string& dtype : o.dtypes) {
     progress.pause();
     bool phase_rss = reset_peak_rss();
-    BenchModel bm = load(dtype);
+    BenchModel bm = load(dtype, bench_limits(prompts, o.batches));
+    if (!bm.model || (!bm.ops && !bm.engine)) fail("bench: the loader returned no model for dtype \"{}\"", dtype);
+    std::unique_ptr<Engine> host_engine;
+    if (!bm.engine) host_engine = std::make_unique<HostEngine>(*bm.model, *bm.ops);
+    Engine& engine = bm.engine ? *bm.engine : *host_engine;
+    if (bm.device && rep.device_name.empty()) {
+      rep.device_name = std::string(bm.device->name());
+      rep.machine.device = fmt::format("{} ({})", o.device, rep.device_name);
+      if (o.probe != ProbeLevel::Off) {
+        if (o.progress) std::fprintf(stderr, "bench: probing the memory bandwidth of %s...\n", rep.device_name.c_str());
+        std::vector<double> g;
+        for (int i = 0; i < (o.probe == ProbeLevel::Quick ? 3 : 5); ++i) g.push_back(bm.device->bandwidth_probe_gbs());
+        std::sort(g.begin(), g.end());
+        rep.memory_gbs.median = g.size() % 2 ? g[g.size() / 2] : 0.5 * (g[g.size() / 2 - 1] + g[g.size() / 2]);
+        rep.memory_gbs.min = g.front();
+        rep.memory_gbs.max = g.back();
+        rep.probed = rep.device_probe = true;
+      }
+    }
     progress.resume();
-    if (!bm.model || !bm.ops) fail("bench: the loader returned no model for dtype \"{}\"", dtype);
     if (rep.config.name.empty()) rep.config = bm.model->config();
     ModelFacts facts = model_facts(bm, prompts, o.batches);
     facts.peak_rss_is_phase = phase_rss;
+    if (auto* de = dynamic_cast<DeviceEngine*>(bm.engine.get())) facts.device_bytes = de->plan().total();
     std::vector<size_t> run_index;
     for (int batch : o.batches) {
       auto groups = make_groups(prompts, batch);
       for (int w = 0; w < o.warmup && w < int(groups.size()); ++w) {
         progress.set_label(fmt::format("{} b{} warm-up", facts.dtype, batch));
-        run_group(*bm.model, *bm.ops, prompts, groups[size_t(w)], o.stop_at_eos, &progress);
+        run_group(engine, prompts, groups[size_t(w)], o.stop_at_eos, &progress);
       }
       std::vector<GroupResult> gs;
       std::vector<RecordResult> rs;
       for (int r = 0; r < o.reps; ++r) {
         progress.set_label(fmt::format("{} b{} rep {}/{}", facts.dtype, batch, r + 1, o.reps));
         for (size_t gi = 0; gi < groups.size(); ++gi) {
-          GroupRun run = run_group(*bm.model, *bm.ops, prompts, groups[gi], o.stop_at_eos, &progress);
+          GroupRun run = run_group(engine, prompts, groups[gi], o.stop_at_eos, &progress);
           run.group.dtype = facts.dtype;
           run.group.batch = batch;
           run.group.rep = r;
@@ -221,7 +258,7 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
         return a.rep != b.rep ? a.rep < b.rep : a.index < b.index;
       });
       RunSummary s = summarize_run(gs, rs, facts, batch, o.reps, rep.probed ? rep.memory_gbs.median : 0,
-                                   rep.probed ? rep.gemm_gflops.median : 0);
+                                   rep.probed && !rep.device_probe ? rep.gemm_gflops.median : 0);
       run_index.push_back(rep.runs.size());
       rep.runs.push_back(std::move(s));
       rep.groups.insert(rep.groups.end(), gs.begin(), gs.end());

@@ -22,6 +22,8 @@
 #include "lab/advertisegen.h"
 #include "lab/machine.h"
 #include "lab/probe.h"
+#include "model/device_engine.h"
+#include "model/engine.h"
 #include "model/model.h"
 #include "ops/ops.h"
 
@@ -41,13 +43,20 @@ struct BenchPrompt {
 std::vector<BenchPrompt> make_prompts(const std::vector<Record>& records, const Tokenizer& tok, int max_new_tokens,
                                       bool stop_at_eos, int seq_length);
 
-// A loaded model for one dtype (the CLI loads it, so every model option applies).
+// A loaded model for one dtype (the CLI loads it, so every model option applies). engine: a
+// DeviceEngine (then `device` is its Device) or null = a HostEngine over model + ops. The host model
+// stays for its facts (weight bytes).
 struct BenchModel {
   std::unique_ptr<Model> model;
   std::unique_ptr<Ops> ops;
   double load_seconds = 0;
+  std::unique_ptr<Engine> engine;
+  Device* device = nullptr;
+  std::shared_ptr<const void> keep_alive;  // e.g. the adapter the model points to
 };
-using BenchLoader = std::function<BenchModel(const std::string& dtype)>;
+// limits: the largest batch, tokens per sequence and prefill step of this benchmark (a DeviceEngine
+// preallocates for them).
+using BenchLoader = std::function<BenchModel(const std::string& dtype, const EngineLimits& limits)>;
 
 enum class ProbeLevel { Off, Quick, Full };  // Quick: 256 MiB / 1024³, 3 reps (tests); Full: probe.h defaults
 
@@ -60,6 +69,7 @@ struct BenchInferOptions {
   bool progress = true;                    // progress bar on stderr
   ProbeLevel probe = ProbeLevel::Full;
   std::string device = "cpu";              // recorded in the machine description
+  bool device_engine = false;              // models run on a Device: its bandwidth probe replaces the CPU probes
 };
 
 // One record of one repetition.
@@ -93,6 +103,7 @@ struct ModelFacts {
   uint64_t peak_rss_bytes = 0;   // this dtype's phase: load + all its runs
   bool peak_rss_is_phase = true; // false: process peak so far (reset not allowed)
   double load_s = 0;
+  uint64_t device_bytes = 0;     // device engine: weights + KV cache + workspaces allocated on the device
 };
 
 struct Spread {
@@ -115,7 +126,9 @@ struct BenchReport {
   ModelConfig config;
   MachineInfo machine;
   bool probed = false;
-  ProbeResult memory_gbs, gemm_gflops;
+  ProbeResult memory_gbs, gemm_gflops;  // on a device: memory_gbs = the device's copy probe, no GEMM probe
+  std::string device_name;              // the Device of a device-engine run ("" = host engine)
+  bool device_probe = false;            // memory_gbs is the device's probe
   std::vector<BenchPrompt> prompts;
   std::vector<RecordResult> records;
   std::vector<GroupResult> groups;
@@ -126,6 +139,9 @@ struct BenchReport {
 // FLOPs of one prompt of T tokens: 2·(layer matrix params)·T + attention 2·L·H·D·T(T+1) (QKᵀ and PV
 // over the causal triangle) + the output layer for the last token 2·V·C.
 double prefill_flops(const ModelConfig& cfg, int64_t T);
+
+// The engine limits covering every group of every batch size.
+EngineLimits bench_limits(const std::vector<BenchPrompt>& prompts, const std::vector<int>& batches);
 
 // Runs the benchmark: probes, then for each dtype: load, then for each batch size: warm-up, reps.
 BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader& load, const BenchInferOptions& o);

@@ -74,7 +74,8 @@ nlohmann::json run_json(const RunSummary& s) {
           {"kv_cache_bytes", f.kv_cache_bytes},
           {"peak_rss_bytes", f.peak_rss_bytes},
           {"peak_rss_is_phase", f.peak_rss_is_phase},
-          {"load_s", f.load_s}};
+          {"load_s", f.load_s},
+          {"device_bytes", f.device_bytes}};
 }
 
 nlohmann::json summary_json(const BenchReport& r, const BenchMeta& meta) {
@@ -83,7 +84,10 @@ nlohmann::json summary_json(const BenchReport& r, const BenchMeta& meta) {
   nlohmann::json probes = nullptr;
   if (r.probed)
     probes = {{"memory_gbs", {{"median", r.memory_gbs.median}, {"min", r.memory_gbs.min}, {"max", r.memory_gbs.max}}},
-              {"gemm_gflops", {{"median", r.gemm_gflops.median}, {"min", r.gemm_gflops.min}, {"max", r.gemm_gflops.max}}}};
+              {"gemm_gflops", {{"median", r.gemm_gflops.median}, {"min", r.gemm_gflops.min}, {"max", r.gemm_gflops.max}}},
+              // device runs: memory_gbs is the device's copy probe (read + written bytes), no GEMM probe
+              {"memory_kind", r.device_probe ? "device copy" : "host read"},
+              {"device", r.device_name}};
   const ModelConfig& c = r.config;
   const auto& o = meta.options;
   return {{"schema", "glmlab-bench-infer/1"},

@@ -40,11 +40,25 @@ ParityRow compare_row(const float* got, const float* ref, int V) {
 
 }  // namespace
 
-ParityReport run_parity(const Model& model, Ops& ops, const std::string& path, const ParityOptions& opt) {
+GoldenShape golden_shape(const std::string& path) {
   SafetensorsSet g = SafetensorsSet::open(path);
   const TensorInfo& ids_t = g.get("input_ids");
   if (ids_t.shape.size() != 2) fail("{}: input_ids must be [B, T], got {}", path, ids_t.shape_str());
-  const int B = int(ids_t.shape[0]), T = int(ids_t.shape[1]), V = model.config().vocab_size;
+  GoldenShape s{int(ids_t.shape[0]), int(ids_t.shape[1]), 0};
+  while (g.find(fmt::format("step{}_ids", s.steps + 1))) ++s.steps;
+  return s;
+}
+
+ParityReport run_parity(const Model& model, Ops& ops, const std::string& path, const ParityOptions& opt) {
+  HostEngine engine(model, ops);
+  return run_parity(engine, path, opt);
+}
+
+ParityReport run_parity(Engine& engine, const std::string& path, const ParityOptions& opt) {
+  SafetensorsSet g = SafetensorsSet::open(path);
+  const TensorInfo& ids_t = g.get("input_ids");
+  if (ids_t.shape.size() != 2) fail("{}: input_ids must be [B, T], got {}", path, ids_t.shape_str());
+  const int B = int(ids_t.shape[0]), T = int(ids_t.shape[1]), V = engine.config().vocab_size;
   auto ids = read_i64(g, "input_ids", path), mask = read_i64(g, "attention_mask", path),
        pos = read_i64(g, "position_ids", path);
   if (mask.size() != ids.size() || pos.size() != ids.size())
@@ -60,9 +74,9 @@ ParityReport run_parity(const Model& model, Ops& ops, const std::string& path, c
     in.pos.push_back(int32_t(pos[i]));
     in.valid.push_back(mask[i] != 0);
   }
-  KVCache cache(model.config(), B, T + steps);
+  engine.reset(B, T + steps);
   std::vector<float> logits;
-  model.forward(ops, in, cache, Logits::All, logits);
+  engine.step(in, Logits::All, logits);
 
   ParityReport rep;
   const float* ref = read_f32(g, "prefill_logits" + opt.suffix, int64_t(B) * T * V, path);
@@ -88,7 +102,7 @@ ParityReport run_parity(const Model& model, Ops& ops, const std::string& path, c
       d.pos.push_back(next_pos[size_t(b)]++);
       d.valid.push_back(1);
     }
-    model.forward(ops, d, cache, Logits::Last, logits);
+    engine.step(d, Logits::Last, logits);
     const float* sref = read_f32(g, fmt::format("step{}_logits{}", s, opt.suffix), int64_t(B) * V, path);
     for (int b = 0; b < B; ++b) {
       ParityRow r = compare_row(logits.data() + int64_t(b) * V, sref + int64_t(b) * V, V);

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "model/engine.h"
 #include "model/model.h"
 
 namespace glmlab {
@@ -32,7 +33,16 @@ struct ParityOptions {
   std::string suffix;
 };
 
+// Runs the golden file's batch on `engine` (reset to its batch and prompt + steps tokens).
+ParityReport run_parity(Engine& engine, const std::string& golden_path, const ParityOptions& opt);
+// The same on a HostEngine(model, ops).
 ParityReport run_parity(const Model& model, Ops& ops, const std::string& golden_path, const ParityOptions& opt);
+
+// The batch, prompt length and decode steps of a golden file (to size a device engine).
+struct GoldenShape {
+  int B = 0, T = 0, steps = 0;
+};
+GoldenShape golden_shape(const std::string& golden_path);
 std::string parity_table(const ParityReport& r, bool all_rows);
 
 }  // namespace glmlab

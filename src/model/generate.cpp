@@ -48,10 +48,9 @@ int32_t sample_token(std::vector<float> logits, const SamplingParams& p, std::mt
   return idx[keep - 1];
 }
 
-GenerateResult generate(const Model& model, Ops& ops, const std::vector<std::vector<int32_t>>& prompts,
-                        const GenerateOptions& opt) {
+GenerateResult generate(Engine& engine, const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& opt) {
   using clock = std::chrono::steady_clock;
-  const ModelConfig& cfg = model.config();
+  const ModelConfig& cfg = engine.config();
   if (prompts.empty()) fail("generate: no prompts");
   if (opt.max_new_tokens < 0 || opt.min_new_tokens < 0 || opt.min_new_tokens > opt.max_new_tokens)
     fail("generate: need 0 <= min_new_tokens ({}) <= max_new_tokens ({})", opt.min_new_tokens, opt.max_new_tokens);
@@ -61,18 +60,26 @@ GenerateResult generate(const Model& model, Ops& ops, const std::vector<std::vec
     if (int(prompts[size_t(b)].size()) + opt.max_new_tokens > cfg.seq_length)
       fail("prompt {} has {} tokens; with {} new tokens it exceeds the model's seq_length {}", b,
            prompts[size_t(b)].size(), opt.max_new_tokens, cfg.seq_length);
-  KVCache cache(cfg, B, in.T + opt.max_new_tokens);
   std::mt19937_64 rng(opt.sampling.seed);
+  const bool greedy = opt.sampling.greedy || opt.sampling.temperature <= 0.0f;
 
   GenerateResult res;
   res.tokens.assign(size_t(B), {});
   res.stopped.assign(size_t(B), false);
   for (auto& p : prompts) res.prefill_tokens += int64_t(p.size());
   if (opt.max_new_tokens == 0) return res;
+  engine.reset(B, in.T + opt.max_new_tokens);
 
   std::vector<float> logits;
+  std::vector<int32_t> next;
+  auto forward = [&](const StepInput& s) {
+    if (greedy)
+      engine.step_greedy(s, next);
+    else
+      engine.step(s, Logits::Last, logits);
+  };
   auto t0 = clock::now();
-  model.forward(ops, in, cache, Logits::Last, logits);
+  forward(in);
   res.prefill_seconds = std::chrono::duration<double>(clock::now() - t0).count();
 
   std::vector<int32_t> next_pos(static_cast<size_t>(B));
@@ -87,8 +94,12 @@ GenerateResult generate(const Model& model, Ops& ops, const std::vector<std::vec
     for (int b = 0; b < B; ++b) {
       int32_t id = cfg.eos_token_id;
       if (!done[size_t(b)]) {
-        std::vector<float> row(logits.begin() + int64_t(b) * V, logits.begin() + int64_t(b + 1) * V);
-        id = sample_token(std::move(row), opt.sampling, rng);
+        if (greedy) {
+          id = next[size_t(b)];
+        } else {
+          std::vector<float> row(logits.begin() + int64_t(b) * V, logits.begin() + int64_t(b + 1) * V);
+          id = sample_token(std::move(row), opt.sampling, rng);
+        }
         int n = int(res.tokens[size_t(b)].size());
         bool is_stop = std::find(opt.stop_ids.begin(), opt.stop_ids.end(), id) != opt.stop_ids.end();
         if (is_stop && n >= opt.min_new_tokens) {
@@ -107,12 +118,18 @@ GenerateResult generate(const Model& model, Ops& ops, const std::vector<std::vec
     }
     if (active == 0) break;
     // Finished sequences keep a slot (their outputs are ignored) so the batch stays aligned.
-    model.forward(ops, d, cache, Logits::Last, logits);
+    forward(d);
     ++res.decode_steps;
   }
   res.decode_seconds = std::chrono::duration<double>(clock::now() - t1).count();
   for (auto& t : res.tokens) res.generated_tokens += int64_t(t.size());
   return res;
+}
+
+GenerateResult generate(const Model& model, Ops& ops, const std::vector<std::vector<int32_t>>& prompts,
+                        const GenerateOptions& opt) {
+  HostEngine engine(model, ops);
+  return generate(engine, prompts, opt);
 }
 
 }  // namespace glmlab

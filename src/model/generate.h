@@ -1,4 +1,6 @@
-// Text generation over Model::forward: batched prefill, then one cached decode step per new token.
+// Text generation over an Engine (model/engine.h: the host Model::forward, or the device-resident
+// engine): batched prefill, then one cached decode step per new token. Greedy decoding asks the engine
+// for the next ids only (argmax where the logits are); sampling brings the last logits to the host.
 // Greedy or sampling (temperature, top-k, top-p, seed), stop ids, maximum new tokens, and a forced
 // minimum length for benchmarks (no stop before N tokens).
 #pragma once
@@ -7,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "model/engine.h"
 #include "model/model.h"
 
 namespace glmlab {
@@ -41,6 +44,8 @@ struct GenerateResult {
 // InvalidScoreLogitsProcessor (all zero, id 5 = 5e4).
 int32_t sample_token(std::vector<float> logits, const SamplingParams& p, std::mt19937_64& rng);
 
+GenerateResult generate(Engine& engine, const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& opt);
+// The same on a HostEngine(model, ops).
 GenerateResult generate(const Model& model, Ops& ops, const std::vector<std::vector<int32_t>>& prompts,
                         const GenerateOptions& opt);
 
