@@ -175,6 +175,8 @@ std::string markdown_table(const BenchReport& r, const std::string& model_spec) 
       "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
   double first = r.runs.empty() ? 0 : r.runs.front().throughput_tps.median;
   auto pct = [&](double frac) { return r.probed ? fmt::format(" ({:.0f}%)", 100 * frac) : std::string(); };
+  // A device run has no GEMM probe: its prefill GFLOP/s stand alone.
+  auto pct_gemm = [&](double frac) { return r.device_probe ? std::string(" (no probe)") : pct(frac); };
   for (const auto& s : r.runs) {
     out += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3f} | {:.3f} | {}{} | {}{} | {} | {} |\n",
                        model_spec, s.dtype, s.batch, s.records, s.output_tokens, fmt_spread(s.throughput_tps, s.reps),
@@ -182,7 +184,7 @@ std::string markdown_table(const BenchReport& r, const std::string& model_spec) 
                        fmt_num(s.latency_p50_s.median), fmt_num(s.latency_p90_s.median),
                        double(s.facts.weight_bytes) / 1e9, double(s.facts.peak_rss_bytes) / 1e9,
                        fmt_num(s.decode_gbs.median), pct(s.decode_gbs_of_probe), fmt_num(s.prefill_gflops.median),
-                       pct(s.prefill_gflops_of_probe), s.batch_gain > 0 ? fmt::format("{:.2f}", s.batch_gain) : "–",
+                       pct_gemm(s.prefill_gflops_of_probe), s.batch_gain > 0 ? fmt::format("{:.2f}", s.batch_gain) : "–",
                        first > 0 ? fmt::format("{:.2f}", s.throughput_tps.median / first) : "–");
   }
   return out;
