@@ -124,6 +124,39 @@ TEST_F(Backward, MatmulInputFastMatchesRefLarge) {
   }
 }
 
+// With bf16 activations (the fast path of a 16-bit or quantized model), the input gradient of shapes
+// whose M and K are multiples of 32 runs on AMX tiles (where the CPU has them): dy rounded to bf16,
+// fp32 sums, W repacked pair-interleaved per chunk of rows (1024: M = 1088 takes two chunks). Held to
+// the fp32 reference within bf16 rounding of dy; a wrong pair order or tile offset is an O(1) error.
+TEST_F(Backward, MatmulInputBf16ActivationsMatchesRef) {
+  auto fast = make_ops(Backend::Cpu, true);
+  for (int64_t N : {8, 45})
+    for (auto [M, K] : {std::pair<int64_t, int64_t>{96, 64}, {1088, 160}})
+      for (DType dt : {DType::BF16, DType::F16, DType::Q8, DType::Q4}) {
+        auto w = randf(size_t(M * K), 80);
+        Matrix src{DType::F32, M, K, w.data()};
+        std::vector<uint8_t> bytes;
+        QuantizedMatrix qm;
+        Matrix W;
+        if (dt == DType::Q8 || dt == DType::Q4) {
+          qm = quantize(src, dt, 32);
+          W = qm.m;
+        } else {
+          bytes.resize(w.size() * 2);
+          for (size_t i = 0; i < w.size(); ++i) {
+            uint16_t h = dt == DType::F16 ? f32_to_f16(w[i]) : f32_to_bf16(w[i]);
+            std::memcpy(bytes.data() + 2 * i, &h, 2);
+          }
+          W = Matrix{dt, M, K, bytes.data()};
+        }
+        auto dy = randf(size_t(N * M), 81);
+        std::vector<float> a(size_t(N * K), 0.25f), b(size_t(N * K), 0.25f);  // accumulates
+        ref->matmul_backward_input(dy.data(), N, W, a.data());
+        fast->matmul_backward_input(dy.data(), N, W, b.data());
+        EXPECT_LT(nerr(b, a), 1e-2) << dtype_name(dt) << " N " << N << " M " << M << " K " << K;
+      }
+}
+
 TEST_F(Backward, MatmulWeight) {
   const int64_t N = 7, M = 6, K = 11;
   auto x = randf(size_t(N * K), 6);

@@ -116,4 +116,79 @@ void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t 
   }
 }
 
+void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const float* dy, int64_t N, float* dx) {
+  // AMX computes C[16×16] += A[16×32] · B, B given as 16 rows of (k pair) × 16 columns × 2. Here
+  // C = a 16×16 block of dx (tokens × inputs), A = 16 tokens × 32 of M from dy (bf16, row-major),
+  // B = 32 of M (as 16 pairs) × 16 inputs from W: the pair interleaving of two consecutive W rows.
+  if (N == 0) return;
+  const int64_t NB = (N + 31) / 32 * 32;
+  std::vector<uint16_t> dyb(size_t(NB * M), 0);
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t m = 0; m < M; ++m) dyb[size_t(n * M + m)] = f32_to_bf16(dy[n * M + m]);
+  // dx padded to whole tiles; rows beyond N stay zero and are dropped at the end.
+  std::vector<float> dxp(size_t(NB * K), 0.0f);
+  std::memcpy(dxp.data(), dx, size_t(N * K) * sizeof(float));
+
+  // Chunks of W rows: packed as [K/32][chunk/2][32][2] so that each 32-column slice is contiguous.
+  const int64_t chunk = std::min<int64_t>(M, 1024);
+  std::vector<uint16_t> scratch(size_t(chunk * K)), wv(size_t(chunk * K));
+  const int64_t KB = K / 32, NP = NB / 32, KG = 8;  // KG slices of 32 columns per job group (L2 reuse)
+  for (int64_t m0 = 0; m0 < M; m0 += chunk) {
+    const int64_t mc = std::min(chunk, M - m0), pairs = mc / 2;
+    const uint16_t* src = rows(m0, mc, scratch.data());
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < pairs; ++p) {
+      const uint16_t* r0 = src + (2 * p) * K;
+      const uint16_t* r1 = r0 + K;
+      for (int64_t kb = 0; kb < KB; ++kb) {
+        uint16_t* d = wv.data() + ((kb * pairs + p) * 32) * 2;
+        for (int kk = 0; kk < 32; ++kk) {
+          d[2 * kk] = r0[kb * 32 + kk];
+          d[2 * kk + 1] = r1[kb * 32 + kk];
+        }
+      }
+    }
+    const int64_t groups = (KB + KG - 1) / KG;
+#pragma omp parallel
+    {
+      configure_tiles();
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t job = 0; job < groups * NP * KG; ++job) {
+        // Job order: a group of KG column slices (its packed W stays in L2), then token blocks, then slices.
+        const int64_t g = job / (NP * KG), np = (job / KG) % NP, kb = g * KG + job % KG;
+        if (kb >= KB) continue;
+        const int64_t n0 = np * 32, k0 = kb * 32;
+        float* c00 = dxp.data() + n0 * K + k0;
+        float* c01 = c00 + 16;
+        float* c10 = c00 + 16 * K;
+        float* c11 = c10 + 16;
+        _tile_loadd(0, c00, int(K * 4));
+        _tile_loadd(1, c01, int(K * 4));
+        _tile_loadd(2, c10, int(K * 4));
+        _tile_loadd(3, c11, int(K * 4));
+        const uint16_t* a0 = dyb.data() + n0 * M + m0;
+        const uint16_t* a1 = a0 + 16 * M;
+        const uint16_t* b = wv.data() + (kb * pairs) * 64;
+        for (int64_t m = 0; m < mc; m += 32) {
+          _tile_loadd(4, a0 + m, int(M * 2));
+          _tile_loadd(5, a1 + m, int(M * 2));
+          _tile_loadd(6, b + (m / 2) * 64, 128);       // pairs m/2 .. m/2+15, inputs k0 .. k0+15
+          _tile_loadd(7, b + (m / 2) * 64 + 32, 128);  // inputs k0+16 .. k0+31
+          _tile_dpbf16ps(0, 4, 6);
+          _tile_dpbf16ps(1, 4, 7);
+          _tile_dpbf16ps(2, 5, 6);
+          _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, c00, int(K * 4));
+        _tile_stored(1, c01, int(K * 4));
+        _tile_stored(2, c10, int(K * 4));
+        _tile_stored(3, c11, int(K * 4));
+      }
+      _tile_release();
+    }
+  }
+  std::memcpy(dx, dxp.data(), size_t(N * K) * sizeof(float));
+}
+
 }  // namespace glmlab::amx

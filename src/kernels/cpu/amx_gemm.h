@@ -5,6 +5,7 @@
 // column). ~10× the AVX-512 fp32 sgemm on this hardware.
 #pragma once
 #include <cstdint>
+#include <functional>
 
 namespace glmlab::amx {
 
@@ -14,5 +15,14 @@ bool available();
 inline bool fits(int64_t M, int64_t K) { return M % 32 == 0 && K % 32 == 0; }
 // Requires available() and fits(M, K). Threads with OpenMP over blocks of 32 weight rows.
 void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y);
+
+// The input gradient of the same product, for training: dx[N, K] += dy[N, M] · W[M, K], dy rounded to
+// bf16, fp32 accumulation (onto what dx holds). W is read in chunks of rows through `rows`: given
+// (m0, count, scratch of count·K bf16) it returns rows [m0, m0 + count) of W as bf16 [count, K] — W
+// itself for a bf16 matrix, or `scratch` filled from a wider or quantized one (dequantize to tile).
+// Each chunk is repacked once into AMX's pair-interleaved layout, so W needs no transposed copy.
+// Requires available() and fits(M, K).
+using RowSource = std::function<const uint16_t*(int64_t m0, int64_t count, uint16_t* scratch)>;
+void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const float* dy, int64_t N, float* dx);
 
 }  // namespace glmlab::amx

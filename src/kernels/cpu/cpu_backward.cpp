@@ -11,6 +11,7 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/cpu/amx_gemm.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/simd_softmax.h"
 #include "util/error.h"
@@ -43,10 +44,34 @@ void dequantize_row(const Matrix& W, int64_t r, float* dst) {
 }
 }  // namespace
 
-void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* dx, std::vector<float>& scratch) {
+void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* dx, std::vector<float>& scratch,
+                           bool bf16_activations) {
   // dx[N, K] += dy[N, M] · W[M, K]
   const int64_t M = W.rows, K = W.cols;
   if (N == 0) return;
+  if (bf16_activations && W.dtype != DType::F32 && N >= 8 && amx::fits(M, K) && amx::available()) {
+    // AMX: bf16 rows of W straight from a bf16 matrix, else widened / dequantized and rounded per chunk.
+    std::vector<float> wide;
+    amx::gemm_bf16_backward_input(
+        M, K,
+        [&](int64_t m0, int64_t count, uint16_t* out) -> const uint16_t* {
+          if (W.dtype == DType::BF16) return static_cast<const uint16_t*>(W.data) + m0 * K;
+          wide.resize(size_t(count * K));
+#pragma omp parallel for schedule(static)
+          for (int64_t r = 0; r < count; ++r) {
+            float* f = wide.data() + r * K;
+            if (W.quantized())
+              dequantize_row(W, m0 + r, f);
+            else
+              simd::to_f32(static_cast<const uint8_t*>(W.data) + size_t((m0 + r) * K) * dtype_size(W.dtype), W.dtype,
+                           f, size_t(K));
+            for (int64_t i = 0; i < K; ++i) out[r * K + i] = f32_to_bf16(f[i]);
+          }
+          return out;
+        },
+        dy, N, dx);
+    return;
+  }
   if (W.dtype == DType::F32) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(N), int(K), int(M), 1.0f, dy, int(M),
                 static_cast<const float*>(W.data), int(K), 1.0f, dx, int(K));

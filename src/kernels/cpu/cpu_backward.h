@@ -9,8 +9,11 @@
 
 namespace glmlab::cpu {
 
-// scratch: reused buffer for widened weight tiles.
-void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* dx, std::vector<float>& scratch);
+// scratch: reused buffer for widened weight tiles. bf16_activations: 16-bit and int8/int4 weights with
+// M, K multiples of 32 and N ≥ 8 go through AMX tiles (kernels/cpu/amx_gemm.h) where the CPU has them,
+// dy rounded to bf16 as the forward rounds its activations; otherwise fp32 sgemm.
+void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* dx, std::vector<float>& scratch,
+                           bool bf16_activations = false);
 void matmul_backward_weight(const float* dy, const float* x, int64_t N, int64_t M, int64_t K, float* dW);
 void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* inv_rms, int64_t N, int64_t C,
                       float* dx);

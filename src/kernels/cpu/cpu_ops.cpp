@@ -169,7 +169,7 @@ class CpuOps final : public Ops {
 
   // Backward ops: cpu_backward.cpp.
   void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* dx) override {
-    cpu::matmul_backward_input(dy, N, W, dx, scratch_);
+    cpu::matmul_backward_input(dy, N, W, dx, scratch_, bf16_activations_);
   }
   void matmul_backward_weight(const float* dy, const float* x, int64_t N, int64_t M, int64_t K, float* dW) override {
     cpu::matmul_backward_weight(dy, x, N, M, K, dW);
