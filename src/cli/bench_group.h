@@ -3,6 +3,10 @@
 // find it, so static-initialisation order across files does not matter.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <string>
+
+#include "cli/common.h"
+#include "model/tokenizer.h"
 
 namespace glmlab::cli {
 
@@ -14,5 +18,12 @@ inline CLI::App* bench_group(CLI::App& app) {
   bench->require_subcommand(1);
   return bench;
 }
+
+// Helpers every benchmark command shares (cli/bench_group.cpp).
+std::string command_line();                                 // this process's command line
+std::string default_out_dir(const std::string& kind);       // "out/KIND-YYYYmmdd-HHMMSS"
+// Where the tokenizer came from: "bytes", the --tokenizer path, the one beside the checkpoint, or
+// $GLMLAB_TOKENIZER.
+std::string tokenizer_source(const Tokenizer& tok, const ModelArgs& m);
 
 }  // namespace glmlab::cli

@@ -54,32 +54,6 @@ std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
-std::string command_line() {
-  std::ifstream in("/proc/self/cmdline", std::ios::binary);
-  std::string all((std::istreambuf_iterator<char>(in)), {}), out;
-  for (char c : all) out += c ? c : ' ';
-  while (!out.empty() && out.back() == ' ') out.pop_back();
-  return out;
-}
-
-std::string default_out_dir() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  localtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
-  return std::string("out/bench-infer-") + buf;
-}
-
-std::string tokenizer_source(const Tokenizer& tok, const ModelArgs& m) {
-  if (tok.is_byte_fallback()) return "bytes";
-  if (!m.tokenizer.empty()) return m.tokenizer;
-  auto beside = std::filesystem::path(m.model) / "tokenizer.model";
-  if (m.model.rfind("random:", 0) != 0 && std::filesystem::exists(beside)) return beside.string();
-  const char* env = std::getenv("GLMLAB_TOKENIZER");
-  return env ? env : "?";
-}
-
 void run_infer(BenchArgs& a, const CLI::App& cmd) {
   bool embedded = a.data.empty();
   if (embedded && cmd.count("--records") == 0) a.records = kDefaultSampleRecords;
@@ -150,7 +124,7 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
   };
   lab::BenchReport report = lab::run_bench_infer(std::move(prompts), loader, o);
 
-  std::string dir = a.out.empty() ? default_out_dir() : a.out;
+  std::string dir = a.out.empty() ? default_out_dir("bench-infer") : a.out;
   lab::BenchOutputs files = lab::write_bench_outputs(dir, report, meta);
   for (const auto& w : files.warnings) std::fprintf(stderr, "bench: warning: %s\n", w.c_str());
 

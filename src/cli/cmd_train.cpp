@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/train_setup.h"
 #include "lab/train_loop.h"
 #include "model/peft_io.h"
 #include "util/error.h"
@@ -17,29 +18,13 @@ struct TrainArgs {
   ModelArgs m;
   std::vector<std::string> data;
   std::string method = "lora";
-  std::string targets;  // comma-separated; empty = PEFT's default (query_key_value)
-  int rank = 0;         // the method's default (LoRA 8, VeRA 256) unless --rank is given
-  bool rank_given = false;
-  float alpha = 32, dropout = 0;
-  bool rslora = false;
+  AdapterArgs adapter;
   lab::TrainOptions t;
   lab::SampleLimits limits;
   bool skip_bad = false;
   std::string init;     // an adapter folder to start from instead of a fresh one
   std::string qat;      // int8 | int4: train on the quantized base
 };
-
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i <= s.size()) {
-    size_t j = s.find(',', i);
-    if (j == std::string::npos) j = s.size();
-    if (j > i) out.push_back(s.substr(i, j - i));
-    i = j + 1;
-  }
-  return out;
-}
 
 RegisterCommand reg_train([](CLI::App& app) {
   auto a = std::make_shared<TrainArgs>();
@@ -56,12 +41,7 @@ RegisterCommand reg_train([](CLI::App& app) {
                   "quantized weights), for an adapter that ships with that quantized model")
       ->check(CLI::IsMember({"int8", "int4"}));
   cmd->add_option("--init", a->init, "start from this adapter folder instead of a fresh adapter");
-  cmd->add_option("--targets", a->targets, "comma-separated: query_key_value,dense,dense_h_to_4h,dense_4h_to_h");
-  cmd->add_option_function<int>("--rank,-r", [a](int r) { a->rank = r, a->rank_given = true; },
-                                "adapter rank (default: LoRA 8, VeRA 256)");
-  cmd->add_option("--alpha", a->alpha, "LoRA alpha")->capture_default_str();
-  cmd->add_option("--dropout", a->dropout, "dropout on the adapter input")->capture_default_str();
-  cmd->add_flag("--rslora", a->rslora, "LoRA scaling alpha/sqrt(r) instead of alpha/r");
+  add_adapter_options(cmd, a->adapter);
   cmd->add_option("--steps", a->t.steps, "optimizer steps")->capture_default_str();
   cmd->add_option("--batch-size,-b", a->t.batch_size, "samples per micro-batch")->capture_default_str();
   cmd->add_option("--grad-accum", a->t.grad_accum, "micro-batches per optimizer step")->capture_default_str();
@@ -92,21 +72,10 @@ RegisterCommand reg_train([](CLI::App& app) {
     lab::ReadOptions ro;
     ro.skip_bad = a->skip_bad;
     auto records = lab::read_records(a->data, ro);
-    a->limits.seq_length = c.seq_length;
-    auto samples = lab::make_samples(tok, records, a->limits);
-    for (auto& s : samples)
-      for (int32_t id : s.ids)
-        if (id >= c.vocab_size) fail("{}: token id {} is outside the model's vocabulary of {}", s.where, id, c.vocab_size);
+    auto samples = train_samples(tok, records, a->limits, c);
 
     AdapterConfig& ac = a->t.adapter;
-    ac = a->method == "vera" ? AdapterConfig::vera_defaults() : AdapterConfig::lora_defaults();
-    ac.method = method_from_name(a->method);
-    if (a->rank_given) ac.rank = a->rank;
-    ac.alpha = a->alpha;
-    ac.dropout = a->dropout;
-    ac.rslora = a->rslora;
-    if (!a->targets.empty()) ac.targets = split(a->targets);
-    ac.seed = a->t.seed;
+    ac = make_adapter_config(a->method, a->adapter, a->t.seed);
     Adapter adapter = a->init.empty() ? Adapter::create(c, ac) : load_adapter(a->init, c);
     if (!a->init.empty()) a->t.adapter = adapter.config();
     L.model.set_adapter(&adapter);

@@ -13,7 +13,14 @@ namespace {
 
 nlohmann::json spread_json(const Spread& s) { return {{"median", s.median}, {"min", s.min}, {"max", s.max}}; }
 
-std::string utc_now() {
+std::string utc_now() { return utc_timestamp(); }
+std::string csv(const std::string& s) { return csv_field(s); }
+
+std::string g(double v) { return fmt::format("{:.6g}", v); }
+
+}  // namespace
+
+std::string utc_timestamp() {
   std::time_t t = std::time(nullptr);
   std::tm tm{};
   gmtime_r(&t, &tm);
@@ -22,17 +29,12 @@ std::string utc_now() {
   return buf;
 }
 
-// CSV field: quoted when it holds a comma, quote or newline.
-std::string csv(const std::string& s) {
+std::string csv_field(const std::string& s) {
   if (s.find_first_of(",\"\n") == std::string::npos) return s;
   std::string out = "\"";
   for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
   return out + "\"";
 }
-
-std::string g(double v) { return fmt::format("{:.6g}", v); }
-
-}  // namespace
 
 std::string fmt_num(double v) {
   double a = std::fabs(v);

@@ -30,6 +30,11 @@ std::string prompts_jsonl(const BenchReport& r);  // {"index","input_ids","refer
 // latency, memory, GB/s and GFLOP/s as fractions of the probes, and speed relative to the first row.
 std::string markdown_table(const BenchReport& r, const std::string& model_spec);
 
+// "2025-01-01T12:00:00Z"
+std::string utc_timestamp();
+// A CSV field: quoted when it holds a comma, quote or newline.
+std::string csv_field(const std::string& s);
+
 // A number for tables: 3 significant digits around 1..1000, fewer decimals for larger values.
 std::string fmt_num(double v);
 // "37.1" or, with several repetitions, "37.1 (36.2–38.0)".

@@ -99,7 +99,7 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
     }
     adapter.zero_grad();
     double loss_sum = 0;
-    StepLog log{s + 1, 0, 0, 0, int64_t(o.batch_size) * o.grad_accum, tokens, 0, {}};
+    StepLog log{s + 1, 0, 0, 0, int64_t(o.batch_size) * o.grad_accum, tokens, 0, {}, 0, labelled};
     for (int j = 0; j < o.grad_accum; ++j) {
       adapter.set_dropout_key(mix(o.seed ^ mix(uint64_t(s * o.grad_accum + j))));
       StepTimes t;
@@ -108,6 +108,7 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
       log.times.forward_s += t.forward_s;
       log.times.head_s += t.head_s;
       log.times.backward_s += t.backward_s;
+      log.times.head_backward_s += t.head_backward_s;
     }
     log.loss = labelled ? loss_sum / double(labelled) : 0.0;
     const double t_opt = now_s();
@@ -146,7 +147,8 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
     for (auto& p : adapter.params()) keep_p.push_back(p.value);
     opt.step(adapter, log.lr);
     const double t1 = now_s();
-    rep.optimizer_seconds += t1 - t_opt;
+    log.optimizer_s = t1 - t_opt;
+    rep.optimizer_seconds += log.optimizer_s;
     st.step = s + 1;
     st.losses.push_back(log.loss);
     rep.losses.push_back(log.loss);
@@ -157,6 +159,7 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
     rep.times.forward_s += log.times.forward_s;
     rep.times.head_s += log.times.head_s;
     rep.times.backward_s += log.times.backward_s;
+    rep.times.head_backward_s += log.times.head_backward_s;
     ++rep.steps_done;
     if (on_step) on_step(log);
     if (st.step == end || (o.save_every > 0 && st.step % o.save_every == 0)) save_all(o, adapter, opt, st);

@@ -45,6 +45,8 @@ struct StepLog {
   int64_t samples, tokens;       // in this step (tokens: all real tokens of its micro-batches)
   double seconds;
   StepTimes times;
+  double optimizer_s = 0;        // clipping, the last-good snapshot and the AdamW update
+  int64_t labelled = 0;          // tokens the loss is taken on
 };
 
 struct TrainReport {

@@ -41,7 +41,7 @@ void check_batch(const Model& model, const TrainBatch& b) {
 // (rows without one contribute neither loss nor gradient). With dx, also the gradient:
 // dx[N, C] += grad_scale · ∂loss_sum/∂x.
 double head(Ops& ops, const Model& model, const float* x, int64_t N, const std::vector<int32_t>& targets,
-            double grad_scale, float* dx) {
+            double grad_scale, float* dx, double* backward_s = nullptr) {
   const ModelConfig& c = model.config();
   const ModelWeights& w = model.weights();
   const int64_t C = c.hidden_size, V = c.vocab_size;
@@ -65,6 +65,7 @@ double head(Ops& ops, const Model& model, const float* x, int64_t N, const std::
     ops.matmul(xl.data(), rows, w.output, nullptr, z.data());
     loss += ops.cross_entropy(z.data(), y.data(), rows, V, float(grad_scale));
     if (!dx) continue;
+    const double tb = now_s();  // the fused cross-entropy's gradient counts as forward (it comes with the loss)
     std::fill(dxl.begin(), dxl.begin() + rows * C, 0.0f);
     ops.matmul_backward_input(z.data(), rows, w.output, dxl.data());
     std::fill(dxs.begin(), dxs.begin() + rows * C, 0.0f);
@@ -73,6 +74,7 @@ double head(Ops& ops, const Model& model, const float* x, int64_t N, const std::
       const int64_t r = rows_with_target[size_t(r0 + i)];
       for (int64_t k = 0; k < C; ++k) dx[r * C + k] += dxs[size_t(i * C + k)];
     }
+    if (backward_s) *backward_s += now_s() - tb;
   }
   return loss;
 }
@@ -122,7 +124,8 @@ LossResult loss_and_backward(Ops& ops, const Model& model, Adapter& adapter, con
   LossResult res;
   res.tokens = batch.label_count();
   std::vector<float> dx(size_t(N * C), 0.0f);
-  res.loss_sum = head(ops, model, tape.final_x.data(), N, shifted_targets(batch), grad_scale, dx.data());
+  double head_backward_s = 0;
+  res.loss_sum = head(ops, model, tape.final_x.data(), N, shifted_targets(batch), grad_scale, dx.data(), &head_backward_s);
   double t2 = now_s();
 
   std::vector<float> dh(size_t(N * C)), xl(size_t(N * C)), inv(static_cast<size_t>(N)), act(size_t(N * F)), dact(size_t(N * F)),
@@ -174,7 +177,7 @@ LossResult loss_and_backward(Ops& ops, const Model& model, Adapter& adapter, con
     }
   }
   double t3 = now_s();
-  if (times) *times = StepTimes{t1 - t0, t2 - t1, t3 - t2};
+  if (times) *times = StepTimes{t1 - t0, t2 - t1, t3 - t2, head_backward_s};
   return res;
 }
 

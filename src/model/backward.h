@@ -27,6 +27,7 @@ struct LossResult {
 
 struct StepTimes {
   double forward_s = 0, head_s = 0, backward_s = 0;  // head = final norm, output layer, loss and its backward
+  double head_backward_s = 0;  // the part of head_s spent in the backward of the output layer and final norm
 };
 
 // Loss of the batch, and adapter gradients += grad_scale · ∂(loss_sum)/∂θ (grad_scale = 1/tokens gives

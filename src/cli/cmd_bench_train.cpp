@@ -1,0 +1,172 @@
+// glmlab bench train: training speed (samples/s, tokens/s, forward / backward / optimizer split, peak
+// memory, GFLOP/s against the GEMM probe) of the `glmlab train` loop for each method × QAT × dtype
+// (lab/bench_train.h), with the outputs of lab/bench_train_report.h. Joins the `bench` group.
+#include <cstdio>
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <omp.h>
+
+#include "cli/bench_group.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "cli/train_setup.h"
+#include "lab/bench_train.h"
+#include "lab/bench_train_report.h"
+#include "lab/sample.h"
+#include "util/error.h"
+
+namespace glmlab::cli {
+namespace {
+
+// The no-argument default: a few steps of each of 4 runs, well under a minute on 2 cores.
+constexpr size_t kDefaultSampleRecords = 16;
+
+struct BenchTrainArgs {
+  ModelArgs m;
+  std::string data;
+  size_t records = 0;
+  std::vector<std::string> methods = {"lora", "vera"}, qats = {"none", "int8"}, dtypes = {"bf16"};
+  AdapterArgs adapter;
+  lab::BenchTrainOptions o;
+  lab::SampleLimits limits;
+  std::string out, probe = "full";
+  bool json = false, no_progress = false;
+};
+
+void run_bench_train(BenchTrainArgs& a, const CLI::App& cmd) {
+  if (!a.m.adapter.empty()) fail("bench train: --adapter is for inference; bench train trains fresh adapters");
+  if (wants_device_engine(a.m))
+    fail("bench train: --device {} / --engine device: training runs on the host engine only (cpu or cpu-ref)",
+         a.m.device);
+  lab::BenchTrainOptions& o = a.o;
+  o.methods = a.methods;
+  o.qats = a.qats;
+  o.dtypes = a.dtypes;
+  o.progress = !a.no_progress;
+  o.device = a.m.device;
+  o.probe = a.probe == "off" ? lab::ProbeLevel::Off : a.probe == "quick" ? lab::ProbeLevel::Quick : lab::ProbeLevel::Full;
+  auto plan = lab::plan_train_runs(o);  // bad options fail here, before anything is loaded
+  for (const auto& m : o.methods) make_adapter_config(m, a.adapter, o.train.seed);
+
+  const bool embedded = a.data.empty();
+  if (embedded && cmd.count("--records") == 0) a.records = kDefaultSampleRecords;
+  apply_threads(a.m.threads);
+  Tokenizer tok = load_tokenizer(a.m.tokenizer, a.m.model);
+  std::vector<lab::Record> records;
+  if (embedded) {
+    records = lab::embedded_sample(a.records ? a.records : 100);
+  } else {
+    records = lab::read_records({a.data}, lab::ReadOptions{});
+    if (a.records && records.size() > a.records) records.resize(a.records);
+  }
+  ModelConfig cfg = load_config(ModelSpec::parse(a.m.model));
+  auto samples = train_samples(tok, records, a.limits, cfg);
+
+  lab::BenchTrainMeta meta;
+  meta.model_spec = a.m.model;
+  meta.data = embedded ? "<embedded sample>" : a.data;
+  meta.records = records.size();
+  meta.tokenizer = tokenizer_source(tok, a.m);
+  meta.command = command_line();
+  meta.limits = a.limits;
+  meta.threads = omp_get_max_threads();
+  meta.options = o;
+
+  int64_t tokens = 0;
+  for (const auto& s : samples) tokens += int64_t(s.ids.size());
+  std::fprintf(stderr,
+               "bench train: %s, %zu samples of %s (tokenizer %s, %lld tokens); %zu run(s): %d warm-up + %d timed "
+               "steps of batch %d%s each\n",
+               a.m.model.c_str(), samples.size(), meta.data.c_str(), meta.tokenizer.c_str(), (long long)tokens,
+               plan.size(), o.warmup_steps, o.steps, o.train.batch_size, o.train.pack ? " (packed)" : "");
+
+  lab::TrainLoader loader = [&](const std::string& dtype) {
+    ModelArgs one = a.m;
+    one.dtype = dtype;
+    Loaded L = load(one);
+    lab::BenchModel bm;
+    bm.load_seconds = L.load_seconds;
+    bm.model = std::make_unique<Model>(std::move(L.model));
+    bm.ops = std::move(L.ops);
+    return bm;
+  };
+  lab::AdapterConfigFn adapter_config = [&](const std::string& method) {
+    return make_adapter_config(method, a.adapter, o.train.seed);
+  };
+  lab::BenchTrainReport report = lab::run_bench_train(samples, loader, adapter_config, o);
+
+  std::string dir = a.out.empty() ? default_out_dir("bench-train") : a.out;
+  lab::BenchTrainOutputs files = lab::write_bench_train_outputs(dir, report, meta);
+  for (const auto& w : files.warnings) std::fprintf(stderr, "bench train: warning: %s\n", w.c_str());
+
+  if (a.json) {
+    std::printf("%s\n", lab::train_summary_json(report, meta).dump(2).c_str());
+    return;
+  }
+  std::printf("machine: %s\n", lab::one_line(report.machine).c_str());
+  if (report.probed)
+    std::printf("limit:   fp32 GEMM %.1f GFLOP/s (%.1f–%.1f), measured in this run\n", report.gemm_gflops.median,
+                report.gemm_gflops.min, report.gemm_gflops.max);
+  std::printf("model:   %s; data %s, %zu samples; batch %d%s, %d warm-up + %d timed steps per run\n\n",
+              a.m.model.c_str(), meta.data.c_str(), samples.size(), o.train.batch_size,
+              o.train.pack ? " packed" : " padded", o.warmup_steps, o.steps);
+  std::printf("%s\n", lab::train_table(report).c_str());
+  std::printf("samples/s and tokens/s (real tokens) = totals of the timed steps / their time; step and split times: "
+              "median (min–max) per step; forward includes the loss; bwd ÷ fwd = Σ backward / Σ forward; load "
+              "average %.2f at start, %.2f at end; %.1f s in all\n",
+              report.machine.load_start[0], report.machine.load_end[0], report.wall_s);
+  std::printf("outputs in %s: ", dir.c_str());
+  for (size_t i = 0; i < files.files.size(); ++i)
+    std::printf("%s%s", i ? ", " : "", std::filesystem::path(files.files[i]).filename().c_str());
+  std::printf("\n");
+}
+
+RegisterCommand reg([](CLI::App& app) {
+  CLI::App* bench = bench_group(app);
+  auto a = std::make_shared<BenchTrainArgs>();
+  a->o.train.adam.lr = 5e-5;  // glmlab train's default (the recipe's)
+  a->o.train.batch_size = 1;
+  auto* cmd = bench->add_subcommand(
+      "train", "training speed of glmlab train per method, QAT level and dtype: samples/s, tokens/s, forward / "
+               "backward / optimizer time, peak memory, GFLOP/s against the GEMM probe; JSON, CSV, per-step JSONL, "
+               "chart");
+  add_model_options(cmd, a->m);
+  if (auto* d = cmd->get_option_no_throw("--dtype")) cmd->remove_option(d);
+  cmd->add_option("--dtype", a->dtypes, "base dtypes of the runs without QAT, comma-separated (fp32, fp16, bf16)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--method", a->methods, "adapter methods, comma-separated (lora, vera)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--qat", a->qats,
+                  "QAT levels, comma-separated: none (the --dtype base), int8, int4 (train on the quantized base)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--data", a->data, "AdvertiseGen JSON-lines file, e.g. tiny.json (default: the embedded sample)");
+  cmd->add_option("--records", a->records, "use the first N records (default: all of --data; 16 of the sample)");
+  cmd->add_option("--batch-size,-b", a->o.train.batch_size, "samples per step")->capture_default_str();
+  cmd->add_option("--steps", a->o.steps, "timed steps per run")->capture_default_str();
+  cmd->add_option("--warmup-steps", a->o.warmup_steps, "steps run first and not counted")->capture_default_str();
+  add_adapter_options(cmd, a->adapter);
+  cmd->add_flag("--pack", a->o.train.pack, "pack the samples of a batch into rows (block-diagonal causal mask)");
+  cmd->add_option("--pack-length", a->o.train.pack_length, "packed row length (default: the longest sample)");
+  cmd->add_option("--lr", a->o.train.adam.lr, "learning rate (constant decay over the run's steps)")
+      ->capture_default_str();
+  cmd->add_option("--train-seed", a->o.train.seed, "seed of data order, dropout and adapter init")
+      ->capture_default_str();
+  cmd->add_option("--max-input", a->limits.max_input, "recipe limit of input tokens")->capture_default_str();
+  cmd->add_option("--max-output", a->limits.max_output, "recipe limit of output tokens")->capture_default_str();
+  cmd->add_flag("--truncate", a->limits.truncate, "cut longer samples to max input + max output + 1 (the recipe)");
+  cmd->add_option("--out,-o", a->out, "output folder (default: out/bench-train-<timestamp>)");
+  cmd->add_option("--probe", a->probe, "fp32 GEMM probe: full (2048³ × 5), quick (1024³ × 3), off")
+      ->check(CLI::IsMember({"full", "quick", "off"}))
+      ->capture_default_str();
+  cmd->add_flag("--json", a->json, "print summary.json to stdout instead of the table");
+  cmd->add_flag("--no-progress", a->no_progress, "no progress bar on stderr");
+  cmd->callback([a, cmd] { run_bench_train(*a, *cmd); });
+});
+
+}  // namespace
+}  // namespace glmlab::cli
