@@ -35,10 +35,77 @@ std::string ratio(double a, double b) {
 
 }  // namespace
 
+namespace {
+
+bool is_train(const nlohmann::json& s) { return s.value("schema", std::string()).rfind("glmlab-bench-train/", 0) == 0; }
+
+// bench train summaries: runs matched by (method, qat, dtype).
+std::string compare_train(const nlohmann::json& a, const nlohmann::json& b) {
+  struct Metric {
+    const char* key;
+    const char* name;
+    bool rate;
+    double scale;
+  };
+  const Metric metrics[] = {{"samples_per_s", "samples/s", true, 1},     {"tokens_per_s", "tokens/s", true, 1},
+                            {"step_s", "step s", false, 1},              {"forward_s", "forward s", false, 1},
+                            {"backward_s", "backward s", false, 1},      {"optimizer_s", "optimizer s", false, 1},
+                            {"backward_over_forward", "bwd ÷ fwd", false, 1}, {"gflops", "GFLOP/s", true, 1},
+                            {"peak_rss_bytes", "peak RSS GB", false, 1e9}};
+  auto key = [](const nlohmann::json& r) {
+    return fmt::format("{} {}{}", r.value("method", std::string("?")), r.value("dtype", std::string("?")),
+                       r.value("qat", std::string("none")) != "none" ? " QAT" : "");
+  };
+  std::string out = fmt::format("A = {}\nB = {}\n(ratios: how many times A is better — A/B for rates, B/A for times, "
+                                "ratios and memory)\n\n",
+                                label(a), label(b));
+  out += "| run | metric | A | B | A vs B |\n|---|---|--:|--:|--:|\n";
+  size_t matched = 0;
+  std::vector<std::string> unmatched;
+  for (const auto& ra : a["runs"]) {
+    const nlohmann::json* rb = nullptr;
+    for (const auto& x : b["runs"])
+      if (key(x) == key(ra)) rb = &x;
+    if (!rb) {
+      unmatched.push_back("A " + key(ra));
+      continue;
+    }
+    ++matched;
+    for (const auto& m : metrics) {
+      double va = median_of(ra, m.key), vb = median_of(*rb, m.key);
+      if (std::isnan(va) && std::isnan(vb)) continue;
+      out += fmt::format("| {} | {} | {} | {} | {} |\n", key(ra), m.name, cell(va, m.scale), cell(vb, m.scale),
+                         m.rate ? ratio(va, vb) : ratio(vb, va));
+    }
+  }
+  for (const auto& x : b["runs"]) {
+    bool found = false;
+    for (const auto& ra : a["runs"]) found |= key(ra) == key(x);
+    if (!found) unmatched.push_back("B " + key(x));
+  }
+  if (!matched) out += "| – | no run of A matches a run of B (same method, dtype and QAT) | | | |\n";
+  if (!unmatched.empty()) {
+    out += "\nunmatched runs:";
+    for (const auto& u : unmatched) out += " " + u + ";";
+    out += "\n";
+  }
+  for (const auto* s : {&a, &b})
+    if (s->contains("skipped") && (*s)["skipped"].is_array())
+      for (const auto& k : (*s)["skipped"])
+        out += fmt::format("{} skipped {}: {}\n", s == &a ? "A" : "B", key(k), k.value("reason", std::string()));
+  return out;
+}
+
+}  // namespace
+
 std::string compare_summaries(const nlohmann::json& a, const nlohmann::json& b) {
   for (const auto* s : {&a, &b})
     if (!s->is_object() || !s->contains("runs") || !(*s)["runs"].is_array())
       fail("not a benchmark summary (no \"runs\" array)");
+  if (is_train(a) != is_train(b))
+    fail("cannot compare a training benchmark summary with an inference one (schemas {} and {})",
+         a.value("schema", std::string("?")), b.value("schema", std::string("?")));
+  if (is_train(a)) return compare_train(a, b);
   struct Metric {
     const char* key;
     const char* name;

@@ -173,6 +173,9 @@ BenchTrainReport run_bench_train(const std::vector<TrainSample>& samples, const 
     run_opt.adapter.seed = topt.seed;
     Adapter adapter = Adapter::create(c, run_opt.adapter);
     s.rank = adapter.config().rank;
+    s.alpha = adapter.config().alpha;
+    s.dropout = adapter.config().dropout;
+    s.rslora = adapter.config().rslora;
     s.targets = adapter.config().targets;
     s.trainable = adapter.trainable_count();
     model.set_adapter(&adapter);

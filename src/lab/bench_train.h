@@ -86,6 +86,8 @@ struct TrainRunSummary {
   TrainRunSpec spec;
   std::string dtype;               // as loaded (e.g. "bf16", "int8")
   int rank = 0;
+  float alpha = 0, dropout = 0;
+  bool rslora = false;
   std::vector<std::string> targets;
   int64_t trainable = 0;           // trainable adapter parameters
   int batch = 0, steps = 0, warmup_steps = 0;

@@ -29,6 +29,9 @@ nlohmann::json train_run_json(const TrainRunSummary& s) {
           {"qat", s.spec.qat},
           {"dtype", s.dtype},
           {"rank", s.rank},
+          {"alpha", s.alpha},
+          {"dropout", s.dropout},
+          {"rslora", s.rslora},
           {"targets", s.targets},
           {"trainable_params", s.trainable},
           {"batch_size", s.batch},
@@ -141,13 +144,14 @@ std::string train_summary_csv(const BenchTrainReport& r) {
   return out;
 }
 
-std::string train_batches_jsonl(const BenchTrainReport& r, int warmup_steps) {
+std::string train_batches_jsonl(const BenchTrainReport& r, int warmup_steps, int samples_per_batch) {
   std::string out;
   for (size_t i = 0; i < r.batches.size(); ++i) {
     const TrainBatch& b = r.batches[i];
     std::vector<int> valid(b.in.valid.begin(), b.in.valid.end());
     nlohmann::json j = {{"batch", i},
                         {"warmup", int(i) < warmup_steps},
+                        {"samples", samples_per_batch},
                         {"B", b.in.B},
                         {"T", b.in.T},
                         {"input_ids", b.in.ids},
@@ -218,7 +222,7 @@ BenchTrainOutputs write_bench_train_outputs(const std::string& dir, const BenchT
   put("summary.json", train_summary_json(r, meta).dump(2) + "\n");
   put("summary.csv", train_summary_csv(r));
   put("steps.jsonl", train_steps_jsonl(r));
-  put("batches.jsonl", train_batches_jsonl(r, meta.options.warmup_steps));
+  put("batches.jsonl", train_batches_jsonl(r, meta.options.warmup_steps, meta.options.train.batch_size));
   put("config.json", r.config.to_json().dump(2) + "\n");
   std::string path = (fs::path(dir) / "training.png").string();
   try {

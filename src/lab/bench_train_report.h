@@ -27,7 +27,9 @@ nlohmann::json train_summary_json(const BenchTrainReport& r, const BenchTrainMet
 nlohmann::json train_run_json(const TrainRunSummary& s);
 std::string train_steps_jsonl(const BenchTrainReport& r);
 std::string train_summary_csv(const BenchTrainReport& r);
-std::string train_batches_jsonl(const BenchTrainReport& r, int warmup_steps);
+// One line per micro-batch (warm-up first): {"batch", "warmup", "samples", "B", "T", "input_ids",
+// "position_ids", "valid", "segment" (null unless packed), "labels"}, each array [B·T] row-major.
+std::string train_batches_jsonl(const BenchTrainReport& r, int warmup_steps, int samples_per_batch);
 // One row per run: samples/s, tokens/s, step time and its split, backward ÷ forward, GFLOP/s (of the
 // GEMM probe), peak RSS, first and last loss.
 std::string train_table(const BenchTrainReport& r);

@@ -1,138 +1,335 @@
 #!/usr/bin/env python3
-"""The PyTorch + PEFT side of the training-speed comparison: the same fine-tuning steps `glmlab train`
-runs, on the same machine, timed the same way.
+"""The PyTorch + PEFT peer of `glmlab bench train`: the very same training steps (glmlab's micro-batches,
+model config, adapter, optimizer settings) with PyTorch autograd + PEFT on the same machine, timed the
+same way and written in the same summary schema ("glmlab-bench-train/1"), so that
+`glmlab bench compare GLMLAB_DIR PEER_DIR` prints the ratios.
 
-  train_peer.py --preset small --data FILE [--method lora|vera] [--rank R] [--batch-size B] [--steps N]
-                [--warmup-steps W] [--dtype float32|bfloat16] [--threads T] [--json OUT]
+  # glmlab and the peer interleaved: 3 rounds in alternating order, the median round reported, then
+  # the ratio table:
+  train_peer.py --glmlab build/glmlab --model random:small --method lora,vera --steps 3 --out out/train-peer
+  # the peer alone, for an existing glmlab bench train folder:
+  train_peer.py --from out/bench-train-20250101-120000 --out out/train-peer/peer
 
-Model: the oracle (chatglm3.py) at a glmlab preset's shapes with random weights (speed does not depend
-on the values); adapter: PEFT LoRA (alpha 32, dropout 0) or VeRA on query_key_value. Samples: the
-recipe's ids and loss mask (glmlab's lab::sample_ids: [gMASK] sop <|user|> \\n content <|assistant|> +
-\\n summary eos, loss on the output), in file order, batches of B left-padded to the longest. Each step:
-forward + masked cross-entropy, backward, clip_grad_norm_(1.0), AdamW step. The first W steps are
-warm-up and not counted. Prints samples/s, tokens/s and the time split (forward incl. loss, backward,
-optimizer).
+What runs: for every run of glmlab's summary.json with qat "none" (PyTorch + PEFT has no CPU training path
+on int8/int4 weights here: bitsandbytes is CUDA-only, so QAT runs are listed under "skipped"), the oracle
+(chatglm3.py) at glmlab's config.json with its own random weights in the run's dtype (speed does not
+depend on the values), PEFT LoRA (r, alpha, dropout, rsLoRA, targets as glmlab's run) or VeRA (r, targets,
+d_initial 0.1), adapters in fp32 on the 16-bit base (the recipe's). Each micro-batch of glmlab's
+batches.jsonl (ids, position ids, padding mask, packed segments, labels) in glmlab's order; each step:
+forward + mean masked cross-entropy over the shifted labels (forward_s), backward (backward_s),
+clip_grad_norm_(max_grad_norm) + AdamW (lr with linear decay over the steps, weight decay as glmlab's)
++ zero_grad (optimizer_s). The first warm-up steps are run and not counted. FLOPs per step: glmlab's
+formula (lab::train_step_flops, docs/FINETUNE.md), so GFLOP/s ratios equal speed ratios.
+
+OpenMP: like glmlab, a short OpenMP spin (GOMP_SPINCOUNT=10000) unless GOMP_SPINCOUNT or OMP_WAIT_POLICY
+is set. Models over 4 GB of weights need --allow-large.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+if not os.environ.get("GOMP_SPINCOUNT") and not os.environ.get("OMP_WAIT_POLICY"):
+    os.environ["GOMP_SPINCOUNT"] = "10000"  # read by libgomp when torch loads: must precede the import
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chatglm3 import ChatGLM3ForCausalLM  # noqa: E402
-from glm_tokenizer import ChatGLM3Tokenizer  # noqa: E402
+from bench_peer import (DTYPES, LARGE_BYTES, machine, matrix_bytes, merge_rounds, oracle_model,  # noqa: E402
+                        peak_rss_bytes, reset_peak_rss, spread, write_atomic)
 
-PRESETS = {  # glmlab's ModelConfig::preset shapes (vocab 65024)
-    "tiny": dict(num_layers=2, hidden_size=64, ffn_hidden_size=96, num_attention_heads=4, kv_channels=16,
-                 multi_query_group_num=2),
-    "small": dict(num_layers=4, hidden_size=512, ffn_hidden_size=1368, num_attention_heads=8, kv_channels=64,
-                  multi_query_group_num=2),
-    "chatglm3-6b": dict(num_layers=28, hidden_size=4096, ffn_hidden_size=13696, num_attention_heads=32,
-                        kv_channels=128, multi_query_group_num=2),
+SCHEMA = "glmlab-bench-train/1"
+TARGET_DIMS = {  # (in, out) of each linear, from a config dict
+    "query_key_value": lambda c: (c["hidden_size"], qkv_dim(c)),
+    "dense": lambda c: (c["num_attention_heads"] * c["kv_channels"], c["hidden_size"]),
+    "dense_h_to_4h": lambda c: (c["hidden_size"], 2 * c["ffn_hidden_size"]),
+    "dense_4h_to_h": lambda c: (c["ffn_hidden_size"], c["hidden_size"]),
 }
 
 
-def samples(tok, path, limit):
+def groups(c):
+    return c["multi_query_group_num"] if c.get("multi_query_attention", True) else c["num_attention_heads"]
+
+
+def qkv_dim(c):
+    return (c["num_attention_heads"] + 2 * groups(c)) * c["kv_channels"]
+
+
+# ------------------------------------------------------------------------------------------ FLOPs
+
+def sample_lengths(b) -> list[int]:
+    """Real tokens of each sample of a micro-batch: rows of a padded batch, segments of a packed one."""
     out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        ex = json.loads(line)
-        inp = tok.build_chat_input(ex["content"])
-        outp = tok.encode("\n" + ex["summary"]) + [2]  # encode("\n") + encode(summary) (dummy prefix once)
-        ids = (inp + outp)[:limit]
-        labels = ([-100] * len(inp) + outp)[:limit]
-        out.append((ids, labels))
+    B, T = b["B"], b["T"]
+    for r in range(B):
+        n, seg = 0, None
+        for t in range(T):
+            i = r * T + t
+            if not b["valid"][i]:
+                continue
+            s = b["segment"][i] if b["segment"] is not None else 0
+            if n and s != seg:
+                out.append(n)
+                n = 0
+            seg = s
+            n += 1
+        if n:
+            out.append(n)
     return out
 
 
-def batch(items):
-    T = max(len(i) for i, _ in items)
-    B = len(items)
-    ids = torch.zeros(B, T, dtype=torch.long)
-    mask = torch.zeros(B, T, dtype=torch.long)
-    pos = torch.zeros(B, T, dtype=torch.long)
-    labels = torch.full((B, T), -100, dtype=torch.long)
-    for r, (i, l) in enumerate(items):
-        n = len(i)
-        ids[r, T - n:] = torch.tensor(i)
-        labels[r, T - n:] = torch.tensor(l)
-        mask[r, T - n:] = 1
-        pos[r, T - n:] = torch.arange(n)
-    return ids, mask, pos, labels
+def label_count(b) -> int:
+    B, T = b["B"], b["T"]
+    return sum(1 for r in range(B) for t in range(1, T) if b["labels"][r * T + t] != -100)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="small", choices=sorted(PRESETS))
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--method", default="lora", choices=["lora", "vera"])
-    ap.add_argument("--rank", type=int, default=0)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--warmup-steps", type=int, default=1)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--max-length", type=int, default=769)
-    ap.add_argument("--json")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def train_step_flops(c: dict, rank: int, targets, b) -> tuple[float, float]:
+    """glmlab's lab::train_step_flops: (forward, backward) useful FLOPs of one micro-batch, every layer
+    adapted (targets apply to all layers), so the lowest adapted layer is 0."""
+    C, Fh, H, D = c["hidden_size"], c["ffn_hidden_size"], c["num_attention_heads"], c["kv_channels"]
+    QKV, Q = qkv_dim(c), H * D
+    V = c.get("padded_vocab_size", c.get("vocab_size"))
+    L = c["num_layers"]
+    P = QKV * C + C * Q + 2 * Fh * C + C * Fh
+    ad = L * sum(2.0 * rank * sum(TARGET_DIMS[t](c)) for t in targets)
+    fwd = bwd = 0.0
+    for n in sample_lengths(b):
+        attn = 2.0 * H * D * n * (n + 1)
+        fwd += L * (2.0 * P * n + attn) + ad * n
+        bwd += L * (2.0 * P * n + 2 * attn) + 2 * ad * n - 2.0 * QKV * C * n
+    M = label_count(b)
+    return fwd + 2.0 * V * C * M, bwd + 2.0 * V * C * M
+
+
+# ------------------------------------------------------------------------------------------ one run
+
+def tensors(b):
+    B, T = b["B"], b["T"]
+    shape = lambda k: torch.tensor(b[k], dtype=torch.long).view(B, T)  # noqa: E731
+    seg = shape("segment") if b["segment"] is not None else None
+    return shape("input_ids"), shape("position_ids"), shape("valid"), seg, shape("labels")
+
+
+def run_one(cfg, run, batches, opts, seed, log, allow_large):
     from peft import LoraConfig, VeraConfig, get_peft_model
-    torch.manual_seed(0)
-    cfg = dict(PRESETS[args.preset], padded_vocab_size=65024, seq_length=8192, torch_dtype=args.dtype,
-               multi_query_attention=True)
-    model = ChatGLM3ForCausalLM(cfg).to(getattr(torch, args.dtype))
+
+    dt = run["dtype"]
+    if dt not in DTYPES:
+        raise SystemExit(f"train_peer: dtype {dt!r} has no PyTorch peer (supported: {', '.join(DTYPES)})")
+    t = time.perf_counter()
+    model = oracle_model(cfg, DTYPES[dt], seed)
+    load_s = time.perf_counter() - t
+    wbytes, _ = matrix_bytes(model.named_parameters())
+    if wbytes > LARGE_BYTES and not allow_large:
+        raise SystemExit(f"train_peer: {wbytes / 1e9:.1f} GB of weights: pass --allow-large to run a model this "
+                         f"size (it must fit in memory; run it alone)")
+    model.train()
     for p in model.parameters():
         p.requires_grad_(False)
-    pc = (LoraConfig(r=args.rank or 8, lora_alpha=32, lora_dropout=0.0) if args.method == "lora"
-          else VeraConfig(r=args.rank or 256))
+    targets = run["targets"]
+    if run["method"] == "lora":
+        pc = LoraConfig(r=run["rank"], lora_alpha=run.get("alpha", 32), lora_dropout=run.get("dropout", 0.0),
+                        use_rslora=run.get("rslora", False), target_modules=targets)
+    else:
+        pc = VeraConfig(r=run["rank"], target_modules=targets, vera_dropout=run.get("dropout", 0.0),
+                        d_initial=0.1, save_projection=True)
+    torch.manual_seed(seed)
     model = get_peft_model(model, pc)
     for p in model.parameters():  # fp32 adapters on a 16-bit base, as the recipe
         if p.requires_grad:
             p.data = p.data.float()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=5e-5)
-    tok = ChatGLM3Tokenizer()
-    data = samples(tok, args.data, args.max_length)
-    B = args.batch_size
-    t_fwd = t_bwd = t_opt = 0.0
-    n_samples = n_tokens = 0
-    for step in range(args.warmup_steps + args.steps):
-        items = [data[(step * B + j) % len(data)] for j in range(B)]
-        ids, mask, pos, labels = batch(items)
+    trainable = sum(p.numel() for p in params)
+    lr = opts["lr"]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=opts.get("weight_decay", 0.0), eps=1e-8)
+    total_steps = len(batches)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, (total_steps - s) / total_steps))
+    warm = opts["warmup_steps"]
+    log(f"{run['method']} {dt}: {wbytes / 1e9:.3f} GB of weights built in {load_s:.2f} s, {trainable} trainable")
+    phase = reset_peak_rss()
+    steps = []
+    for i, b in enumerate(batches):
+        ids, pos, mask, seg, labels = tensors(b)
         t0 = time.perf_counter()
-        logits, _ = model(ids, pos, mask)
-        V = logits.shape[-1]
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, V).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
+        logits, _ = model(ids, pos, mask, segment_ids=seg)
+        Vv = logits.shape[-1]
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, Vv).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        gn = torch.nn.utils.clip_grad_norm_(params, opts["max_grad_norm"]) if opts["max_grad_norm"] > 0 else 0.0
+        cur_lr = sched.get_last_lr()[0]
         opt.step()
-        opt.zero_grad()
+        sched.step()
+        opt.zero_grad(set_to_none=False)
         t3 = time.perf_counter()
-        if step >= args.warmup_steps:
-            t_fwd += t1 - t0
-            t_bwd += t2 - t1
-            t_opt += t3 - t2
-            n_samples += B
-            n_tokens += int(mask.sum())
-        print(f"step {step + 1} loss {float(loss):.4f} ({t3 - t0:.2f} s)", file=sys.stderr)
-    total = t_fwd + t_bwd + t_opt
-    res = {"engine": "pytorch+peft", "preset": args.preset, "method": args.method, "dtype": args.dtype,
-           "batch_size": B, "steps": args.steps, "threads": torch.get_num_threads(),
-           "samples_per_s": n_samples / total, "tokens_per_s": n_tokens / total,
-           "forward_s": t_fwd, "backward_s": t_bwd, "optimizer_s": t_opt}
-    print(json.dumps(res, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+        del logits
+        if i < warm:
+            continue
+        fwd_f, bwd_f = train_step_flops(cfg, run["rank"], targets, b)
+        steps.append({"method": run["method"], "qat": "none", "dtype": dt, "step": i - warm + 1, "batch": i,
+                      "loss": float(loss), "grad_norm": float(gn), "lr": cur_lr, "samples": b["samples"],
+                      "tokens": sum(b["valid"]), "labelled_tokens": label_count(b), "step_s": t3 - t0,
+                      "forward_s": t1 - t0, "backward_s": t2 - t1, "optimizer_s": t3 - t2, "other_s": 0.0,
+                      "flops_forward": fwd_f, "flops_backward": bwd_f})
+        log(f"{run['method']} {dt} step {i - warm + 1}: loss {float(loss):.4f}, {t3 - t0:.2f} s")
+    peak = peak_rss_bytes()
+    del model, opt, params
+    gc.collect()
+    secs = sum(s["step_s"] for s in steps)
+    fsum = sum(s["forward_s"] for s in steps)
+    bsum = sum(s["backward_s"] for s in steps)
+    flops = sum(s["flops_forward"] + s["flops_backward"] for s in steps)
+    div = lambda a, b: a / b if b > 0 else 0.0  # noqa: E731
+    summary = {
+        "method": run["method"], "qat": "none", "dtype": dt, "rank": run["rank"], "targets": targets,
+        "alpha": run.get("alpha", 32), "dropout": run.get("dropout", 0.0), "rslora": run.get("rslora", False),
+        "trainable_params": trainable, "batch_size": run["batch_size"], "steps": len(steps), "warmup_steps": warm,
+        "pack": run.get("pack", False), "samples": sum(s["samples"] for s in steps),
+        "tokens": sum(s["tokens"] for s in steps), "labelled_tokens": sum(s["labelled_tokens"] for s in steps),
+        "seconds": secs, "samples_per_s": div(sum(s["samples"] for s in steps), secs),
+        "tokens_per_s": div(sum(s["tokens"] for s in steps), secs),
+        "step_s": spread([s["step_s"] for s in steps]), "forward_s": spread([s["forward_s"] for s in steps]),
+        "backward_s": spread([s["backward_s"] for s in steps]),
+        "optimizer_s": spread([s["optimizer_s"] for s in steps]), "other_s": spread([0.0 for _ in steps]),
+        "backward_over_forward": div(bsum, fsum), "flops_per_step": div(flops, len(steps)),
+        "gflops": div(flops, secs) / 1e9, "gflops_of_probe": 0.0,
+        "loss_first": steps[0]["loss"] if steps else 0.0, "loss_last": steps[-1]["loss"] if steps else 0.0,
+        "weight_bytes": wbytes, "peak_rss_bytes": peak, "peak_rss_is_phase": phase, "load_s": load_s}
+    return summary, steps
+
+
+def peer_round(src: Path, dest: Path, args, threads, log):
+    cfg = json.loads((src / "config.json").read_text())
+    glm = json.loads((src / "summary.json").read_text())
+    if glm.get("schema") != SCHEMA:
+        raise SystemExit(f"train_peer: {src / 'summary.json'} is not a glmlab bench train summary "
+                         f"(schema {glm.get('schema')!r}, expected {SCHEMA!r})")
+    batches = [json.loads(x) for x in (src / "batches.jsonl").read_text().splitlines() if x.strip()]
+    opts = dict(glm["options"])
+    mach = machine(threads)
+    t = time.perf_counter()
+    runs, steps, skipped = [], [], []
+    for run in glm["runs"]:
+        if run.get("qat", "none") != "none":
+            skipped.append({"method": run["method"], "qat": run["qat"], "dtype": run["dtype"],
+                            "reason": "no CPU training path on int8/int4 weights in PyTorch + PEFT here "
+                                      "(bitsandbytes is CUDA-only)"})
+            continue
+        s, st = run_one(cfg, run, batches, opts, args.seed, log, args.allow_large)
+        runs.append(s)
+        steps += st
+    mach["load_end"] = list(os.getloadavg())
+    summary = {
+        "schema": SCHEMA, "engine": "pytorch+peft", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join(sys.argv), "model": {**glm["model"], "spec": glm["model"]["spec"] + " (own random weights)"},
+        "data": {**glm["data"], "source": str(src / "batches.jsonl")},
+        "options": {**opts, "device": "cpu", "threads": threads, "torch": torch.__version__,
+                    "peft": __import__("peft").__version__, "gomp_spincount": os.environ.get("GOMP_SPINCOUNT")},
+        "flops": glm.get("flops"), "machine": mach, "probes": None, "runs": runs, "skipped": skipped,
+        "wall_s": time.perf_counter() - t}
+    dest.mkdir(parents=True, exist_ok=True)
+    write_atomic(dest / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_atomic(dest / "steps.jsonl", "".join(json.dumps(x) + "\n" for x in steps))
+    for r in runs:
+        log(f"{r['method']} {r['dtype']}: {r['samples_per_s']:.3f} samples/s, {r['tokens_per_s']:.1f} tokens/s, "
+            f"step {r['step_s']['median']:.2f} s (forward {r['forward_s']['median']:.2f}, backward "
+            f"{r['backward_s']['median']:.2f}, optimizer {r['optimizer_s']['median']:.3f})")
+    return summary
+
+
+def run_glmlab(args, dest: Path) -> Path:
+    cmd = [args.glmlab, "bench", "train", "--model", args.model, "--method", args.method, "--qat", args.qat,
+           "--dtype", args.dtype, "--batch-size", str(args.batch_size), "--steps", str(args.steps),
+           "--warmup-steps", str(args.warmup_steps), "--no-progress", "--out", str(dest)]
+    for flag, value in (("--data", args.data), ("--records", str(args.records) if args.records else None),
+                        ("--tokenizer", args.tokenizer), ("--rank", str(args.rank) if args.rank else None),
+                        ("--threads", str(args.threads) if args.threads else None), ("--probe", args.probe)):
+        if value:
+            cmd += [flag, value]
+    if args.pack:
+        cmd.append("--pack")
+    print("+ " + " ".join(cmd), file=sys.stderr)
+    table = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    write_atomic(dest / "stdout.md", table)
+    for row in table.splitlines():
+        if row.startswith("| ") and not row.startswith("| run"):
+            print(f"train_peer: glmlab: {row}", file=sys.stderr)
+    return dest
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from", dest="src", help="a glmlab bench train output folder (summary.json, config.json, "
+                                                "batches.jsonl)")
+    src.add_argument("--glmlab", help="the glmlab binary: run glmlab bench train too (into OUT/glmlab)")
+    ap.add_argument("--out", required=True, help="output folder (with --glmlab: OUT/glmlab and OUT/peer)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="with --glmlab: glmlab and the peer this many times, interleaved in alternating order; "
+                         "the median round is reported")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = all usable cores)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--allow-large", action="store_true", help="allow models over 4 GB of weights")
+    g = ap.add_argument_group("with --glmlab: the glmlab bench train run")
+    g.add_argument("--model", default="random:small")
+    g.add_argument("--method", default="lora,vera")
+    g.add_argument("--qat", default="none")
+    g.add_argument("--dtype", default="bf16")
+    g.add_argument("--batch-size", type=int, default=1)
+    g.add_argument("--steps", type=int, default=3)
+    g.add_argument("--warmup-steps", type=int, default=1)
+    g.add_argument("--rank", type=int, default=0)
+    g.add_argument("--records", type=int, default=0)
+    g.add_argument("--data")
+    g.add_argument("--tokenizer")
+    g.add_argument("--probe", default="quick")
+    g.add_argument("--pack", action="store_true")
+    args = ap.parse_args(argv)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    threads = args.threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+
+    def log(msg):
+        print(f"train_peer: {msg}", file=sys.stderr, flush=True)
+
+    if not args.glmlab:
+        peer_round(Path(args.src), out, args, threads, log)
+        print(f"compare with: glmlab bench compare {args.src} {out}", file=sys.stderr)
+        return
+    rounds = max(1, args.rounds)
+    for k in range(rounds):
+        sub = f"round-{k + 1}" if rounds > 1 else ""
+        order = ["glmlab", "peer"] if k % 2 == 0 else ["peer", "glmlab"]
+        for name in order:
+            if name == "glmlab":
+                run_glmlab(args, out / "glmlab" / sub)
+            else:
+                # glmlab's batches are the same every round (same options and seed): a round that starts
+                # with the peer reads those of round 1.
+                src = out / "glmlab" / (sub if (out / "glmlab" / sub / "batches.jsonl").exists() else "round-1")
+                peer_round(src, out / "peer" / sub, args, threads, log)
+    if rounds > 1:
+        for name in ("glmlab", "peer"):
+            merged = merge_rounds([json.loads((out / name / f"round-{k + 1}" / "summary.json").read_text())
+                                   for k in range(rounds)])
+            write_atomic(out / name / "summary.json", json.dumps(merged, indent=2) + "\n")
+    table = subprocess.run([args.glmlab, "bench", "compare", str(out / "glmlab"), str(out / "peer")],
+                           check=True, capture_output=True, text=True).stdout
+    write_atomic(out / "compare.md", table)
+    what = f"median of {rounds} interleaved rounds; min-max over rounds in each summary.json" \
+        if rounds > 1 else "one round"
+    print(f"\n## glmlab vs PyTorch + PEFT ({what})\n\n{table}")
 
 
 if __name__ == "__main__":
