@@ -1,0 +1,336 @@
+// CudaOps (cuda_ops.h): the CUDA back end's Ops. Picks a kernel per call (the Auto paths below), owns the
+// scratch buffer and the cuBLAS handle, and turns every bad shape into an Error. Plain C++; the kernels
+// are in the .cu files (kernels.h).
+//
+// Matmul, Auto:
+//   N ≤ 8 rows                        gemv (weights read once in their stored dtype)
+//   Q8/Q4, N ≤ 32                     gemv in groups of 8 rows (reads the small weights N/8 times, still
+//                                     less than dequantizing them to bf16 for a GEMM)
+//   otherwise, cuBLAS built           cublasGemmEx, fp32 accumulation: bf16 activations → bf16 (fp16 for
+//                                     F16 weights) inputs, Q8/Q4 dequantized to bf16 a block of rows at a
+//                                     time; fp32 activations (bf16_activations false) → fp32 inputs, weights
+//                                     widened to fp32 the same way (the CPU back end's exact sgemm path)
+//   otherwise                         WMMA (bf16 activations, 16-bit weights) or the simple kernel
+#include "kernels/cuda/cuda_ops.h"
+
+#include <algorithm>
+#include <climits>
+
+#ifdef GLMLAB_HAVE_CUBLAS
+#include <cublas_v2.h>
+#endif
+
+#include "kernels/cuda/cuda_check.h"
+#include "util/error.h"
+
+namespace glmlab::cuda {
+namespace {
+
+constexpr int64_t kGemvQuantMaxRows = 32;
+constexpr size_t kCublasWorkspace = 32ull << 20;
+constexpr size_t kDequantTileBytes = 64ull << 20;  // a block of widened weight rows for cuBLAS
+constexpr size_t kScratchAlign = 256;
+
+size_t align_up(size_t n) { return (n + kScratchAlign - 1) / kScratchAlign * kScratchAlign; }
+double mib(size_t b) { return double(b) / double(1 << 20); }
+
+const char* path_name(MatmulPath p) {
+  switch (p) {
+    case MatmulPath::Auto: return "auto";
+    case MatmulPath::Gemv: return "gemv";
+    case MatmulPath::Simple: return "simple";
+    case MatmulPath::Wmma: return "wmma";
+    case MatmulPath::Cublas: return "cublas";
+  }
+  return "?";
+}
+
+[[noreturn]] void no_backward(const char* op) {
+  fail("cuda back end: {} is not implemented on the GPU (the CUDA back end runs inference only); train with "
+       "--device cpu",
+       op);
+}
+
+#ifdef GLMLAB_HAVE_CUBLAS
+void check_cublas(cublasStatus_t st, const char* what) {
+  if (st != CUBLAS_STATUS_SUCCESS) fail("cuBLAS {} failed: {}", what, cublasGetStatusString(st));
+}
+#endif
+
+}  // namespace
+
+k::WView view_of(const Matrix& W) {
+  k::WView v;
+  switch (W.dtype) {
+    case DType::F32: v.type = k::WType::F32; break;
+    case DType::F16: v.type = k::WType::F16; break;
+    case DType::BF16: v.type = k::WType::BF16; break;
+    case DType::Q8: v.type = k::WType::Q8; break;
+    case DType::Q4: v.type = k::WType::Q4; break;
+    default:
+      fail("cuda: a [{}, {}] matrix of dtype {} cannot be read by the CUDA kernels (expected fp32, fp16, bf16, int8 "
+           "or int4)",
+           W.rows, W.cols, dtype_name(W.dtype));
+  }
+  if (W.quantized() && (!W.scales || W.group_size <= 0))
+    fail("cuda: a [{}, {}] {} matrix without scales or with group size {} (expected fp16 scales and a positive "
+         "group size)",
+         W.rows, W.cols, dtype_name(W.dtype), W.group_size);
+  v.rows = W.rows;
+  v.cols = W.cols;
+  v.data = W.data;
+  v.scales = W.scales;
+  v.group_size = W.group_size;
+  v.groups = W.groups();
+  v.row_bytes = W.row_bytes();
+  return v;
+}
+
+bool is_capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  GLMLAB_CUDA_CHECK(cudaStreamIsCapturing(stream, &st));
+  return st != cudaStreamCaptureStatusNone;
+}
+
+void abort_capture(cudaStream_t stream) {
+  cudaGraph_t g = nullptr;
+  cudaStreamEndCapture(stream, &g);  // an invalidated capture reports an error here: expected
+  if (g) cudaGraphDestroy(g);
+  cudaGetLastError();  // clears the capture's error so that later calls do not report it
+}
+
+CudaOps::CudaOps(cudaStream_t stream, bool bf16_activations) : stream_(stream), bf16_activations_(bf16_activations) {
+  int dev = 0;
+  GLMLAB_CUDA_CHECK(cudaGetDevice(&dev));
+  GLMLAB_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, dev));
+#ifdef GLMLAB_HAVE_CUBLAS
+  cublasHandle_t h = nullptr;
+  const cublasStatus_t st = cublasCreate(&h);
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    cublas_status_ = fmt::format("cuBLAS not used: cublasCreate failed ({}); own WMMA GEMM", cublasGetStatusString(st));
+    return;
+  }
+  cublas_ = h;
+  check_cublas(cublasSetStream(h, stream_), "cublasSetStream");
+  // A workspace of our own, so that cuBLAS allocates nothing while a graph is being captured.
+  GLMLAB_CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspace));
+  check_cublas(cublasSetWorkspace(h, cublas_workspace_, kCublasWorkspace), "cublasSetWorkspace");
+  int version = 0;
+  check_cublas(cublasGetVersion(h, &version), "cublasGetVersion");
+  cublas_status_ = fmt::format("cuBLAS {}", version);
+#else
+  cublas_status_ = "this build has no cuBLAS (CMake found no cublas_v2.h): own WMMA GEMM";
+#endif
+}
+
+CudaOps::~CudaOps() {
+#ifdef GLMLAB_HAVE_CUBLAS
+  if (cublas_) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
+#endif
+  if (cublas_workspace_) cudaFree(cublas_workspace_);
+  if (scratch_) cudaFree(scratch_);
+  for (void* p : retired_) cudaFree(p);
+}
+
+void* CudaOps::scratch(size_t bytes, const char* what) {
+  if (bytes <= scratch_bytes_) return scratch_;
+  if (is_capturing(stream_)) {
+    abort_capture(stream_);
+    fail("cuda: {} needs {:.2f} MiB of scratch but {:.2f} MiB are held, during a graph capture (the memory of a "
+         "captured graph is fixed: run the step once eagerly before capturing it); the capture was discarded",
+         what, mib(bytes), mib(scratch_bytes_));
+  }
+  const size_t n = align_up(std::max({bytes, 2 * scratch_bytes_, size_t(1) << 20}));
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    size_t free = 0, total = 0;
+    cudaMemGetInfo(&free, &total);
+    fail("cuda: could not allocate {:.2f} MiB of scratch for {} ({}); {:.2f} MiB free", mib(n), what,
+         cudaGetErrorString(e), mib(free));
+  }
+  if (scratch_) retired_.push_back(scratch_);  // graphs captured earlier may still point into it
+  scratch_ = p;
+  scratch_bytes_ = n;
+  return p;
+}
+
+void CudaOps::embedding(const Matrix& table, const int32_t* ids, int64_t N, float* out) {
+  k::embedding(view_of(table), ids, N, out, stream_);
+}
+
+void CudaOps::rmsnorm(const float* x, const float* w, int64_t N, int64_t C, float eps, float* y, float* inv_rms) {
+  k::rmsnorm(x, w, N, C, eps, y, inv_rms, stream_);
+}
+
+void CudaOps::matmul(const float* x, int64_t N, const Matrix& W, const float* bias, float* y) {
+  matmul_with(MatmulPath::Auto, x, N, W, bias, y);
+}
+
+void CudaOps::matmul_with(MatmulPath path, const float* x, int64_t N, const Matrix& W, const float* bias, float* y) {
+  if (N <= 0 || W.rows == 0) return;
+  const k::WView v = view_of(W);
+  auto refuse = [&](const char* why) {
+    fail("cuda matmul: the {} path cannot take x [{}, {}] · {} [{}, {}]ᵀ: {}", path_name(path), N, W.cols,
+         dtype_name(W.dtype), W.rows, W.cols, why);
+  };
+  switch (path) {
+    case MatmulPath::Auto:
+      if (N <= k::kGemvMaxRows && k::gemv_supported(v, x, N)) {
+        k::gemv(x, N, v, bias, y, stream_);
+      } else if (W.quantized() && N <= kGemvQuantMaxRows && k::gemv_supported(v, x, k::kGemvMaxRows)) {
+        for (int64_t n0 = 0; n0 < N; n0 += k::kGemvMaxRows) {  // 8 rows at a time; x rows stay 16-byte aligned
+          const int64_t n = std::min(k::kGemvMaxRows, N - n0);
+          k::gemv(x + n0 * W.cols, n, v, bias, y + n0 * W.rows, stream_);
+        }
+      } else if (cublas_) {
+        gemm_cublas(x, N, W, bias, y);
+      } else if (bf16_activations_ && k::wmma_supported(v)) {
+        k::matmul_wmma(x, N, v, bias, y, stream_);
+      } else {
+        k::matmul_simple(x, N, v, bias, y, stream_);
+      }
+      return;
+    case MatmulPath::Gemv:
+      if (!k::gemv_supported(v, x, N))
+        refuse("gemv needs N ≤ 8, K a multiple of the elements in 16 bytes (4 fp32, 8 fp16/bf16, 16 int8, 32 int4), "
+               "16-byte aligned rows and x, and a group size that is a multiple of the same");
+      k::gemv(x, N, v, bias, y, stream_);
+      return;
+    case MatmulPath::Simple: k::matmul_simple(x, N, v, bias, y, stream_); return;
+    case MatmulPath::Wmma:
+      if (!k::wmma_supported(v)) refuse("the WMMA kernel reads 16-bit and quantized weights only");
+      k::matmul_wmma(x, N, v, bias, y, stream_);
+      return;
+    case MatmulPath::Cublas:
+      if (!cublas_) refuse(cublas_status_.c_str());
+      gemm_cublas(x, N, W, bias, y);
+      return;
+  }
+}
+
+#ifdef GLMLAB_HAVE_CUBLAS
+void CudaOps::gemm_cublas(const float* x, int64_t N, const Matrix& W, const float* bias, float* y) {
+  const int64_t M = W.rows, K = W.cols;
+  if (M > INT_MAX || N > INT_MAX || K > INT_MAX) fail("cuda matmul: [{}, {}] · [{}, {}]ᵀ is beyond cuBLAS's int sizes", N, K, M, K);
+  auto h = static_cast<cublasHandle_t>(cublas_);
+  const k::WView v = view_of(W);
+  const float one = 1.0f, zero = 0.0f;
+  // Row-major y[N, M] = x[N, K] · W[M, K]ᵀ is column-major yᵀ[M, N] = W · xᵀ: A = W (op T, lda K),
+  // B = x (op N, ldb K), C = y (ldc M). A block of rows r0.. of W writes columns r0.. of y's rows.
+  auto gemm = [&](int64_t rows, const void* A, cudaDataType_t at, const void* B, cudaDataType_t bt, float* C) {
+    check_cublas(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(N), int(K), &one, A, at, int(K), B, bt,
+                              int(K), &zero, C, CUDA_R_32F, int(M), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx");
+  };
+  const bool exact = W.dtype == DType::F32 || !bf16_activations_;
+  const size_t es = exact ? 4 : 2;
+  const bool widen = exact ? W.dtype != DType::F32 : W.quantized();  // weights need a converted copy
+  const int64_t tile = std::clamp<int64_t>(int64_t(kDequantTileBytes / (size_t(K) * es)), 1, M);
+  const size_t x_bytes = exact ? 0 : align_up(size_t(N * K) * 2);
+  const size_t w_bytes = widen ? size_t(tile * K) * es : 0;
+  uint8_t* s = (x_bytes + w_bytes) ? static_cast<uint8_t*>(scratch(x_bytes + w_bytes, "cuBLAS operands")) : nullptr;
+  if (exact) {
+    if (!widen) {
+      gemm(M, W.data, CUDA_R_32F, x, CUDA_R_32F, y);
+    } else {
+      float* wt = reinterpret_cast<float*>(s);
+      for (int64_t r0 = 0; r0 < M; r0 += tile) {
+        const int64_t rows = std::min(tile, M - r0);
+        k::dequant_f32(v, r0, rows, wt, stream_);
+        gemm(rows, wt, CUDA_R_32F, x, CUDA_R_32F, y + r0);
+      }
+    }
+  } else {
+    const bool f16 = W.dtype == DType::F16;
+    const cudaDataType_t t = f16 ? CUDA_R_16F : CUDA_R_16BF;
+    uint16_t* xh = reinterpret_cast<uint16_t*>(s);
+    k::to_half(x, N * K, !f16, xh, stream_);
+    if (!widen) {
+      gemm(M, W.data, t, xh, t, y);
+    } else {
+      uint16_t* wt = reinterpret_cast<uint16_t*>(s + x_bytes);
+      for (int64_t r0 = 0; r0 < M; r0 += tile) {
+        const int64_t rows = std::min(tile, M - r0);
+        k::dequant_bf16(v, r0, rows, wt, stream_);
+        gemm(rows, wt, CUDA_R_16BF, xh, CUDA_R_16BF, y + r0);
+      }
+    }
+  }
+  if (bias) k::add_bias(y, bias, N, M, stream_);
+}
+#else
+void CudaOps::gemm_cublas(const float*, int64_t, const Matrix&, const float*, float*) {
+  fail("cuda matmul: {}", cublas_status_);
+}
+#endif
+
+void CudaOps::rope(float* x, int64_t N, int64_t stride, int nheads, int D, const int32_t* pos, float base) {
+  k::rope(x, N, stride, nheads, D, pos, base, stream_);
+}
+
+void CudaOps::attention(const float* q, int64_t q_stride, const KVView& kv, int B, int T, int P, int H, int G, int D,
+                        float* out, float* lse) {
+  attention_with(AttentionPath::Auto, 0, q, q_stride, kv, B, T, P, H, G, D, out, lse);
+}
+
+void CudaOps::attention_with(AttentionPath path, int splits, const float* q, int64_t q_stride, const KVView& kv, int B,
+                             int T, int P, int H, int G, int D, float* out, float* lse) {
+  k::AttnArgs a;
+  a.q = q;
+  a.q_stride = q_stride;
+  a.k = kv.k;
+  a.v = kv.v;
+  a.key_valid = kv.key_valid;
+  a.segment = kv.segment;
+  a.S = kv.S;
+  a.B = B;
+  a.T = T;
+  a.P = P;
+  a.H = H;
+  a.G = G;
+  a.D = D;
+  a.out = out;
+  a.lse = lse;
+  if (B == 0 || T == 0) return;
+  if (path == AttentionPath::Naive || (path == AttentionPath::Auto && !k::flash_supported(a))) {
+    k::attention_naive(a, stream_);
+    return;
+  }
+  if (splits <= 0) splits = k::attention_splits(a, sm_count_);
+  const size_t n = k::attention_scratch_floats(a, splits);
+  float* part = n ? static_cast<float*>(scratch(n * sizeof(float), "split-K attention")) : nullptr;
+  k::attention_flash(a, splits, part, stream_);
+}
+
+void CudaOps::swiglu(const float* u, int64_t N, int64_t F, float* out) { k::swiglu(u, N, F, out, stream_); }
+
+void CudaOps::add(float* y, const float* x, int64_t count) { k::add(y, x, count, stream_); }
+
+void CudaOps::kv_store(const float* src, int64_t stride, int64_t offset, int B, int T, int64_t W, float* dst, int S,
+                       const int32_t* start) {
+  k::kv_store(src, stride, offset, B, T, W, dst, S, start, stream_);
+}
+
+void CudaOps::argmax(const float* x, int64_t rows, int64_t V, int32_t* out) { k::argmax(x, rows, V, out, stream_); }
+
+void CudaOps::matmul_backward_input(const float*, int64_t, const Matrix&, float*) {
+  no_backward("matmul_backward_input");
+}
+void CudaOps::matmul_backward_weight(const float*, const float*, int64_t, int64_t, int64_t, float*) {
+  no_backward("matmul_backward_weight");
+}
+void CudaOps::rmsnorm_backward(const float*, const float*, const float*, const float*, int64_t, int64_t, float,
+                               float*) {
+  no_backward("rmsnorm_backward");
+}
+void CudaOps::rope_backward(float*, int64_t, int64_t, int, int, const int32_t*, float) { no_backward("rope_backward"); }
+void CudaOps::swiglu_backward(const float*, const float*, int64_t, int64_t, float*) { no_backward("swiglu_backward"); }
+void CudaOps::attention_backward(const float*, int64_t, const KVView&, int, int, int, int, int, int, const float*,
+                                 const float*, const float*, float*, int64_t, float*, float*) {
+  no_backward("attention_backward");
+}
+double CudaOps::cross_entropy(float*, const int32_t*, int64_t, int64_t, float) { no_backward("cross_entropy"); }
+
+}  // namespace glmlab::cuda

@@ -1,0 +1,84 @@
+// CudaOps: the Ops of the CUDA back end (every pointer a device pointer, every kernel on one stream),
+// and the hooks the tests use to run one particular path (the fast kernel or its simple twin).
+// Plain C++ (cuda_ops.cpp); the kernels are in the .cu files (kernels.h).
+//
+// Scratch contract: matmul (16-bit copies of activations, dequantized weight blocks for cuBLAS) and
+// split-K attention (partial results) use a scratch buffer that CudaOps grows on demand. It must never
+// grow while a graph is being captured (the memory of a captured graph is fixed), so the engine runs
+// each shape once eagerly before capturing it; growth during capture ends the capture and throws an
+// Error saying so. A grown-out buffer is kept until the ops are destroyed, because graphs recorded
+// earlier still point into it.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/kernels.h"
+#include "ops/ops.h"
+
+namespace glmlab::cuda {
+
+enum class MatmulPath { Auto, Gemv, Simple, Wmma, Cublas };
+enum class AttentionPath { Auto, Flash, Naive };
+
+k::WView view_of(const Matrix& W);  // Error on dtypes the kernels do not read
+
+class CudaOps final : public Ops {
+ public:
+  CudaOps(cudaStream_t stream, bool bf16_activations);
+  ~CudaOps() override;
+  std::string_view name() const override { return "cuda"; }
+
+  void embedding(const Matrix& table, const int32_t* ids, int64_t N, float* out) override;
+  void rmsnorm(const float* x, const float* w, int64_t N, int64_t C, float eps, float* y, float* inv_rms) override;
+  void matmul(const float* x, int64_t N, const Matrix& W, const float* bias, float* y) override;
+  void rope(float* x, int64_t N, int64_t stride, int nheads, int D, const int32_t* pos, float base) override;
+  void attention(const float* q, int64_t q_stride, const KVView& kv, int B, int T, int P, int H, int G, int D,
+                 float* out, float* lse) override;
+  void swiglu(const float* u, int64_t N, int64_t F, float* out) override;
+  void add(float* y, const float* x, int64_t count) override;
+  void kv_store(const float* src, int64_t stride, int64_t offset, int B, int T, int64_t W, float* dst, int S,
+                const int32_t* start) override;
+  void argmax(const float* x, int64_t rows, int64_t V, int32_t* out) override;
+
+  // Backward passes: not on the CUDA back end (an Error says to train on cpu).
+  void matmul_backward_input(const float*, int64_t, const Matrix&, float*) override;
+  void matmul_backward_weight(const float*, const float*, int64_t, int64_t, int64_t, float*) override;
+  void rmsnorm_backward(const float*, const float*, const float*, const float*, int64_t, int64_t, float,
+                        float*) override;
+  void rope_backward(float*, int64_t, int64_t, int, int, const int32_t*, float) override;
+  void swiglu_backward(const float*, const float*, int64_t, int64_t, float*) override;
+  void attention_backward(const float*, int64_t, const KVView&, int, int, int, int, int, int, const float*,
+                          const float*, const float*, float*, int64_t, float*, float*) override;
+  double cross_entropy(float*, const int32_t*, int64_t, int64_t, float) override;
+
+  // ---- for tests and the docs: one path explicitly (an Error when that path cannot take the shape).
+  void matmul_with(MatmulPath path, const float* x, int64_t N, const Matrix& W, const float* bias, float* y);
+  void attention_with(AttentionPath path, int splits, const float* q, int64_t q_stride, const KVView& kv, int B,
+                      int T, int P, int H, int G, int D, float* out, float* lse);
+  bool has_cublas() const { return cublas_ != nullptr; }
+  const std::string& cublas_status() const { return cublas_status_; }  // why cuBLAS is (not) used
+  cudaStream_t stream() const { return stream_; }
+
+ private:
+  void* scratch(size_t bytes, const char* what);  // see the scratch contract above
+  void gemm_cublas(const float* x, int64_t N, const Matrix& W, const float* bias, float* y);
+
+  cudaStream_t stream_;
+  bool bf16_activations_;
+  int sm_count_ = 1;
+  void* scratch_ = nullptr;
+  size_t scratch_bytes_ = 0;
+  std::vector<void*> retired_;  // outgrown scratch buffers that captured graphs may still use
+  void* cublas_ = nullptr;      // cublasHandle_t when cuBLAS is built and initialised
+  void* cublas_workspace_ = nullptr;
+  std::string cublas_status_;
+};
+
+// Stream capture state of `stream`; capturing → the capture is ended and discarded, so the stream is
+// usable again before an Error is thrown.
+bool is_capturing(cudaStream_t stream);
+void abort_capture(cudaStream_t stream);
+
+}  // namespace glmlab::cuda
