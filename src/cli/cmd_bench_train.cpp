@@ -48,7 +48,6 @@ void run_bench_train(BenchTrainArgs& a, const CLI::App& cmd) {
   o.device = a.m.device;
   o.probe = a.probe == "off" ? lab::ProbeLevel::Off : a.probe == "quick" ? lab::ProbeLevel::Quick : lab::ProbeLevel::Full;
   auto plan = lab::plan_train_runs(o);  // bad options fail here, before anything is loaded
-  for (const auto& m : o.methods) make_adapter_config(m, a.adapter, o.train.seed);
 
   const bool embedded = a.data.empty();
   if (embedded && cmd.count("--records") == 0) a.records = kDefaultSampleRecords;
@@ -62,6 +61,7 @@ void run_bench_train(BenchTrainArgs& a, const CLI::App& cmd) {
     if (a.records && records.size() > a.records) records.resize(a.records);
   }
   ModelConfig cfg = load_config(ModelSpec::parse(a.m.model));
+  for (const auto& m : o.methods) Adapter::create(cfg, make_adapter_config(m, a.adapter, o.train.seed));  // rank, targets
   auto samples = train_samples(tok, records, a.limits, cfg);
 
   lab::BenchTrainMeta meta;
