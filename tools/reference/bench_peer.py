@@ -8,8 +8,8 @@ through
   transformers  transformers' GlmForCausalLM.generate() (greedy, SDPA attention; the weight mapping of
                 tests/test_oracle.py::make_hf, here with its own random weights),
 
-on this machine's CPU with torch.set_num_threads(cores), writing the same summary.json fields (and
-records.jsonl) so `glmlab bench compare GLMLAB_DIR PEER_DIR` prints the ratios. Random weights are each
+on this machine's CPU with torch.set_num_threads(cores), or (--device cuda) on the GPU, writing the same
+summary.json fields (and records.jsonl) so `glmlab bench compare GLMLAB_DIR PEER_DIR` prints the ratios. Random weights are each
 engine's own (same shapes and dtype, different numbers): speed does not depend on the values, and forced
 lengths make every engine generate the same number of tokens.
 
@@ -22,6 +22,15 @@ lengths make every engine generate the same number of tokens.
 Batching, warm-up and repetitions follow glmlab's run (static batches of prompts sorted by target then
 prompt length, left padding). Models whose weights exceed 4 GB (random:chatglm3-6b: 12.5 GB in bf16)
 need --allow-large: this 24 GB machine holds one at a time.
+
+--device cuda (issue 6 §6; glmlab bench infer runs with --device cuda too): transformers only (the oracle
+is the CPU reference), weights made directly on the GPU in bf16/fp16/fp32, SDPA attention, generate() with
+the same forced lengths; timings synchronize the GPU. Engine transformers-compile adds transformers' static
+KV cache and torch.compile of the forward (mode reduce-overhead: CUDA graphs); when compiling fails the
+engine is reported as skipped with the reason, and the other engines still run:
+
+  bench_peer.py --device cuda --glmlab build/glmlab --model random:chatglm3-6b --dtype bf16 --batch 1,32 \
+      --data .device/tiny.json --rounds 1 --engines transformers,transformers-compile --out $OUT/peer
 
 OpenMP: like glmlab (src/kernels/cpu/runtime.h), the peer runs with a short OpenMP spin
 (GOMP_SPINCOUNT=10000) unless GOMP_SPINCOUNT or OMP_WAIT_POLICY is set, so that on a shared, busy machine
@@ -50,6 +59,25 @@ from chatglm3 import ChatGLM3Config, ChatGLM3ForCausalLM, decode_step  # noqa: E
 from glm_hf import glm_config  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+ENGINES = ("oracle", "transformers", "transformers-compile")
+DEVICE = "cpu"  # --device: where the peers run (main() sets it)
+
+
+def sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def check_device(device: str) -> None:
+    """--device cuda needs a GPU that this torch can use: a clear SystemExit otherwise."""
+    if device == "cpu":
+        return
+    if device != "cuda":
+        raise SystemExit(f"bench_peer: --device {device!r}: expected cpu or cuda")
+    if not torch.cuda.is_available():
+        raise SystemExit(f"bench_peer: --device cuda, but torch {torch.__version__} sees no CUDA GPU "
+                         f"(built with CUDA {torch.version.cuda}; CUDA_VISIBLE_DEVICES="
+                         f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}): run it on the GPU machine")
 STOP_IDS = (2, 64795, 64797)  # eos, <|user|>, <|observation|>: glmlab's GenerateOptions defaults
 LARGE_BYTES = 4e9
 
@@ -89,8 +117,18 @@ def transformers_model(cfg: dict, dtype: torch.dtype, seed: int):
     from transformers import GlmForCausalLM
 
     torch.manual_seed(seed)
-    model = GlmForCausalLM._from_config(glm_config(ChatGLM3Config.from_dict(cfg), attn="sdpa"), dtype=dtype)
+    with torch.device(DEVICE):  # on cuda: weights made on the GPU, never a host copy of a 6B model
+        model = GlmForCausalLM._from_config(glm_config(ChatGLM3Config.from_dict(cfg), attn="sdpa"), dtype=dtype)
     return model.eval()
+
+
+@torch.no_grad()
+def transformers_compiled_model(cfg: dict, dtype: torch.dtype, seed: int):
+    """transformers with its static KV cache and torch.compile of the forward (CUDA graphs on a GPU)."""
+    model = transformers_model(cfg, dtype, seed)
+    model.generation_config.cache_implementation = "static"
+    model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+    return model
 
 
 # ----------------------------------------------------------------------------------- one group
@@ -155,7 +193,8 @@ class _Timer:
         if not self.prompt_seen:  # generate() first puts the prompt
             self.prompt_seen = True
             return
-        self.steps.append((time.perf_counter(), value.reshape(-1).tolist()))
+        ids = value.reshape(-1).tolist()  # a copy to the host: the step is done on a GPU too
+        self.steps.append((time.perf_counter(), ids))
 
     def end(self):
         pass
@@ -165,10 +204,13 @@ class _Timer:
 def transformers_group(model, prompts, targets, forced):
     B, n = len(prompts), max(targets)
     ids, mask = left_pad(prompts)
+    ids, mask = ids.to(DEVICE), mask.to(DEVICE)
     timer = _Timer()
+    sync()
     t0 = time.perf_counter()
     model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n if forced else 0,
                    do_sample=False, num_beams=1, pad_token_id=0, eos_token_id=list(STOP_IDS), streamer=timer)
+    sync()
     t2 = time.perf_counter()
     count, end, stopped = [0] * B, [0.0] * B, [False] * B
     for t, toks in timer.steps:
@@ -279,10 +321,15 @@ def machine(threads: int) -> dict:
     except OSError:
         pass
     load = list(os.getloadavg())
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "threads": threads,
-            "simd": torch.backends.cpu.get_cpu_capability(), "blas_core": "torch " + torch.__version__,
-            "device": "cpu", "mem_total_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-            "load_start": load, "load_end": load, "python": platform.python_version()}
+    m = {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "threads": threads,
+         "simd": torch.backends.cpu.get_cpu_capability(), "blas_core": "torch " + torch.__version__,
+         "device": "cpu", "mem_total_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+         "load_start": load, "load_end": load, "python": platform.python_version()}
+    if DEVICE == "cuda":
+        p = torch.cuda.get_device_properties(0)
+        m.update({"device": "cuda " + p.name, "gpu": p.name, "gpu_mem_total_bytes": p.total_memory,
+                  "cuda": torch.version.cuda})
+    return m
 
 
 def make_groups(prompts, batch):
@@ -293,18 +340,22 @@ def make_groups(prompts, batch):
 
 
 def run_engine(engine, cfg, prompts, dtypes, batches, reps, warmup, forced, seed, log, allow_large):
-    build = oracle_model if engine == "oracle" else transformers_model
+    build = {"oracle": oracle_model, "transformers": transformers_model,
+             "transformers-compile": transformers_compiled_model}[engine]
     group_fn = oracle_group if engine == "oracle" else transformers_group
     runs, all_records = [], []
     for dt in dtypes:
         if dt not in DTYPES:
             raise SystemExit(f"bench_peer: dtype {dt!r} has no PyTorch peer (supported: {', '.join(DTYPES)})")
         phase = reset_peak_rss()
+        if DEVICE == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
         model = build(cfg, DTYPES[dt], seed)
+        sync()
         load_s = time.perf_counter() - t
         wbytes, emb = matrix_bytes(model.named_parameters())
-        if wbytes > LARGE_BYTES and not allow_large:
+        if wbytes > LARGE_BYTES and not allow_large and DEVICE == "cpu":
             raise SystemExit(f"bench_peer: {wbytes / 1e9:.1f} GB of weights: pass --allow-large to run a model "
                              f"this size (it must fit in memory next to glmlab's results)")
         c = ChatGLM3Config.from_dict(cfg)
@@ -349,11 +400,13 @@ def run_engine(engine, cfg, prompts, dtypes, batches, reps, warmup, forced, seed
             run_idx.append(len(runs))
             runs.append(summarize(gs, rs, facts, batch, reps))
             all_records += rs
-        peak = peak_rss_bytes()
+        peak = torch.cuda.max_memory_allocated() if DEVICE == "cuda" else peak_rss_bytes()
         for i in run_idx:
             runs[i]["peak_rss_bytes"] = peak
         del model
         gc.collect()
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
     for r in runs:
         base = [x for x in runs if x["dtype"] == r["dtype"] and x["batch"] == 1]
         if base and base[0]["throughput_tps"]["median"] > 0:
@@ -377,6 +430,8 @@ def run_glmlab(args, dest: Path) -> Path:
             cmd += [flag, value]
     if args.stop_at_eos:
         cmd.append("--stop-at-eos")
+    if args.device != "cpu":
+        cmd += ["--device", args.device]
     print("+ " + " ".join(cmd), file=sys.stderr)
     table = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout  # progress: stderr
     write_atomic(dest / "stdout.md", table)
@@ -418,16 +473,27 @@ def peer_round(engine, src: Path, dest: Path, args, threads, log):
     forced = bool(glm["data"]["forced"])
     mach = machine(threads)
     t = time.perf_counter()
-    runs, records = run_engine(engine, cfg, prompts, dtypes, batches, opts["reps"], opts["warmup"], forced,
-                               args.seed, log, args.allow_large)
+    try:
+        runs, records = run_engine(engine, cfg, prompts, dtypes, batches, opts["reps"], opts["warmup"], forced,
+                                   args.seed, log, args.allow_large)
+    except Exception as e:  # noqa: BLE001 - only the compiled engine may fail softly
+        if engine != "transformers-compile":
+            raise
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        log(f"{engine}: skipped, static cache + torch.compile failed here: {why}")
+        dest.mkdir(parents=True, exist_ok=True)
+        write_atomic(dest / "skipped.txt", f"static cache + torch.compile failed: {why}\n")
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+        return False
     mach["load_end"] = list(os.getloadavg())
     summary = {
-        "schema": "glmlab-bench-infer/1", "engine": "torch-oracle" if engine == "oracle" else "transformers",
+        "schema": "glmlab-bench-infer/1", "engine": "torch-oracle" if engine == "oracle" else engine,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv),
         "model": {**glm["model"], "spec": glm["model"]["spec"] + " (own random weights)"},
         "data": {**glm["data"], "source": str(src / "prompts.jsonl")},
         "options": {"dtypes": dtypes, "batches": batches, "reps": opts["reps"], "warmup": opts["warmup"],
-                    "stop_at_eos": not forced, "device": "cpu", "torch": torch.__version__,
+                    "stop_at_eos": not forced, "device": DEVICE, "torch": torch.__version__,
                     "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
         "machine": mach, "probes": None, "runs": runs, "wall_s": time.perf_counter() - t}
@@ -437,6 +503,7 @@ def peer_round(engine, src: Path, dest: Path, args, threads, log):
     for r in runs:
         log(f"{engine} {r['dtype']} b{r['batch']}: {r['throughput_tps']['median']:.2f} tok/s, prefill "
             f"{r['prefill_tps']['median']:.1f} tok/s, decode {r['decode_tps']['median']:.2f} tok/s")
+    return True
 
 
 def main(argv=None):
@@ -446,7 +513,10 @@ def main(argv=None):
     src.add_argument("--from", dest="src", help="a glmlab bench infer output folder (prompts.jsonl, config.json)")
     src.add_argument("--glmlab", help="the glmlab binary: run glmlab bench infer too (into OUT/glmlab)")
     ap.add_argument("--out", required=True, help="output folder (one sub-folder per engine)")
-    ap.add_argument("--engines", default="oracle,transformers", help="oracle, transformers, or both")
+    ap.add_argument("--engines", default=None,
+                    help="comma-separated: oracle, transformers, transformers-compile (default: oracle,transformers "
+                         "on cpu, transformers,transformers-compile on cuda)")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda: the peers (and glmlab, with --glmlab) on the GPU")
     ap.add_argument("--rounds", type=int, default=3,
                     help="with --glmlab: run all engines this many times, interleaved in rotating order, and "
                          "report the median round (a shared machine drifts within seconds)")
@@ -468,10 +538,17 @@ def main(argv=None):
     g.add_argument("--stop-at-eos", action="store_true")
     args = ap.parse_args(argv)
 
+    global DEVICE
+    check_device(args.device)
+    DEVICE = args.device
+    if args.engines is None:
+        args.engines = "transformers,transformers-compile" if DEVICE == "cuda" else "oracle,transformers"
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     for engine in engines:
-        if engine not in ("oracle", "transformers"):
-            raise SystemExit(f"bench_peer: unknown engine {engine!r} (oracle, transformers)")
+        if engine not in ENGINES:
+            raise SystemExit(f"bench_peer: unknown engine {engine!r} ({', '.join(ENGINES)})")
+        if engine == "oracle" and DEVICE != "cpu":
+            raise SystemExit("bench_peer: the oracle engine runs on --device cpu only (use transformers on cuda)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     threads = args.threads or len(os.sched_getaffinity(0))
@@ -487,6 +564,7 @@ def main(argv=None):
 
     rounds = max(1, args.rounds) if args.glmlab else 1
     names = (["glmlab"] if args.glmlab else []) + engines
+    skipped = set()
     prompts_src = None if args.glmlab else Path(args.src)
     for k in range(rounds):
         sub = f"round-{k + 1}" if rounds > 1 else ""
@@ -499,8 +577,11 @@ def main(argv=None):
             if name == "glmlab":
                 dest = run_glmlab(args, out / "glmlab" / sub)
                 prompts_src = prompts_src or dest
-            else:
-                peer_round(name, prompts_src, out / name / sub, args, threads, log)
+            elif name not in skipped:
+                if not peer_round(name, prompts_src, out / name / sub, args, threads, log):
+                    skipped.add(name)
+    names = [n for n in names if n not in skipped]
+    engines = [e for e in engines if e not in skipped]
     if rounds > 1:
         for name in names:
             merged = merge_rounds([json.loads((out / name / f"round-{k + 1}" / "summary.json").read_text())

@@ -99,3 +99,24 @@ def test_rounds_merge_to_the_median_round():
     assert m["rounds"] == 3 and m["wall_s"] == 3.0
     assert r["throughput_tps"] == {"median": 20, "min": 10, "max": 30}
     assert r["load_s"] == 2 and r["records"] == 5 and r["peak_rss_is_phase"] is True
+
+
+def test_cuda_device_without_a_gpu_fails_clearly(tmp_path):
+    """--device cuda (issue 6): on a machine whose torch sees no GPU, a clear exit before any work."""
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: this test checks the no-GPU message")
+    src, _ = fake_glmlab_run(tmp_path)
+    with pytest.raises(SystemExit, match="--device cuda, but torch .* sees no CUDA GPU"):
+        bench_peer.main(["--from", str(src), "--out", str(tmp_path / "peer"), "--device", "cuda"])
+    assert not (tmp_path / "peer" / "transformers").exists()
+
+
+def test_oracle_is_refused_on_cuda_and_unknown_engines_are_named(tmp_path, monkeypatch):
+    src, _ = fake_glmlab_run(tmp_path)
+    monkeypatch.setattr(bench_peer, "check_device", lambda d: None)  # as if a GPU were there
+    monkeypatch.setattr(bench_peer, "DEVICE", "cpu")  # restored afterwards: main() sets the module's device
+    with pytest.raises(SystemExit, match="oracle engine runs on --device cpu only"):
+        bench_peer.main(["--from", str(src), "--out", str(tmp_path / "p"), "--device", "cuda", "--engines", "oracle"])
+    with pytest.raises(SystemExit, match="unknown engine 'vllm'"):
+        bench_peer.main(["--from", str(src), "--out", str(tmp_path / "p"), "--engines", "vllm"])
