@@ -175,11 +175,11 @@ def run_one(cfg, run, batches, opts, seed, log, allow_large):
             continue
         fwd_f, bwd_f = train_step_flops(cfg, run["rank"], targets, b)
         steps.append({"method": run["method"], "qat": "none", "dtype": dt, "step": i - warm + 1, "batch": i,
-                      "loss": float(loss), "grad_norm": float(gn), "lr": cur_lr, "samples": b["samples"],
+                      "loss": float(loss.detach()), "grad_norm": float(gn), "lr": cur_lr, "samples": b["samples"],
                       "tokens": sum(b["valid"]), "labelled_tokens": label_count(b), "step_s": t3 - t0,
                       "forward_s": t1 - t0, "backward_s": t2 - t1, "optimizer_s": t3 - t2, "other_s": 0.0,
                       "flops_forward": fwd_f, "flops_backward": bwd_f})
-        log(f"{run['method']} {dt} step {i - warm + 1}: loss {float(loss):.4f}, {t3 - t0:.2f} s")
+        log(f"{run['method']} {dt} step {i - warm + 1}: loss {float(loss.detach()):.4f}, {t3 - t0:.2f} s")
     peak = peak_rss_bytes()
     del model, opt, params
     gc.collect()
