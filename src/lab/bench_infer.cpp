@@ -128,6 +128,16 @@ GroupRun run_group(Engine& engine, const std::vector<BenchPrompt>& prompts,
   return run;
 }
 
+// The longest prompt and the most new tokens of a group (its left-padded prefill and decode length).
+std::pair<int, int> group_extent(const std::vector<BenchPrompt>& prompts, const std::vector<size_t>& grp) {
+  int T = 0, N = 0;
+  for (size_t m : grp) {
+    T = std::max(T, int(prompts[m].input.size()));
+    N = std::max(N, prompts[m].target_tokens);
+  }
+  return {T, N};
+}
+
 ModelFacts model_facts(const BenchModel& bm, const std::vector<BenchPrompt>& prompts, const std::vector<int>& batches) {
   ModelFacts f;
   const ModelWeights& w = bm.model->weights();
@@ -137,11 +147,7 @@ ModelFacts model_facts(const BenchModel& bm, const std::vector<BenchPrompt>& pro
   f.load_s = bm.load_seconds;
   for (int batch : batches)
     for (const auto& grp : make_groups(prompts, batch)) {
-      int T = 0, N = 0;
-      for (size_t m : grp) {
-        T = std::max(T, int(prompts[m].input.size()));
-        N = std::max(N, prompts[m].target_tokens);
-      }
+      const auto [T, N] = group_extent(prompts, grp);
       f.kv_cache_bytes = std::max(f.kv_cache_bytes, KVCache::bytes_needed(bm.model->config(), int(grp.size()), T + N));
     }
   return f;
@@ -155,11 +161,7 @@ EngineLimits bench_limits(const std::vector<BenchPrompt>& prompts, const std::ve
   l.step_tokens = 1;
   for (int batch : batches)
     for (const auto& grp : make_groups(prompts, batch)) {
-      int T = 0, N = 0;
-      for (size_t m : grp) {
-        T = std::max(T, int(prompts[m].input.size()));
-        N = std::max(N, prompts[m].target_tokens);
-      }
+      const auto [T, N] = group_extent(prompts, grp);
       l.batch = std::max(l.batch, int(grp.size()));
       l.capacity = std::max(l.capacity, T + N);
       l.step_tokens = std::max(l.step_tokens, int(grp.size()) * T);

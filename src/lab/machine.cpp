@@ -12,6 +12,7 @@
 
 #include "kernels/cpu/runtime.h"
 #include "kernels/cpu/simd.h"
+#include "util/file.h"
 
 namespace glmlab::lab {
 
@@ -29,17 +30,6 @@ std::string cpu_model_name() {
     return v;
   }
   return "unknown";
-}
-
-uint64_t mem_total() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  uint64_t kb = 0;
-  while (in >> key >> kb) {
-    if (key == "MemTotal:") return kb * 1024;
-    in.ignore(1 << 10, '\n');
-  }
-  return 0;
 }
 
 int usable_cores() {
@@ -66,7 +56,7 @@ MachineInfo describe_machine(const std::string& device) {
   m.simd = simd::target_name();
   m.blas_core = blas_core_name();
   m.device = device;
-  m.mem_total_bytes = mem_total();
+  m.mem_total_bytes = total_memory_bytes();
   m.load_start = load_average();
   return m;
 }

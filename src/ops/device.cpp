@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <string>
 #include <unordered_map>
@@ -112,17 +111,6 @@ class CapturingOps final : public Ops {
   Recording* rec_ = nullptr;
 };
 
-uint64_t mem_total_bytes() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  uint64_t kb = 0;
-  while (in >> key >> kb) {
-    if (key == "MemTotal:") return kb * 1024;
-    in.ignore(256, '\n');
-  }
-  return 0;
-}
-
 class HostDevice final : public Device {
  public:
   HostDevice(Backend b, const HostDeviceOptions& o)
@@ -156,7 +144,7 @@ class HostDevice final : public Device {
     if (opt_.memory_limit) return opt_.memory_limit > used_ ? opt_.memory_limit - used_ : 0;
     return size_t(available_memory_bytes());
   }
-  size_t total_bytes() const override { return opt_.memory_limit ? opt_.memory_limit : size_t(mem_total_bytes()); }
+  size_t total_bytes() const override { return opt_.memory_limit ? opt_.memory_limit : size_t(total_memory_bytes()); }
 
   void upload(void* dst, const void* src, size_t bytes) override { copy_now(dst, src, bytes, "upload"); }
   void download(void* dst, const void* src, size_t bytes) override { copy_now(dst, src, bytes, "download"); }

@@ -90,6 +90,18 @@ void write_file_atomic(const std::string& path, std::string_view contents) {
   });
 }
 
+uint64_t total_memory_bytes() {
+  uint64_t total = 0;
+  if (std::FILE* f = std::fopen("/proc/meminfo", "r")) {
+    char line[256];
+    unsigned long long kb;
+    while (std::fgets(line, sizeof line, f))
+      if (std::sscanf(line, "MemTotal: %llu kB", &kb) == 1) total = kb * 1024ull;
+    std::fclose(f);
+  }
+  return total;
+}
+
 uint64_t available_memory_bytes() {
   uint64_t avail = 0;
   if (std::FILE* f = std::fopen("/proc/meminfo", "r")) {

@@ -36,6 +36,8 @@ void write_file_atomic(const std::string& path, std::string_view contents);
 
 // Bytes of memory the system can still give this process (MemAvailable, capped by a cgroup limit).
 uint64_t available_memory_bytes();
+// The machine's memory (MemTotal), 0 when /proc/meminfo cannot be read.
+uint64_t total_memory_bytes();
 // Throws Error "WHAT needs X GiB but only Y GiB are available" when need > available.
 void check_memory(uint64_t need_bytes, std::string_view what);
 // Peak resident set size of this process so far (bytes).
