@@ -6,8 +6,13 @@
 #include <filesystem>
 #include <fstream>
 
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "model/generate.h"
 #include "model/loader.h"
 #include "model/peft_io.h"
+#include "ops/ops.h"
 #include "test_util.h"
 
 namespace glmlab {
@@ -99,6 +104,66 @@ TEST(FinetuneCli, ParityAndGenerateTakeAnAdapter) {
               test::golden_path("train/lora"));
   EXPECT_NE(r.rc, 0);
   EXPECT_NE(r.out.find("other shapes"), std::string::npos) << r.out;
+}
+
+
+// bench infer --adapter: the adapter is applied (other tokens than the base model), the tokens are those of
+// generate() on the adapted model, summary.json names it; the device engine asks for a merge instead.
+TEST(FinetuneCli, BenchInferTakesAnAdapter) {
+  const ModelConfig cfg = ModelConfig::preset("tiny");
+  AdapterConfig ac;
+  ac.rank = 4;
+  Adapter ad = Adapter::create(cfg, ac);
+  int k = 0;
+  for (auto& p : ad.params())
+    if (p.name.find("lora_B") != std::string::npos)
+      for (float& v : p.value) v = 0.5f * std::sin(0.37f * float(++k));  // PEFT starts B at 0: make it count
+  const auto adir = test::temp_dir("bench-adapter-lora");
+  save_adapter(adir.string(), ad);
+
+  auto bench = [&](const std::string& extra, const std::string& name) {
+    auto out = test::temp_dir(name);
+    auto r = run_cli("bench infer --model random:tiny --tokenizer bytes --records 2 --max-new-tokens 6 --probe off "
+                     "--no-progress --json -o " + out.string() + extra);
+    EXPECT_EQ(r.rc, 0) << r.out;
+    return out;
+  };
+  auto records = [](const std::filesystem::path& dir) {
+    std::vector<nlohmann::json> v;
+    std::ifstream in(dir / "records.jsonl");
+    for (std::string line; std::getline(in, line);) v.push_back(nlohmann::json::parse(line));
+    return v;
+  };
+  const auto base = bench("", "bench-adapter-base"), with = bench(" --adapter " + adir.string(), "bench-adapter-with");
+  const auto rb = records(base), rw = records(with);
+  ASSERT_EQ(rb.size(), 2u);
+  ASSERT_EQ(rw.size(), 2u);
+  EXPECT_NE(rb[0]["output_ids"], rw[0]["output_ids"]) << "the adapter changed nothing";
+  EXPECT_EQ(rw[0]["output_ids"].size(), 6u);
+
+  // The same tokens as generate() on the adapted model, from the prompt the bench wrote.
+  std::ifstream pin(with / "prompts.jsonl");
+  std::string first;
+  std::getline(pin, first);
+  const auto prompt = nlohmann::json::parse(first)["input_ids"].get<std::vector<int32_t>>();
+  Model m = load_model("random:tiny");
+  Adapter loaded = load_adapter(adir.string(), m.config());
+  m.set_adapter(&loaded);
+  auto ops = make_ops(Backend::Cpu);
+  GenerateOptions opt;
+  opt.max_new_tokens = opt.min_new_tokens = 6;
+  GenerateResult g = generate(m, *ops, {prompt}, opt);
+  EXPECT_EQ(rw[0]["output_ids"].get<std::vector<int32_t>>(), g.tokens[0]);
+
+  const auto summary = nlohmann::json::parse(std::ifstream(with / "summary.json"));
+  EXPECT_EQ(summary["model"]["adapter"], adir.string());
+  EXPECT_TRUE(nlohmann::json::parse(std::ifstream(base / "summary.json"))["model"]["adapter"].is_null());
+
+  auto r = run_cli("bench infer --model random:tiny --tokenizer bytes --records 1 --max-new-tokens 2 --probe off "
+                   "--no-progress --engine device --adapter " + adir.string() + " -o " +
+                   test::temp_dir("bench-adapter-dev").string());
+  EXPECT_NE(r.rc, 0);
+  EXPECT_CONTAINS(r.out, "merge the adapter first");
 }
 
 }  // namespace

@@ -87,6 +87,7 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
   meta.model_spec = a.m.model;
   meta.data = embedded ? "<embedded sample>" : a.data;
   meta.tokenizer = tokenizer_source(tok, a.m);
+  meta.adapter = a.m.adapter;
   meta.command = command_line();
   meta.max_new_tokens = a.max_new_tokens;
   meta.options = o;

@@ -88,11 +88,13 @@ GroupRun run_group(Engine& engine, const std::vector<BenchPrompt>& prompts,
   opt.max_new_tokens = longest;
   opt.min_new_tokens = stop_at_eos ? 0 : longest;
   std::vector<int32_t> count(B, 0);
+  std::vector<std::vector<int32_t>> ids(B);
   std::vector<clock::time_point> last(B);
-  opt.on_token = [&](int b, int32_t) {
+  opt.on_token = [&](int b, int32_t id) {
     size_t ub = size_t(b);
     if (count[ub] >= prompts[members[ub]].target_tokens) return;  // beyond its own target: not counted
     ++count[ub];
+    ids[ub].push_back(id);
     last[ub] = clock::now();
     if (progress) progress->add(1);
   };
@@ -115,6 +117,7 @@ GroupRun run_group(Engine& engine, const std::vector<BenchPrompt>& prompts,
     r.input_tokens = int32_t(p.input.size());
     r.target_tokens = p.target_tokens;
     r.output_tokens = count[b];
+    r.output_ids = std::move(ids[b]);
     r.forced = !stop_at_eos;
     r.stopped = res.stopped[b] && count[b] < p.target_tokens;
     r.prefill_s = res.prefill_seconds;

@@ -80,6 +80,7 @@ struct RecordResult {
   int32_t input_tokens = 0, target_tokens = 0, output_tokens = 0;
   bool forced = true, stopped = false;     // stopped: ended on a stop id (free-running only)
   double prefill_s = 0, decode_s = 0, total_s = 0;
+  std::vector<int32_t> output_ids;         // the counted generated tokens (what the record produced)
   double tokens_per_s() const { return total_s > 0 ? output_tokens / total_s : 0; }
 };
 

@@ -98,7 +98,8 @@ nlohmann::json summary_json(const BenchReport& r, const BenchMeta& meta) {
           {"command", meta.command},
           {"model",
            {{"spec", meta.model_spec}, {"name", c.name}, {"params", c.total_params()}, {"layers", c.num_layers},
-            {"hidden", c.hidden_size}, {"vocab", c.vocab_size}}},
+            {"hidden", c.hidden_size}, {"vocab", c.vocab_size},
+            {"adapter", meta.adapter.empty() ? nlohmann::json() : nlohmann::json(meta.adapter)}}},
           {"data",
            {{"source", meta.data}, {"records", r.prompts.size()}, {"forced", !o.stop_at_eos},
             {"max_new_tokens", meta.max_new_tokens}, {"tokenizer", meta.tokenizer}}},
@@ -121,7 +122,8 @@ std::string records_jsonl(const BenchReport& r) {
                         {"total_tokens", x.input_tokens + x.output_tokens},
                         {"forced", x.forced},       {"stopped", x.stopped},
                         {"prefill_s", x.prefill_s}, {"decode_s", x.decode_s},
-                        {"total_s", x.total_s},     {"tokens_per_s", x.tokens_per_s()}};
+                        {"total_s", x.total_s},     {"tokens_per_s", x.tokens_per_s()},
+                        {"output_ids", x.output_ids}};
     out += j.dump() + "\n";
   }
   return out;

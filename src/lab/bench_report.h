@@ -14,6 +14,7 @@ struct BenchMeta {
   std::string model_spec;     // e.g. "random:small"
   std::string data;           // a file path, or "<embedded sample>"
   std::string tokenizer;      // "bytes" or the tokenizer.model path
+  std::string adapter;        // the --adapter folder applied unmerged; empty = none
   std::string command;        // the command line
   int max_new_tokens = 0;     // the cap given (0 = none)
   BenchInferOptions options;
