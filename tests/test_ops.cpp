@@ -6,6 +6,7 @@
 #include <random>
 
 #include "kernels/cpu/amx_gemm.h"
+#include "kernels/cpu/dpbf16_gemm.h"
 #include "ops/ops.h"
 #include "util/dtype.h"
 
@@ -67,7 +68,7 @@ TEST_F(OpsVsRef, MatmulEveryDtypeBothPaths) {
 }
 
 TEST_F(OpsVsRef, MatmulBF16PrefillPathRoundsActivationsOnly) {
-  // From 32 rows on, bf16 weights may go through AMX tiles with activations rounded to bf16: the
+  // From 32 rows on, bf16 weights may go through AMX tiles or AVX512-BF16 with activations rounded to bf16: the
   // result must equal the reference fed the same rounded activations (only the summation order differs).
   const int64_t M = 96, K = 160;
   auto w = store(randv(size_t(M * K), 21), M, K, DType::BF16);
@@ -80,13 +81,44 @@ TEST_F(OpsVsRef, MatmulBF16PrefillPathRoundsActivationsOnly) {
     ref->matmul(xr.data(), N, w.m, bias.data(), a.data());
     ref->matmul(x.data(), N, w.m, bias.data(), a_exact.data());
     cpu->matmul(x.data(), N, w.m, bias.data(), b.data());
-    if (amx::available()) {  // the AMX path: equal to the reference on rounded activations
+    if (amx::available() || dpbf16::available()) {  // AMX or AVX512-BF16: the reference on rounded activations
       EXPECT_LT(nerr(b, a), 1e-5) << "N=" << N;
-      EXPECT_GT(nerr(b, a_exact), 1e-6) << "N=" << N << ": activations were not rounded, AMX path not taken?";
+      EXPECT_GT(nerr(b, a_exact), 1e-6) << "N=" << N << ": activations were not rounded, bf16 path not taken?";
     } else {
       EXPECT_LT(nerr(b, a_exact), 1e-5) << "N=" << N;
     }
   }
+}
+
+// The AVX512-BF16 kernels called directly (on an AMX machine the dispatcher prefers AMX, so this is
+// where they are checked there): forward and input gradient against the fp32 reference fed the same
+// bf16-rounded operands, with token counts that leave every tail (N % 32, N % 8), weight blocks that
+// span several row blocks, and M = 4160 so that the backward walks two chunks of W rows.
+TEST(Dpbf16Gemm, ForwardAndInputGradientMatchTheReferenceOnRoundedOperands) {
+  if (!dpbf16::available()) GTEST_SKIP() << "this CPU has no AVX512-BF16";
+  auto ref = make_ref_ops();
+  for (auto [M, K] : {std::pair<int64_t, int64_t>{96, 160}, {4160, 64}, {64, 4096}})
+    for (int64_t N : {1, 7, 8, 45, 100}) {
+      auto wf = randv(size_t(M * K), 31);
+      std::vector<uint16_t> wb(wf.size());
+      for (size_t i = 0; i < wf.size(); ++i) wb[i] = f32_to_bf16(wf[i]);
+      Matrix W{DType::BF16, M, K, wb.data()};
+      auto round = [](std::vector<float> v) {
+        for (auto& e : v) e = bf16_to_f32(f32_to_bf16(e));
+        return v;
+      };
+      auto x = randv(size_t(N * K), 32), bias = randv(size_t(M), 33), dy = randv(size_t(N * M), 34);
+      std::vector<float> want(size_t(N * M)), got(size_t(N * M));
+      ref->matmul(round(x).data(), N, W, bias.data(), want.data());
+      dpbf16::gemm_bf16(wb.data(), M, K, x.data(), N, bias.data(), got.data());
+      EXPECT_LT(nerr(got, want), 1e-5) << "forward M " << M << " K " << K << " N " << N;
+      std::vector<float> dxw(size_t(N * K), 0.5f), dxg(size_t(N * K), 0.5f);  // both accumulate
+      ref->matmul_backward_input(round(dy).data(), N, W, dxw.data());
+      dpbf16::gemm_bf16_backward_input(
+          M, K, [&](int64_t m0, int64_t, uint16_t*) -> const uint16_t* { return wb.data() + m0 * K; }, dy.data(), N,
+          dxg.data());
+      EXPECT_LT(nerr(dxg, dxw), 1e-5) << "backward M " << M << " K " << K << " N " << N;
+    }
 }
 
 TEST_F(OpsVsRef, MatmulReadsTheStoredDtypeExactly) {

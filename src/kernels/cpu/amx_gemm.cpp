@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -132,11 +133,13 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const
 
   // Chunks of W rows: packed as [K/32][chunk/2][32][2] so that each 32-column slice is contiguous.
   const int64_t chunk = std::min<int64_t>(M, 1024);
-  std::vector<uint16_t> scratch(size_t(chunk * K)), wv(size_t(chunk * K));
+  // scratch is filled only by sources that widen or dequantize: uninitialized, free for bf16 W.
+  std::unique_ptr<uint16_t[]> scratch(new uint16_t[size_t(chunk * K)]);
+  std::vector<uint16_t> wv(size_t(chunk * K));
   const int64_t KB = K / 32, NP = NB / 32, KG = 8;  // KG slices of 32 columns per job group (L2 reuse)
   for (int64_t m0 = 0; m0 < M; m0 += chunk) {
     const int64_t mc = std::min(chunk, M - m0), pairs = mc / 2;
-    const uint16_t* src = rows(m0, mc, scratch.data());
+    const uint16_t* src = rows(m0, mc, scratch.get());
 #pragma omp parallel for schedule(static)
     for (int64_t p = 0; p < pairs; ++p) {
       const uint16_t* r0 = src + (2 * p) * K;

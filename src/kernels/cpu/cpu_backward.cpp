@@ -12,6 +12,7 @@
 #include <limits>
 
 #include "kernels/cpu/amx_gemm.h"
+#include "kernels/cpu/dpbf16_gemm.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/simd_softmax.h"
 #include "util/error.h"
@@ -49,27 +50,32 @@ void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* d
   // dx[N, K] += dy[N, M] · W[M, K]
   const int64_t M = W.rows, K = W.cols;
   if (N == 0) return;
-  if (bf16_activations && W.dtype != DType::F32 && N >= 8 && amx::fits(M, K) && amx::available()) {
-    // AMX: bf16 rows of W straight from a bf16 matrix, else widened / dequantized and rounded per chunk.
-    std::vector<float> wide;
-    amx::gemm_bf16_backward_input(
-        M, K,
-        [&](int64_t m0, int64_t count, uint16_t* out) -> const uint16_t* {
-          if (W.dtype == DType::BF16) return static_cast<const uint16_t*>(W.data) + m0 * K;
-          wide.resize(size_t(count * K));
-#pragma omp parallel for schedule(static)
-          for (int64_t r = 0; r < count; ++r) {
-            float* f = wide.data() + r * K;
-            if (W.quantized())
-              dequantize_row(W, m0 + r, f);
-            else
-              simd::to_f32(static_cast<const uint8_t*>(W.data) + size_t((m0 + r) * K) * dtype_size(W.dtype), W.dtype,
-                           f, size_t(K));
-            for (int64_t i = 0; i < K; ++i) out[r * K + i] = f32_to_bf16(f[i]);
-          }
-          return out;
-        },
-        dy, N, dx);
+  const bool use_amx = amx::fits(M, K) && amx::available();
+  const bool use_dpbf16 = !use_amx && dpbf16::fits(M, K) && dpbf16::available();
+  if (bf16_activations && W.dtype != DType::F32 && N >= 8 && (use_amx || use_dpbf16)) {
+    // AMX tiles, else AVX512-BF16: bf16 rows of W straight from a bf16 matrix, else widened /
+    // dequantized and rounded per chunk.
+    const amx::RowSource rows = [&](int64_t m0, int64_t count, uint16_t* out) -> const uint16_t* {
+      if (W.dtype == DType::BF16) return static_cast<const uint16_t*>(W.data) + m0 * K;
+#pragma omp parallel
+      {
+        std::vector<float> f(static_cast<size_t>(K));  // one widened row per thread
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < count; ++r) {
+          if (W.quantized())
+            dequantize_row(W, m0 + r, f.data());
+          else
+            simd::to_f32(static_cast<const uint8_t*>(W.data) + size_t((m0 + r) * K) * dtype_size(W.dtype), W.dtype,
+                         f.data(), size_t(K));
+          for (int64_t i = 0; i < K; ++i) out[r * K + i] = f32_to_bf16(f[size_t(i)]);
+        }
+      }
+      return out;
+    };
+    if (use_amx)
+      amx::gemm_bf16_backward_input(M, K, rows, dy, N, dx);
+    else
+      dpbf16::gemm_bf16_backward_input(M, K, rows, dy, N, dx);
     return;
   }
   if (W.dtype == DType::F32) {

@@ -1,0 +1,182 @@
+// AVX512-BF16 GEMM (see dpbf16_gemm.h). Compiled with -mavx512f/bw/vl/bf16 (CMakeLists.txt); the
+// kernels run only after available() said yes, and available() itself is built for plain x86-64.
+#include "kernels/cpu/dpbf16_gemm.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+namespace glmlab::dpbf16 {
+
+__attribute__((target("no-avx512f"))) bool available() {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+  return ok;
+}
+
+namespace {
+
+constexpr int kLanes = 16;  // fp32 lanes of a zmm; a zmm holds 16 bf16 pairs
+
+// n fp32 values → n/2 words, each a bf16 pair (element 2i low, 2i+1 high), rounded to nearest even
+// (VCVTNEPS2BF16; NaN stays NaN). n is even.
+void to_bf16_pairs(const float* src, int64_t n, uint32_t* dst) {
+  auto* d = reinterpret_cast<uint16_t*>(dst);
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
+    _mm512_storeu_si512(d + i, (__m512i)v);
+  }
+  if (i < n) {
+    const __mmask16 m = __mmask16((1u << (n - i > 16 ? 16 : n - i)) - 1);
+    const __m256bh lo = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i));
+    _mm256_mask_storeu_epi16(d + i, m, (__m256i)lo);
+    if (n - i > 16) {
+      const __mmask16 m2 = __mmask16((1u << (n - i - 16)) - 1);
+      const __m256bh hi = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m2, src + i + 16));
+      _mm256_mask_storeu_epi16(d + i + 16, m2, (__m256i)hi);
+    }
+  }
+}
+
+// acc[i][j] += Σ_p  pair(bc[i·bc_rs + p]) · pair(v_j[p·v_step .. +16]),  j = 0, 1; p < P.
+// bc: 32-bit words (bf16 pairs) broadcast to all lanes; v0, v1: 16 words (16 lanes' pairs) per step.
+template <int MR>
+inline void kernel(__m512 (&acc)[MR][2], const uint32_t* bc, int64_t bc_rs, const uint32_t* v0, const uint32_t* v1,
+                   int64_t v_step, int64_t P) {
+  for (int64_t p = 0; p < P; ++p) {
+    const __m512bh a0 = (__m512bh)_mm512_loadu_si512(v0 + p * v_step);
+    const __m512bh a1 = (__m512bh)_mm512_loadu_si512(v1 + p * v_step);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const __m512bh b = (__m512bh)_mm512_set1_epi32(int(bc[i * bc_rs + p]));
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], b, a0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], b, a1);
+    }
+  }
+}
+
+// Backward micro-tile: MR token rows of dx, 32 columns, the m pairs [q0, q0 + P) of one panel.
+template <int MR>
+void backward_tile(const uint32_t* dyw, int64_t dy_rs, const uint32_t* panel, int64_t P, float* dx, int64_t K) {
+  __m512 acc[MR][2];
+  for (int t = 0; t < MR; ++t) {
+    acc[t][0] = _mm512_loadu_ps(dx + t * K);
+    acc[t][1] = _mm512_loadu_ps(dx + t * K + 16);
+  }
+  kernel<MR>(acc, dyw, dy_rs, panel, panel + 16, 32, P);
+  for (int t = 0; t < MR; ++t) {
+    _mm512_storeu_ps(dx + t * K, acc[t][0]);
+    _mm512_storeu_ps(dx + t * K + 16, acc[t][1]);
+  }
+}
+
+}  // namespace
+
+void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y) {
+  if (N == 0) return;
+  const int64_t KP = K / 2, NB = (N + 31) / 32 * 32;
+  // x as words [NB/16][KP][16]: step p of a 16-token block is one zmm of the 16 tokens' k pair p.
+  std::unique_ptr<uint32_t[]> xp(new uint32_t[size_t(NB * KP)]);  // every word written below
+#pragma omp parallel
+  {
+    std::vector<uint32_t> row(static_cast<size_t>(KP));
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < NB; ++n) {
+      if (n < N)
+        to_bf16_pairs(x + n * K, K, row.data());
+      else
+        std::fill(row.begin(), row.end(), 0u);
+      uint32_t* dst = xp.get() + (n / 16) * KP * 16 + n % 16;
+      for (int64_t p = 0; p < KP; ++p) dst[p * 16] = row[size_t(p)];
+    }
+  }
+  // Threads own blocks of weight rows (kept in L2 while every token block passes); block height so
+  // that it stays under ~256 KB of bf16.
+  const int64_t BR = std::clamp<int64_t>((131072 / K) / 8 * 8, 8, 32);
+  const int64_t blocks = (M + BR - 1) / BR;
+  const auto* W32 = reinterpret_cast<const uint32_t*>(W);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t mb0 = blk * BR, mb1 = std::min(M, mb0 + BR);
+    alignas(64) float c[8][32];
+    for (int64_t n0 = 0; n0 < NB; n0 += 32) {
+      const uint32_t* v0 = xp.get() + (n0 / 16) * KP * 16;
+      for (int64_t m0 = mb0; m0 < mb1; m0 += 8) {
+        __m512 acc[8][2];
+        for (auto& a : acc) a[0] = a[1] = _mm512_setzero_ps();
+        kernel<8>(acc, W32 + m0 * KP, KP, v0, v0 + KP * 16, 16, KP);
+        for (int i = 0; i < 8; ++i) {
+          _mm512_store_ps(c[i], acc[i][0]);
+          _mm512_store_ps(c[i] + 16, acc[i][1]);
+        }
+        const int64_t nn = std::min<int64_t>(32, N - n0);
+        for (int64_t j = 0; j < nn; ++j) {
+          float* yr = y + (n0 + j) * M + m0;
+          for (int i = 0; i < 8; ++i) yr[i] = c[i][j] + (bias ? bias[m0 + i] : 0.0f);
+        }
+      }
+    }
+  }
+}
+
+void gemm_bf16_backward_input(int64_t M, int64_t K, const amx::RowSource& rows, const float* dy, int64_t N,
+                              float* dx) {
+  if (N == 0) return;
+  const int64_t MP = M / 2;
+  // dy rounded to bf16, row-major: word q of token t is the pair (dy[t][2q], dy[t][2q+1]).
+  std::unique_ptr<uint32_t[]> dyw(new uint32_t[size_t(N * MP)]);
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < N; ++t) to_bf16_pairs(dy + t * M, M, dyw.get() + t * MP);
+
+  // Chunks of W rows (what `rows` hands out at a time); per chunk, each thread takes groups of 32
+  // columns and interleaves them, row pair by row pair, into its panel [chunk/2][32 words].
+  const int64_t chunk = std::min<int64_t>(M, 4096);
+  // Filled only by sources that widen or dequantize: left uninitialized, so it costs nothing for bf16 W.
+  std::unique_ptr<uint16_t[]> scratch(new uint16_t[size_t(chunk * K)]);
+  const int64_t groups = K / 32;
+  const __m512i idx_lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6,
+                                          37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+  const __m512i idx_hi = _mm512_add_epi16(idx_lo, _mm512_set1_epi16(16));
+  for (int64_t m0 = 0; m0 < M; m0 += chunk) {
+    const int64_t mc = std::min(chunk, M - m0), pairs = mc / 2;
+    const uint16_t* src = rows(m0, mc, scratch.get());
+#pragma omp parallel
+    {
+      std::vector<uint32_t> panel(static_cast<size_t>(pairs * 32 + 16));
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t k0 = g * 32;
+        for (int64_t q = 0; q < pairs; ++q) {
+          const uint16_t* r0 = src + (2 * q) * K + k0;
+          if (q + 8 < pairs) {
+            _mm_prefetch(reinterpret_cast<const char*>(r0 + 16 * K), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(r0 + 17 * K), _MM_HINT_T0);
+          }
+          const __m512i a = _mm512_loadu_si512(r0), b = _mm512_loadu_si512(r0 + K);
+          _mm512_storeu_si512(panel.data() + q * 32, _mm512_permutex2var_epi16(a, idx_lo, b));
+          _mm512_storeu_si512(panel.data() + q * 32 + 16, _mm512_permutex2var_epi16(a, idx_hi, b));
+        }
+        const uint32_t* dq = dyw.get() + m0 / 2;
+        int64_t t = 0;
+        for (; t + 8 <= N; t += 8) backward_tile<8>(dq + t * MP, MP, panel.data(), pairs, dx + t * K + k0, K);
+        switch (N - t) {
+          case 7: backward_tile<7>(dq + t * MP, MP, panel.data(), pairs, dx + t * K + k0, K); break;
+          case 6: backward_tile<6>(dq + t * MP, MP, panel.data(), pairs, dx + t * K + k0, K); break;
+          case 5: backward_tile<5>(dq + t * MP, MP, panel.data(), pairs, dx + t * K + k0, K); break;
+          case 4: backward_tile<4>(dq + t * MP, MP, panel.data(), pairs, dx + t * K + k0, K); break;
+          case 3: backward_tile<3>(dq + t * MP, MP, panel.data(), pairs, dx + t * K + k0, K); break;
+          case 2: backward_tile<2>(dq + t * MP, MP, panel.data(), pairs, dx + t * K + k0, K); break;
+          case 1: backward_tile<1>(dq + t * MP, MP, panel.data(), pairs, dx + t * K + k0, K); break;
+          default: break;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace glmlab::dpbf16

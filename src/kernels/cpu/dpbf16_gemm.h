@@ -1,0 +1,29 @@
+// bf16 matrix products on AVX512-BF16 (VDPBF16PS: two bf16 products summed into each fp32 lane), for
+// CPUs that have it but no AMX tiles: AMD Zen 4 / Zen 5, Intel Cooper Lake. The same contracts as
+// amx_gemm.h, so the two are interchangeable:
+//   gemm_bf16:                 y[N, M] = x[N, K] · Wᵀ (+ bias), W bf16 row-major [M, K], x rounded to bf16.
+//   gemm_bf16_backward_input:  dx[N, K] += dy[N, M] · W[M, K], dy rounded to bf16, W read through `rows`.
+// fp32 accumulation in both. One register micro-kernel (8 broadcast pairs × 32 lanes, 16 accumulators)
+// serves both directions:
+// - forward: lanes are tokens (x packed once as [16 tokens][k pair]), broadcasts are k pairs of a weight
+//   row read straight from W (no copy of W);
+// - backward: lanes are inputs k (each thread interleaves its 32 columns of two consecutive W rows into
+//   an L2-sized panel), broadcasts are m pairs of a token's dy row, accumulators are dx's own rows.
+// Roughly 2× the fp32 sgemm of the same cores (twice the products per instruction).
+#pragma once
+#include <cstdint>
+
+#include "kernels/cpu/amx_gemm.h"  // RowSource
+
+namespace glmlab::dpbf16 {
+
+// True when the CPU (and OS) support AVX512F, AVX512BW and AVX512-BF16.
+bool available();
+// Shapes this kernel takes: M % 32 == 0 and K % 32 == 0 (every ChatGLM3 matrix qualifies).
+inline bool fits(int64_t M, int64_t K) { return M % 32 == 0 && K % 32 == 0; }
+// Both require available() and fits(M, K); OpenMP threads inside.
+void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y);
+void gemm_bf16_backward_input(int64_t M, int64_t K, const amx::RowSource& rows, const float* dy, int64_t N,
+                              float* dx);
+
+}  // namespace glmlab::dpbf16
