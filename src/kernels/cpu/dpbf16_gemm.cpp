@@ -43,19 +43,19 @@ void to_bf16_pairs(const float* src, int64_t n, uint32_t* dst) {
   }
 }
 
-// acc[i][j] += Σ_p  pair(bc[i·bc_rs + p]) · pair(v_j[p·v_step .. +16]),  j = 0, 1; p < P.
+// acc[i][j] += Σ_p  pair(bc[i·bc_rs + p]) · pair(v_j[p·v_step .. +16]),  j < NV (1 or 2); p < P.
 // bc: 32-bit words (bf16 pairs) broadcast to all lanes; v0, v1: 16 words (16 lanes' pairs) per step.
-template <int MR>
+template <int MR, int NV = 2>
 inline void kernel(__m512 (&acc)[MR][2], const uint32_t* bc, int64_t bc_rs, const uint32_t* v0, const uint32_t* v1,
                    int64_t v_step, int64_t P) {
   for (int64_t p = 0; p < P; ++p) {
     const __m512bh a0 = (__m512bh)_mm512_loadu_si512(v0 + p * v_step);
-    const __m512bh a1 = (__m512bh)_mm512_loadu_si512(v1 + p * v_step);
+    const __m512bh a1 = NV == 2 ? (__m512bh)_mm512_loadu_si512(v1 + p * v_step) : a0;
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const __m512bh b = (__m512bh)_mm512_set1_epi32(int(bc[i * bc_rs + p]));
       acc[i][0] = _mm512_dpbf16_ps(acc[i][0], b, a0);
-      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], b, a1);
+      if (NV == 2) acc[i][1] = _mm512_dpbf16_ps(acc[i][1], b, a1);
     }
   }
 }
@@ -79,7 +79,7 @@ void backward_tile(const uint32_t* dyw, int64_t dy_rs, const uint32_t* panel, in
 
 void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y) {
   if (N == 0) return;
-  const int64_t KP = K / 2, NB = (N + 31) / 32 * 32;
+  const int64_t KP = K / 2, NB = (N + 15) / 16 * 16;  // whole blocks of 16 tokens (lanes)
   // x as words [NB/16][KP][16]: step p of a 16-token block is one zmm of the 16 tokens' k pair p.
   std::unique_ptr<uint32_t[]> xp(new uint32_t[size_t(NB * KP)]);  // every word written below
 #pragma omp parallel
@@ -109,7 +109,10 @@ void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t 
       for (int64_t m0 = mb0; m0 < mb1; m0 += 8) {
         __m512 acc[8][2];
         for (auto& a : acc) a[0] = a[1] = _mm512_setzero_ps();
-        kernel<8>(acc, W32 + m0 * KP, KP, v0, v0 + KP * 16, 16, KP);
+        if (NB - n0 >= 32)
+          kernel<8, 2>(acc, W32 + m0 * KP, KP, v0, v0 + KP * 16, 16, KP);
+        else  // a last block of 16 tokens
+          kernel<8, 1>(acc, W32 + m0 * KP, KP, v0, v0, 16, KP);
         for (int i = 0; i < 8; ++i) {
           _mm512_store_ps(c[i], acc[i][0]);
           _mm512_store_ps(c[i] + 16, acc[i][1]);
@@ -139,6 +142,7 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const amx::RowSource& rows, 
   // Filled only by sources that widen or dequantize: left uninitialized, so it costs nothing for bf16 W.
   std::unique_ptr<uint16_t[]> scratch(new uint16_t[size_t(chunk * K)]);
   const int64_t groups = K / 32;
+  constexpr int64_t PF = 32;  // rows of W prefetched ahead while packing
   const __m512i idx_lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6,
                                           37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
   const __m512i idx_hi = _mm512_add_epi16(idx_lo, _mm512_set1_epi16(16));
@@ -153,9 +157,9 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const amx::RowSource& rows, 
         const int64_t k0 = g * 32;
         for (int64_t q = 0; q < pairs; ++q) {
           const uint16_t* r0 = src + (2 * q) * K + k0;
-          if (q + 8 < pairs) {
-            _mm_prefetch(reinterpret_cast<const char*>(r0 + 16 * K), _MM_HINT_T0);
-            _mm_prefetch(reinterpret_cast<const char*>(r0 + 17 * K), _MM_HINT_T0);
+          if (q + PF / 2 < pairs) {
+            _mm_prefetch(reinterpret_cast<const char*>(r0 + PF * K), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(r0 + (PF + 1) * K), _MM_HINT_T0);
           }
           const __m512i a = _mm512_loadu_si512(r0), b = _mm512_loadu_si512(r0 + K);
           _mm512_storeu_si512(panel.data() + q * 32, _mm512_permutex2var_epi16(a, idx_lo, b));
