@@ -136,12 +136,16 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const amx::RowSource& rows, 
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < N; ++t) to_bf16_pairs(dy + t * M, M, dyw.get() + t * MP);
 
-  // Chunks of W rows (what `rows` hands out at a time); per chunk, each thread takes groups of 32
-  // columns and interleaves them, row pair by row pair, into its panel [chunk/2][32 words].
-  const int64_t chunk = std::min<int64_t>(M, 4096);
+  // Chunks of W rows (what `rows` hands out at a time). Per chunk, each thread takes a job of GG
+  // groups of 32 columns: it interleaves them, row pair by row pair, into its panels
+  // [GG][chunk/2][32 words] (~512 KB: L2), then runs every token tile over each panel. A job reads
+  // GG·64 contiguous bytes of each row: with 64 (one group) every row was a new page and the walks
+  // held the strided reads to ~8 GB/s (GG = 4: backward at 110 tokens +20% on Zen 5).
+  constexpr int64_t GG = 4;
+  const int64_t chunk = std::min<int64_t>(M, 2048);
   // Filled only by sources that widen or dequantize: left uninitialized, so it costs nothing for bf16 W.
   std::unique_ptr<uint16_t[]> scratch(new uint16_t[size_t(chunk * K)]);
-  const int64_t groups = K / 32;
+  const int64_t groups = K / 32, jobs = (groups + GG - 1) / GG;
   constexpr int64_t PF = 32;  // rows of W prefetched ahead while packing
   const __m512i idx_lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6,
                                           37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
@@ -151,32 +155,40 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const amx::RowSource& rows, 
     const uint16_t* src = rows(m0, mc, scratch.get());
 #pragma omp parallel
     {
-      std::vector<uint32_t> panel(static_cast<size_t>(pairs * 32 + 16));
+      std::unique_ptr<uint32_t[]> panels(new uint32_t[size_t(GG * pairs * 32)]);
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t g = 0; g < groups; ++g) {
-        const int64_t k0 = g * 32;
+      for (int64_t job = 0; job < jobs; ++job) {
+        const int64_t g0 = job * GG, ng = std::min(GG, groups - g0), k0 = g0 * 32;
         for (int64_t q = 0; q < pairs; ++q) {
           const uint16_t* r0 = src + (2 * q) * K + k0;
-          if (q + PF / 2 < pairs) {
-            _mm_prefetch(reinterpret_cast<const char*>(r0 + PF * K), _MM_HINT_T0);
-            _mm_prefetch(reinterpret_cast<const char*>(r0 + (PF + 1) * K), _MM_HINT_T0);
+          if (q + PF / 2 < pairs)
+            for (int64_t j = 0; j < ng; ++j) {
+              _mm_prefetch(reinterpret_cast<const char*>(r0 + PF * K + j * 32), _MM_HINT_T0);
+              _mm_prefetch(reinterpret_cast<const char*>(r0 + (PF + 1) * K + j * 32), _MM_HINT_T0);
+            }
+          for (int64_t j = 0; j < ng; ++j) {
+            const __m512i a = _mm512_loadu_si512(r0 + j * 32), b = _mm512_loadu_si512(r0 + K + j * 32);
+            uint32_t* d = panels.get() + (j * pairs + q) * 32;
+            _mm512_storeu_si512(d, _mm512_permutex2var_epi16(a, idx_lo, b));
+            _mm512_storeu_si512(d + 16, _mm512_permutex2var_epi16(a, idx_hi, b));
           }
-          const __m512i a = _mm512_loadu_si512(r0), b = _mm512_loadu_si512(r0 + K);
-          _mm512_storeu_si512(panel.data() + q * 32, _mm512_permutex2var_epi16(a, idx_lo, b));
-          _mm512_storeu_si512(panel.data() + q * 32 + 16, _mm512_permutex2var_epi16(a, idx_hi, b));
         }
         const uint32_t* dq = dyw.get() + m0 / 2;
-        int64_t t = 0;
-        for (; t + 8 <= N; t += 8) backward_tile<8>(dq + t * MP, MP, panel.data(), pairs, dx + t * K + k0, K);
-        switch (N - t) {
-          case 7: backward_tile<7>(dq + t * MP, MP, panel.data(), pairs, dx + t * K + k0, K); break;
-          case 6: backward_tile<6>(dq + t * MP, MP, panel.data(), pairs, dx + t * K + k0, K); break;
-          case 5: backward_tile<5>(dq + t * MP, MP, panel.data(), pairs, dx + t * K + k0, K); break;
-          case 4: backward_tile<4>(dq + t * MP, MP, panel.data(), pairs, dx + t * K + k0, K); break;
-          case 3: backward_tile<3>(dq + t * MP, MP, panel.data(), pairs, dx + t * K + k0, K); break;
-          case 2: backward_tile<2>(dq + t * MP, MP, panel.data(), pairs, dx + t * K + k0, K); break;
-          case 1: backward_tile<1>(dq + t * MP, MP, panel.data(), pairs, dx + t * K + k0, K); break;
-          default: break;
+        for (int64_t j = 0; j < ng; ++j) {
+          const uint32_t* panel = panels.get() + j * pairs * 32;
+          float* dxk = dx + k0 + j * 32;
+          int64_t t = 0;
+          for (; t + 8 <= N; t += 8) backward_tile<8>(dq + t * MP, MP, panel, pairs, dxk + t * K, K);
+          switch (N - t) {
+            case 7: backward_tile<7>(dq + t * MP, MP, panel, pairs, dxk + t * K, K); break;
+            case 6: backward_tile<6>(dq + t * MP, MP, panel, pairs, dxk + t * K, K); break;
+            case 5: backward_tile<5>(dq + t * MP, MP, panel, pairs, dxk + t * K, K); break;
+            case 4: backward_tile<4>(dq + t * MP, MP, panel, pairs, dxk + t * K, K); break;
+            case 3: backward_tile<3>(dq + t * MP, MP, panel, pairs, dxk + t * K, K); break;
+            case 2: backward_tile<2>(dq + t * MP, MP, panel, pairs, dxk + t * K, K); break;
+            case 1: backward_tile<1>(dq + t * MP, MP, panel, pairs, dxk + t * K, K); break;
+            default: break;
+          }
         }
       }
     }
