@@ -1,0 +1,133 @@
+// Matrix kernels of the fast CPU back end at ChatGLM3-6B shapes (Google Benchmark): what prefill,
+// decode and the training backward spend their time in. Each case names its peer measured in the
+// same run — fp32 OpenBLAS sgemm on the same shape — so results read as ratios on a noisy machine.
+//
+//   build/glmlab_kernel_bench --benchmark_min_time=0.5 --benchmark_repetitions=3 \
+//       --benchmark_report_aggregates_only=true
+//
+// Weights rotate through a pool larger than the last-level cache (≥ 384 MB), so every call reads
+// them from memory, as a model's layers do. Counters: GFLOP/s (2·N·M·K per call) and weight GB/s.
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/runtime.h"
+#include "ops/ops.h"
+#include "util/dtype.h"
+
+namespace glmlab {
+namespace {
+
+struct Pool {
+  std::vector<std::vector<uint16_t>> bf16;
+  std::vector<std::vector<float>> f32;
+};
+
+// A pool of random matrices [M, K] whose total size passes 384 MB (at least 2 copies).
+Pool make_pool(int64_t M, int64_t K, bool want_f32) {
+  const int64_t bytes = M * K * (want_f32 ? 4 : 2);
+  const int64_t copies = std::max<int64_t>(2, (int64_t(384) << 20) / bytes + 1);
+  std::mt19937 g(7);
+  std::uniform_real_distribution<float> d(-0.02f, 0.02f);
+  Pool p;
+  for (int64_t c = 0; c < copies; ++c) {
+    if (want_f32) {
+      p.f32.emplace_back(static_cast<size_t>(M * K));
+      for (auto& v : p.f32.back()) v = d(g);
+    } else {
+      p.bf16.emplace_back(static_cast<size_t>(M * K));
+      for (auto& v : p.bf16.back()) v = f32_to_bf16(d(g));
+    }
+  }
+  return p;
+}
+
+std::vector<float> random_vec(int64_t n, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& e : v) e = d(g);
+  return v;
+}
+
+void set_counters(benchmark::State& st, int64_t N, int64_t M, int64_t K, int64_t elem_bytes) {
+  const double calls = double(st.iterations());
+  st.counters["GFLOP/s"] = benchmark::Counter(calls * 2.0 * double(N * M * K) / 1e9, benchmark::Counter::kIsRate);
+  st.counters["GB/s"] = benchmark::Counter(calls * double(M * K * elem_bytes) / 1e9, benchmark::Counter::kIsRate);
+}
+
+// y[N, M] = x[N, K] · Wᵀ with bf16 W through Ops::matmul (bf16 activations: AMX, AVX512-BF16 or
+// the GEMV by row count and CPU, exactly what a bf16 model runs).
+void BM_MatmulBf16(benchmark::State& st) {
+  const int64_t N = st.range(0), M = st.range(1), K = st.range(2);
+  auto pool = make_pool(M, K, false);
+  auto ops = make_ops(Backend::Cpu, true);
+  auto x = random_vec(N * K, 1);
+  std::vector<float> y(static_cast<size_t>(N * M));
+  size_t i = 0;
+  for (auto _ : st) {
+    Matrix W{DType::BF16, M, K, pool.bf16[i++ % pool.bf16.size()].data()};
+    ops->matmul(x.data(), N, W, nullptr, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(st, N, M, K, 2);
+}
+
+// The training backward's input gradient dx[N, K] += dy[N, M] · W with bf16 W.
+void BM_MatmulBackwardInputBf16(benchmark::State& st) {
+  const int64_t N = st.range(0), M = st.range(1), K = st.range(2);
+  auto pool = make_pool(M, K, false);
+  auto ops = make_ops(Backend::Cpu, true);
+  auto dy = random_vec(N * M, 2);
+  std::vector<float> dx(static_cast<size_t>(N * K));
+  size_t i = 0;
+  for (auto _ : st) {
+    Matrix W{DType::BF16, M, K, pool.bf16[i++ % pool.bf16.size()].data()};
+    ops->matmul_backward_input(dy.data(), N, W, dx.data());
+    benchmark::DoNotOptimize(dx.data());
+  }
+  set_counters(st, N, M, K, 2);
+}
+
+// The peer: OpenBLAS fp32 sgemm of the same product (what the fp32 path and the probe run).
+void BM_SgemmF32(benchmark::State& st) {
+  const int64_t N = st.range(0), M = st.range(1), K = st.range(2);
+  auto pool = make_pool(M, K, true);
+  auto x = random_vec(N * K, 1);
+  std::vector<float> y(static_cast<size_t>(N * M));
+  size_t i = 0;
+  for (auto _ : st) {
+    const float* W = pool.f32[i++ % pool.f32.size()].data();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(N), int(M), int(K), 1.0f, x.data(), int(K), W, int(K),
+                0.0f, y.data(), int(M));
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(st, N, M, K, 4);
+}
+
+// ChatGLM3-6B: query_key_value, dense, dense_h_to_4h, dense_4h_to_h; 110 tokens (a batch-1
+// training step on tiny.json) and 512 (a long prompt). Decode (N = 1) for the GEMV.
+void shapes(benchmark::internal::Benchmark* b, std::initializer_list<int64_t> ns) {
+  for (int64_t n : ns)
+    for (auto [m, k] : {std::pair<int64_t, int64_t>{4608, 4096}, {4096, 4096}, {27392, 4096}, {4096, 13696}})
+      b->Args({n, m, k});
+  b->ArgNames({"N", "M", "K"})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+BENCHMARK(BM_MatmulBf16)->Apply([](auto* b) { shapes(b, {1, 110, 512}); });
+BENCHMARK(BM_MatmulBackwardInputBf16)->Apply([](auto* b) { shapes(b, {110, 512}); });
+BENCHMARK(BM_SgemmF32)->Apply([](auto* b) { shapes(b, {110, 512}); });
+
+}  // namespace
+}  // namespace glmlab
+
+int main(int argc, char** argv) {
+  glmlab::prepare_cpu_runtime(argc, argv);  // OpenBLAS core and OpenMP spin, as glmlab itself runs
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
