@@ -58,38 +58,29 @@ void set_counters(benchmark::State& st, int64_t N, int64_t M, int64_t K, int64_t
   st.counters["GB/s"] = benchmark::Counter(calls * double(M * K * elem_bytes) / 1e9, benchmark::Counter::kIsRate);
 }
 
-// y[N, M] = x[N, K] · Wᵀ with bf16 W through Ops::matmul (bf16 activations: AMX, AVX512-BF16 or
-// the GEMV by row count and CPU, exactly what a bf16 model runs).
-void BM_MatmulBf16(benchmark::State& st) {
+// bf16 W through Ops with bf16 activations (AMX, AVX512-BF16 or the GEMV by row count and CPU,
+// exactly what a bf16 model runs): the forward y[N, M] = x[N, K] · Wᵀ, or the training backward's
+// input gradient dx[N, K] += dy[N, M] · W.
+template <bool kBackward>
+void BM_Bf16(benchmark::State& st) {
   const int64_t N = st.range(0), M = st.range(1), K = st.range(2);
   auto pool = make_pool(M, K, false);
   auto ops = make_ops(Backend::Cpu, true);
-  auto x = random_vec(N * K, 1);
-  std::vector<float> y(static_cast<size_t>(N * M));
+  auto in = random_vec(N * (kBackward ? M : K), 1);
+  std::vector<float> out(static_cast<size_t>(N * (kBackward ? K : M)));
   size_t i = 0;
   for (auto _ : st) {
     Matrix W{DType::BF16, M, K, pool.bf16[i++ % pool.bf16.size()].data()};
-    ops->matmul(x.data(), N, W, nullptr, y.data());
-    benchmark::DoNotOptimize(y.data());
+    if (kBackward)
+      ops->matmul_backward_input(in.data(), N, W, out.data());
+    else
+      ops->matmul(in.data(), N, W, nullptr, out.data());
+    benchmark::DoNotOptimize(out.data());
   }
   set_counters(st, N, M, K, 2);
 }
-
-// The training backward's input gradient dx[N, K] += dy[N, M] · W with bf16 W.
-void BM_MatmulBackwardInputBf16(benchmark::State& st) {
-  const int64_t N = st.range(0), M = st.range(1), K = st.range(2);
-  auto pool = make_pool(M, K, false);
-  auto ops = make_ops(Backend::Cpu, true);
-  auto dy = random_vec(N * M, 2);
-  std::vector<float> dx(static_cast<size_t>(N * K));
-  size_t i = 0;
-  for (auto _ : st) {
-    Matrix W{DType::BF16, M, K, pool.bf16[i++ % pool.bf16.size()].data()};
-    ops->matmul_backward_input(dy.data(), N, W, dx.data());
-    benchmark::DoNotOptimize(dx.data());
-  }
-  set_counters(st, N, M, K, 2);
-}
+void BM_MatmulBf16(benchmark::State& st) { BM_Bf16<false>(st); }
+void BM_MatmulBackwardInputBf16(benchmark::State& st) { BM_Bf16<true>(st); }
 
 // The peer: OpenBLAS fp32 sgemm of the same product (what the fp32 path and the probe run).
 void BM_SgemmF32(benchmark::State& st) {
