@@ -121,6 +121,27 @@ TEST(Dpbf16Gemm, ForwardAndInputGradientMatchTheReferenceOnRoundedOperands) {
     }
 }
 
+// The packing both backward kernels read W in (AMX B tiles and the AVX512-BF16 panels), word by word
+// against its definition: pair q of column c in group g0 + j = (row 2q, row 2q + 1), low half first.
+TEST(Dpbf16Gemm, InterleavesRowPairsInTheTileLayout) {
+  if (!dpbf16::available()) GTEST_SKIP() << "this CPU has no AVX512-BF16";
+  const int64_t rows = 12, K = 160, pairs = rows / 2, g0 = 1, ng = 3, q0 = 2, q1 = 5;
+  std::vector<uint16_t> src(size_t(rows * K));
+  for (size_t i = 0; i < src.size(); ++i) src[i] = uint16_t(i * 2654435761u >> 7);
+  std::vector<uint32_t> out(size_t(ng * pairs * 32), 0xdeadbeefu);
+  dpbf16::interleave_row_pairs(src.data(), K, g0, ng, q0, q1, pairs, out.data());
+  for (int64_t j = 0; j < ng; ++j)
+    for (int64_t q = 0; q < pairs; ++q)
+      for (int64_t c = 0; c < 32; ++c) {
+        const uint32_t got = out[size_t((j * pairs + q) * 32 + c)];
+        const int64_t col = (g0 + j) * 32 + c;
+        const uint32_t want = q < q0 || q >= q1 ? 0xdeadbeefu
+                                                : uint32_t(src[size_t(2 * q * K + col)]) |
+                                                      uint32_t(src[size_t((2 * q + 1) * K + col)]) << 16;
+        ASSERT_EQ(got, want) << "group " << j << " pair " << q << " column " << c;
+      }
+}
+
 TEST_F(OpsVsRef, MatmulReadsTheStoredDtypeExactly) {
   // A wrong fp16/bf16 widening (e.g. treating bf16 as fp16) must not pass: compare with hand values.
   std::vector<float> w = {1.5f, -2.25f, 0.0078125f, 65504.0f};

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <vector>
 
+#include "kernels/cpu/dpbf16_gemm.h"
 #include "util/dtype.h"
 
 namespace glmlab::amx {
@@ -131,27 +132,20 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const
   std::vector<float> dxp(size_t(NB * K), 0.0f);
   std::memcpy(dxp.data(), dx, size_t(N * K) * sizeof(float));
 
-  // Chunks of W rows: packed as [K/32][chunk/2][32][2] so that each 32-column slice is contiguous.
+  // Chunks of W rows: packed as [K/32][chunk/2][32][2] so that each 32-column slice is contiguous
+  // (dpbf16::interleave_row_pairs, AVX512BW: threads take blocks of row pairs and read them whole).
   const int64_t chunk = std::min<int64_t>(M, 1024);
-  // scratch is filled only by sources that widen or dequantize: uninitialized, free for bf16 W.
+  // scratch is filled only by sources that widen or dequantize: uninitialized, free for bf16 W; every
+  // word of wv is written by the packing of each chunk.
   std::unique_ptr<uint16_t[]> scratch(new uint16_t[size_t(chunk * K)]);
-  std::vector<uint16_t> wv(size_t(chunk * K));
+  std::unique_ptr<uint32_t[]> wv(new uint32_t[size_t(chunk / 2 * K)]);
   const int64_t KB = K / 32, NP = NB / 32, KG = 8;  // KG slices of 32 columns per job group (L2 reuse)
   for (int64_t m0 = 0; m0 < M; m0 += chunk) {
     const int64_t mc = std::min(chunk, M - m0), pairs = mc / 2;
     const uint16_t* src = rows(m0, mc, scratch.get());
 #pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < pairs; ++p) {
-      const uint16_t* r0 = src + (2 * p) * K;
-      const uint16_t* r1 = r0 + K;
-      for (int64_t kb = 0; kb < KB; ++kb) {
-        uint16_t* d = wv.data() + ((kb * pairs + p) * 32) * 2;
-        for (int kk = 0; kk < 32; ++kk) {
-          d[2 * kk] = r0[kb * 32 + kk];
-          d[2 * kk + 1] = r1[kb * 32 + kk];
-        }
-      }
-    }
+    for (int64_t p0 = 0; p0 < pairs; p0 += 16)
+      dpbf16::interleave_row_pairs(src, K, 0, KB, p0, std::min(pairs, p0 + 16), pairs, wv.get());
     const int64_t groups = (KB + KG - 1) / KG;
 #pragma omp parallel
     {
@@ -172,12 +166,12 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const
         _tile_loadd(3, c11, int(K * 4));
         const uint16_t* a0 = dyb.data() + n0 * M + m0;
         const uint16_t* a1 = a0 + 16 * M;
-        const uint16_t* b = wv.data() + (kb * pairs) * 64;
+        const uint32_t* b = wv.get() + (kb * pairs) * 32;
         for (int64_t m = 0; m < mc; m += 32) {
           _tile_loadd(4, a0 + m, int(M * 2));
           _tile_loadd(5, a1 + m, int(M * 2));
-          _tile_loadd(6, b + (m / 2) * 64, 128);       // pairs m/2 .. m/2+15, inputs k0 .. k0+15
-          _tile_loadd(7, b + (m / 2) * 64 + 32, 128);  // inputs k0+16 .. k0+31
+          _tile_loadd(6, b + (m / 2) * 32, 128);       // pairs m/2 .. m/2+15, inputs k0 .. k0+15
+          _tile_loadd(7, b + (m / 2) * 32 + 16, 128);  // inputs k0+16 .. k0+31
           _tile_dpbf16ps(0, 4, 6);
           _tile_dpbf16ps(1, 4, 7);
           _tile_dpbf16ps(2, 5, 6);

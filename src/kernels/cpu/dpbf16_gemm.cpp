@@ -127,6 +127,28 @@ void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t 
   }
 }
 
+void interleave_row_pairs(const uint16_t* src, int64_t K, int64_t g0, int64_t ng, int64_t q0, int64_t q1,
+                          int64_t pairs, uint32_t* out) {
+  const __m512i idx_lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6,
+                                          37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+  const __m512i idx_hi = _mm512_add_epi16(idx_lo, _mm512_set1_epi16(16));
+  constexpr int64_t PF = 32;  // rows prefetched ahead: short strided pieces of rows outrun the prefetcher
+  for (int64_t q = q0; q < q1; ++q) {
+    const uint16_t* r0 = src + (2 * q) * K + g0 * 32;
+    if (q + PF / 2 < q1)
+      for (int64_t j = 0; j < ng; ++j) {  // a group is one 64-byte line of each row
+        _mm_prefetch(reinterpret_cast<const char*>(r0 + PF * K + j * 32), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(r0 + (PF + 1) * K + j * 32), _MM_HINT_T0);
+      }
+    for (int64_t j = 0; j < ng; ++j) {
+      const __m512i a = _mm512_loadu_si512(r0 + j * 32), b = _mm512_loadu_si512(r0 + K + j * 32);
+      uint32_t* d = out + (j * pairs + q) * 32;
+      _mm512_storeu_si512(d, _mm512_permutex2var_epi16(a, idx_lo, b));
+      _mm512_storeu_si512(d + 16, _mm512_permutex2var_epi16(a, idx_hi, b));
+    }
+  }
+}
+
 void gemm_bf16_backward_input(int64_t M, int64_t K, const amx::RowSource& rows, const float* dy, int64_t N,
                               float* dx) {
   if (N == 0) return;
@@ -146,10 +168,6 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const amx::RowSource& rows, 
   // Filled only by sources that widen or dequantize: left uninitialized, so it costs nothing for bf16 W.
   std::unique_ptr<uint16_t[]> scratch(new uint16_t[size_t(chunk * K)]);
   const int64_t groups = K / 32, jobs = (groups + GG - 1) / GG;
-  constexpr int64_t PF = 32;  // rows of W prefetched ahead while packing
-  const __m512i idx_lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6,
-                                          37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-  const __m512i idx_hi = _mm512_add_epi16(idx_lo, _mm512_set1_epi16(16));
   for (int64_t m0 = 0; m0 < M; m0 += chunk) {
     const int64_t mc = std::min(chunk, M - m0), pairs = mc / 2;
     const uint16_t* src = rows(m0, mc, scratch.get());
@@ -159,20 +177,7 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const amx::RowSource& rows, 
 #pragma omp for schedule(dynamic, 1)
       for (int64_t job = 0; job < jobs; ++job) {
         const int64_t g0 = job * GG, ng = std::min(GG, groups - g0), k0 = g0 * 32;
-        for (int64_t q = 0; q < pairs; ++q) {
-          const uint16_t* r0 = src + (2 * q) * K + k0;
-          if (q + PF / 2 < pairs)
-            for (int64_t j = 0; j < ng; ++j) {
-              _mm_prefetch(reinterpret_cast<const char*>(r0 + PF * K + j * 32), _MM_HINT_T0);
-              _mm_prefetch(reinterpret_cast<const char*>(r0 + (PF + 1) * K + j * 32), _MM_HINT_T0);
-            }
-          for (int64_t j = 0; j < ng; ++j) {
-            const __m512i a = _mm512_loadu_si512(r0 + j * 32), b = _mm512_loadu_si512(r0 + K + j * 32);
-            uint32_t* d = panels.get() + (j * pairs + q) * 32;
-            _mm512_storeu_si512(d, _mm512_permutex2var_epi16(a, idx_lo, b));
-            _mm512_storeu_si512(d + 16, _mm512_permutex2var_epi16(a, idx_hi, b));
-          }
-        }
+        interleave_row_pairs(src, K, g0, ng, 0, pairs, pairs, panels.get());
         const uint32_t* dq = dyw.get() + m0 / 2;
         for (int64_t j = 0; j < ng; ++j) {
           const uint32_t* panel = panels.get() + j * pairs * 32;

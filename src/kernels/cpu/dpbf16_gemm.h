@@ -26,4 +26,12 @@ void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t 
 void gemm_bf16_backward_input(int64_t M, int64_t K, const amx::RowSource& rows, const float* dy, int64_t N,
                               float* dx);
 
+// The layout both backward kernels read W in (AMX's B tiles, 16 pairs × 16 columns at a 128-byte
+// stride, and this file's broadcast panels): word (j, q, c) of `out` is the bf16 pair
+// (src[2q][(g0 + j)·32 + c], src[2q + 1][(g0 + j)·32 + c]), low half first, stored at
+// out[(j·pairs + q)·32 + c] for column groups j < ng and row pairs q0 ≤ q < q1. src is bf16 [rows, K].
+// Requires AVX512BW (every AVX512-BF16 or AMX CPU has it).
+void interleave_row_pairs(const uint16_t* src, int64_t K, int64_t g0, int64_t ng, int64_t q0, int64_t q1,
+                          int64_t pairs, uint32_t* out);
+
 }  // namespace glmlab::dpbf16
