@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include "kernels/cpu/amx_gemm.h"
@@ -227,6 +228,34 @@ TEST_F(OpsVsRef, AttentionWithPaddingCacheAndGroups) {
   std::vector<float> c(a.size());
   ref->attention(q.data(), H * D, kv2, B, T, P, H, G, D, c.data(), nullptr);
   for (int i = 0; i < H * D; ++i) EXPECT_EQ(c[size_t(i)], a[size_t(i)]);
+}
+
+// The blocked attention (16 query tokens a job, two sgemm calls, masks between): token blocks that end
+// mid-sequence (T = 37), a cache before them (P = 5), grouped heads (8 over 2 groups), packed segments,
+// padding holes, and a query whose segment has no visible key (all its keys are pads): zeros, lse −∞.
+TEST_F(OpsVsRef, AttentionBlocksSegmentsAndEmptyRows) {
+  const int B = 2, T = 37, P = 5, S = 50, H = 8, G = 2, D = 16;
+  auto q = randv(size_t(B * T * H * D), 14, 2.0f);
+  auto k = randv(size_t(B * S * G * D), 15, 2.0f), v = randv(size_t(B * S * G * D), 16);
+  std::vector<uint8_t> valid(size_t(B * S), 1);
+  std::vector<int32_t> seg(size_t(B * S), 0);
+  for (int j = 0; j < S; ++j) seg[size_t(S + j)] = j < P + 20 ? 0 : (j < P + 30 ? 1 : 2);  // sequence 1: 3 samples
+  for (int j = P + 30; j < P + 33; ++j) valid[size_t(S + j)] = 0;  // sample 2 starts with three pads
+  valid[3] = valid[size_t(P + 17)] = 0;                               // holes in sequence 0
+  KVView kv{k.data(), v.data(), valid.data(), S, seg.data()};
+  std::vector<float> a(size_t(B * T * H * D)), b(a.size()), la(size_t(B * T * H)), lb(la.size());
+  ref->attention(q.data(), H * D, kv, B, T, P, H, G, D, a.data(), la.data());
+  cpu->attention(q.data(), H * D, kv, B, T, P, H, G, D, b.data(), lb.data());
+  EXPECT_LT(nerr(b, a), 1e-5);
+  // Token 30 of sequence 1 (slot P + 30) is a pad whose own segment holds no valid key before it.
+  const int64_t empty = int64_t(1 * T + 30) * H;
+  for (int h = 0; h < H; ++h) {
+    EXPECT_EQ(la[size_t(empty + h)], -std::numeric_limits<float>::infinity());
+    EXPECT_EQ(lb[size_t(empty + h)], -std::numeric_limits<float>::infinity());
+    for (int d = 0; d < D; ++d) EXPECT_EQ(b[size_t((empty + h) * D + d)], 0.0f);
+  }
+  for (size_t i = 0; i < la.size(); ++i)
+    if (std::isfinite(la[i])) EXPECT_NEAR(lb[i], la[i], 1e-5 * std::max(1.0f, std::fabs(la[i]))) << i;
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "kernels/cpu/cpu_backward.h"
 #include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/simd.h"
+#include "kernels/cpu/simd_softmax.h"
 #include "ops/ops.h"
 #include "util/error.h"
 
@@ -120,40 +121,59 @@ class CpuOps final : public Ops {
 
   void attention(const float* q, int64_t q_stride, const KVView& kv, int B, int T, int P, int H, int G, int D,
                  float* out, float* lse) override {
+    // Per job: one sequence, one KV group, a block of up to kTB query tokens. The block's queries (tokens ×
+    // the group's heads) meet the keys 0 .. P + t1 − 1 in two sgemm calls — scores S = Q·Kᵀ, then
+    // O = softmax(S)·V — with the causal, padding and segment masks applied to S in between (keys past a
+    // row's own position are computed and masked: at most kTB − 1 a row).
+    constexpr int kTB = 16;
     const float scale = 1.0f / std::sqrt(float(D));
-    const int64_t jobs = int64_t(B) * T * H;
+    const float ninf = -std::numeric_limits<float>::infinity();
+    const int HG = H / G, nblk = (T + kTB - 1) / kTB;
+    const int64_t jobs = int64_t(B) * G * nblk, ldkv = int64_t(G) * D;
 #pragma omp parallel
     {
-      std::vector<float> sc(static_cast<size_t>(P + T));
-#pragma omp for schedule(dynamic, 4)
+      std::vector<float> qp(static_cast<size_t>(kTB * HG * D)), op(qp.size()), sc, inv(static_cast<size_t>(kTB * HG));
+#pragma omp for schedule(dynamic, 1)
       for (int64_t job = 0; job < jobs; ++job) {
-        const int h = int(job % H), t = int((job / H) % T), b = int(job / (int64_t(H) * T));
-        const int g = h / (H / G), last = P + t;
-        const float* qv = q + int64_t(b * T + t) * q_stride + int64_t(h) * D;
+        const int blk = int(job % nblk), g = int((job / nblk) % G), b = int(job / (int64_t(nblk) * G));
+        const int t0 = blk * kTB, t1 = std::min(T, t0 + kTB), rows = (t1 - t0) * HG, nk = P + t1;
+        sc.resize(size_t(rows) * size_t(nk));
+        for (int r = 0; r < rows; ++r)  // row r = (token t0 + r / HG, head g·HG + r % HG)
+          std::copy_n(q + int64_t(b * T + t0 + r / HG) * q_stride + int64_t(g * HG + r % HG) * D, D,
+                      qp.data() + int64_t(r) * D);
+        const float* kb = kv.k + (int64_t(b) * kv.S * G + g) * D;
+        const float* vb = kv.v + (int64_t(b) * kv.S * G + g) * D;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, scale, qp.data(), D, kb, int(ldkv), 0.0f,
+                    sc.data(), nk);
         const uint8_t* valid = kv.key_valid + int64_t(b) * kv.S;
-        float mx = -std::numeric_limits<float>::infinity();
         const int32_t* seg = kv.segment ? kv.segment + int64_t(b) * kv.S : nullptr;
-        auto visible = [&](int j) { return valid[j] && (!seg || seg[j] == seg[last]); };
-        for (int j = 0; j <= last; ++j) {
-          if (!visible(j)) continue;
-          sc[size_t(j)] = simd::dot(qv, kv.k + ((int64_t(b) * kv.S + j) * G + g) * D, size_t(D)) * scale;
-          mx = std::max(mx, sc[size_t(j)]);
+        for (int r = 0; r < rows; ++r) {
+          const int t = t0 + r / HG, last = P + t;
+          float* row = sc.data() + int64_t(r) * nk;
+          float mx = ninf;
+          for (int j = 0; j < nk; ++j) {
+            if (j > last || !valid[j] || (seg && seg[j] != seg[last]))
+              row[j] = ninf;
+            else
+              mx = std::max(mx, row[j]);
+          }
+          float* l = lse ? lse + int64_t(b * T + t) * H + g * HG + r % HG : nullptr;
+          if (mx == ninf) {  // no visible key: output zeros
+            std::fill(row, row + nk, 0.0f);
+            inv[size_t(r)] = 0.0f;
+            if (l) *l = ninf;
+            continue;
+          }
+          const double sum = simd::exp_shift_sum(row, size_t(nk), mx);  // masked keys give exp(−∞) = 0
+          inv[size_t(r)] = float(1.0 / sum);
+          if (l) *l = mx + float(std::log(sum));
         }
-        float* o = out + int64_t(b * T + t) * H * D + int64_t(h) * D;
-        std::fill(o, o + D, 0.0f);
-        if (mx == -std::numeric_limits<float>::infinity()) {
-          if (lse) lse[int64_t(b * T + t) * H + h] = mx;
-          continue;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, nk, 1.0f, sc.data(), nk, vb, int(ldkv), 0.0f,
+                    op.data(), D);
+        for (int r = 0; r < rows; ++r) {
+          float* o = out + int64_t(b * T + t0 + r / HG) * H * D + int64_t(g * HG + r % HG) * D;
+          for (int d = 0; d < D; ++d) o[d] = op[size_t(int64_t(r) * D + d)] * inv[size_t(r)];
         }
-        float sum = 0;
-        for (int j = 0; j <= last; ++j) {
-          if (!visible(j)) continue;
-          float p = std::exp(sc[size_t(j)] - mx);
-          sum += p;
-          simd::axpy(p, kv.v + ((int64_t(b) * kv.S + j) * G + g) * D, o, size_t(D));
-        }
-        simd::scale(1.0f / sum, o, size_t(D));
-        if (lse) lse[int64_t(b * T + t) * H + h] = mx + std::log(sum);
       }
     }
   }
