@@ -353,6 +353,17 @@ TEST_F(Backward, AttentionAfterCache) {
   check_attention(ref.get(), cpu.get(), c, 40);
 }
 
+TEST_F(Backward, AttentionAcrossQueryBlocks) {
+  // 37 new tokens after a 3-slot cache: the fast path's blocks of 16 query tokens (three of them, the
+  // last partial), two packed samples with a pad between them, a pad in the cache, 2 heads a group.
+  AttnCase c{1, 37, 3, 4, 2, 4, {}, {}};
+  c.valid.assign(40, 1);
+  c.valid[1] = c.valid[24] = 0;
+  c.seg.assign(40, 0);
+  for (int j = 24; j < 40; ++j) c.seg[size_t(j)] = j < 25 ? 1 : 2;
+  check_attention(ref.get(), cpu.get(), c, 45);
+}
+
 TEST_F(Backward, AttentionSegmentsChangeTheForward) {
   // The segment mask must matter: the same inputs with and without it give different outputs, and
   // a packed row equals its samples run separately.

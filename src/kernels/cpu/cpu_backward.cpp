@@ -170,56 +170,69 @@ inline bool visible(const KVView& kv, int b, int i, int j) {
 void attention_backward(const float* q, int64_t q_stride, const KVView& kv, int B, int T, int P, int H, int G,
                         int D, const float* out, const float* lse, const float* dout, float* dq, int64_t dq_stride,
                         float* dk, float* dv) {
-  // p_tj = exp(scale·q_t·k_j − lse_t), Δ_t = dout_t·out_t, ds_tj = p_tj (dout_t·v_j − Δ_t):
-  // dq_t += scale Σ_j ds_tj k_j;  dk_j += scale Σ_t ds_tj q_t;  dv_j += Σ_t p_tj dout_t.
+  // P = exp(scale·Q·Kᵀ − lse) (masked: 0), Δ_r = dout_r·out_r, dS = P ⊙ (dout·Vᵀ − Δ)·scale:
+  // dQ += dS·K;  dK += dSᵀ·Q;  dV += Pᵀ·dout — as sgemm calls on blocks of kTB query tokens × the
+  // group's heads. A job owns one (sequence, KV group): its keys' dK and dV and its heads' dQ, so jobs
+  // never share an output; the blocks of a job run in order. With fewer jobs than threads the jobs run
+  // one after another and OpenBLAS threads each product instead.
+  constexpr int kTB = 16;
   const float scale = 1.0f / std::sqrt(float(D));
-  const int64_t rows = int64_t(B) * T * H, per_group = H / G;
-  std::vector<float> delta(static_cast<size_t>(rows));
-#pragma omp parallel for schedule(static) if (rows > 64)
-  for (int64_t r = 0; r < rows; ++r)  // r = (b·T + t)·H + h
-    delta[size_t(r)] = simd::dot(dout + r * D, out + r * D, size_t(D));
-
-  // Pass 1: dq, one job per (b, t, h).
-#pragma omp parallel for schedule(dynamic, 4)
-  for (int64_t job = 0; job < rows; ++job) {
-    const int h = int(job % H), t = int((job / H) % T), b = int(job / (int64_t(H) * T));
-    const float l = lse[job];
-    if (l == -std::numeric_limits<float>::infinity()) continue;
-    const int g = int(h / per_group), last = P + t;
-    const float* qv = q + int64_t(b * T + t) * q_stride + int64_t(h) * D;
-    const float* go = dout + job * D;
-    float* dqv = dq + int64_t(b * T + t) * dq_stride + int64_t(h) * D;
-    for (int j = 0; j <= last; ++j) {
-      if (!visible(kv, b, last, j)) continue;
-      const int64_t kvo = ((int64_t(b) * kv.S + j) * G + g) * D;
-      const float p = std::exp(simd::dot(qv, kv.k + kvo, size_t(D)) * scale - l);
-      const float ds = p * (simd::dot(go, kv.v + kvo, size_t(D)) - delta[size_t(job)]) * scale;
-      simd::axpy(ds, kv.k + kvo, dqv, size_t(D));
-    }
-  }
-
-  // Pass 2: dk and dv, one job per (b, key slot j, group g), over the queries that see slot j.
-  const int S = P + T;
-  const int64_t kjobs = int64_t(B) * S * G;
-#pragma omp parallel for schedule(dynamic, 4)
-  for (int64_t job = 0; job < kjobs; ++job) {
-    const int g = int(job % G), j = int((job / G) % S), b = int(job / (int64_t(G) * S));
-    if (!kv.key_valid[int64_t(b) * kv.S + j]) continue;
-    const int64_t kvo = ((int64_t(b) * kv.S + j) * G + g) * D;
-    float* dkj = dk + kvo;
-    float* dvj = dv + kvo;
-    for (int t = std::max(0, j - P); t < T; ++t) {
-      if (!visible(kv, b, P + t, j)) continue;
-      for (int64_t h = g * per_group; h < (g + 1) * per_group; ++h) {
-        const int64_t r = (int64_t(b) * T + t) * H + h;
-        const float l = lse[r];
-        if (l == -std::numeric_limits<float>::infinity()) continue;
-        const float* qv = q + int64_t(b * T + t) * q_stride + h * D;
-        const float* go = dout + r * D;
-        const float p = std::exp(simd::dot(qv, kv.k + kvo, size_t(D)) * scale - l);
-        const float ds = p * (simd::dot(go, kv.v + kvo, size_t(D)) - delta[size_t(r)]) * scale;
-        simd::axpy(ds, qv, dkj, size_t(D));
-        simd::axpy(p, go, dvj, size_t(D));
+  const float ninf = -std::numeric_limits<float>::infinity();
+  const int HG = H / G;
+  const int64_t jobs = int64_t(B) * G, ldkv = int64_t(G) * D;
+#pragma omp parallel if (jobs >= omp_get_max_threads())
+  {
+    const size_t blk_rows = size_t(kTB * HG);
+    std::vector<float> qp(blk_rows * D), gp(blk_rows * D), dqp(blk_rows * D), delta(blk_rows), pm, ds;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t job = 0; job < jobs; ++job) {
+      const int g = int(job % G), b = int(job / G);
+      const float* kb = kv.k + (int64_t(b) * kv.S * G + g) * D;
+      const float* vb = kv.v + (int64_t(b) * kv.S * G + g) * D;
+      float* dkb = dk + (int64_t(b) * kv.S * G + g) * D;
+      float* dvb = dv + (int64_t(b) * kv.S * G + g) * D;
+      for (int t0 = 0; t0 < T; t0 += kTB) {
+        const int t1 = std::min(T, t0 + kTB), rows = (t1 - t0) * HG, nk = P + t1;
+        pm.resize(size_t(rows) * size_t(nk));
+        ds.resize(pm.size());
+        for (int r = 0; r < rows; ++r) {  // row r = (token t0 + r / HG, head g·HG + r % HG)
+          const int64_t rr = (int64_t(b) * T + t0 + r / HG) * H + g * HG + r % HG;
+          std::copy_n(q + int64_t(b * T + t0 + r / HG) * q_stride + int64_t(g * HG + r % HG) * D, D,
+                      qp.data() + int64_t(r) * D);
+          std::copy_n(dout + rr * D, D, gp.data() + int64_t(r) * D);
+          delta[size_t(r)] = simd::dot(dout + rr * D, out + rr * D, size_t(D));
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, scale, qp.data(), D, kb, int(ldkv), 0.0f,
+                    pm.data(), nk);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, 1.0f, gp.data(), D, vb, int(ldkv), 0.0f,
+                    ds.data(), nk);  // dout·Vᵀ
+        for (int r = 0; r < rows; ++r) {
+          const int t = t0 + r / HG, last = P + t;
+          const float l = lse[(int64_t(b) * T + t) * H + g * HG + r % HG];
+          float* pr = pm.data() + int64_t(r) * nk;
+          float* dr = ds.data() + int64_t(r) * nk;
+          if (l == ninf) {  // no visible key: no gradient
+            std::fill(pr, pr + nk, 0.0f);
+            std::fill(dr, dr + nk, 0.0f);
+            continue;
+          }
+          for (int j = 0; j < nk; ++j)
+            if (j > last || !visible(kv, b, last, j)) pr[j] = ninf;
+          simd::exp_shift_sum(pr, size_t(nk), l);  // masked keys give exp(−∞) = 0
+          for (int j = 0; j < nk; ++j) dr[j] = pr[j] * (dr[j] - delta[size_t(r)]) * scale;
+        }
+        // dQ rows (this job's heads of these tokens) += dS·K.
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, nk, 1.0f, ds.data(), nk, kb, int(ldkv), 0.0f,
+                    dqp.data(), D);
+        for (int r = 0; r < rows; ++r) {
+          float* o = dq + int64_t(b * T + t0 + r / HG) * dq_stride + int64_t(g * HG + r % HG) * D;
+          for (int d = 0; d < D; ++d) o[d] += dqp[size_t(int64_t(r) * D + d)];
+        }
+        // dK += dSᵀ·Q, dV += Pᵀ·dout over the keys 0 .. nk − 1 of this sequence and group.
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, D, rows, 1.0f, ds.data(), nk, qp.data(), D, 1.0f, dkb,
+                    int(ldkv));
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, D, rows, 1.0f, pm.data(), nk, gp.data(), D, 1.0f, dvb,
+                    int(ldkv));
       }
     }
   }
