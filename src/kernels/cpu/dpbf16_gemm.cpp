@@ -20,8 +20,6 @@ __attribute__((target("no-avx512f"))) bool available() {
 
 namespace {
 
-constexpr int kLanes = 16;  // fp32 lanes of a zmm; a zmm holds 16 bf16 pairs
-
 // n fp32 values → n/2 words, each a bf16 pair (element 2i low, 2i+1 high), rounded to nearest even
 // (VCVTNEPS2BF16; NaN stays NaN). n is even.
 void to_bf16_pairs(const float* src, int64_t n, uint32_t* dst) {
@@ -60,7 +58,7 @@ inline void kernel(__m512 (&acc)[MR][2], const uint32_t* bc, int64_t bc_rs, cons
   }
 }
 
-// Backward micro-tile: MR token rows of dx, 32 columns, the m pairs [q0, q0 + P) of one panel.
+// Backward micro-tile: MR token rows of dx, 32 columns, the P row pairs of one panel.
 template <int MR>
 void backward_tile(const uint32_t* dyw, int64_t dy_rs, const uint32_t* panel, int64_t P, float* dx, int64_t K) {
   __m512 acc[MR][2];
