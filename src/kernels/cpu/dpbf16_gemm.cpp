@@ -73,6 +73,22 @@ void backward_tile(const uint32_t* dyw, int64_t dy_rs, const uint32_t* panel, in
   }
 }
 
+// min(n, 8) token rows of dx against one panel: the tile height as a template argument.
+void backward_tiles(int64_t n, const uint32_t* dyw, int64_t dy_rs, const uint32_t* panel, int64_t P, float* dx,
+                    int64_t K) {
+  switch (std::min<int64_t>(n, 8)) {
+    case 8: backward_tile<8>(dyw, dy_rs, panel, P, dx, K); break;
+    case 7: backward_tile<7>(dyw, dy_rs, panel, P, dx, K); break;
+    case 6: backward_tile<6>(dyw, dy_rs, panel, P, dx, K); break;
+    case 5: backward_tile<5>(dyw, dy_rs, panel, P, dx, K); break;
+    case 4: backward_tile<4>(dyw, dy_rs, panel, P, dx, K); break;
+    case 3: backward_tile<3>(dyw, dy_rs, panel, P, dx, K); break;
+    case 2: backward_tile<2>(dyw, dy_rs, panel, P, dx, K); break;
+    case 1: backward_tile<1>(dyw, dy_rs, panel, P, dx, K); break;
+    default: break;
+  }
+}
+
 }  // namespace
 
 void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y) {
@@ -180,18 +196,7 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const amx::RowSource& rows, 
         for (int64_t j = 0; j < ng; ++j) {
           const uint32_t* panel = panels.get() + j * pairs * 32;
           float* dxk = dx + k0 + j * 32;
-          int64_t t = 0;
-          for (; t + 8 <= N; t += 8) backward_tile<8>(dq + t * MP, MP, panel, pairs, dxk + t * K, K);
-          switch (N - t) {
-            case 7: backward_tile<7>(dq + t * MP, MP, panel, pairs, dxk + t * K, K); break;
-            case 6: backward_tile<6>(dq + t * MP, MP, panel, pairs, dxk + t * K, K); break;
-            case 5: backward_tile<5>(dq + t * MP, MP, panel, pairs, dxk + t * K, K); break;
-            case 4: backward_tile<4>(dq + t * MP, MP, panel, pairs, dxk + t * K, K); break;
-            case 3: backward_tile<3>(dq + t * MP, MP, panel, pairs, dxk + t * K, K); break;
-            case 2: backward_tile<2>(dq + t * MP, MP, panel, pairs, dxk + t * K, K); break;
-            case 1: backward_tile<1>(dq + t * MP, MP, panel, pairs, dxk + t * K, K); break;
-            default: break;
-          }
+          for (int64_t t = 0; t < N; t += 8) backward_tiles(N - t, dq + t * MP, MP, panel, pairs, dxk + t * K, K);
         }
       }
     }

@@ -7,8 +7,9 @@
 // serves both directions:
 // - forward: lanes are tokens (x packed once as [16 tokens][k pair]), broadcasts are k pairs of a weight
 //   row read straight from W (no copy of W);
-// - backward: lanes are inputs k (each thread interleaves its 32 columns of two consecutive W rows into
-//   an L2-sized panel), broadcasts are m pairs of a token's dy row, accumulators are dx's own rows.
+// - backward: lanes are inputs k (a thread's job interleaves 4 groups of 32 columns of consecutive W row
+//   pairs into L2-sized panels, interleave_row_pairs below), broadcasts are m pairs of a token's dy row,
+//   accumulators are dx's own rows.
 // Roughly 2× the fp32 sgemm of the same cores (twice the products per instruction).
 #pragma once
 #include <cstdint>
