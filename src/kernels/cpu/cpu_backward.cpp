@@ -11,8 +11,7 @@
 #include <cmath>
 #include <limits>
 
-#include "kernels/cpu/amx_gemm.h"
-#include "kernels/cpu/dpbf16_gemm.h"
+#include "kernels/cpu/bf16_gemm.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/simd_softmax.h"
 #include "util/error.h"
@@ -50,9 +49,7 @@ void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* d
   // dx[N, K] += dy[N, M] · W[M, K]
   const int64_t M = W.rows, K = W.cols;
   if (N == 0) return;
-  const bool use_amx = amx::fits(M, K) && amx::available();
-  const bool use_dpbf16 = !use_amx && dpbf16::fits(M, K) && dpbf16::available();
-  if (bf16_activations && W.dtype != DType::F32 && N >= 8 && (use_amx || use_dpbf16)) {
+  if (bf16_activations && W.dtype != DType::F32 && N >= 8 && bf16gemm::available(M, K)) {
     // AMX tiles, else AVX512-BF16: bf16 rows of W straight from a bf16 matrix, else widened /
     // dequantized and rounded per chunk.
     const amx::RowSource rows = [&](int64_t m0, int64_t count, uint16_t* out) -> const uint16_t* {
@@ -72,10 +69,7 @@ void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* d
       }
       return out;
     };
-    if (use_amx)
-      amx::gemm_bf16_backward_input(M, K, rows, dy, N, dx);
-    else
-      dpbf16::gemm_bf16_backward_input(M, K, rows, dy, N, dx);
+    bf16gemm::backward_input(M, K, rows, dy, N, dx);
     return;
   }
   if (W.dtype == DType::F32) {

@@ -10,8 +10,7 @@
 #include <limits>
 #include <vector>
 
-#include "kernels/cpu/amx_gemm.h"
-#include "kernels/cpu/dpbf16_gemm.h"
+#include "kernels/cpu/bf16_gemm.h"
 #include "kernels/cpu/cpu_backward.h"
 #include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/simd.h"
@@ -63,13 +62,8 @@ class CpuOps final : public Ops {
         for (int64_t r = r0; r < r1; r += 64)
           simd::gemv_rows(W.data, W.dtype, K, r, std::min(r1, r + 64), x, K, int(N), y, M);
       }
-    } else if (W.dtype == DType::BF16 && bf16_activations_ && N >= kAmxMinRows && amx::fits(M, K) &&
-               amx::available()) {
-      amx::gemm_bf16(static_cast<const uint16_t*>(W.data), M, K, x, N, bias, y);
-      return;
-    } else if (W.dtype == DType::BF16 && bf16_activations_ && N >= kAmxMinRows && dpbf16::fits(M, K) &&
-               dpbf16::available()) {
-      dpbf16::gemm_bf16(static_cast<const uint16_t*>(W.data), M, K, x, N, bias, y);  // no AMX: AVX512-BF16
+    } else if (W.dtype == DType::BF16 && bf16_activations_ && N >= kAmxMinRows && bf16gemm::available(M, K)) {
+      bf16gemm::forward(static_cast<const uint16_t*>(W.data), M, K, x, N, bias, y);  // AMX or AVX512-BF16
       return;
     } else if (W.dtype == DType::F32) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(N), int(M), int(K), 1.0f, x, int(K),

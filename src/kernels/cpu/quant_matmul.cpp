@@ -8,8 +8,7 @@
 #include <cstring>
 #include <vector>
 
-#include "kernels/cpu/amx_gemm.h"
-#include "kernels/cpu/dpbf16_gemm.h"
+#include "kernels/cpu/bf16_gemm.h"
 #include "kernels/cpu/simd_quant.h"
 #include "kernels/cpu/vnni_gemv.h"
 
@@ -58,11 +57,9 @@ void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool app
     split_rows(M, [&](int64_t r0, int64_t r1) { simd::gemv_q_rows(W, r0, r1, xin, Kx, int(N), y, M); });
     return;
   }
-  const bool use_amx = amx::fits(M, Kx) && amx::available();
-  if (approx && N >= kAmxMinRows && (use_amx || (dpbf16::fits(M, Kx) && dpbf16::available()))) {
+  if (approx && N >= kAmxMinRows && bf16gemm::available(M, Kx)) {
     // bf16 tiles of 32·k rows on AMX (else AVX512-BF16); each tile's outputs land in ytile [N, rows],
     // then in y's columns.
-    const auto gemm = use_amx ? amx::gemm_bf16 : dpbf16::gemm_bf16;
     const int64_t rows_per_tile = std::max<int64_t>(32, std::min<int64_t>(M, kTileBytes / (2 * Kx)) / 32 * 32);
     tile16.resize(size_t(rows_per_tile * Kx));
     ytile.resize(size_t(N * rows_per_tile));
@@ -73,7 +70,7 @@ void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool app
 #pragma omp parallel for schedule(static)
       for (int64_t r = 0; r < rows; r += 16)
         simd::dequant_rows_bf16(W, r0 + r, r0 + std::min(rows, r + 16), tp + r * Kx, Kx);
-      gemm(tp, rows, Kx, xin, N, nullptr, yt);
+      bf16gemm::forward(tp, rows, Kx, xin, N, nullptr, yt);
       for (int64_t n = 0; n < N; ++n) std::memcpy(y + n * M + r0, yt + n * rows, size_t(rows) * 4);
     }
     return;
