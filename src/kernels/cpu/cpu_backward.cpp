@@ -161,6 +161,24 @@ inline bool visible(const KVView& kv, int b, int i, int j) {
 }
 }  // namespace
 
+int attention_block_scores(const float* q, int64_t q_stride, const KVView& kv, int b, int T, int P, int H, int G,
+                           int D, int g, int t0, int t1, float scale, float* qp, std::vector<float>& sc) {
+  const int HG = H / G, rows = (t1 - t0) * HG, nk = P + t1;
+  for (int r = 0; r < rows; ++r)
+    std::copy_n(q + int64_t(b * T + t0 + r / HG) * q_stride + int64_t(g * HG + r % HG) * D, D,
+                qp + int64_t(r) * D);
+  sc.resize(size_t(rows) * size_t(nk));
+  const float* kb = kv.k + (int64_t(b) * kv.S * G + g) * D;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, scale, qp, D, kb, G * D, 0.0f, sc.data(), nk);
+  for (int r = 0; r < rows; ++r) {
+    const int last = P + t0 + r / HG;
+    float* row = sc.data() + int64_t(r) * nk;
+    for (int j = 0; j < nk; ++j)
+      if (j > last || !visible(kv, b, last, j)) row[j] = -std::numeric_limits<float>::infinity();
+  }
+  return nk;
+}
+
 void attention_backward(const float* q, int64_t q_stride, const KVView& kv, int B, int T, int P, int H, int G,
                         int D, const float* out, const float* lse, const float* dout, float* dq, int64_t dq_stride,
                         float* dk, float* dv) {
@@ -169,7 +187,7 @@ void attention_backward(const float* q, int64_t q_stride, const KVView& kv, int 
   // group's heads. A job owns one (sequence, KV group): its keys' dK and dV and its heads' dQ, so jobs
   // never share an output; the blocks of a job run in order. With fewer jobs than threads the jobs run
   // one after another and OpenBLAS threads each product instead.
-  constexpr int kTB = 16;
+  constexpr int kTB = kAttnBlockTokens;
   const float scale = 1.0f / std::sqrt(float(D));
   const float ninf = -std::numeric_limits<float>::infinity();
   const int HG = H / G;
@@ -186,23 +204,18 @@ void attention_backward(const float* q, int64_t q_stride, const KVView& kv, int 
       float* dkb = dk + (int64_t(b) * kv.S * G + g) * D;
       float* dvb = dv + (int64_t(b) * kv.S * G + g) * D;
       for (int t0 = 0; t0 < T; t0 += kTB) {
-        const int t1 = std::min(T, t0 + kTB), rows = (t1 - t0) * HG, nk = P + t1;
-        pm.resize(size_t(rows) * size_t(nk));
+        const int t1 = std::min(T, t0 + kTB), rows = (t1 - t0) * HG;
+        const int nk = attention_block_scores(q, q_stride, kv, b, T, P, H, G, D, g, t0, t1, scale, qp.data(), pm);
         ds.resize(pm.size());
-        for (int r = 0; r < rows; ++r) {  // row r = (token t0 + r / HG, head g·HG + r % HG)
+        for (int r = 0; r < rows; ++r) {
           const int64_t rr = (int64_t(b) * T + t0 + r / HG) * H + g * HG + r % HG;
-          std::copy_n(q + int64_t(b * T + t0 + r / HG) * q_stride + int64_t(g * HG + r % HG) * D, D,
-                      qp.data() + int64_t(r) * D);
           std::copy_n(dout + rr * D, D, gp.data() + int64_t(r) * D);
           delta[size_t(r)] = simd::dot(dout + rr * D, out + rr * D, size_t(D));
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, scale, qp.data(), D, kb, int(ldkv), 0.0f,
-                    pm.data(), nk);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, 1.0f, gp.data(), D, vb, int(ldkv), 0.0f,
                     ds.data(), nk);  // dout·Vᵀ
         for (int r = 0; r < rows; ++r) {
-          const int t = t0 + r / HG, last = P + t;
-          const float l = lse[(int64_t(b) * T + t) * H + g * HG + r % HG];
+          const float l = lse[(int64_t(b) * T + t0 + r / HG) * H + g * HG + r % HG];
           float* pr = pm.data() + int64_t(r) * nk;
           float* dr = ds.data() + int64_t(r) * nk;
           if (l == ninf) {  // no visible key: no gradient
@@ -210,8 +223,6 @@ void attention_backward(const float* q, int64_t q_stride, const KVView& kv, int 
             std::fill(dr, dr + nk, 0.0f);
             continue;
           }
-          for (int j = 0; j < nk; ++j)
-            if (j > last || !visible(kv, b, last, j)) pr[j] = ninf;
           simd::exp_shift_sum(pr, size_t(nk), l);  // masked keys give exp(−∞) = 0
           for (int j = 0; j < nk; ++j) dr[j] = pr[j] * (dr[j] - delta[size_t(r)]) * scale;
         }

@@ -116,10 +116,10 @@ class CpuOps final : public Ops {
   void attention(const float* q, int64_t q_stride, const KVView& kv, int B, int T, int P, int H, int G, int D,
                  float* out, float* lse) override {
     // Per job: one sequence, one KV group, a block of up to kTB query tokens. The block's queries (tokens ×
-    // the group's heads) meet the keys 0 .. P + t1 − 1 in two sgemm calls — scores S = Q·Kᵀ, then
-    // O = softmax(S)·V — with the causal, padding and segment masks applied to S in between (keys past a
-    // row's own position are computed and masked: at most kTB − 1 a row).
-    constexpr int kTB = 16;
+    // the group's heads) meet the keys 0 .. P + t1 − 1 in two sgemm calls — masked scores S = Q·Kᵀ
+    // (cpu::attention_block_scores, shared with the backward), then O = softmax(S)·V (keys past a row's
+    // own position are computed and masked: at most kTB − 1 a row).
+    constexpr int kTB = cpu::kAttnBlockTokens;
     const float scale = 1.0f / std::sqrt(float(D));
     const float ninf = -std::numeric_limits<float>::infinity();
     const int HG = H / G, nblk = (T + kTB - 1) / kTB;
@@ -130,27 +130,13 @@ class CpuOps final : public Ops {
 #pragma omp for schedule(dynamic, 1)
       for (int64_t job = 0; job < jobs; ++job) {
         const int blk = int(job % nblk), g = int((job / nblk) % G), b = int(job / (int64_t(nblk) * G));
-        const int t0 = blk * kTB, t1 = std::min(T, t0 + kTB), rows = (t1 - t0) * HG, nk = P + t1;
-        sc.resize(size_t(rows) * size_t(nk));
-        for (int r = 0; r < rows; ++r)  // row r = (token t0 + r / HG, head g·HG + r % HG)
-          std::copy_n(q + int64_t(b * T + t0 + r / HG) * q_stride + int64_t(g * HG + r % HG) * D, D,
-                      qp.data() + int64_t(r) * D);
-        const float* kb = kv.k + (int64_t(b) * kv.S * G + g) * D;
+        const int t0 = blk * kTB, t1 = std::min(T, t0 + kTB), rows = (t1 - t0) * HG;
+        const int nk = cpu::attention_block_scores(q, q_stride, kv, b, T, P, H, G, D, g, t0, t1, scale, qp.data(), sc);
         const float* vb = kv.v + (int64_t(b) * kv.S * G + g) * D;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, scale, qp.data(), D, kb, int(ldkv), 0.0f,
-                    sc.data(), nk);
-        const uint8_t* valid = kv.key_valid + int64_t(b) * kv.S;
-        const int32_t* seg = kv.segment ? kv.segment + int64_t(b) * kv.S : nullptr;
         for (int r = 0; r < rows; ++r) {
-          const int t = t0 + r / HG, last = P + t;
+          const int t = t0 + r / HG;
           float* row = sc.data() + int64_t(r) * nk;
-          float mx = ninf;
-          for (int j = 0; j < nk; ++j) {
-            if (j > last || !valid[j] || (seg && seg[j] != seg[last]))
-              row[j] = ninf;
-            else
-              mx = std::max(mx, row[j]);
-          }
+          const float mx = simd::max_of(row, size_t(nk));
           float* l = lse ? lse + int64_t(b * T + t) * H + g * HG + r % HG : nullptr;
           if (mx == ninf) {  // no visible key: output zeros
             std::fill(row, row + nk, 0.0f);
