@@ -9,7 +9,8 @@ want_oracle=0
 [[ "${1:-}" == "--oracle" ]] && want_oracle=1
 
 pkgs=(build-essential cmake ninja-build pkg-config libopenblas-openmp-dev libhwy-dev libsentencepiece-dev
-      nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox)
+      nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox
+      libopenmpi-dev openmpi-bin)
 # Test mode only: headless Chromium (about 290 MB installed) opens the benchmark's HTML page in a test.
 ((want_oracle)) && pkgs+=(chromium)
 missing=()

@@ -16,7 +16,7 @@
 
 #include "lab/bench_train.h"
 #include "lab/sample.h"
-#include "lab/train_data.h"
+#include "lab/train/train_data.h"
 #include "model/config.h"
 #include "model/loader.h"
 #include "model/tokenizer.h"

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "lab/train_loop.h"
+#include "lab/train/train_loop.h"
 #include "model/backward.h"
 #include "model/loader.h"
 #include "model/optimizer.h"

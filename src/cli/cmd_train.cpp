@@ -4,10 +4,13 @@
 #include <cstdio>
 #include <fmt/ranges.h>
 
+#include <optional>
+
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/train_setup.h"
-#include "lab/train_loop.h"
+#include "dist/comm.h"
+#include "lab/train/train_loop.h"
 #include "model/peft_io.h"
 #include "util/error.h"
 
@@ -24,6 +27,7 @@ struct TrainArgs {
   bool skip_bad = false;
   std::string init;     // an adapter folder to start from instead of a fresh one
   std::string qat;      // int8 | int4: train on the quantized base
+  int bucket_kb = 1024;
 };
 
 RegisterCommand reg_train([](CLI::App& app) {
@@ -59,38 +63,78 @@ RegisterCommand reg_train([](CLI::App& app) {
   cmd->add_option("--max-output", a->limits.max_output, "recipe limit of output tokens")->capture_default_str();
   cmd->add_flag("--truncate", a->limits.truncate, "cut longer samples to max input + max output + 1 (the recipe)");
   cmd->add_flag("--skip-bad", a->skip_bad, "skip bad records instead of failing");
+  cmd->add_option("--grad-bucket-kb", a->bucket_kb,
+                  "data parallelism (mpirun -np N): gradients are all-reduced in buckets of this many KiB while the "
+                  "backward runs")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
   cmd->callback([a] {
+    // Under mpirun / srun every rank runs this; rank 0 alone prints and writes (docs/DISTRIBUTED.md).
+    dist::Communicator& comm = dist::world();
+    const bool lead = comm.rank() == 0;
     if (!a->qat.empty()) {
       if (!a->m.dtype.empty() && a->m.dtype != a->qat)
         fail("--qat {} trains on the {} base; it conflicts with --dtype {}", a->qat, a->qat, a->m.dtype);
       a->m.dtype = a->qat;
     }
     if (!a->m.adapter.empty()) fail("train: use --init DIR to start from an adapter (--adapter is for inference)");
-    Loaded L = load(a->m);
+    // Every rank loads the same base and reads the same records; a failure is agreed on, so every rank
+    // stops with the same error instead of waiting for the others.
+    std::optional<Loaded> loaded;
+    std::optional<Tokenizer> tokenizer;
+    std::vector<lab::Record> records;
+    dist::agree(comm, [&] {
+      loaded.emplace(load(a->m));
+      tokenizer.emplace(load_tokenizer(a->m.tokenizer, a->m.model));
+      lab::ReadOptions ro;
+      ro.skip_bad = a->skip_bad;
+      records = lab::read_records(a->data, ro);
+    });
+    Loaded& L = *loaded;
     const ModelConfig& c = L.model.config();
-    Tokenizer tok = load_tokenizer(a->m.tokenizer, a->m.model);
-    lab::ReadOptions ro;
-    ro.skip_bad = a->skip_bad;
-    auto records = lab::read_records(a->data, ro);
-    auto samples = train_samples(tok, records, a->limits, c);
+    auto samples = train_samples(*tokenizer, records, a->limits, c, &comm);
 
     AdapterConfig& ac = a->t.adapter;
-    ac = make_adapter_config(a->method, a->adapter, a->t.seed);
-    Adapter adapter = a->init.empty() ? Adapter::create(c, ac) : load_adapter(a->init, c);
+    std::optional<Adapter> made;
+    dist::agree(comm, [&] {
+      ac = make_adapter_config(a->method, a->adapter, a->t.seed);
+      made.emplace(a->init.empty() ? Adapter::create(c, ac) : load_adapter(a->init, c));
+    });
+    Adapter& adapter = *made;
     if (!a->init.empty()) a->t.adapter = adapter.config();
     L.model.set_adapter(&adapter);
-    std::fprintf(stderr, "glmlab: %s r %d on %s: %lld trainable parameters; %zu samples, %lld steps × %d × %d samples\n",
+    // What the adapter is trained on: a resume on another base is refused.
+    a->t.base = fmt::format("{} {}{}{}", a->m.model, dtype_name(L.model.weights().dtype),
+                            a->qat.empty() ? "" : " qat",
+                            a->m.model.rfind("random:", 0) == 0 ? fmt::format(" seed {}", a->m.seed) : "");
+    a->t.comm = &comm;
+    a->t.bucket_bytes = size_t(a->bucket_kb) * 1024;
+    if (comm.size() > 1 && lead)
+      std::fprintf(stderr, "glmlab: data parallel over %d ranks (%s): global batch %lld = %d × %d × %d\n", comm.size(),
+                   comm.backend().c_str(), (long long)a->t.batch_size * a->t.grad_accum * comm.size(),
+                   a->t.batch_size, a->t.grad_accum, comm.size());
+    if (lead) std::fprintf(stderr, "glmlab: %s r %d on %s: %lld trainable parameters; %zu samples, %lld steps × %d × %d samples\n",
                  std::string(method_name(ac.method)).c_str(), adapter.config().rank,
                  fmt::format("{}", fmt::join(adapter.config().targets, ",")).c_str(),
                  (long long)adapter.trainable_count(), samples.size(), (long long)a->t.steps, a->t.grad_accum,
                  a->t.batch_size);
     auto rep = lab::train(*L.ops, L.model, adapter, samples, a->t, [&](const lab::StepLog& s) {
+      if (!lead) return;
       std::fprintf(stderr, "\rstep %lld/%lld | loss %.4f | lr %.3g | grad norm %.3g | %.2f samples/s | %.0f tokens/s   ",
                    (long long)s.step, (long long)a->t.steps, s.loss, s.lr, s.grad_norm,
                    double(s.samples) / s.seconds, double(s.tokens) / s.seconds);
       std::fflush(stderr);
     });
+    if (!lead) {
+      if (rep.nan_stop) throw dist::CollectiveError(rep.message);  // every rank stops on the same step
+      return;
+    }
     std::fprintf(stderr, "\n");
+    if (comm.size() > 1 && rep.steps_done > 0)
+      std::fprintf(stderr, "glmlab: %d ranks: %.1f KiB of gradients all-reduced per step in %zu buckets; %.3f s of "
+                   "%.2f s in exposed communication (%.1f%%)\n",
+                   comm.size(), double(rep.grad_bytes) / 1024, rep.grad_buckets, rep.comm_exposed_seconds, rep.seconds,
+                   100.0 * rep.comm_exposed_seconds / rep.seconds);
     for (size_t i = size_t(rep.first_step); i < rep.losses.size(); ++i)
       std::printf("step %zu loss %.6f\n", i + 1, rep.losses[i]);
     if (rep.steps_done > 0)
@@ -101,7 +145,7 @@ RegisterCommand reg_train([](CLI::App& app) {
                    double(rep.tokens) / rep.seconds, rep.times.forward_s, rep.times.head_s, rep.times.backward_s,
                    rep.optimizer_seconds);
     if (!a->t.out.empty() && !rep.nan_stop) std::fprintf(stderr, "glmlab: adapter saved in %s\n", a->t.out.c_str());
-    if (rep.nan_stop) fail("{}", rep.message);
+    if (rep.nan_stop) throw dist::CollectiveError(rep.message);
   });
 });
 

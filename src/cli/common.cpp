@@ -3,12 +3,14 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <sstream>
 
 #include <fmt/format.h>
 
+#include "dist/comm.h"
 #include "kernels/cpu/runtime.h"
 #include "kernels/cpu/simd.h"
 #include "model/peft_io.h"
@@ -41,6 +43,10 @@ void add_model_options(CLI::App* cmd, ModelArgs& a, bool with_weights) {
 }
 
 void apply_threads(int threads) {
+  // Several ranks on one machine (mpirun -np N): by default each takes its share of the cores instead
+  // of all of them (N × all cores would oversubscribe the machine N times).
+  if (threads == 0 && dist::is_distributed() && dist::world().local_size() > 1)
+    threads = std::max(1, omp_get_num_procs() / dist::world().local_size());
   if (threads > 0) {
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);

@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "cli/commands.h"
+#include "dist/comm.h"
 #include "kernels/cpu/runtime.h"
 #include "util/error.h"
 
@@ -19,16 +20,29 @@ int main(int argc, char** argv) {
   CLI::App app{"glmlab: ChatGLM3 inference and fine-tuning engine and lab"};
   app.require_subcommand(1);
   for (auto& setup : glmlab::cli::command_registry()) setup(app);
+  int rc = 0;
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  } catch (const glmlab::Error& e) {
-    std::fprintf(stderr, "glmlab: error: %s\n", e.what());
-    return 1;
+    rc = app.exit(e);
+  } catch (const glmlab::dist::CollectiveError& e) {
+    // Every rank raised it together: one message (rank 0), every rank exits 1.
+    if (!glmlab::dist::is_distributed() || glmlab::dist::world().rank() == 0)
+      std::fprintf(stderr, "glmlab: error: %s\n", e.what());
+    rc = 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "glmlab: internal error: %s\n", e.what());
-    return 2;
+    const bool internal = dynamic_cast<const glmlab::Error*>(&e) == nullptr;
+    if (glmlab::dist::is_distributed()) {
+      // One rank alone failed, maybe while the others wait in a collective: end the whole job.
+      auto& w = glmlab::dist::world();
+      std::fprintf(stderr, "glmlab: %serror on rank %d of %d: %s\n", internal ? "internal " : "", w.rank(), w.size(),
+                   e.what());
+      std::fflush(stderr);
+      w.abort(internal ? 2 : 1);
+    }
+    std::fprintf(stderr, "glmlab: %serror: %s\n", internal ? "internal " : "", e.what());
+    rc = internal ? 2 : 1;
   }
-  return 0;
+  glmlab::dist::finalize();
+  return rc;
 }

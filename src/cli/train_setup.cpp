@@ -39,9 +39,10 @@ std::vector<std::string> split_commas(const std::string& s) {
 }
 
 std::vector<lab::TrainSample> train_samples(const Tokenizer& tok, const std::vector<lab::Record>& records,
-                                            lab::SampleLimits limits, const ModelConfig& c) {
+                                            lab::SampleLimits limits, const ModelConfig& c,
+                                            dist::Communicator* comm) {
   limits.seq_length = c.seq_length;
-  auto samples = lab::make_samples(tok, records, limits);
+  auto samples = lab::make_samples(tok, records, limits, comm);
   for (auto& s : samples)
     for (int32_t id : s.ids)
       if (id >= c.vocab_size) fail("{}: token id {} is outside the model's vocabulary of {}", s.where, id, c.vocab_size);

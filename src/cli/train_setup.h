@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "lab/advertisegen.h"
-#include "lab/train_data.h"
+#include "lab/train/train_data.h"
 #include "model/adapters.h"
 #include "model/config.h"
 #include "model/tokenizer.h"
@@ -36,6 +36,7 @@ std::vector<std::string> split_commas(const std::string& s);
 // lab::make_samples with the model's seq_length, then every id checked against its vocabulary (an
 // error names the sample's FILE:LINE).
 std::vector<lab::TrainSample> train_samples(const Tokenizer& tok, const std::vector<lab::Record>& records,
-                                            lab::SampleLimits limits, const ModelConfig& c);
+                                            lab::SampleLimits limits, const ModelConfig& c,
+                                            dist::Communicator* comm = nullptr);
 
 }  // namespace glmlab::cli

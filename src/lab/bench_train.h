@@ -35,7 +35,7 @@
 #include "lab/bench_infer.h"
 #include "lab/machine.h"
 #include "lab/probe.h"
-#include "lab/train_loop.h"
+#include "lab/train/train_loop.h"
 
 namespace glmlab::lab {
 

@@ -138,6 +138,8 @@ Adapter Adapter::create(const ModelConfig& model, const AdapterConfig& cfg) {
         auto* ld = add(base + ".vera_lambda_d", {r}, true);
         std::fill(ld->value.begin(), ld->value.end(), cfg.d_initial);
       }
+      for (size_t i = size_t(a.slots_[size_t(l) * kNumTargets + size_t(t)]); i < a.params_.size(); ++i)
+        a.params_[i].layer = l;
     }
   return a;
 }

@@ -66,6 +66,7 @@ struct AdapterParam {
   std::vector<int64_t> shape;
   std::vector<float> value, grad;  // grad is empty for frozen parameters
   bool trainable = true;           // false for VeRA's shared vera_A / vera_B
+  int layer = -1;                  // the layer it adapts (−1: shared across layers)
   int64_t numel() const;
 };
 

@@ -104,7 +104,8 @@ LossResult loss_only(Ops& ops, const Model& model, const TrainBatch& batch) {
 }
 
 LossResult loss_and_backward(Ops& ops, const Model& model, Adapter& adapter, const TrainBatch& batch,
-                             double grad_scale, StepTimes* times) {
+                             double grad_scale, StepTimes* times,
+                             const std::function<void(int layer)>& layer_done) {
   if (model.adapter() != &adapter) fail("loss_and_backward: the model must have this adapter set");
   check_batch(model, batch);
   const ModelConfig& c = model.config();
@@ -175,6 +176,7 @@ LossResult loss_and_backward(Ops& ops, const Model& model, Adapter& adapter, con
       dx = dh;
       ops.rmsnorm_backward(dxl.data(), lt.x.data(), lw.input_norm.data(), lt.inv_rms1.data(), N, C, eps, dx.data());
     }
+    if (layer_done) layer_done(l);
   }
   double t3 = now_s();
   if (times) *times = StepTimes{t1 - t0, t2 - t1, t3 - t2, head_backward_s};

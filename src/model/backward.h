@@ -4,6 +4,7 @@
 // layers below the lowest adapted one are skipped.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "model/adapters.h"
@@ -33,8 +34,12 @@ struct StepTimes {
 // Loss of the batch, and adapter gradients += grad_scale · ∂(loss_sum)/∂θ (grad_scale = 1/tokens gives
 // the mean's gradient; with accumulation, 1 / the tokens of all micro-batches). model.adapter() must be
 // &adapter. The adapter's training flag and dropout key are used as they are.
+// layer_done(l), when given, is called as soon as the gradients of layer l's adapter parameters are
+// complete (layers in reverse order, down to the lowest adapted one): data parallelism starts reducing
+// them while the layers below are still computed.
 LossResult loss_and_backward(Ops& ops, const Model& model, Adapter& adapter, const TrainBatch& batch,
-                             double grad_scale, StepTimes* times = nullptr);
+                             double grad_scale, StepTimes* times = nullptr,
+                             const std::function<void(int layer)>& layer_done = {});
 
 // The loss alone (no tape, no gradients), with whatever adapter the model has.
 LossResult loss_only(Ops& ops, const Model& model, const TrainBatch& batch);

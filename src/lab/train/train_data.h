@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/comm.h"
 #include "lab/advertisegen.h"
 #include "model/backward.h"
 #include "model/tokenizer.h"
@@ -36,13 +37,19 @@ struct SampleLimits {
   int limit() const { return max_input + max_output + 1; }
 };
 
+// With a communicator of several ranks each rank tokenizes its share of the records and all get every
+// sample (all-gather); an error on one rank is thrown on every rank (dist::CollectiveError).
 std::vector<TrainSample> make_samples(const Tokenizer& tok, const std::vector<Record>& records,
-                                      const SampleLimits& limits);
+                                      const SampleLimits& limits, dist::Communicator* comm = nullptr);
 
 class BatchStream {
  public:
-  BatchStream(const std::vector<TrainSample>& samples, int batch_size, bool pack, int pack_length, uint64_t seed);
-  TrainBatch batch(int64_t i) const;                 // micro-batch number i
+  // rank / world: data parallelism. Global micro-batch i is the B·world samples i·B·world ..; this
+  // rank's micro-batch i is its share, samples (i·world + rank)·B .. + B − 1. So the union of the
+  // ranks' micro-batches i is micro-batch i of one process with batch B·world, in the same order.
+  BatchStream(const std::vector<TrainSample>& samples, int batch_size, bool pack, int pack_length, uint64_t seed,
+              int rank = 0, int world = 1);
+  TrainBatch batch(int64_t i) const;                 // this rank's micro-batch number i
   int64_t sample_index(int64_t k) const;             // index in `samples` of global sample k
   int batch_size() const { return B_; }
 
@@ -52,6 +59,7 @@ class BatchStream {
   bool pack_;
   int pack_length_;
   uint64_t seed_;
+  int rank_ = 0, world_ = 1;
   mutable int64_t cached_epoch_ = -1;
   mutable std::vector<int64_t> perm_;
 };

@@ -6,6 +6,12 @@
 // Determinism: data order is a function of (seed, step); each micro-batch's dropout key is a hash of
 // (seed, micro-batch number); every op sums in a fixed order. So a run resumed from a checkpoint gives
 // the same losses, step for step, as one never interrupted.
+// Data parallelism (TrainOptions::comm with several ranks): rank r takes its share of each global
+// micro-batch (BatchStream), the loss is normalised by the labelled tokens of all ranks (all-reduced
+// before the backward), and the adapter gradients are summed over the ranks in buckets while the
+// backward runs (lab/train/grad_sync.h), so every rank clips and steps identically: the run equals one
+// process with the global batch, up to the order of the floating-point sums. Rank 0 alone writes; a
+// resume is read by rank 0 and broadcast, so it may use another number of ranks.
 // A non-finite loss or gradient norm stops the run: the adapter and state from before the update that
 // produced it (the last good one) are written to OUT and the report says so.
 #pragma once
@@ -14,7 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "lab/train_data.h"
+#include "dist/comm.h"
+#include "lab/train/train_data.h"
 #include "model/adapters.h"
 #include "model/backward.h"
 #include "model/model.h"
@@ -37,6 +44,11 @@ struct TrainOptions {
   int64_t save_every = 0;        // 0: only at the end
   bool resume = false;
   int64_t stop_after = -1;       // ≥ 0: stop (and save) after this many steps in total, as if interrupted
+  std::string base;              // what the adapter is trained on (model, dtype, QAT, seed): a resume must match
+  // Data parallelism (null: one process). Each rank runs batch_size samples per micro-batch; the global
+  // batch of a step is batch_size × grad_accum × ranks, in the order of one process with that batch.
+  dist::Communicator* comm = nullptr;
+  size_t bucket_bytes = size_t(1) << 20;  // gradient all-reduce buckets
 };
 
 struct StepLog {
@@ -46,7 +58,10 @@ struct StepLog {
   double seconds;
   StepTimes times;
   double optimizer_s = 0;        // clipping, the last-good snapshot and the AdamW update
-  int64_t labelled = 0;          // tokens the loss is taken on
+  int64_t labelled = 0;          // tokens the loss is taken on (all ranks)
+  int64_t local_samples = 0;     // this rank's share of samples and tokens
+  int64_t local_tokens = 0;
+  double comm_exposed_s = 0;     // time the step spent in communication (data parallelism)
 };
 
 struct TrainReport {
@@ -59,6 +74,9 @@ struct TrainReport {
   int64_t samples = 0, tokens = 0;
   StepTimes times;               // summed over this invocation's steps
   double optimizer_seconds = 0;
+  double comm_exposed_seconds = 0;
+  size_t grad_bytes = 0;         // gradient bytes all-reduced per step (0 in one process)
+  size_t grad_buckets = 0;
 };
 
 // Trains `adapter` (already set on `model`) in place. `on_step` is called after every step.

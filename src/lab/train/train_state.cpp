@@ -1,8 +1,9 @@
 // Saving and loading the resumable training state (see train_state.h).
-#include "lab/train_state.h"
+#include "lab/train/train_state.h"
 
 #include <fmt/ranges.h>
 
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -61,9 +62,20 @@ TrainState load_train_state(const std::string& dir, Adapter& adapter, AdamW& opt
   }
   TrainState st;
   const auto& md = f.metadata();
+  // Whole-string, range-checked integers: "2abc", "-1" or "1e3" are errors, never 2.
+  auto count = [&](const char* key) {
+    auto it = md.find(key);
+    if (it == md.end()) fail("{}: metadata \"{}\" is missing", file, key);
+    const std::string& v = it->second;
+    int64_t x = 0;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+    if (ec != std::errc() || end != v.data() + v.size() || x < 0)
+      fail("{}: metadata \"{}\" is \"{}\", expected a whole number ≥ 0", file, key, v.substr(0, 40));
+    return x;
+  };
+  st.step = count("step");
+  opt.set_steps(count("optimizer_steps"));
   try {
-    st.step = std::stoll(md.at("step"));
-    opt.set_steps(std::stoll(md.at("optimizer_steps")));
     st.losses = nlohmann::json::parse(md.at("losses")).get<std::vector<double>>();
     st.run = md.at("run");
   } catch (const std::exception& e) {
