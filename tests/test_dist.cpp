@@ -17,6 +17,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <map>
+#include <set>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "dist/comm.h"
@@ -325,6 +328,52 @@ TEST(DistCli, FailureOfOneRankInsideAStepEndsEveryRank) {
   EXPECT_NE(r.rc, 0) << r.out;
   EXPECT_CONTAINS(r.out, "error on rank 1 of 2: fault injected by GLMLAB_FAULT at step 2");
   EXPECT_LT(s, 30.0) << r.out;
+}
+
+TEST(DistCli, BenchInferWithTwoRanksCoversEveryRecordOnceAndItsTotalsAddUp) {
+  if (!have_mpirun()) GTEST_SKIP() << "no mpirun (apt-get install openmpi-bin)";
+  auto out = test::temp_dir("dist-bench-infer");
+  auto r = glmlab_on(2, "bench infer --model random:tiny --tokenizer bytes --records 7 --max-new-tokens 6 --reps 2 "
+                        "--batch 1,2 --probe off --threads 1 --no-progress --out " + out.string());
+  ASSERT_EQ(r.rc, 0) << r.out;
+  auto s = nlohmann::json::parse(std::ifstream(out / "summary.json"));
+  ASSERT_TRUE(s["distributed"].is_object()) << s.dump();
+  EXPECT_EQ(s["distributed"]["ranks"], 2);
+  // records.jsonl: each record once per (batch, repetition), no other.
+  std::map<std::tuple<int, int>, std::multiset<size_t>> seen;
+  std::map<int, int64_t> tokens;  // per batch, repetition 0
+  std::ifstream in(out / "records.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    seen[{j["batch"].get<int>(), j["rep"].get<int>()}].insert(j["index"].get<size_t>());
+    if (j["rep"] == 0) tokens[j["batch"].get<int>()] += j["output_tokens"].get<int64_t>();
+  }
+  ASSERT_EQ(seen.size(), 4u);  // batch 1, 2 × rep 0, 1
+  for (const auto& [key, idx] : seen) {
+    std::multiset<size_t> want;
+    for (size_t i = 0; i < 7; ++i) want.insert(i);
+    EXPECT_EQ(idx, want);
+  }
+  for (const auto& run : s["runs"]) {
+    const int b = run["batch"].get<int>();
+    EXPECT_EQ(run["records"], 7);
+    EXPECT_EQ(run["output_tokens"].get<int64_t>(), tokens[b]);
+    // The ranks' shares add up to the run, and the aggregate throughput is all tokens over the slowest
+    // rank's wall time.
+    int64_t rec = 0, tok = 0;
+    double slowest = 0;
+    for (const auto& x : s["distributed"]["per_rank"]) {
+      if (x["batch"] != b) continue;
+      rec += x["records"].get<int64_t>();
+      tok += x["output_tokens"].get<int64_t>();
+      slowest = std::max(slowest, x["wall_s"].get<double>());
+      EXPECT_GT(x["records"].get<int64_t>(), 0);
+    }
+    EXPECT_EQ(rec, 7);
+    EXPECT_EQ(tok, tokens[b]);
+    EXPECT_GT(run["throughput_tps"]["median"].get<double>(), 0);
+  }
 }
 
 }  // namespace

@@ -16,7 +16,9 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "lab/advertisegen.h"
+#include "dist/comm.h"
 #include "lab/bench_compare.h"
+#include "lab/bench_dist.h"
 #include "lab/bench_infer.h"
 #include "lab/bench_outputs.h"
 #include "lab/bench_report.h"
@@ -70,6 +72,11 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
   }
   ModelConfig cfg = load_config(ModelSpec::parse(a.m.model));
   auto prompts = lab::make_prompts(records, tok, a.max_new_tokens, a.stop_at_eos, cfg.seq_length);
+  // mpirun -np N: each rank runs its share of the records on its own engine; rank 0 writes the report.
+  dist::Communicator& comm = dist::world();
+  const bool lead = comm.rank() == 0;
+  const std::vector<lab::BenchPrompt> all_prompts = prompts;
+  if (comm.size() > 1) prompts = lab::shard_prompts(all_prompts, comm.rank(), comm.size());
 
   lab::BenchInferOptions o;
   o.dtypes = split_list(a.m.dtype);
@@ -82,6 +89,12 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
   o.device_engine = wants_device_engine(a.m);
   if (o.device_engine) make_device(backend_from_name(a.m.device), true);  // fails early without CUDA
   o.probe = a.probe == "off" ? lab::ProbeLevel::Off : a.probe == "quick" ? lab::ProbeLevel::Quick : lab::ProbeLevel::Full;
+  if (comm.size() > 1) {
+    // Rank 0 probes the machine alone, then every rank starts together.
+    if (!lead) o.probe = lab::ProbeLevel::Off;
+    o.progress = o.progress && lead;
+    o.after_probe = [&comm] { comm.barrier(); };
+  }
 
   lab::BenchMeta meta;
   meta.model_spec = a.m.model;
@@ -93,18 +106,21 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
   meta.options = o;
 
   int64_t in_tok = 0, out_tok = 0;
-  for (const auto& p : prompts) {
+  for (const auto& p : all_prompts) {
     in_tok += int64_t(p.input.size());
     out_tok += p.target_tokens;
   }
+  if (lead)
   std::fprintf(stderr,
                "bench infer: %s, %zu records of %s (tokenizer %s): %lld prompt tokens, %lld %s output tokens%s; "
-               "dtype %s, batch %s, %d rep(s) after %d warm-up group(s)\n",
-               a.m.model.c_str(), prompts.size(), meta.data.c_str(), meta.tokenizer.c_str(), (long long)in_tok,
+               "dtype %s, batch %s, %d rep(s) after %d warm-up group(s)%s\n",
+               a.m.model.c_str(), all_prompts.size(), meta.data.c_str(), meta.tokenizer.c_str(), (long long)in_tok,
                (long long)out_tok, a.stop_at_eos ? "most" : "forced",
                a.max_new_tokens ? fmt::format(" (capped at {} per record)", a.max_new_tokens).c_str() : "",
                a.m.dtype.empty() ? "default" : a.m.dtype.c_str(), fmt::format("{}", fmt::join(a.batches, ",")).c_str(),
-               a.reps, a.warmup);
+               a.reps, a.warmup,
+               comm.size() > 1 ? fmt::format("; {} ranks ({}), records shared out", comm.size(), comm.backend()).c_str()
+                               : "");
 
   lab::BenchLoader loader = [&](const std::string& dtype, const EngineLimits& limits) {
     ModelArgs one = a.m;
@@ -124,6 +140,8 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
     return bm;
   };
   lab::BenchReport report = lab::run_bench_infer(std::move(prompts), loader, o);
+  lab::gather_bench_infer(comm, report, all_prompts);
+  if (!lead) return;
 
   std::string dir = a.out.empty() ? default_out_dir("bench-infer") : a.out;
   lab::BenchOutputs files = lab::write_bench_outputs(dir, report, meta);
@@ -142,6 +160,13 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
                   report.memory_gbs.median, report.memory_gbs.min, report.memory_gbs.max, report.gemm_gflops.median,
                   report.gemm_gflops.min, report.gemm_gflops.max);
     std::printf("\n%s\n", lab::markdown_table(report, a.m.model).c_str());
+    if (report.dist.ranks > 1) {
+      std::printf("%d ranks (%s): throughput = all ranks' tokens / the slowest rank's wall time; per rank:\n",
+                  report.dist.ranks, report.dist.backend.c_str());
+      for (const auto& x : report.dist.per_rank)
+        std::printf("  rank %d (%s) %s b%d: %zu records, %lld tokens in %.2f s = %.1f tok/s\n", x.rank, x.host.c_str(),
+                    x.dtype.c_str(), x.batch, x.records, (long long)x.output_tokens, x.wall_s, x.tokens_per_s);
+    }
     std::printf("tok/s = generated tokens / wall time; median (min–max) over %d rep(s); load average %.2f at start, "
                 "%.2f at end; %.1f s in all\n",
                 a.reps, report.machine.load_start[0], report.machine.load_end[0], report.wall_s);

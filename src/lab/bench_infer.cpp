@@ -189,6 +189,7 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
     rep.gemm_gflops = quick ? probe_gemm(1024, 3) : probe_gemm();
     rep.probed = true;
   }
+  if (o.after_probe) o.after_probe();
 
   // Work for the progress bar: counted tokens of warm-up groups and of every repetition.
   int64_t total = 0, all_tokens = 0;

@@ -70,6 +70,7 @@ struct BenchInferOptions {
   ProbeLevel probe = ProbeLevel::Full;
   std::string device = "cpu";              // recorded in the machine description
   bool device_engine = false;              // models run on a Device: its bandwidth probe replaces the CPU probes
+  std::function<void()> after_probe;       // called once the probes are done (data parallelism: a barrier)
 };
 
 // One record of one repetition.
@@ -123,6 +124,22 @@ struct RunSummary {
   ModelFacts facts;
 };
 
+// Data-parallel runs (mpirun -np N bench infer, lab/bench_dist.h): each rank's share of one run.
+struct RankRun {
+  int rank = 0;
+  std::string host, dtype;
+  int batch = 1;
+  size_t records = 0;
+  int64_t input_tokens = 0, output_tokens = 0;  // per repetition
+  double wall_s = 0;                            // median over the repetitions
+  double tokens_per_s = 0;                      // output_tokens / wall_s
+};
+struct DistInfo {
+  int ranks = 1;
+  std::string backend;
+  std::vector<RankRun> per_rank;
+};
+
 struct BenchReport {
   ModelConfig config;
   MachineInfo machine;
@@ -135,6 +152,7 @@ struct BenchReport {
   std::vector<GroupResult> groups;
   std::vector<RunSummary> runs;
   double wall_s = 0;  // whole benchmark, probes and loading included
+  DistInfo dist;      // ranks > 1: the records and groups above are every rank's, the runs aggregated
 };
 
 // FLOPs of one prompt of T tokens: 2·(layer matrix params)·T + attention 2·L·H·D·T(T+1) (QKᵀ and PV

@@ -80,6 +80,21 @@ nlohmann::json run_json(const RunSummary& s) {
           {"device_bytes", f.device_bytes}};
 }
 
+// null for one process; else the ranks and each rank's share of each run.
+nlohmann::json distributed_json(const DistInfo& d) {
+  if (d.ranks <= 1) return nullptr;
+  nlohmann::json per = nlohmann::json::array();
+  for (const auto& x : d.per_rank)
+    per.push_back({{"rank", x.rank}, {"host", x.host}, {"dtype", x.dtype}, {"batch", x.batch}, {"records", x.records},
+                   {"input_tokens", x.input_tokens}, {"output_tokens", x.output_tokens}, {"wall_s", x.wall_s},
+                   {"tokens_per_s", x.tokens_per_s}});
+  return {{"ranks", d.ranks},
+          {"backend", d.backend},
+          {"note", "runs: every rank's records; wall_s per repetition = the slowest rank's, throughput = all ranks' "
+                   "output tokens / that wall"},
+          {"per_rank", per}};
+}
+
 nlohmann::json summary_json(const BenchReport& r, const BenchMeta& meta) {
   nlohmann::json runs = nlohmann::json::array();
   for (const auto& s : r.runs) runs.push_back(run_json(s));
@@ -109,6 +124,7 @@ nlohmann::json summary_json(const BenchReport& r, const BenchMeta& meta) {
           {"machine", to_json(r.machine)},
           {"probes", probes},
           {"runs", runs},
+          {"distributed", distributed_json(r.dist)},
           {"wall_s", r.wall_s}};
 }
 
