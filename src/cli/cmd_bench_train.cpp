@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/train_setup.h"
+#include "dist/comm.h"
 #include "lab/bench_train.h"
 #include "lab/bench_train_report.h"
 #include "lab/sample.h"
@@ -32,6 +33,7 @@ struct BenchTrainArgs {
   lab::BenchTrainOptions o;
   lab::SampleLimits limits;
   std::string out, probe = "full";
+  int bucket_kb = 1024;
   bool json = false, no_progress = false;
 };
 
@@ -48,6 +50,12 @@ void run_bench_train(BenchTrainArgs& a, const CLI::App& cmd) {
   o.device = a.m.device;
   o.probe = a.probe == "off" ? lab::ProbeLevel::Off : a.probe == "quick" ? lab::ProbeLevel::Quick : lab::ProbeLevel::Full;
   auto plan = lab::plan_train_runs(o);  // bad options fail here, before anything is loaded
+  // mpirun -np N: data-parallel training runs (docs/DISTRIBUTED.md); rank 0 reports.
+  dist::Communicator& comm = dist::world();
+  const bool lead = comm.rank() == 0;
+  o.train.comm = &comm;
+  o.train.bucket_bytes = size_t(a.bucket_kb) * 1024;
+  if (!lead) o.progress = false;
 
   const bool embedded = a.data.empty();
   if (embedded && cmd.count("--records") == 0) a.records = kDefaultSampleRecords;
@@ -62,7 +70,7 @@ void run_bench_train(BenchTrainArgs& a, const CLI::App& cmd) {
   }
   ModelConfig cfg = load_config(ModelSpec::parse(a.m.model));
   for (const auto& m : o.methods) Adapter::create(cfg, make_adapter_config(m, a.adapter, o.train.seed));  // rank, targets
-  auto samples = train_samples(tok, records, a.limits, cfg);
+  auto samples = train_samples(tok, records, a.limits, cfg, &comm);
 
   lab::BenchTrainMeta meta;
   meta.model_spec = a.m.model;
@@ -76,6 +84,7 @@ void run_bench_train(BenchTrainArgs& a, const CLI::App& cmd) {
 
   int64_t tokens = 0;
   for (const auto& s : samples) tokens += int64_t(s.ids.size());
+  if (lead)
   std::fprintf(stderr,
                "bench train: %s, %zu samples of %s (tokenizer %s, %lld tokens); %zu run(s): %d warm-up + %d timed "
                "steps of batch %d%s each\n",
@@ -96,6 +105,7 @@ void run_bench_train(BenchTrainArgs& a, const CLI::App& cmd) {
     return make_adapter_config(method, a.adapter, o.train.seed);
   };
   lab::BenchTrainReport report = lab::run_bench_train(samples, loader, adapter_config, o);
+  if (!lead) return;
 
   std::string dir = a.out.empty() ? default_out_dir("bench-train") : a.out;
   lab::BenchTrainOutputs files = lab::write_bench_train_outputs(dir, report, meta);
@@ -113,6 +123,20 @@ void run_bench_train(BenchTrainArgs& a, const CLI::App& cmd) {
               a.m.model.c_str(), meta.data.c_str(), samples.size(), o.train.batch_size,
               o.train.pack ? " packed" : " padded", o.warmup_steps, o.steps);
   std::printf("%s\n", lab::train_table(report).c_str());
+  for (const auto& s : report.runs) {
+    if (s.ranks < 2) continue;
+    std::string per;
+    for (size_t r = 0; r < s.rank_samples_per_s.size(); ++r)
+      per += fmt::format("{}{:.3g}", r ? ", " : "", s.rank_samples_per_s[r]);
+    std::printf("%s %s%s on %d ranks: %.3g samples/s (per rank %s); one rank alone %.3g samples/s: scaling "
+                "efficiency %.0f%%; %.1f KiB of gradients in %zu buckets per step, blocking all-reduce %.3g ms; per step "
+                "%.3g ms in communication calls (%.1f%% of the step), of which %.3g ms waiting for the slower rank: "
+                "%.3g ms of communication exposed (%.1f%% of the step, %.0f%% of the all-reduce hidden)\n",
+                s.spec.method.c_str(), s.dtype.c_str(), s.spec.qat != "none" ? " QAT" : "", s.ranks, s.samples_per_s,
+                per.c_str(), s.single_rank_samples_per_s, 100 * s.scaling_efficiency, double(s.grad_bytes) / 1024,
+                s.grad_buckets, 1e3 * s.allreduce_s, 1e3 * s.comm_exposed_s.median, 100 * s.comm_exposed_share,
+                1e3 * s.imbalance_s.median, 1e3 * s.comm_only_s.median, 100 * s.comm_only_share, 100 * s.comm_hidden);
+  }
   std::printf("samples/s and tokens/s (real tokens) = totals of the timed steps / their time; step and split times: "
               "median (min–max) per step; forward includes the loss; bwd ÷ fwd = Σ backward / Σ forward; load "
               "average %.2f at start, %.2f at end; %.1f s in all\n",
@@ -165,6 +189,9 @@ RegisterCommand reg([](CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--json", a->json, "print summary.json to stdout instead of the table");
   cmd->add_flag("--no-progress", a->no_progress, "no progress bar on stderr");
+  cmd->add_option("--grad-bucket-kb", a->bucket_kb, "data parallelism: gradient all-reduce bucket size in KiB")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
   cmd->callback([a, cmd] { run_bench_train(*a, *cmd); });
 });
 

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "lab/bench_summary.h"
+#include "lab/train/grad_sync.h"
 #include "lab/peak_memory.h"
 #include "lab/progress.h"
 #include "util/dtype.h"
@@ -126,11 +127,14 @@ BenchTrainReport run_bench_train(const std::vector<TrainSample>& samples, const 
   BenchTrainReport rep;
   rep.samples_available = samples.size();
   rep.machine = describe_machine(o.device);
-  if (o.probe != ProbeLevel::Off) {
+  dist::Communicator* comm = o.train.comm && o.train.comm->size() > 1 ? o.train.comm : nullptr;
+  const int R = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
+  if (o.probe != ProbeLevel::Off && rank == 0) {  // with several ranks, rank 0 probes alone
     if (o.progress) std::fprintf(stderr, "bench train: probing fp32 GEMM throughput...\n");
     rep.gemm_gflops = o.probe == ProbeLevel::Quick ? probe_gemm(1024, 3) : probe_gemm();
     rep.probed = true;
   }
+  if (comm) comm->barrier();
 
   TrainOptions topt = o.train;
   topt.steps = o.warmup_steps + o.steps;
@@ -140,7 +144,8 @@ BenchTrainReport run_bench_train(const std::vector<TrainSample>& samples, const 
   topt.resume = false;
   topt.stop_after = -1;
   topt.grad_accum = 1;
-  BatchStream stream(samples, topt.batch_size, topt.pack, topt.pack_length, topt.seed);
+  // This rank's micro-batches (all of them in one process): the FLOPs of the work it does.
+  BatchStream stream(samples, topt.batch_size, topt.pack, topt.pack_length, topt.seed, rank, R);
   for (int64_t i = 0; i < topt.steps; ++i) rep.batches.push_back(stream.batch(i));
 
   Progress progress(int64_t(plan.size()) * topt.steps, "steps", o.progress);
@@ -212,6 +217,8 @@ BenchTrainReport run_bench_train(const std::vector<TrainSample>& samples, const 
       x.optimizer_s = log.optimizer_s;
       x.other_s = x.step_s - x.forward_s - x.backward_s - x.optimizer_s;
       x.flops = flops[size_t(x.batch_number)];
+      x.comm_s = log.comm_exposed_s;
+      x.imbalance_s = log.imbalance_s;
       recs.push_back(x);
     });
     model.set_adapter(nullptr);
@@ -234,6 +241,56 @@ BenchTrainReport run_bench_train(const std::vector<TrainSample>& samples, const 
       bwd_sum += x.backward_s;
       flop_sum += x.flops.total();
     }
+    if (comm) {
+      // The job's FLOPs are every rank's; each rank's own rate, then what the communication cost.
+      flop_sum = comm->sum(flop_sum);
+      s.ranks = R;
+      double local = 0, secs = 0, exposed = 0, only = 0;
+      std::vector<double> ex, im, co;
+      for (const auto& x : recs) {
+        local += double(x.samples) / R;
+        secs += x.step_s;
+        exposed += x.comm_s;
+        ex.push_back(x.comm_s);
+        im.push_back(x.imbalance_s);
+        co.push_back(std::max(0.0, x.comm_s - x.imbalance_s));
+        only += co.back();
+      }
+      s.imbalance_s = spread_of(im);
+      s.comm_only_s = spread_of(co);
+      s.comm_only_share = secs > 0 ? only / secs : 0;
+      auto per = comm->all_gather(fmt::format("{}", secs > 0 ? local / secs : 0.0));
+      for (const auto& v : per) s.rank_samples_per_s.push_back(std::stod(v));
+      s.comm_exposed_s = spread_of(ex);
+      s.comm_exposed_share = secs > 0 ? exposed / secs : 0;
+      GradSync gs(*comm, adapter, run_opt.bucket_bytes);
+      s.grad_bytes = gs.bytes();
+      s.grad_buckets = gs.buckets();
+      std::vector<double> ar;
+      for (int i = 0; i < 5; ++i) ar.push_back(gs.blocking_all_reduce_s());
+      s.allreduce_s = spread_of(ar).median;
+      s.comm_hidden = s.allreduce_s > 0 ? std::clamp(1.0 - s.comm_only_s.median / s.allreduce_s, 0.0, 1.0) : 0;
+      // The scaling baseline: rank 0 alone, the same per-rank batch and steps, while the others wait.
+      comm->barrier();
+      double single = 0;
+      if (rank == 0) {
+        TrainOptions solo = run_opt;
+        solo.comm = nullptr;
+        Adapter alone = Adapter::create(c, solo.adapter);
+        model.set_adapter(&alone);
+        double n = 0, t = 0;
+        progress.set_label(fmt::format("{} {} one rank alone", spec.method, s.dtype));
+        train(*bm.ops, model, alone, samples, solo, [&](const StepLog& log) {
+          if (log.step <= o.warmup_steps) return;
+          n += double(log.samples);
+          t += log.seconds;
+        });
+        model.set_adapter(nullptr);
+        single = t > 0 ? n / t : 0;
+      }
+      comm->broadcast(&single, sizeof single, 0);
+      s.single_rank_samples_per_s = single;
+    }
     s.step_s = spread_of(step);
     s.forward_s = spread_of(fwd);
     s.backward_s = spread_of(bwd);
@@ -241,6 +298,7 @@ BenchTrainReport run_bench_train(const std::vector<TrainSample>& samples, const 
     s.other_s = spread_of(other);
     if (s.seconds > 0) {
       s.samples_per_s = double(s.samples) / s.seconds;
+      if (s.single_rank_samples_per_s > 0) s.scaling_efficiency = s.samples_per_s / (R * s.single_rank_samples_per_s);
       s.tokens_per_s = double(s.tokens) / s.seconds;
       s.gflops = flop_sum / s.seconds / 1e9;
     }

@@ -49,6 +49,7 @@ struct BenchTrainOptions {
   ProbeLevel probe = ProbeLevel::Full;         // fp32 GEMM probe (Quick: 1024³ × 3)
   bool progress = true;
   std::string device = "cpu";
+  // Data parallelism: train.comm with several ranks. Each rank reports; rank 0 gets the job's figures.
 };
 
 // One combination, in run order.
@@ -80,6 +81,8 @@ struct TrainStepRecord {
   double step_s = 0, forward_s = 0, backward_s = 0, optimizer_s = 0, other_s = 0;
   double layers_forward_s = 0, head_forward_s = 0, head_backward_s = 0, layers_backward_s = 0;
   TrainFlops flops;
+  double comm_s = 0;              // exposed communication of the step (data parallelism)
+  double imbalance_s = 0;         // of which waiting for a slower rank
 };
 
 struct TrainRunSummary {
@@ -103,6 +106,19 @@ struct TrainRunSummary {
   uint64_t weight_bytes = 0, peak_rss_bytes = 0;  // peak over this run's steps (model resident)
   bool peak_rss_is_phase = true;
   double load_s = 0;
+  // Data parallelism (ranks > 1, `mpirun -np N bench train`): samples/s above are the whole job's.
+  int ranks = 1;
+  std::vector<double> rank_samples_per_s;   // each rank's own samples ÷ its step time
+  Spread comm_exposed_s;                    // per step: time in communication calls the step paid
+  Spread imbalance_s;                       // per step: waiting for a slower rank's compute (part of the above)
+  Spread comm_only_s;                       // per step: max(0, exposed − imbalance): the communication itself
+  double comm_exposed_share = 0;            // Σ exposed ÷ Σ step time
+  double allreduce_s = 0;                   // one blocking all-reduce of the gradient bytes (median of 5)
+  double comm_only_share = 0;               // Σ comm_only ÷ Σ step time
+  double comm_hidden = 0;                   // 1 − comm_only per step ÷ allreduce_s, in [0, 1]
+  size_t grad_bytes = 0, grad_buckets = 0;
+  double single_rank_samples_per_s = 0;     // rank 0 alone, same per-rank batch, same steps, same run
+  double scaling_efficiency = 0;            // samples/s ÷ (ranks × single_rank_samples_per_s)
 };
 
 struct BenchTrainReport {

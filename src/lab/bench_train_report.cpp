@@ -58,7 +58,21 @@ nlohmann::json train_run_json(const TrainRunSummary& s) {
           {"weight_bytes", s.weight_bytes},
           {"peak_rss_bytes", s.peak_rss_bytes},
           {"peak_rss_is_phase", s.peak_rss_is_phase},
-          {"load_s", s.load_s}};
+          {"load_s", s.load_s},
+          {"distributed", s.ranks < 2 ? nlohmann::json(nullptr)
+                                      : nlohmann::json{{"ranks", s.ranks},
+                                                       {"rank_samples_per_s", s.rank_samples_per_s},
+                                                       {"single_rank_samples_per_s", s.single_rank_samples_per_s},
+                                                       {"scaling_efficiency", s.scaling_efficiency},
+                                                       {"grad_bytes_per_step", s.grad_bytes},
+                                                       {"grad_buckets", s.grad_buckets},
+                                                       {"allreduce_s", s.allreduce_s},
+                                                       {"comm_exposed_s", spread_json(s.comm_exposed_s)},
+                                                       {"comm_exposed_share", s.comm_exposed_share},
+                                                       {"imbalance_s", spread_json(s.imbalance_s)},
+                                                       {"comm_only_s", spread_json(s.comm_only_s)},
+                                                       {"comm_only_share", s.comm_only_share},
+                                                       {"comm_hidden", s.comm_hidden}}}};
 }
 
 nlohmann::json train_summary_json(const BenchTrainReport& r, const BenchTrainMeta& meta) {

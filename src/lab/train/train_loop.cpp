@@ -221,6 +221,14 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
       comm_s += now_s() - tc;
     }
     log.comm_exposed_s = comm_s;
+    if (R > 1) {
+      // How long this rank waited for slower ones: the ranks' compute differs (their micro-batches have
+      // other lengths), and that wait shows up inside the communication calls.
+      const double mine = log.times.forward_s + log.times.head_s + log.times.backward_s;
+      double slowest = mine;
+      comm.all_reduce_max(&slowest, 1);
+      log.imbalance_s = slowest - mine;
+    }
     log.loss = labelled ? loss_sum / double(labelled) : 0.0;
     const double t_opt = now_s();
     log.grad_norm = clip_grad_norm(adapter, o.max_grad_norm);
@@ -286,6 +294,7 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
     rep.samples += log.samples;
     rep.tokens += tokens;
     rep.comm_exposed_seconds += log.comm_exposed_s;
+    rep.imbalance_seconds += log.imbalance_s;
     rep.times.forward_s += log.times.forward_s;
     rep.times.head_s += log.times.head_s;
     rep.times.backward_s += log.times.backward_s;

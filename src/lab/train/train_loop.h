@@ -61,7 +61,8 @@ struct StepLog {
   int64_t labelled = 0;          // tokens the loss is taken on (all ranks)
   int64_t local_samples = 0;     // this rank's share of samples and tokens
   int64_t local_tokens = 0;
-  double comm_exposed_s = 0;     // time the step spent in communication (data parallelism)
+  double comm_exposed_s = 0;     // time the step spent in communication calls (data parallelism) ...
+  double imbalance_s = 0;        // ... of which at least this long was waiting for a slower rank's compute
 };
 
 struct TrainReport {
@@ -75,6 +76,7 @@ struct TrainReport {
   StepTimes times;               // summed over this invocation's steps
   double optimizer_seconds = 0;
   double comm_exposed_seconds = 0;
+  double imbalance_seconds = 0;
   size_t grad_bytes = 0;         // gradient bytes all-reduced per step (0 in one process)
   size_t grad_buckets = 0;
 };
