@@ -102,6 +102,144 @@ std::string error_without_blocking(const fs::path& fifo, const std::function<voi
   return "<blocked>";
 }
 
+// ------------------------------------------------------------------ 1. safetensors layout rules
+
+TEST(FilesSafetensors, DataBlockMustBeCoveredExactly) {
+  auto dir = test::temp_dir("files_coverage");
+  // A hole between two tensors.
+  std::string p = write_raw(dir / "hole.safetensors", "{" + f32_entry("a", 2, 0) + ", " + f32_entry("b", 2, 12) + "}",
+                            std::string(20, '\0'));
+  std::string e = open_error(p);
+  EXPECT_CONTAINS(e, p);
+  EXPECT_CONTAINS(e, "\"b\" starts at byte 12");
+  EXPECT_CONTAINS(e, "\"a\" ends at byte 8");
+  // The first tensor not at 0.
+  p = write_raw(dir / "start.safetensors", "{" + f32_entry("a", 2, 4) + "}", std::string(12, '\0'));
+  EXPECT_CONTAINS(open_error(p), "\"a\" starts at byte 4");
+  // Bytes after the last tensor.
+  p = write_raw(dir / "tail.safetensors", "{" + f32_entry("a", 2, 0) + "}", std::string(12, '\0'));
+  e = open_error(p);
+  EXPECT_CONTAINS(e, p);
+  EXPECT_CONTAINS(e, "4 bytes after the last tensor");
+  // An empty tensor inside another one is an overlap for the reference library too.
+  p = write_raw(dir / "inside.safetensors",
+                R"({"e": {"dtype": "I8", "shape": [0], "data_offsets": [4, 4]}, )" + f32_entry("x", 4, 0) + "}",
+                std::string(16, '\0'));
+  EXPECT_CONTAINS(open_error(p), "\"e\"");
+  // An empty file with an empty header is fine, as are empty tensors at the end.
+  p = write_raw(dir / "empty.safetensors", "{}", "");
+  EXPECT_EQ(open_error(p), "<no Error thrown>");
+  p = write_raw(dir / "ok.safetensors",
+                "{" + f32_entry("x", 4, 0) + R"(, "e": {"dtype": "I8", "shape": [0], "data_offsets": [16, 16]}})",
+                std::string(16, '\0'));
+  EXPECT_EQ(open_error(p), "<no Error thrown>");
+}
+
+TEST(FilesSafetensors, HeaderLengthOneByteShortIsAnError) {
+  auto dir = test::temp_dir("files_short_header");
+  std::string header = "{" + f32_entry("a", 2, 0) + "}   ";  // padded with spaces, as writers do
+  float v[2] = {1.5f, -2.f};
+  std::string data(reinterpret_cast<const char*>(v), 8);
+  std::string p = write_raw(dir / "short.safetensors", header, data, int64_t(header.size()) - 1);
+  std::string e = open_error(p);
+  EXPECT_CONTAINS(e, p);
+  EXPECT_CONTAINS(e, "1 bytes after the last tensor");
+}
+
+TEST(FilesSafetensors, DuplicateNamesAreErrors) {
+  auto dir = test::temp_dir("files_duplicates");
+  std::string p = write_raw(dir / "dup.safetensors", "{" + f32_entry("a", 2, 0) + ", " + f32_entry("a", 2, 8) + "}",
+                            std::string(16, '\0'));
+  std::string e = open_error(p);
+  EXPECT_CONTAINS(e, p);
+  EXPECT_CONTAINS(e, "duplicate key \"a\"");
+  p = write_raw(dir / "dupfield.safetensors",
+                R"({"a": {"dtype": "F32", "dtype": "F16", "shape": [2], "data_offsets": [0, 8]}})",
+                std::string(8, '\0'));
+  EXPECT_CONTAINS(open_error(p), "duplicate key \"dtype\"");
+}
+
+TEST(FilesSafetensors, MetadataMustBeStringToString) {
+  auto dir = test::temp_dir("files_metadata");
+  std::string p = write_raw(dir / "m.safetensors", R"({"__metadata__": {"k": {"nested": "x"}}})", "");
+  std::string e = open_error(p);
+  EXPECT_CONTAINS(e, "__metadata__");
+  EXPECT_CONTAINS(e, "\"k\"");
+}
+
+TEST(FilesSafetensors, MisalignedDataIsReadCorrectly) {
+  auto dir = test::temp_dir("files_misaligned");
+  const float f[3] = {1.5f, -2.25f, 3.0f};
+  const uint16_t h[3] = {f32_to_f16(0.5f), f32_to_f16(-7.f), f32_to_f16(1024.f)};
+  const uint16_t b[3] = {f32_to_bf16(2.f), f32_to_bf16(-0.125f), f32_to_bf16(256.f)};
+  // h at [0,6], then f at [6,18] (not 4-aligned even with an aligned block), then b at [18,24].
+  std::string header = R"({"h": {"dtype": "F16", "shape": [3], "data_offsets": [0, 6]}, )"
+                       R"("f": {"dtype": "F32", "shape": [3], "data_offsets": [6, 18]}, )"
+                       R"("b": {"dtype": "BF16", "shape": [3], "data_offsets": [18, 24]}})";
+  std::string data = std::string(reinterpret_cast<const char*>(h), 6) + std::string(reinterpret_cast<const char*>(f), 12) +
+                     std::string(reinterpret_cast<const char*>(b), 6);
+  for (int pad = 0; pad < 4; ++pad) {  // header lengths of every remainder mod 4
+    SCOPED_TRACE(pad);
+    std::string p = write_raw(dir / fmt::format("m{}.safetensors", pad), header + std::string(size_t(pad), ' '), data);
+    SafetensorsFile file(p);
+    const TensorInfo& tf = file.tensors().at("f");
+    const TensorInfo& th = file.tensors().at("h");
+    const TensorInfo& tb = file.tensors().at("b");
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(tf.data) % alignof(float), 0u);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(th.data) % alignof(uint16_t), 0u);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(tb.data) % alignof(uint16_t), 0u);
+    for (int i = 0; i < 3; ++i) {
+      float x;
+      std::memcpy(&x, tf.data + 4 * i, 4);
+      EXPECT_EQ(x, f[i]);
+      uint16_t y;
+      std::memcpy(&y, th.data + 2 * i, 2);
+      EXPECT_EQ(y, h[i]);
+      std::memcpy(&y, tb.data + 2 * i, 2);
+      EXPECT_EQ(y, b[i]);
+    }
+  }
+}
+
+TEST(FilesSafetensors, MisalignedCheckpointLoadsTheSameWeights) {
+  // tiny-f32 with one more space of header padding: every tensor of the data block is misaligned.
+  auto dir = test::temp_dir("files_misaligned_ckpt");
+  std::string raw = slurp(test::golden_path("tiny-f32/model.safetensors"));
+  uint64_t n;
+  std::memcpy(&n, raw.data(), 8);
+  raw.insert(8 + n, " ");
+  n += 1;
+  std::memcpy(raw.data(), &n, 8);
+  spit(dir / "model.safetensors", raw);
+  fs::copy_file(test::golden_path("tiny-f32/config.json"), dir / "config.json");
+  Model a = load_model(test::golden_path("tiny-f32"), "fp32");
+  Model b = load_model(dir.string(), "fp32");
+  const Matrix& ma = a.weights().layers[1].qkv;
+  const Matrix& mb = b.weights().layers[1].qkv;
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(mb.data) % alignof(float), 0u);
+  for (int64_t r = 0; r < ma.rows; r += 7)
+    for (int64_t c = 0; c < ma.cols; c += 5) ASSERT_EQ(ma.at(r, c), mb.at(r, c));
+}
+
+// ------------------------------------------------------------------ 4. shard paths
+
+TEST(FilesIndex, ShardOutsideTheFolderIsRefused) {
+  auto root = test::temp_dir("files_index_escape");
+  fs::create_directories(root / "ckpt");
+  std::vector<float> v = {1, 2};
+  write_safetensors((root / "outside.safetensors").string(), {{"a", DType::F32, {2}, v.data(), 8}});
+  spit(root / "ckpt" / "model.safetensors.index.json", R"({"weight_map": {"a": "../outside.safetensors"}})");
+  std::string e = test::error_of([&] { SafetensorsSet::open((root / "ckpt").string()); });
+  EXPECT_CONTAINS(e, "\"a\"");
+  EXPECT_CONTAINS(e, "../outside.safetensors");
+  EXPECT_CONTAINS(e, "outside");
+  spit(root / "ckpt" / "model.safetensors.index.json",
+       R"({"weight_map": {"a": ")" + (root / "outside.safetensors").string() + "\"}}");
+  e = test::error_of([&] { SafetensorsSet::open((root / "ckpt").string()); });
+  EXPECT_CONTAINS(e, "\"a\"");
+  EXPECT_CONTAINS(e, "absolute");
+}
+
 // ------------------------------------------------------------------ 5. FIFOs and directories
 
 TEST(FilesType, FifoDoesNotBlock) {
