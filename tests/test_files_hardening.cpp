@@ -221,6 +221,57 @@ TEST(FilesSafetensors, MisalignedCheckpointLoadsTheSameWeights) {
     for (int64_t c = 0; c < ma.cols; c += 5) ASSERT_EQ(ma.at(r, c), mb.at(r, c));
 }
 
+// ------------------------------------------------------------------ 3. config.json sizes and values
+
+std::string config_error(const std::function<void(json&)>& edit) {
+  json cfg = json::parse(slurp(test::golden_path("tiny-f32/config.json")));
+  edit(cfg);
+  return test::error_of([&] { ModelConfig::from_json(cfg, "cfg"); });
+}
+
+TEST(FilesConfig, HugeLayerCountFailsFast) {
+  auto dir = test::temp_dir("files_huge_layers");
+  fs::copy_file(test::golden_path("tiny-f32/model.safetensors"), dir / "model.safetensors");
+  json cfg = json::parse(slurp(test::golden_path("tiny-f32/config.json")));
+  cfg["num_layers"] = 1000000000;
+  spit(dir / "config.json", cfg.dump());
+  auto t0 = std::chrono::steady_clock::now();
+  std::string e = test::error_of([&] { load_model(dir.string(), "fp32"); });
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_CONTAINS(e, "num_layers");
+  EXPECT_LT(s, 2.0);
+}
+
+TEST(FilesConfig, ProductsMustNotOverflow) {
+  std::string e = config_error([](json& j) {
+    j["num_attention_heads"] = 4194304;  // × kv_channels 1024 = 2^32
+    j["kv_channels"] = 1024;
+  });
+  EXPECT_CONTAINS(e, "too large");
+  e = config_error([](json& j) {
+    j["hidden_size"] = 2000000000;
+    j["ffn_hidden_size"] = 2000000000;
+  });
+  EXPECT_CONTAINS(e, "too large");
+}
+
+TEST(FilesConfig, FloatsMustBeFiniteAsFloat) {
+  EXPECT_CONTAINS(config_error([](json& j) { j["rope_ratio"] = 1e300; }), "rope_ratio");
+  EXPECT_CONTAINS(config_error([](json& j) { j["layernorm_epsilon"] = 1e300; }), "layernorm_epsilon");
+  EXPECT_CONTAINS(config_error([](json& j) { j["layernorm_epsilon"] = 0.5; }), "layernorm_epsilon");
+  EXPECT_CONTAINS(config_error([](json& j) { j["rope_ratio"] = "2"; }), "rope_ratio");
+}
+
+TEST(FilesConfig, TokenIdsInsideTheVocabulary) {
+  EXPECT_CONTAINS(config_error([](json& j) { j["eos_token_id"] = 512; }), "eos_token_id");
+  EXPECT_CONTAINS(config_error([](json& j) { j["eos_token_id"] = 8.5; }), "eos_token_id");
+  EXPECT_CONTAINS(config_error([](json& j) { j["eos_token_id"] = -1; }), "eos_token_id");
+  EXPECT_CONTAINS(config_error([](json& j) { j["pad_token_id"] = 100000; }), "pad_token_id");
+  EXPECT_CONTAINS(config_error([](json& j) { j["num_layers"] = 8.5; }), "num_layers");
+  EXPECT_CONTAINS(config_error([](json& j) { j["num_layers"] = 4294967298ll; }), "num_layers");
+  EXPECT_EQ(config_error([](json& j) { j["eos_token_id"] = json::array({2, 5}); }), "<no Error thrown>");
+}
+
 // ------------------------------------------------------------------ 4. shard paths
 
 TEST(FilesIndex, ShardOutsideTheFolderIsRefused) {

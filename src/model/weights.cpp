@@ -289,6 +289,13 @@ ModelWeights load_weights(const std::string& dir, const ModelConfig& c, DType dt
   st->files = std::make_shared<SafetensorsSet>(SafetensorsSet::open(dir));
   const SafetensorsSet& set = *st->files;
   const int64_t C = c.hidden_size, F = c.ffn_hidden_size, V = c.vocab_size;
+  // Every layer has at least six tensors: a config with more layers than the checkpoint has tensors
+  // (num_layers 1000000000) fails here, naming the first missing layer, before any per-layer loop.
+  if (const size_t ntensors = set.names().size(); uint64_t(c.num_layers) > ntensors)
+    for (int i = 0; i <= int(ntensors); ++i)
+      if (std::string n = names::layer(i, "input_layernorm.weight"); !set.find(n))
+        fail("{}: tensor {} is missing (expected shape [{}]): config.json says num_layers {} but the checkpoint has "
+             "only {} tensors", dir, n, C, c.num_layers, ntensors);
 
   // Embedding and output: in `dtype`, or for int8/int4 kept 16-bit (fp32 checkpoints become fp16).
   DType edt = dtype;
