@@ -221,6 +221,51 @@ TEST(FilesSafetensors, MisalignedCheckpointLoadsTheSameWeights) {
     for (int64_t c = 0; c < ma.cols; c += 5) ASSERT_EQ(ma.at(r, c), mb.at(r, c));
 }
 
+// ------------------------------------------------------------------ 2. deeply nested / overflowing JSON
+
+TEST(FilesJson, DeeplyNestedJsonIsAClearError) {
+  auto dir = test::temp_dir("files_deep");
+  const std::string d = deep(100000);
+  std::string p = write_raw(dir / "deep.safetensors", R"({"__metadata__": )" + d + "}", "");
+  std::string e = open_error(p);
+  EXPECT_CONTAINS(e, p);
+  EXPECT_CONTAINS(e, "nested deeper than");
+
+  spit(dir / "config.json", R"({"model_type": "chatglm", "num_layers": )" + d + "}");
+  e = test::error_of([&] { ModelConfig::from_file((dir / "config.json").string()); });
+  EXPECT_CONTAINS(e, (dir / "config.json").string());
+  EXPECT_CONTAINS(e, "nested deeper than");
+
+  spit(dir / "adapter_config.json", R"({"peft_type": "LORA", "r": )" + d + "}");
+  e = test::error_of([&] { read_adapter_config(dir.string()); });
+  EXPECT_CONTAINS(e, "adapter_config.json");
+  EXPECT_CONTAINS(e, "nested deeper than");
+
+  spit(dir / "model.safetensors.index.json", R"({"weight_map": {"a": )" + d + "}}");
+  e = test::error_of([&] { SafetensorsSet::open(dir.string()); });
+  EXPECT_CONTAINS(e, "model.safetensors.index.json");
+  EXPECT_CONTAINS(e, "nested deeper than");
+}
+
+TEST(FilesJson, OverflowingNumbersNameTheFile) {
+  auto dir = test::temp_dir("files_overflow");
+  json cfg = json::parse(slurp(test::golden_path("tiny-f32/config.json")));
+  std::string text = cfg.dump();
+  text.insert(1, R"("rope_ratio": 1e400, )");
+  spit(dir / "config.json", text);
+  std::string e = test::error_of([&] { ModelConfig::from_file((dir / "config.json").string()); });
+  EXPECT_CONTAINS(e, (dir / "config.json").string());
+  EXPECT_CONTAINS(e, "1e400");
+}
+
+TEST(FilesJson, ErrorMessagesDoNotDumpHugeValues) {
+  auto dir = test::temp_dir("files_long_value");
+  spit(dir / "config.json", R"({"model_type": "chatglm", "num_layers": ")" + std::string(100000, 'x') + "\"}");
+  std::string e = test::error_of([&] { ModelConfig::from_file((dir / "config.json").string()); });
+  EXPECT_CONTAINS(e, "num_layers");
+  EXPECT_LT(e.size(), 1000u) << e.substr(0, 300);
+}
+
 // ------------------------------------------------------------------ 3. config.json sizes and values
 
 std::string config_error(const std::function<void(json&)>& edit) {
@@ -314,6 +359,47 @@ TEST(FilesType, DirectoryIsNamedAsSuch) {
   EXPECT_CONTAINS(e, "is a directory");
   e = test::error_of([&] { ModelConfig::from_file((dir / "config.json").string()); });
   EXPECT_CONTAINS(e, "is a directory");
+}
+
+// ------------------------------------------------------------------ 6. adapter_config.json values
+
+fs::path copy_adapter(const char* method, const std::string& name) {
+  auto dir = test::temp_dir(name);
+  for (const char* f : {"adapter_config.json", "adapter_model.safetensors"})
+    fs::copy_file(train_path(std::string(method) + "/" + f), dir / f);
+  return dir;
+}
+
+void set_field(const fs::path& dir, const std::string& key, const std::string& raw_value) {
+  json j = json::parse(slurp(dir / "adapter_config.json"));
+  j.erase(key);
+  std::string s = j.dump();
+  s.insert(1, "\"" + key + "\": " + raw_value + ", ");
+  spit(dir / "adapter_config.json", s);
+}
+
+TEST(FilesAdapter, RankAndAlphaMustBeExact) {
+  ModelConfig c = load_model(train_path("tiny-f32")).config();
+  for (const char* r : {"8.5", "4294967304", "-3", "\"8\""}) {
+    auto d = copy_adapter("lora", "files_rank");
+    set_field(d, "r", r);
+    SCOPED_TRACE(r);
+    EXPECT_CONTAINS(test::error_of([&] { load_adapter(d.string(), c); }), "\"r\"");
+  }
+  auto d = copy_adapter("lora", "files_alpha");
+  set_field(d, "lora_alpha", "1e39");
+  EXPECT_CONTAINS(test::error_of([&] { load_adapter(d.string(), c); }), "lora_alpha");
+  d = copy_adapter("vera", "files_d_initial");
+  set_field(d, "d_initial", "1e39");
+  EXPECT_CONTAINS(test::error_of([&] { load_adapter(d.string(), c); }), "d_initial");
+}
+
+TEST(FilesAdapter, AbsurdRankFailsBeforeAllocating) {
+  ModelConfig c = load_model(train_path("tiny-f32")).config();
+  auto d = copy_adapter("lora", "files_rank_huge");
+  set_field(d, "r", "2147483647");
+  std::string e = test::error_of([&] { load_adapter(d.string(), c); });
+  EXPECT_CONTAINS(e, "memory");
 }
 
 }  // namespace
