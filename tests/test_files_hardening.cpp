@@ -402,5 +402,76 @@ TEST(FilesAdapter, AbsurdRankFailsBeforeAllocating) {
   EXPECT_CONTAINS(e, "memory");
 }
 
+// ------------------------------------------------------------------ 7. non-finite weights
+
+TEST(FilesFinite, NonFiniteBaseWeightsNameTheTensor) {
+  const std::string qkv = "transformer.encoder.layers.1.self_attention.query_key_value.weight";
+  const std::string norm = "transformer.encoder.layers.0.input_layernorm.weight";
+  struct Case {
+    const char* src;
+    std::string tensor;
+    float value;
+    const char* dtype;
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (const Case& k : {Case{"tiny-f32", qkv, nan, "fp32"}, Case{"tiny-f32", qkv, inf, "bf16"},
+                        Case{"tiny-f32", norm, nan, "fp32"}, Case{"tiny-f16", qkv, -inf, "fp16"},
+                        Case{"tiny-bf16", qkv, nan, "bf16"}, Case{"tiny-bf16", qkv, inf, "fp32"}}) {
+    SCOPED_TRACE(fmt::format("{} {} {} as {}", k.src, k.tensor, k.value, k.dtype));
+    auto dir = copy_checkpoint(test::golden_path(k.src), "files_nonfinite", [&](auto& n, DType dt, auto& b) {
+      if (n == k.tensor) put_value(dt, b, 37, k.value);
+    });
+    std::string e = test::error_of([&] { load_model(dir.string(), k.dtype); });
+    EXPECT_CONTAINS(e, k.tensor);
+    EXPECT_CONTAINS(e, "not finite");
+  }
+}
+
+TEST(FilesFinite, NonFiniteAdapterTensorsNameTheTensor) {
+  ModelConfig c = load_model(train_path("tiny-f32")).config();
+  for (const char* m : {"lora", "vera"}) {
+    auto d = copy_adapter(m, std::string("files_nonfinite_") + m);
+    SafetensorsFile f((d / "adapter_model.safetensors").string());
+    std::map<std::string, std::vector<uint8_t>> bytes;
+    std::vector<TensorToWrite> out;
+    std::string victim;
+    for (const auto& [n, t] : f.tensors()) {
+      auto& b = bytes[n];
+      b.assign(t.data, t.data + t.nbytes);
+      if (victim.empty() && (n.find("lora_B") != std::string::npos || n.find("vera_lambda_d") != std::string::npos)) {
+        victim = n;
+        put_value(t.dtype, b, 1, std::numeric_limits<float>::quiet_NaN());
+      }
+      out.push_back({n, t.dtype, t.shape, b.data(), b.size()});
+    }
+    write_safetensors((d / "adapter_model.safetensors").string(), out);
+    std::string e = test::error_of([&] { load_adapter(d.string(), c); });
+    EXPECT_CONTAINS(e, victim);
+    EXPECT_CONTAINS(e, "not finite");
+  }
+}
+
+TEST(FilesFinite, MergeRefusesANonFiniteResult) {
+  // lora_B of 3e38 (finite) makes W + s·B·A overflow to inf.
+  auto d = copy_adapter("lora", "files_merge_overflow");
+  SafetensorsFile f((d / "adapter_model.safetensors").string());
+  std::map<std::string, std::vector<uint8_t>> bytes;
+  std::vector<TensorToWrite> out;
+  for (const auto& [n, t] : f.tensors()) {
+    auto& b = bytes[n];
+    b.assign(t.data, t.data + t.nbytes);
+    if (n.find("lora_B") != std::string::npos)
+      for (size_t i = 0; i < size_t(t.numel()); ++i) put_value(t.dtype, b, i, 3e38f);
+    if (n.find("lora_A") != std::string::npos)
+      for (size_t i = 0; i < size_t(t.numel()); ++i) put_value(t.dtype, b, i, 1.0f);
+    out.push_back({n, t.dtype, t.shape, b.data(), b.size()});
+  }
+  write_safetensors((d / "adapter_model.safetensors").string(), out);
+  auto o = test::temp_dir("files_merge_overflow_out");
+  std::string e = test::error_of([&] { merge_checkpoint(train_path("tiny-f32"), d.string(), o.string()); });
+  EXPECT_CONTAINS(e, "not finite");
+  EXPECT_FALSE(fs::exists(o / "model.safetensors"));
+}
+
 }  // namespace
 }  // namespace glmlab

@@ -1,7 +1,9 @@
 // Merging adapters into checkpoints (see merge.h).
 #include "model/merge.h"
 
+#include <cmath>
 #include <cstring>
+#include <regex>
 #include <filesystem>
 #include <map>
 
@@ -79,17 +81,24 @@ MergeReport merge_checkpoint(const std::string& model_dir, const std::string& ad
     std::vector<float> w = adapter_delta(adapter, l, t);
     auto& bytes = owned[name];
     bytes.resize(ti.nbytes);
+    auto non_finite = [&](size_t i, float base, float merged) {
+      fail("merge: {}: the merged value at index {} is not finite ({} + {} = {} in {}); refusing to write {}", name, i,
+           base, w[i], merged, dtype_name(ti.dtype), out_dir);
+    };
     for (size_t i = 0; i < w.size(); ++i) {
       if (ti.dtype == DType::F32) {
-        float v;
-        std::memcpy(&v, ti.data + 4 * i, 4);
-        v += w[i];
+        float b, v;
+        std::memcpy(&b, ti.data + 4 * i, 4);
+        v = b + w[i];
+        if (!std::isfinite(v)) non_finite(i, b, v);
         std::memcpy(bytes.data() + 4 * i, &v, 4);
       } else {
         uint16_t h;
         std::memcpy(&h, ti.data + 2 * i, 2);
-        const float v = (ti.dtype == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h)) + w[i];
+        const float b = ti.dtype == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h), v = b + w[i];
         h = ti.dtype == DType::F16 ? f32_to_f16(v) : f32_to_bf16(v);
+        const float rounded = ti.dtype == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+        if (!std::isfinite(rounded)) non_finite(i, b, rounded);  // also a finite sum that overflows fp16
         std::memcpy(bytes.data() + 2 * i, &h, 2);
       }
     }

@@ -147,6 +147,9 @@ Adapter load_adapter(const std::string& dir, const ModelConfig& model) {
         case DType::BF16: { uint16_t h; std::memcpy(&h, info.data + 2 * i, 2); v = bf16_to_f32(h); break; }
         default: fail("{}: tensor {} has dtype {}; expected F32, F16 or BF16", file, name, dtype_name(info.dtype));
       }
+      if (!std::isfinite(v))
+        fail("{}: tensor {} holds a value that is not finite ({}) at index {}: the adapter is corrupt", file, name, v,
+             i);
       p->value[i] = v;
     }
     seen.insert(name);
