@@ -473,5 +473,27 @@ TEST(FilesFinite, MergeRefusesANonFiniteResult) {
   EXPECT_FALSE(fs::exists(o / "model.safetensors"));
 }
 
+// ------------------------------------------------------------------ 8. merge over a sharded folder
+
+TEST(FilesMerge, OutputFolderWithAShardedCheckpointIsReplaced) {
+  auto out = test::temp_dir("files_merge_stale");
+  for (const auto& e : fs::directory_iterator(test::golden_path("tiny-sharded")))
+    fs::copy_file(e.path(), out / e.path().filename());
+  spit(out / "notes.txt", "mine");
+  merge_checkpoint(train_path("tiny-f32"), train_path("lora"), out.string());
+  EXPECT_FALSE(fs::exists(out / "model.safetensors.index.json"));
+  EXPECT_FALSE(fs::exists(out / "model-00001-of-00002.safetensors"));
+  EXPECT_FALSE(fs::exists(out / "model-00002-of-00002.safetensors"));
+  EXPECT_TRUE(fs::exists(out / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(out / "notes.txt")) << "files that are no checkpoint are left alone";
+  // The merged weights are what loads.
+  auto ref = test::temp_dir("files_merge_fresh");
+  merge_checkpoint(train_path("tiny-f32"), train_path("lora"), ref.string());
+  Model a = load_model(out.string(), "fp32"), b = load_model(ref.string(), "fp32");
+  const Matrix &ma = a.weights().layers[0].dense, &mb = b.weights().layers[0].dense;
+  for (int64_t r = 0; r < ma.rows; ++r)
+    for (int64_t c = 0; c < ma.cols; ++c) ASSERT_EQ(ma.at(r, c), mb.at(r, c));
+}
+
 }  // namespace
 }  // namespace glmlab
