@@ -25,6 +25,7 @@
 #include "lab/sample.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "util/json.h"
 
 namespace glmlab::cli {
 namespace {
@@ -218,11 +219,7 @@ RegisterCommand reg([](CLI::App& app) {
     for (int i = 0; i < 2; ++i) {
       std::string path = (*files)[size_t(i)];
       if (std::filesystem::is_directory(path)) path = (std::filesystem::path(path) / "summary.json").string();
-      try {
-        s[i] = nlohmann::json::parse(read_file(path));
-      } catch (const nlohmann::json::exception& e) {
-        fail("{}: not valid JSON: {}", path, e.what());
-      }
+      s[i] = read_json_file(path);
       if (!s[i].is_object() || !s[i].contains("runs")) fail("{}: not a benchmark summary (no \"runs\")", path);
     }
     std::printf("%s", lab::compare_summaries(s[0], s[1]).c_str());

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
+#include "util/json.h"
 #include "util/utf8.h"
 
 namespace glmlab::lab {
@@ -56,11 +57,10 @@ ParsedLine parse_line(const Line& line, const std::string& file, size_t max_line
   if (is_blank(text)) return out;
   if (auto at = utf8::first_invalid(text)) return bad(fmt::format("invalid UTF-8 at byte {} of the line", *at + 1));
   json v;
-  try {
-    v = json::parse(text);
-  } catch (const json::exception& e) {
-    return bad("invalid JSON: " + clean_json_error(e.what()));
-  }
+  // Depth-limited like every JSON glmlab reads; duplicate keys are left to nlohmann (last one wins),
+  // as Python's json does for data files.
+  if (std::string err; !try_parse_json(text, v, err, JsonLimits{kMaxJsonDepth, false}))
+    return bad("invalid JSON: " + clean_json_error(err.c_str()));
   if (!v.is_object()) return bad(fmt::format("expected a JSON object, found {}", v.type_name()));
   for (const char* key : {"content", "summary"}) {
     auto it = v.find(key);

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "util/error.h"
+#include "util/file.h"
 
 namespace glmlab {
 
@@ -104,6 +105,22 @@ Adapter Adapter::create(const ModelConfig& model, const AdapterConfig& cfg) {
       a.max_in_ = std::max(a.max_in_, a.dims_.back().in);
       a.max_out_ = std::max(a.max_out_, a.dims_.back().out);
     }
+  }
+  {  // memory before anything is allocated: every value, plus a gradient for the trainable ones
+    using u128 = unsigned __int128;
+    const u128 r = u128(cfg.rank), L = u128(std::max(a.L_, 0));
+    u128 per_layer = 0;
+    for (Target t : kTargets)
+      if (on[int(t)]) {
+        const LinearDims d = a.dims_[size_t(t)];
+        per_layer += cfg.method == AdapterMethod::Lora ? 2 * r * u128(d.in + d.out) : 2 * (u128(d.out) + r);
+      }
+    u128 floats = L * per_layer;
+    if (cfg.method == AdapterMethod::Vera) floats += r * u128(a.max_in_) + u128(a.max_out_) * r;
+    const u128 bytes = floats * 4 + L * kNumTargets * sizeof(int);
+    const std::string what = fmt::format("a {} adapter of rank {} on {} layers", method_name(cfg.method), cfg.rank, a.L_);
+    if (bytes > u128(1) << 62) fail("{} is too large: it would need more memory than any machine has", what);
+    check_memory(uint64_t(bytes), what);
   }
   a.slots_.assign(size_t(a.L_) * kNumTargets, -1);
   const int64_t r = cfg.rank;

@@ -1,11 +1,13 @@
 #include "model/config.h"
 
+#include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <type_traits>
 
 #include "util/error.h"
 #include "util/file.h"
+#include "util/json.h"
 
 namespace glmlab {
 
@@ -27,22 +29,21 @@ int64_t ModelConfig::total_params() const {
 namespace {
 
 // j[key] as T. Integers must be JSON integers that fit an int (nlohmann's get<int> would silently
-// truncate 28.5 or wrap 10000000000).
+// truncate 28.5 or wrap 10000000000); floats must be finite as float (1e300 is not inf).
 template <typename T>
 T convert(const json& j, const char* key, const std::string& src) {
   const json& v = j.at(key);
+  const std::string what = fmt::format("{}: field \"{}\"", src, key);
   if constexpr (std::is_same_v<T, int>) {
-    if (!v.is_number_integer())
-      fail("{}: field \"{}\" has the wrong type ({}; expected an integer)", src, key, v.dump());
-    if (v.is_number_unsigned() ? v.get<uint64_t>() > uint64_t(std::numeric_limits<int>::max())
-                               : (v.get<int64_t>() < std::numeric_limits<int>::min() ||
-                                  v.get<int64_t>() > std::numeric_limits<int>::max()))
-      fail("{}: field \"{}\" is out of range ({})", src, key, v.dump());
-  }
-  try {
-    return v.get<T>();
-  } catch (const json::exception&) {
-    fail("{}: field \"{}\" has the wrong type ({})", src, key, v.dump());
+    return int(json_integer(v, std::numeric_limits<int>::min(), std::numeric_limits<int>::max(), what));
+  } else if constexpr (std::is_same_v<T, float>) {
+    return json_float(v, what);
+  } else {
+    try {
+      return v.get<T>();
+    } catch (const json::exception&) {
+      fail("{} has the wrong type ({})", what, json_excerpt(v));
+    }
   }
 }
 
@@ -61,7 +62,7 @@ T get_optional(const json& j, const char* key, T dflt, const std::string& src) {
 void require_flag(const json& j, const char* key, bool want, const std::string& src) {
   if (!j.contains(key) || j.at(key).is_null()) return;
   if (!j.at(key).is_boolean())
-    fail("{}: field \"{}\" has the wrong type ({}; expected true or false)", src, key, j.at(key).dump());
+    fail("{}: field \"{}\" has the wrong type ({}; expected true or false)", src, key, json_excerpt(j.at(key)));
   if (j.at(key).get<bool>() != want)
     fail("{}: \"{}\": {} is not supported by glmlab (ChatGLM3 uses {})", src, key, !want, want);
 }
@@ -87,7 +88,21 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   c.layernorm_eps = get_optional<float>(j, "layernorm_epsilon", 1e-5f, src);
   c.rope_ratio = get_optional<float>(j, "rope_ratio", 1.0f, src);
   c.add_qkv_bias = get_optional<bool>(j, "add_qkv_bias", false, src);
-  c.eos_token_id = j.contains("eos_token_id") && j["eos_token_id"].is_number_integer() ? j["eos_token_id"].get<int>() : 2;
+  // eos_token_id: an id, or (as some configs write it) a list of ids of which the first is used.
+  if (j.contains("eos_token_id") && !j["eos_token_id"].is_null()) {
+    const json& e = j["eos_token_id"];
+    if (e.is_array() && e.empty()) fail("{}: field \"eos_token_id\" is an empty list", src);
+    const std::string what = fmt::format("{}: field \"eos_token_id\"", src);
+    if (e.is_array()) {
+      for (const json& x : e) json_integer(x, 0, std::numeric_limits<int>::max(), what);
+      c.eos_token_id = int(json_integer(e[0], 0, std::numeric_limits<int>::max(), what));
+    } else {
+      c.eos_token_id = int(json_integer(e, 0, std::numeric_limits<int>::max(), what));
+    }
+    for (const json& x : e.is_array() ? e : json::array({e}))
+      if (x.get<int64_t>() >= c.vocab_size && c.vocab_size > 0)
+        fail("{}: eos_token_id {} is outside the vocabulary (padded_vocab_size {})", src, x.get<int64_t>(), c.vocab_size);
+  }
   c.pad_token_id = get_optional<int>(j, "pad_token_id", 0, src);
   auto td = get_optional<std::string>(j, "torch_dtype", "float16", src);
   try {
@@ -108,14 +123,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
 }
 
 ModelConfig ModelConfig::from_file(const std::string& path) {
-  std::string text = read_file(path);
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    fail("{}: not valid JSON at byte {}: {}", path, e.byte, e.what());
-  }
-  return from_json(j, path);
+  return from_json(read_json_file(path), path);
 }
 
 void ModelConfig::validate() const {
@@ -136,8 +144,37 @@ void ModelConfig::validate() const {
     fail("{}: kv_channels {} must be a multiple of 4 (rotary pairs on the first half)", name, kv_channels);
   if (kv_channels > 1024)
     fail("{}: kv_channels {} is larger than glmlab's rotary kernels take (1024; ChatGLM3 uses 128)", name, kv_channels);
-  if (!(layernorm_eps > 0)) fail("{}: layernorm_epsilon must be positive", name);
-  if (!(rope_ratio > 0)) fail("{}: rope_ratio must be positive", name);
+  // Products the model computes with int (q_dim, kv_dim, qkv_dim, 2F) must fit an int, and the
+  // parameter count an int64 with room to spare (bytes = params × 4): checked, never wrapped.
+  const int64_t imax = std::numeric_limits<int>::max();
+  const int64_t q = int64_t(num_heads) * kv_channels, kv = int64_t(num_groups) * kv_channels;
+  if (q > imax)
+    fail("{}: num_attention_heads {} × kv_channels {} = {} is too large (more than {})", name, num_heads, kv_channels,
+         q, imax);
+  if (q + 2 * kv > imax)
+    fail("{}: the fused QKV width {} (heads + 2 × groups, × kv_channels) is too large (more than {})", name,
+         q + 2 * kv, imax);
+  if (2 * int64_t(ffn_hidden_size) > imax)
+    fail("{}: 2 × ffn_hidden_size {} is too large (more than {})", name, ffn_hidden_size, imax);
+  {
+    using u128 = unsigned __int128;
+    const u128 C = u128(hidden_size), F = u128(ffn_hidden_size), Q = u128(q + 2 * kv), V = u128(vocab_size);
+    const u128 layer = 2 * C + Q * C + Q + u128(q) * C + 3 * F * C;
+    const u128 total = u128(num_layers) * layer + 2 * V * C + C;
+    const u128 limit = u128(1) << 56;  // 7.2e16 parameters: bytes stay far below 2^63 in any dtype
+    if (total > limit)
+      fail("{}: the sizes are too large: {} layers × {} parameters per layer (hidden_size {}, ffn_hidden_size {}) "
+           "and a vocabulary of {} exceed {} parameters", name, num_layers, uint64_t(layer >> 64 ? ~0ull : layer),
+           hidden_size, ffn_hidden_size, vocab_size, uint64_t(limit));
+  }
+  if (!(layernorm_eps > 0 && layernorm_eps <= 0.1f) || !std::isfinite(layernorm_eps))
+    fail("{}: layernorm_epsilon must be in (0, 0.1], got {}", name, layernorm_eps);
+  if (!(rope_ratio > 0 && rope_ratio <= 1e6f) || !std::isfinite(rope_ratio))
+    fail("{}: rope_ratio must be in (0, 1e6], got {}", name, rope_ratio);
+  if (eos_token_id < 0 || eos_token_id >= vocab_size)
+    fail("{}: eos_token_id {} is outside the vocabulary (0..{})", name, eos_token_id, vocab_size - 1);
+  if (pad_token_id < 0 || pad_token_id >= vocab_size)
+    fail("{}: pad_token_id {} is outside the vocabulary (0..{})", name, pad_token_id, vocab_size - 1);
 }
 
 json ModelConfig::to_json() const {

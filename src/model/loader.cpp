@@ -9,6 +9,7 @@
 #include "model/safetensors.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "util/json.h"
 
 namespace glmlab {
 
@@ -34,12 +35,7 @@ ModelConfig load_config(const ModelSpec& spec) {
   ModelConfig cfg = ModelConfig::from_file(cfg_path);
   auto qpath = fs::path(spec.dir) / "quantize_config.json";  // older AutoGPTQ exports keep it apart
   if (!cfg.quant.quantized() && fs::exists(qpath)) {
-    nlohmann::json q;
-    try {
-      q = nlohmann::json::parse(read_file(qpath.string()));
-    } catch (const nlohmann::json::parse_error& e) {
-      fail("{}: not valid JSON at byte {}", qpath.string(), e.byte);
-    }
+    const nlohmann::json q = read_json_file(qpath.string());
     cfg.quant = QuantConfig::from_gptq_json(q, qpath.string());
   }
   return cfg;

@@ -1,7 +1,9 @@
 // Merging adapters into checkpoints (see merge.h).
 #include "model/merge.h"
 
+#include <cmath>
 #include <cstring>
+#include <regex>
 #include <filesystem>
 #include <map>
 
@@ -10,6 +12,7 @@
 #include "model/safetensors.h"
 #include "util/dtype.h"
 #include "util/error.h"
+#include "util/json.h"
 
 namespace glmlab {
 
@@ -79,17 +82,24 @@ MergeReport merge_checkpoint(const std::string& model_dir, const std::string& ad
     std::vector<float> w = adapter_delta(adapter, l, t);
     auto& bytes = owned[name];
     bytes.resize(ti.nbytes);
+    auto non_finite = [&](size_t i, float base, float merged) {
+      fail("merge: {}: the merged value at index {} is not finite ({} + {} = {} in {}); refusing to write {}", name, i,
+           base, w[i], merged, dtype_name(ti.dtype), out_dir);
+    };
     for (size_t i = 0; i < w.size(); ++i) {
       if (ti.dtype == DType::F32) {
-        float v;
-        std::memcpy(&v, ti.data + 4 * i, 4);
-        v += w[i];
+        float b, v;
+        std::memcpy(&b, ti.data + 4 * i, 4);
+        v = b + w[i];
+        if (!std::isfinite(v)) non_finite(i, b, v);
         std::memcpy(bytes.data() + 4 * i, &v, 4);
       } else {
         uint16_t h;
         std::memcpy(&h, ti.data + 2 * i, 2);
-        const float v = (ti.dtype == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h)) + w[i];
+        const float b = ti.dtype == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h), v = b + w[i];
         h = ti.dtype == DType::F16 ? f32_to_f16(v) : f32_to_bf16(v);
+        const float rounded = ti.dtype == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+        if (!std::isfinite(rounded)) non_finite(i, b, rounded);  // also a finite sum that overflows fp16
         std::memcpy(bytes.data() + 2 * i, &h, 2);
       }
     }
@@ -99,7 +109,36 @@ MergeReport merge_checkpoint(const std::string& model_dir, const std::string& ad
   }
   if (rep.merged_matrices != int(adapted.size())) fail("merge: {} adapted linears not found in {}", adapted.size() - rep.merged_matrices, model_dir);
   fs::create_directories(out_dir);
+  // A sharded checkpoint already in out_dir: its index would shadow the new model.safetensors (loaders
+  // read the index first). The shards it lists, and any model-NNNNN-of-NNNNN.safetensors, go too; other
+  // files are left alone. The new file is complete (written atomically) before anything is removed.
+  const fs::path index = fs::path(out_dir) / "model.safetensors.index.json";
+  std::vector<fs::path> stale;
+  if (fs::is_regular_file(index)) {
+    stale.push_back(index);
+    try {
+      const nlohmann::json j = read_json_file(index.string());
+      if (j.is_object() && j.contains("weight_map") && j["weight_map"].is_object())
+        for (const auto& [tensor, shard] : j["weight_map"].items())
+          if (shard.is_string()) {
+            const fs::path sp(shard.get<std::string>());
+            if (sp.has_filename() && sp == sp.filename() && sp != "model.safetensors" && sp != "." && sp != "..")
+              stale.push_back(fs::path(out_dir) / sp);
+          }
+    } catch (const Error&) {
+      // an unreadable index is removed all the same
+    }
+  }
+  const std::regex shard_name(R"(model-[0-9]+-of-[0-9]+\.safetensors)");
+  for (const auto& e : fs::directory_iterator(out_dir))
+    if (std::regex_match(e.path().filename().string(), shard_name)) stale.push_back(e.path());
   write_safetensors((fs::path(out_dir) / "model.safetensors").string(), out, {{"format", "pt"}});
+  for (const fs::path& p : stale) {
+    std::error_code ec;
+    if (fs::is_regular_file(fs::symlink_status(p)) || fs::is_symlink(fs::symlink_status(p))) fs::remove(p, ec);
+    if (ec) fail("merge: wrote {} but cannot remove the stale {}: {}", (fs::path(out_dir) / "model.safetensors").string(),
+                 p.string(), ec.message());
+  }
   for (const char* f : {"config.json", "generation_config.json", "tokenizer.model", "tokenizer_config.json"}) {
     const fs::path src = fs::path(model_dir) / f;
     if (fs::exists(src)) fs::copy_file(src, fs::path(out_dir) / f, fs::copy_options::overwrite_existing);

@@ -4,14 +4,18 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <type_traits>
 
 #include "model/safetensors.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "util/json.h"
 
 namespace glmlab {
 
@@ -34,13 +38,22 @@ Target target_of_entry(const std::string& entry, const std::string& file) {
        entry);
 }
 
+// j[key] as T, or `def` when absent or null. Integers must be JSON integers in T's range (8.5 and
+// 4294967304 are errors, not 8); floats must be finite as float (1e39 is not inf).
 template <typename T>
 T get_or(const json& j, const char* key, T def, const std::string& file) {
   if (!j.contains(key) || j[key].is_null()) return def;
-  try {
-    return j[key].get<T>();
-  } catch (const std::exception&) {
-    fail("{}: field \"{}\" has the wrong type ({})", file, key, j[key].dump());
+  const std::string what = fmt::format("{}: field \"{}\"", file, key);
+  if constexpr (std::is_same_v<T, int> || std::is_same_v<T, int64_t>) {
+    return T(json_integer(j[key], std::numeric_limits<T>::min(), std::numeric_limits<T>::max(), what));
+  } else if constexpr (std::is_same_v<T, float>) {
+    return json_float(j[key], what);
+  } else {
+    try {
+      return j[key].get<T>();
+    } catch (const std::exception&) {
+      fail("{} has the wrong type ({})", what, json_excerpt(j[key]));
+    }
   }
 }
 
@@ -48,19 +61,14 @@ void require_absent_or(const json& j, const char* key, const json& ok, const std
   if (!j.contains(key) || j[key].is_null()) return;
   if (j[key] == ok) return;
   if (ok.is_object() && j[key].is_object() && j[key].empty()) return;
-  fail("{}: {} = {} is not supported by glmlab ({})", file, key, j[key].dump(), what);
+  fail("{}: {} = {} is not supported by glmlab ({})", file, key, json_excerpt(j[key]), what);
 }
 
 }  // namespace
 
 AdapterConfig read_adapter_config(const std::string& dir) {
   const std::string file = (std::filesystem::path(dir) / kConfigFile).string();
-  json j;
-  try {
-    j = json::parse(read_file(file));
-  } catch (const json::exception& e) {
-    fail("{}: invalid JSON ({})", file, e.what());
-  }
+  const json j = read_json_file(file);
   if (!j.is_object()) fail("{}: expected a JSON object", file);
   const std::string type = get_or<std::string>(j, "peft_type", "", file);
   AdapterConfig c;
@@ -88,7 +96,7 @@ AdapterConfig read_adapter_config(const std::string& dir) {
     fail("{}: peft_type \"{}\" is not supported (expected LORA or VERA)", file, type);
   }
   c.rank = get_or<int>(j, "r", c.rank, file);
-  if (c.rank <= 0) fail("{}: rank r must be positive, got {}", file, c.rank);
+  if (c.rank <= 0) fail("{}: rank r must be positive, got {} (field \"r\")", file, c.rank);
   require_absent_or(j, "bias", "none", file, "bias training");
   require_absent_or(j, "fan_in_fan_out", false, file, "transposed weights");
   require_absent_or(j, "layers_to_transform", json(), file, "a subset of layers");
@@ -100,10 +108,10 @@ AdapterConfig read_adapter_config(const std::string& dir) {
     if (tm.is_string()) entries.push_back(tm.get<std::string>());
     else if (tm.is_array())
       for (auto& e : tm) {
-        if (!e.is_string()) fail("{}: target_modules must hold strings, got {}", file, e.dump());
+        if (!e.is_string()) fail("{}: target_modules must hold strings, got {}", file, json_excerpt(e));
         entries.push_back(e.get<std::string>());
       }
-    else fail("{}: target_modules must be a list of module names, got {}", file, tm.dump());
+    else fail("{}: target_modules must be a list of module names, got {}", file, json_excerpt(tm));
     for (auto& e : entries) {
       std::string name(target_name(target_of_entry(e, file)));
       if (std::find(c.targets.begin(), c.targets.end(), name) == c.targets.end()) c.targets.push_back(name);
@@ -139,6 +147,9 @@ Adapter load_adapter(const std::string& dir, const ModelConfig& model) {
         case DType::BF16: { uint16_t h; std::memcpy(&h, info.data + 2 * i, 2); v = bf16_to_f32(h); break; }
         default: fail("{}: tensor {} has dtype {}; expected F32, F16 or BF16", file, name, dtype_name(info.dtype));
       }
+      if (!std::isfinite(v))
+        fail("{}: tensor {} holds a value that is not finite ({}) at index {}: the adapter is corrupt", file, name, v,
+             i);
       p->value[i] = v;
     }
     seen.insert(name);

@@ -3,9 +3,11 @@
 
 #include <fmt/format.h>
 
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
+#include "util/json.h"
 
 namespace glmlab {
 
@@ -15,8 +17,9 @@ namespace {
 
 int int_field(const json& q, const char* key, int dflt, const std::string& src, const char* block) {
   if (!q.contains(key) || q.at(key).is_null()) return dflt;
-  if (!q.at(key).is_number_integer()) fail("{}: {}.{} must be an integer, got {}", src, block, key, q.at(key).dump());
-  return q.at(key).get<int>();
+  if (!q.at(key).is_number_integer()) fail("{}: {}.{} must be an integer, got {}", src, block, key, json_excerpt(q.at(key)));
+  return int(json_integer(q.at(key), std::numeric_limits<int>::min(), std::numeric_limits<int>::max(),
+                          fmt::format("{}: {}.{}", src, block, key)));
 }
 
 }  // namespace

@@ -1,8 +1,15 @@
 // safetensors reading and writing (format in safetensors.h).
-// Reading maps the file and validates the whole header before handing out any tensor: every entry's
-// dtype / shape / data_offsets, offsets inside the data block, byte size == numel * dtype size, no two
-// tensors overlapping. TensorInfo::data points into the mapping (zero copy). Every problem is an Error
-// naming the file and, where there is one, the tensor. SafetensorsSet adds the checkpoint-folder logic
+// Reading maps the file and validates the whole header before handing out any tensor, with the rules
+// of the reference library (huggingface/safetensors): header length <= 100 MB and inside the file, a
+// JSON object without duplicate keys, every entry's dtype / shape / data_offsets, byte size == numel *
+// dtype size (checked multiplication), and the tensors, sorted by offset, covering the data block
+// exactly (the first starts at 0, each starts where the previous ends, the last ends at the end of
+// the file), so a header length that is off by one byte is an error, never a shifted read.
+// TensorInfo::data points into the mapping (zero copy) unless the mapping leaves a tensor misaligned
+// for its dtype (the reference accepts header lengths that are not a multiple of 8, and tensors at any
+// offset): such tensors are copied once into an aligned buffer, so every consumer may read them as
+// float / uint16_t / int32 arrays. Every problem is an Error naming the file and, where there is one,
+// the tensor. SafetensorsSet adds the checkpoint-folder logic
 // (model.safetensors or the shards of model.safetensors.index.json, cross-checked with its weight_map).
 // Writing builds the header (tensors in name order, padded with spaces to 8 bytes) and streams it and
 // the data through write_file_atomic, so a failure leaves neither the target nor a temporary file.
@@ -17,6 +24,7 @@
 #include <limits>
 
 #include "util/error.h"
+#include "util/json.h"
 
 namespace glmlab {
 
@@ -25,7 +33,7 @@ using json = nlohmann::json;
 
 namespace {
 
-constexpr uint64_t kMaxHeader = 100ull << 20;  // 100 MB: real headers are a few hundred KB
+constexpr uint64_t kMaxHeader = 100000000;  // 100 MB, as the reference: real headers are a few hundred KB
 
 // An integer JSON value that fits int64 (false for floats, strings, huge unsigned values, ...).
 bool as_int(const json& v, int64_t& out) {
@@ -52,7 +60,9 @@ bool checked_numel(const std::vector<int64_t>& shape, uint64_t& n) {
 
 TensorInfo parse_entry(const std::string& file, const std::string& name, const json& e, const uint8_t* block,
                        uint64_t block_size) {
-  auto bad = [&](std::string_view what) { fail("{}: tensor \"{}\": {} (entry: {})", file, name, what, e.dump()); };
+  auto bad = [&](std::string_view what) {
+    fail("{}: tensor \"{}\": {} (entry: {})", file, name, what, json_excerpt(e, 200));
+  };
   if (!e.is_object()) bad("entry is not a JSON object");
   for (const char* key : {"dtype", "shape", "data_offsets"})
     if (!e.contains(key)) bad(fmt::format("missing \"{}\"", key));
@@ -76,7 +86,7 @@ TensorInfo parse_entry(const std::string& file, const std::string& name, const j
   int64_t begin = -1, end = -1;
   if (!off.is_array() || off.size() != 2 || !as_int(off[0], begin) || !as_int(off[1], end) || begin < 0 ||
       begin > end)
-    bad(fmt::format("\"data_offsets\" must be [begin, end] with 0 <= begin <= end, got {}", off.dump()));
+    bad(fmt::format("\"data_offsets\" must be [begin, end] with 0 <= begin <= end, got {}", json_excerpt(off)));
   if (uint64_t(end) > block_size)
     fail("{}: header says tensor \"{}\" ends at byte {} but the data block has only {} bytes", file, name, end,
          block_size);
@@ -111,12 +121,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(std::make_uniq
   if (n > kMaxHeader) fail("{}: header length {} is absurd (more than 100 MB): not a safetensors file?", path, n);
   if (n > size - 8)
     fail("{}: header length {} is larger than the file ({} bytes after the 8-byte length)", path, n, size - 8);
-  json h;
-  try {
-    h = json::parse(p + 8, p + 8 + n);
-  } catch (const json::parse_error& e) {
-    fail("{}: header is not valid JSON: {}", path, e.what());
-  }
+  const json h = parse_json(std::string_view(reinterpret_cast<const char*>(p + 8), size_t(n)), path + ": header");
   if (!h.is_object()) fail("{}: header is not a JSON object", path);
   const uint8_t* block = p + 8 + n;
   const uint64_t block_size = size - 8 - n;
@@ -124,24 +129,59 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(std::make_uniq
     if (name == "__metadata__") {
       if (!e.is_object()) fail("{}: __metadata__ is not a JSON object", path);
       for (const auto& [k, v] : e.items()) {
-        if (!v.is_string()) fail("{}: __metadata__ value of \"{}\" is not a string: {}", path, k, v.dump());
+        if (!v.is_string())
+          fail("{}: __metadata__ value of \"{}\" is not a string: {}", path, k, json_excerpt(v));
         metadata_[k] = v.get<std::string>();
       }
       continue;
     }
     tensors_.emplace(name, parse_entry(path, name, e, block, block_size));
   }
-  std::vector<const TensorInfo*> order;  // non-empty tensors by start; each must begin after all before end
+  // The reference's layout rule: sorted by (begin, end), the tensors tile the data block exactly.
+  std::vector<const TensorInfo*> order;
+  for (const auto& [name, t] : tensors_) order.push_back(&t);
+  std::stable_sort(order.begin(), order.end(), [](auto* a, auto* b) {
+    return a->data != b->data ? a->data < b->data : a->nbytes < b->nbytes;
+  });
+  const TensorInfo* prev = nullptr;
+  uint64_t pos = 0;  // where the next tensor must begin
+  for (const TensorInfo* t : order) {
+    const uint64_t begin = uint64_t(t->data - block), end = begin + t->nbytes;
+    if (begin < pos)
+      fail("{}: tensors \"{}\" (bytes {}..{}) and \"{}\" (bytes {}..{}) overlap", path, prev->name,
+           prev->data - block, pos, t->name, begin, end);
+    if (begin > pos) {
+      if (prev)
+        fail("{}: tensor \"{}\" starts at byte {} but the previous tensor \"{}\" ends at byte {}: a gap of {} bytes "
+             "(the tensors must cover the data block exactly)", path, t->name, begin, prev->name, pos, begin - pos);
+      fail("{}: tensor \"{}\" starts at byte {} but the data block starts at byte 0 (the tensors must cover the "
+           "data block exactly)", path, t->name, begin);
+    }
+    pos = end;
+    prev = t;
+  }
+  if (pos != block_size)
+    fail("{}: {} bytes after the last tensor: the data block has {} bytes but the tensors cover {} (a wrong header "
+         "length, or a truncated header?)", path, block_size - pos, block_size, pos);
+  // Tensors the mapping leaves misaligned for their dtype are copied to an aligned buffer.
+  uint64_t copy_bytes = 0;
+  auto misaligned = [](const TensorInfo& t) {
+    const size_t a = std::min<size_t>(std::max<size_t>(dtype_size(t.dtype), 1), 8);
+    return t.nbytes && reinterpret_cast<uintptr_t>(t.data) % a != 0;
+  };
   for (const auto& [name, t] : tensors_)
-    if (t.nbytes) order.push_back(&t);
-  std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->data < b->data; });
-  const TensorInfo* last = nullptr;  // the one reaching furthest so far
-  for (const TensorInfo* b : order) {
-    if (last && last->data + last->nbytes > b->data)
-      fail("{}: tensors \"{}\" (bytes {}..{}) and \"{}\" (bytes {}..{}) overlap", path, last->name,
-           last->data - block, last->data - block + last->nbytes, b->name, b->data - block,
-           b->data - block + b->nbytes);
-    if (!last || b->data + b->nbytes > last->data + last->nbytes) last = b;
+    if (misaligned(t)) copy_bytes += (t.nbytes + 63) / 64 * 64;
+  if (copy_bytes) {
+    check_memory(copy_bytes, fmt::format("copying the misaligned tensors of {} (header length {} is not a multiple of "
+                                         "8, or tensors at odd offsets)", path, n));
+    aligned_.resize(copy_bytes / 8);
+    uint8_t* dst = reinterpret_cast<uint8_t*>(aligned_.data());
+    for (auto& [name, t] : tensors_)
+      if (misaligned(t)) {
+        std::memcpy(dst, t.data, t.nbytes);
+        t.data = dst;
+        dst += (t.nbytes + 63) / 64 * 64;
+      }
   }
 }
 
@@ -161,7 +201,9 @@ SafetensorsSet SafetensorsSet::open(const std::string& path_or_dir) {
     add(path_or_dir);
     return s;
   }
-  if (!fs::is_directory(dir)) fail("{} does not exist (expected a .safetensors file or a checkpoint folder)", path_or_dir);
+  if (!fs::exists(dir)) fail("{} does not exist (expected a .safetensors file or a checkpoint folder)", path_or_dir);
+  if (!fs::is_directory(dir))
+    fail("{} is not a regular file or a folder (expected a .safetensors file or a checkpoint folder)", path_or_dir);
   const std::string index = (dir / "model.safetensors.index.json").string();
   if (!fs::exists(index)) {
     if (!fs::exists(dir / "model.safetensors"))
@@ -169,20 +211,27 @@ SafetensorsSet SafetensorsSet::open(const std::string& path_or_dir) {
     add((dir / "model.safetensors").string());
     return s;
   }
-  json j;
-  try {
-    j = json::parse(read_file(index));
-  } catch (const json::parse_error& e) {
-    fail("{}: not valid JSON: {}", index, e.what());
-  }
+  const json j = read_json_file(index);
   if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
     fail("{}: no \"weight_map\" object", index);
   std::map<std::string, std::string> weight_map;  // tensor -> shard file name
   std::vector<std::string> shards;                // in order of first mention
   for (const auto& [name, shard] : j["weight_map"].items()) {
     if (!shard.is_string()) fail("{}: weight_map entry \"{}\" is not a string", index, name);
-    weight_map[name] = shard.get<std::string>();
-    if (std::find(shards.begin(), shards.end(), weight_map[name]) == shards.end()) shards.push_back(weight_map[name]);
+    const std::string file = shard.get<std::string>();
+    const fs::path sp(file);
+    // Shards are files of the checkpoint folder: an absolute path or a ".." would read anything.
+    // (Symbolic links inside the folder are followed: the HuggingFace cache links to ../../blobs.)
+    if (file.empty()) fail("{}: weight_map entry \"{}\" has an empty shard name", index, name);
+    if (sp.is_absolute() || sp.has_root_name() || sp.has_root_directory())
+      fail("{}: weight_map entry \"{}\": shard \"{}\" is an absolute path; shards must be files inside {}", index,
+           name, file, path_or_dir);
+    for (const auto& part : sp)
+      if (part == "..")
+        fail("{}: weight_map entry \"{}\": shard \"{}\" leads outside the checkpoint folder {}", index, name, file,
+             path_or_dir);
+    weight_map[name] = file;
+    if (std::find(shards.begin(), shards.end(), file) == shards.end()) shards.push_back(file);
   }
   for (const std::string& shard : shards) {
     const std::string file = (dir / shard).string();

@@ -25,9 +25,11 @@ struct TensorInfo {
   std::string shape_str() const;  // "[4608, 4096]"
 };
 
-// One mapped file. Validates the whole header on open: JSON syntax, known dtypes, offsets inside the
-// data block, sizes equal to numel * dtype size, no overlaps; any problem is an Error naming the file
-// (and the tensor).
+// One mapped file. Validates the whole header on open with the reference library's rules: JSON syntax
+// (depth-limited, no duplicate keys), header length, known dtypes, sizes equal to numel * dtype size,
+// tensors covering the data block exactly (no gap, no overlap, nothing after the last); any problem is
+// an Error naming the file (and the tensor). Tensors left misaligned for their dtype by the mapping
+// are copied once into an aligned buffer (TensorInfo::data is then not in the mapping).
 class SafetensorsFile {
  public:
   explicit SafetensorsFile(const std::string& path);
@@ -39,6 +41,7 @@ class SafetensorsFile {
   std::unique_ptr<MappedFile> file_;
   std::map<std::string, TensorInfo> tensors_;
   std::map<std::string, std::string> metadata_;
+  std::vector<uint64_t> aligned_;  // copies of misaligned tensors (64-byte slots)
 };
 
 // All tensors of a checkpoint folder (model.safetensors, or the shards of

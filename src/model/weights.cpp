@@ -187,6 +187,17 @@ const TensorInfo& expect(const SafetensorsSet& set, const std::string& name, std
     fail("{}: tensor {} has shape {} but the config needs {}", dir, name, shape_str(t->shape), shape_str(shape));
   if (t->dtype != DType::F32 && t->dtype != DType::F16 && t->dtype != DType::BF16)
     fail("{}: tensor {} is stored as {}; expected F32, F16 or BF16", dir, name, dtype_safetensors_name(t->dtype));
+  // One pass over the stored values (also for zero-copy tensors: they are never converted), so a NaN or
+  // Inf in a checkpoint is named here rather than surfacing as NaN logits.
+  const size_t n = size_t(t->numel());
+  if (size_t i = first_non_finite(t->data, t->dtype, n); i < n) {
+    uint16_t h = 0;
+    float v = 0;
+    if (t->dtype == DType::F32) std::memcpy(&v, t->data + 4 * i, 4);
+    else std::memcpy(&h, t->data + 2 * i, 2), v = t->dtype == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+    fail("{}: tensor {} holds a value that is not finite ({}) at index {} (of {}): the checkpoint is corrupt", dir,
+         name, v, i, n);
+  }
   return *t;
 }
 
@@ -289,6 +300,13 @@ ModelWeights load_weights(const std::string& dir, const ModelConfig& c, DType dt
   st->files = std::make_shared<SafetensorsSet>(SafetensorsSet::open(dir));
   const SafetensorsSet& set = *st->files;
   const int64_t C = c.hidden_size, F = c.ffn_hidden_size, V = c.vocab_size;
+  // Every layer has at least six tensors: a config with more layers than the checkpoint has tensors
+  // (num_layers 1000000000) fails here, naming the first missing layer, before any per-layer loop.
+  if (const size_t ntensors = set.names().size(); uint64_t(c.num_layers) > ntensors)
+    for (int i = 0; i <= int(ntensors); ++i)
+      if (std::string n = names::layer(i, "input_layernorm.weight"); !set.find(n))
+        fail("{}: tensor {} is missing (expected shape [{}]): config.json says num_layers {} but the checkpoint has "
+             "only {} tensors", dir, n, C, c.num_layers, ntensors);
 
   // Embedding and output: in `dtype`, or for int8/int4 kept 16-bit (fp32 checkpoints become fp16).
   DType edt = dtype;

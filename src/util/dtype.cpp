@@ -2,6 +2,9 @@
 
 #include "util/error.h"
 
+#include <algorithm>
+#include <cstdint>
+
 namespace glmlab {
 
 std::string_view dtype_name(DType t) {
@@ -64,6 +67,42 @@ size_t dtype_size(DType t) {
     case DType::I64: return 8;
   }
   return 0;
+}
+
+namespace {
+
+// Exponent all ones (NaN or Inf) anywhere in [b, e)? Written as an OR-reduction so it vectorizes.
+template <typename U>
+bool any_exp_all_ones(const U* p, size_t b, size_t e, U mask) {
+  U bad = 0;
+#pragma omp simd reduction(| : bad)
+  for (size_t i = b; i < e; ++i) bad |= U(U(p[i] & mask) == mask);
+  return bad != 0;
+}
+
+template <typename U>
+size_t first_all_ones(const U* p, size_t n, U mask) {
+  constexpr size_t kChunk = size_t(1) << 16;
+  const size_t chunks = (n + kChunk - 1) / kChunk;
+  size_t first_chunk = chunks;
+#pragma omp parallel for schedule(static) reduction(min : first_chunk) if (chunks > 4)
+  for (size_t c = 0; c < chunks; ++c)
+    if (any_exp_all_ones(p, c * kChunk, std::min(n, (c + 1) * kChunk), mask)) first_chunk = std::min(first_chunk, c);
+  if (first_chunk == chunks) return n;
+  for (size_t i = first_chunk * kChunk; i < n; ++i)
+    if ((p[i] & mask) == mask) return i;
+  return n;
+}
+
+}  // namespace
+
+size_t first_non_finite(const void* data, DType t, size_t n) {
+  switch (t) {
+    case DType::F32: return first_all_ones(static_cast<const uint32_t*>(data), n, uint32_t(0x7f800000u));
+    case DType::F16: return first_all_ones(static_cast<const uint16_t*>(data), n, uint16_t(0x7c00u));
+    case DType::BF16: return first_all_ones(static_cast<const uint16_t*>(data), n, uint16_t(0x7f80u));
+    default: return n;
+  }
 }
 
 }  // namespace glmlab

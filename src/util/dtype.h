@@ -20,6 +20,9 @@ DType dtype_from_name(std::string_view s);          // "fp32|f32|float32|fp16|..
 DType weight_dtype_from_name(std::string_view s);
 inline bool is_quantized(DType t) { return t == DType::Q8 || t == DType::Q4; }
 size_t dtype_size(DType t);                         // bytes per element; Q4 packs two per byte: 0
+// Index of the first NaN or ±Inf among the n values of an F32/F16/BF16 array (aligned for its dtype),
+// n when all are finite; other dtypes: n. One pass testing exponent bits, on all threads for big arrays.
+size_t first_non_finite(const void* data, DType t, size_t n);
 
 inline float bf16_to_f32(uint16_t h) {
   uint32_t u = uint32_t(h) << 16;

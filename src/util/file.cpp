@@ -10,27 +10,48 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "util/error.h"
 
 namespace glmlab {
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
+namespace {
+
+// Opens `path` read-only and requires a regular file. O_NONBLOCK: opening a FIFO for reading would
+// otherwise wait for a writer forever (it has no effect on regular files).
+int open_regular_file(const std::string& path, struct stat& st) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) fail("cannot open {}: {}", path, std::strerror(errno));
-  struct stat st{};
   if (::fstat(fd, &st) != 0) {
+    int e = errno;
     ::close(fd);
-    fail("cannot stat {}: {}", path, std::strerror(errno));
+    fail("cannot stat {}: {}", path, std::strerror(e));
   }
+  if (S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    fail("{} is a directory, not a file", path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    const char* kind = S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISSOCK(st.st_mode) ? "a socket"
+                       : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "not a file";
+    fail("{} is not a regular file ({}); glmlab reads only regular files", path, kind);
+  }
+  return fd;
+}
+
+}  // namespace
+
+MappedFile::MappedFile(const std::string& path) : path_(path) {
+  struct stat st{};
+  int fd = open_regular_file(path, st);
   size_ = size_t(st.st_size);
   if (size_ > 0) {
     void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
+      int e = errno;
       ::close(fd);
-      fail("cannot map {}: {}", path, std::strerror(errno));
+      fail("cannot map {}: {}", path, std::strerror(e));
     }
     data_ = static_cast<const uint8_t*>(p);
   }
@@ -42,11 +63,24 @@ MappedFile::~MappedFile() {
 }
 
 std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot open {}: {}", path, std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  struct stat st{};
+  int fd = open_regular_file(path, st);
+  std::string out;
+  out.reserve(size_t(st.st_size));
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t k = ::read(fd, buf, sizeof buf);
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0) {
+      int e = errno;
+      ::close(fd);
+      fail("cannot read {}: {}", path, std::strerror(e));
+    }
+    if (k == 0) break;
+    out.append(buf, size_t(k));
+  }
+  ::close(fd);
+  return out;
 }
 
 void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& writer) {

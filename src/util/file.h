@@ -10,7 +10,8 @@
 
 namespace glmlab {
 
-// A read-only mapping of a whole file. Movable, not copyable; unmaps on destruction.
+// A read-only mapping of a whole file. Movable, not copyable; unmaps on destruction. The path must be
+// a regular file: a directory, FIFO, socket or device is an Error naming it (a FIFO is never waited on).
 class MappedFile {
  public:
   explicit MappedFile(const std::string& path);  // throws Error naming the path
@@ -27,7 +28,7 @@ class MappedFile {
   size_t size_ = 0;
 };
 
-std::string read_file(const std::string& path);  // throws Error naming the path
+std::string read_file(const std::string& path);  // a regular file, as MappedFile; throws Error naming the path
 
 // Writes through `writer` into PATH.tmp.XXXXXX in the same folder, fsyncs, renames onto `path`.
 // If the writer throws, the temporary file is removed and the error rethrown.

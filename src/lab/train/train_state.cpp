@@ -10,6 +10,7 @@
 
 #include "model/safetensors.h"
 #include "util/error.h"
+#include "util/json.h"
 
 namespace glmlab::lab {
 
@@ -76,7 +77,7 @@ TrainState load_train_state(const std::string& dir, Adapter& adapter, AdamW& opt
   st.step = count("step");
   opt.set_steps(count("optimizer_steps"));
   try {
-    st.losses = nlohmann::json::parse(md.at("losses")).get<std::vector<double>>();
+    st.losses = parse_json(md.at("losses"), file + ": metadata \"losses\"").get<std::vector<double>>();
     st.run = md.at("run");
   } catch (const std::exception& e) {
     fail("{}: bad or missing metadata ({})", file, e.what());
