@@ -145,7 +145,7 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
   if (o.resume) {
     if (o.out.empty()) fail("--resume needs --out DIR (the run to continue)");
     dist::run_on_root(comm, 0, [&] {
-      TrainState saved = load_train_state(o.out, adapter, opt);
+      TrainState saved = load_train_state(o.out, adapter, opt, &st.run);
       if (saved.run != st.run)
         fail("{}: --resume with other options than the saved run:\n  saved: {}\n  now:   {}", o.out, saved.run, st.run);
       if (saved.step < 0 || saved.step > o.steps)

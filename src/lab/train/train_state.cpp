@@ -41,10 +41,17 @@ void save_train_state(const std::string& dir, const Adapter& adapter, const Adam
                      {"run", st.run}});
 }
 
-TrainState load_train_state(const std::string& dir, Adapter& adapter, AdamW& opt) {
+TrainState load_train_state(const std::string& dir, Adapter& adapter, AdamW& opt, const std::string* expect_run) {
   const std::string file = path_of(dir);
   if (!std::filesystem::exists(file)) fail("{}: no training state to resume from", file);
   SafetensorsFile f(file);
+  if (expect_run) {  // the options first: a state of another run is refused before its tensors are read
+    auto it = f.metadata().find("run");
+    const std::string saved = it == f.metadata().end() ? std::string("<none>") : it->second;
+    if (saved != *expect_run)
+      fail("{}: --resume with other options than the saved run:\n  saved: {}\n  now:   {}", dir, saved.substr(0, 2000),
+           *expect_run);
+  }
   auto copy = [&](const std::string& name, std::vector<float>& dst, const std::vector<int64_t>& shape) {
     auto it = f.tensors().find(name);
     if (it == f.tensors().end()) fail("{}: tensor {} is missing (the run was saved with other adapter options)", file, name);

@@ -21,7 +21,9 @@ struct TrainState {
 
 void save_train_state(const std::string& dir, const Adapter& adapter, const AdamW& opt, const TrainState& st);
 // Fills adapter values and optimizer moments (names and shapes must match: Error otherwise).
-TrainState load_train_state(const std::string& dir, Adapter& adapter, AdamW& opt);
+// expect_run: the run's fingerprint; a state saved with other options is refused before anything is read.
+TrainState load_train_state(const std::string& dir, Adapter& adapter, AdamW& opt,
+                            const std::string* expect_run = nullptr);
 bool has_train_state(const std::string& dir);
 
 }  // namespace glmlab::lab
