@@ -30,4 +30,10 @@ if ((want_oracle)); then
     .venv/bin/pip install -q --disable-pip-version-check "${py_pkgs[@]}" 2>&1 | grep -v "is ignored: it is neither" || true
     .venv/bin/python -c "import torch, transformers, peft, safetensors, sentencepiece, numpy, pytest"
   fi
+  # NCCL's headers and library for the CUDA build's NCCL communicator (compiled in CI, run on a GPU):
+  # only where the CUDA toolkit is, since nothing else needs them.
+  if [[ -x /usr/local/cuda/bin/nvcc ]] && ! .venv/bin/python -c "import nvidia.nccl" 2>/dev/null; then
+    echo "setup: installing NCCL (nvidia-nccl-cu13) into .venv for the CUDA build"
+    .venv/bin/pip install -q --disable-pip-version-check nvidia-nccl-cu13 || echo "setup: NCCL not installed: the build goes on without the NCCL communicator"
+  fi
 fi

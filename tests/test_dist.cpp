@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dist/comm.h"
+#include "dist/nccl_comm.h"
 #include "lab/advertisegen.h"
 #include "lab/train/grad_sync.h"
 #include "lab/train/train_loop.h"
@@ -31,6 +32,10 @@
 #include "model/peft_io.h"
 #include "model/safetensors.h"
 #include "test_util.h"
+
+#ifdef GLMLAB_HAVE_NCCL
+#include <cuda_runtime.h>
+#endif
 
 namespace glmlab {
 namespace {
@@ -374,6 +379,58 @@ TEST(DistCli, BenchInferWithTwoRanksCoversEveryRecordOnceAndItsTotalsAddUp) {
     EXPECT_EQ(tok, tokens[b]);
     EXPECT_GT(run["throughput_tps"]["median"].get<double>(), 0);
   }
+}
+
+// The NCCL communicator in a world of one GPU (the device machine runs it: tools/device/cuda_check.sh):
+// device buffers summed (blocking and not), max, int64, broadcast; host buffers through the bootstrap.
+TEST(DistNccl, WorldOfOneGpuReducesAndBroadcastsDeviceBuffers) {
+  if (!dist::nccl_available()) {
+    auto boot = dist::make_single();
+    EXPECT_CONTAINS(test::error_of([&] { dist::make_nccl(*boot); }), "built without NCCL");
+    GTEST_SKIP() << "this build has no NCCL (CUDA + the nvidia-nccl-cu13 wheel)";
+  }
+#ifdef GLMLAB_HAVE_NCCL
+  int gpus = 0;
+  if (cudaGetDeviceCount(&gpus) != cudaSuccess || gpus < 1) {
+    cudaGetLastError();
+    GTEST_SKIP() << "no GPU here: runs on the device machine (tools/device/cuda_check.sh)";
+  }
+  auto boot = dist::make_single();
+  auto nccl = dist::make_nccl(*boot);
+  EXPECT_EQ(nccl->backend(), "nccl");
+  EXPECT_EQ(nccl->size(), 1);
+  const size_t n = 3000;
+  std::vector<float> host(n), back(n);
+  for (size_t i = 0; i < n; ++i) host[i] = 0.5f * float(i) - 7;
+  float* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, n * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(d, host.data(), n * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  nccl->all_reduce_sum(d, n);
+  int h = nccl->start_all_reduce_sum(d, n);
+  for (int i = 0; i < 100000 && !nccl->test(h); ++i) {
+  }
+  nccl->wait(h);
+  nccl->broadcast(d, n * sizeof(float), 0);
+  ASSERT_EQ(cudaMemcpy(back.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(back, host);  // a world of one: the sum is the value itself, bit for bit
+  double* dd = nullptr;
+  ASSERT_EQ(cudaMalloc(&dd, 2 * sizeof(double)), cudaSuccess);
+  double hv[2] = {1.5, -2.25}, hb[2] = {};
+  cudaMemcpy(dd, hv, sizeof hv, cudaMemcpyHostToDevice);
+  nccl->all_reduce_max(dd, 2);
+  cudaMemcpy(hb, dd, sizeof hb, cudaMemcpyDeviceToHost);
+  EXPECT_EQ(hb[0], 1.5);
+  EXPECT_EQ(hb[1], -2.25);
+  // Host buffers go through the bootstrap.
+  int64_t x[2] = {3, 4};
+  nccl->all_reduce_sum(x, 2);
+  EXPECT_EQ(x[1], 4);
+  std::string s = "abc";
+  nccl->broadcast_string(s, 0);
+  EXPECT_EQ(s, "abc");
+  cudaFree(d);
+  cudaFree(dd);
+#endif
 }
 
 }  // namespace

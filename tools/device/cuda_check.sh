@@ -6,7 +6,7 @@
 # default 470 s), so a hang costs its own box and later stages still run with what is left:
 #   env      nvidia-smi, nvcc, cmake, python3/torch/transformers versions
 #   build    cmake (CUDA + cuBLAS from python3's nvidia wheels) + ninja glmlab glmlab_tests into build-device/
-#   tests    glmlab_tests --gtest_filter='Cuda*:Engine*' (every kernel vs the CPU reference; whole model)
+#   tests    glmlab_tests --gtest_filter='Cuda*:Engine*:DistNccl*' (every kernel vs the CPU reference; whole model)
 #   parity   glmlab parity --device cuda on the oracle's tiny fp32 / fp16 / bf16 golden logits
 #   bench    glmlab bench infer --device cuda on random:chatglm3-6b: bf16 at batch 1 and 32 on all of
 #            .device/tiny.json (the "under a minute" target), then int8/int4 at batch 1 and 32 on 24 records
@@ -115,11 +115,11 @@ if [[ ! -x $BUILD/glmlab ]]; then
   pack
   exit 1
 fi
-grep -hE "glmlab: CUDA back end" "$WORK"/logs/*-build.log | tee -a "$SUMMARY"
+grep -hE "glmlab: (CUDA back end|NCCL|MPI)" "$WORK"/logs/*-build.log | tee -a "$SUMMARY"
 G=$BUILD/glmlab
 
 # ---- tests
-stage tests 150 "$BUILD/tests/glmlab_tests" --gtest_filter='Cuda*:Engine*' --gtest_output="xml:$WORK/gtest-cuda.xml"
+stage tests 150 "$BUILD/tests/glmlab_tests" --gtest_filter='Cuda*:Engine*:DistNccl*' --gtest_output="xml:$WORK/gtest-cuda.xml"
 
 # ---- parity with the oracle's golden logits (tolerances of tests/test_model.cpp)
 parity() {
