@@ -8,6 +8,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "lab/train/checkpoint.h"
 #include "lab/train/grad_sync.h"
 #include "lab/train/train_state.h"
 #include "model/peft_io.h"
@@ -31,8 +32,7 @@ uint64_t mix(uint64_t z) {
 void save_all(const TrainOptions& o, dist::Communicator& comm, const Adapter& a, const AdamW& opt,
               const TrainState& st) {
   if (o.out.empty() || comm.rank() != 0) return;  // rank 0 alone writes
-  save_train_state(o.out, a, opt, st);  // the resumable state first: one atomic file
-  save_adapter(o.out, a);
+  save_checkpoint(o.out, a, opt, st);  // adapter and state as one unit (lab/train/checkpoint.h)
 }
 
 void check_options(const TrainOptions& o) {
@@ -142,8 +142,15 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
   TrainState st;
   st.run = run_fingerprint(o, samples);
   TrainReport rep;
+  if (o.resume && o.out.empty()) fail("--resume needs --out DIR (the run to continue)");
+  // Rank 0 owns OUT for the whole run: a second train on it is refused; a killed save's leftovers go.
+  std::unique_ptr<OutLock> lock;
+  if (!o.out.empty())
+    dist::run_on_root(comm, 0, [&] {
+      lock = std::make_unique<OutLock>(o.out);
+      clean_stale_temporaries(o.out);
+    });
   if (o.resume) {
-    if (o.out.empty()) fail("--resume needs --out DIR (the run to continue)");
     dist::run_on_root(comm, 0, [&] {
       TrainState saved = load_train_state(o.out, adapter, opt, &st.run);
       if (saved.run != st.run)
@@ -155,6 +162,12 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
         fail("{}: the saved state has {} losses for {} steps", o.out, saved.losses.size(), saved.step);
       st.step = saved.step;
       st.losses = saved.losses;
+      if (!adapter_matches_state(o.out)) {
+        // Killed between the renames of a save: the adapter files are a newer save's; make them the state's.
+        save_adapter(o.out, adapter);
+        std::fprintf(stderr, "glmlab: %s: the adapter files were from an interrupted save; rewritten from the "
+                     "training state (step %lld)\n", o.out.c_str(), (long long)saved.step);
+      }
     });
   }
   broadcast_state(comm, adapter, opt, st);

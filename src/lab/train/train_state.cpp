@@ -21,7 +21,8 @@ std::string path_of(const std::string& dir) { return (std::filesystem::path(dir)
 
 bool has_train_state(const std::string& dir) { return std::filesystem::exists(path_of(dir)); }
 
-void save_train_state(const std::string& dir, const Adapter& adapter, const AdamW& opt_const, const TrainState& st) {
+void save_train_state(const std::string& dir, const Adapter& adapter, const AdamW& opt_const, const TrainState& st,
+                      const std::map<std::string, std::string>& extra_metadata) {
   std::filesystem::create_directories(dir);
   auto& opt = const_cast<AdamW&>(opt_const);  // m()/v() are the same storage; nothing is modified
   std::vector<TensorToWrite> t;
@@ -34,11 +35,12 @@ void save_train_state(const std::string& dir, const Adapter& adapter, const Adam
     ++k;
   }
   nlohmann::json losses = st.losses;
-  write_safetensors(path_of(dir), t,
-                    {{"step", std::to_string(st.step)},
-                     {"optimizer_steps", std::to_string(opt.steps())},
-                     {"losses", losses.dump()},
-                     {"run", st.run}});
+  std::map<std::string, std::string> md = extra_metadata;
+  md["step"] = std::to_string(st.step);
+  md["optimizer_steps"] = std::to_string(opt.steps());
+  md["losses"] = losses.dump();
+  md["run"] = st.run;
+  write_safetensors(path_of(dir), t, md);
 }
 
 TrainState load_train_state(const std::string& dir, Adapter& adapter, AdamW& opt, const std::string* expect_run) {

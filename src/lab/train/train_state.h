@@ -5,6 +5,7 @@
 // change on --resume, as JSON). The PEFT adapter files beside it are for users; resume reads this file.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -19,7 +20,8 @@ struct TrainState {
   std::string run;  // JSON of the options a resume must match
 };
 
-void save_train_state(const std::string& dir, const Adapter& adapter, const AdamW& opt, const TrainState& st);
+void save_train_state(const std::string& dir, const Adapter& adapter, const AdamW& opt, const TrainState& st,
+                      const std::map<std::string, std::string>& extra_metadata = {});
 // Fills adapter values and optimizer moments (names and shapes must match: Error otherwise).
 // expect_run: the run's fingerprint; a state saved with other options is refused before anything is read.
 TrainState load_train_state(const std::string& dir, Adapter& adapter, AdamW& opt,
