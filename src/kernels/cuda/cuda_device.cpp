@@ -1,4 +1,5 @@
-// CudaDevice: the GPU (device 0) behind ops/device.h. Memory is cudaMalloc'ed and zeroed; all work goes
+// CudaDevice: the GPU behind ops/device.h (device 0; under mpirun, the rank's index on its machine modulo
+// the GPUs it sees). Memory is cudaMalloc'ed and zeroed; all work goes
 // on one non-blocking stream, in order; uploads and downloads return when the copy is done (the host
 // buffer may be reused at once); graphs are CUDA graphs recorded by stream capture (thread-local mode,
 // so another thread's CUDA calls cannot invalidate a capture). Plain C++ over the CUDA runtime API.
@@ -9,6 +10,8 @@
 #include <vector>
 
 #include <cuda_runtime_api.h>
+
+#include "dist/comm.h"
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -29,9 +32,13 @@ double mib(size_t b) { return double(b) / double(1 << 20); }
 class CudaDevice final : public Device {
  public:
   explicit CudaDevice(bool bf16_activations) {
-    GLMLAB_CUDA_CHECK(cudaSetDevice(0));
+    // One GPU per rank under a launcher (docs/DISTRIBUTED.md): the rank's index on its machine picks it.
+    int count = 1, dev = 0;
+    GLMLAB_CUDA_CHECK(cudaGetDeviceCount(&count));
+    if (dist::is_distributed() && count > 0) dev = dist::world().local_rank() % count;
+    GLMLAB_CUDA_CHECK(cudaSetDevice(dev));
     cudaDeviceProp prop{};
-    GLMLAB_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    GLMLAB_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
     name_ = prop.name;
     GLMLAB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     ops_ = std::make_unique<CudaOps>(stream_, bf16_activations);
