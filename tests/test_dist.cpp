@@ -381,6 +381,40 @@ TEST(DistCli, BenchInferWithTwoRanksCoversEveryRecordOnceAndItsTotalsAddUp) {
   }
 }
 
+TEST(DistCli, BenchTrainWithTwoRanksReportsTheJobTheRanksAndTheScaling) {
+  if (!have_mpirun()) GTEST_SKIP() << "no mpirun (apt-get install openmpi-bin)";
+  auto out = test::temp_dir("dist-bench-train");
+  auto r = glmlab_on(2, "bench train --model random:tiny --tokenizer " + test::tokenizer_path() + " --data " + data7() +
+                            " --max-input 48 --max-output 40 --truncate --method lora,vera --qat none --steps 2 "
+                            "--warmup-steps 1 -b 2 --probe off --threads 1 --no-progress --grad-bucket-kb 1 --out " +
+                            out.string());
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_CONTAINS(r.out, "on 2 ranks:");
+  EXPECT_CONTAINS(r.out, "scaling efficiency");
+  auto s = nlohmann::json::parse(std::ifstream(out / "summary.json"));
+  ASSERT_EQ(s["runs"].size(), 2u);
+  for (const auto& run : s["runs"]) {
+    SCOPED_TRACE(run["method"].dump());
+    const auto& d = run["distributed"];
+    ASSERT_TRUE(d.is_object()) << run.dump();
+    EXPECT_EQ(d["ranks"], 2);
+    EXPECT_EQ(run["samples"].get<int64_t>(), 2 * 2 * 2);  // 2 timed steps × 2 ranks × batch 2
+    ASSERT_EQ(d["rank_samples_per_s"].size(), 2u);
+    const double job = run["samples_per_s"].get<double>(), single = d["single_rank_samples_per_s"].get<double>();
+    EXPECT_GT(single, 0);
+    EXPECT_NEAR(d["scaling_efficiency"].get<double>(), job / (2 * single), 1e-9 * job);
+    EXPECT_GT(d["grad_bytes_per_step"].get<int64_t>(), 0);
+    EXPECT_GE(d["grad_buckets"].get<int64_t>(), 1);
+    EXPECT_GT(d["allreduce_s"].get<double>(), 0);
+    const double share = d["comm_only_share"].get<double>(), hidden = d["comm_hidden"].get<double>();
+    EXPECT_GE(share, 0);
+    EXPECT_LE(share, 1);
+    EXPECT_GE(hidden, 0);
+    EXPECT_LE(hidden, 1);
+    EXPECT_LE(d["comm_only_s"]["median"].get<double>(), d["comm_exposed_s"]["median"].get<double>() + 1e-12);
+  }
+}
+
 // The NCCL communicator in a world of one GPU (the device machine runs it: tools/device/cuda_check.sh):
 // device buffers summed (blocking and not), max, int64, broadcast; host buffers through the bootstrap.
 TEST(DistNccl, WorldOfOneGpuReducesAndBroadcastsDeviceBuffers) {
