@@ -24,14 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 using test::run_cli;
 
-std::string data_file() {
-  auto dir = test::temp_dir("ckpt-data");
-  std::ifstream in(test::dev_json_path());
-  std::ofstream out(dir / "dev6.json");
-  std::string line;
-  for (int i = 0; i < 6 && std::getline(in, line); ++i) out << line << "\n";
-  return (dir / "dev6.json").string();
-}
+std::string data_file() { return test::dev_json_head("ckpt-data", 6); }
 
 std::string args(const std::string& data, const std::string& out, int steps, const std::string& extra = "") {
   return "train --model random:tiny --tokenizer " + test::tokenizer_path() + " --data " + data + " --steps " +

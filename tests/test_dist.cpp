@@ -228,30 +228,12 @@ std::string mpirun() {
 }
 bool have_mpirun() { return std::system("command -v mpirun >/dev/null 2>&1") == 0; }
 
-test::CliResult run_shell(const std::string& cmd) {
-  test::CliResult r{0, {}};
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return {-1, "popen failed"};
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int st = pclose(p);
-  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
 
 test::CliResult glmlab_on(int ranks, const std::string& args) {
-  return run_shell((ranks > 0 ? mpirun() + std::to_string(ranks) + " " : std::string()) + GLMLAB_CLI + " " + args);
+  return test::run_shell((ranks > 0 ? mpirun() + std::to_string(ranks) + " " : std::string()) + GLMLAB_CLI + " " + args);
 }
 
-std::string data7() {
-  auto dir = test::temp_dir("dist-data");
-  std::ifstream in(test::dev_json_path());
-  std::ofstream out(dir / "seven.json");
-  std::string line;
-  for (int i = 0; i < 7 && std::getline(in, line); ++i) out << line << "\n";
-  return (dir / "seven.json").string();
-}
+std::string data7() { return test::dev_json_head("dist-data", 7); }
 
 std::string train_args(const std::string& data, const std::string& out, int batch, const std::string& extra = "") {
   return "train --model random:tiny --dtype fp32 --fp32-activations --tokenizer " + test::tokenizer_path() +
@@ -327,7 +309,7 @@ TEST(DistCli, FailureOfOneRankInsideAStepEndsEveryRank) {
   auto out = test::temp_dir("dist-fault");
   auto t0 = std::chrono::steady_clock::now();
   // Rank 1 fails at the start of step 2 while rank 0 goes into the step's all-reduces.
-  auto r = run_shell("GLMLAB_FAULT=train:1:2 " + mpirun() + "2 " + GLMLAB_CLI + " " +
+  auto r = test::run_shell("GLMLAB_FAULT=train:1:2 " + mpirun() + "2 " + GLMLAB_CLI + " " +
                      train_args(data, (out / "x").string(), 2));
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_NE(r.rc, 0) << r.out;

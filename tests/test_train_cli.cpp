@@ -20,14 +20,7 @@ namespace {
 
 using test::run_cli;
 
-std::string data_file() {
-  auto dir = test::temp_dir("train-cli-data");
-  std::ifstream in(test::dev_json_path());
-  std::ofstream out(dir / "dev8.json");
-  std::string line;
-  for (int i = 0; i < 8 && std::getline(in, line); ++i) out << line << "\n";
-  return (dir / "dev8.json").string();
-}
+std::string data_file() { return test::dev_json_head("train-cli-data", 8); }
 
 std::string base_args(const std::string& data) {
   return "train --model random:tiny --tokenizer " + test::tokenizer_path() + " --data " + data +

@@ -14,14 +14,7 @@ namespace {
 
 using test::run_cli;
 
-std::string data_file() {
-  auto dir = test::temp_dir("train-hard-data");
-  std::ifstream in(test::dev_json_path());
-  std::ofstream out(dir / "dev6.json");
-  std::string line;
-  for (int i = 0; i < 6 && std::getline(in, line); ++i) out << line << "\n";
-  return (dir / "dev6.json").string();
-}
+std::string data_file() { return test::dev_json_head("train-hard-data", 6); }
 
 // The test's options; `over` replaces the default learning rate or limits when it sets them.
 std::string base_args(const std::string& data, const std::string& over = "") {

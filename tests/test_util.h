@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "util/error.h"
@@ -41,9 +42,9 @@ struct CliResult {
   std::string out;  // stdout and stderr together
 };
 
-// Runs `glmlab ARGS` through the shell (args are passed verbatim) and captures its output.
-inline CliResult run_cli(const std::string& args) {
-  std::string cmd = std::string(GLMLAB_CLI) + " " + args + " 2>&1";
+// Runs a shell command line and captures its output (stdout and stderr together) and exit status.
+inline CliResult run_shell(const std::string& command) {
+  std::string cmd = command + " 2>&1";
   CliResult r{0, {}};
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return {-1, "popen failed"};
@@ -53,6 +54,19 @@ inline CliResult run_cli(const std::string& args) {
   int st = pclose(p);
   r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
+}
+
+// Runs `glmlab ARGS` through the shell (args are passed verbatim) and captures its output.
+inline CliResult run_cli(const std::string& args) { return run_shell(std::string(GLMLAB_CLI) + " " + args); }
+
+// The first n records of the real dev.json in a fresh file of its own (folder `name` under the test tree).
+inline std::string dev_json_head(const std::string& name, int n) {
+  auto dir = temp_dir(name);
+  std::ifstream in(dev_json_path());
+  std::ofstream out(dir / "head.json");
+  std::string line;
+  for (int i = 0; i < n && std::getline(in, line); ++i) out << line << "\n";
+  return (dir / "head.json").string();
 }
 
 }  // namespace glmlab::test

@@ -182,6 +182,16 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
   std::vector<std::vector<float>> keep_p, keep_m, keep_v;
   int64_t keep_t = 0;
   double keep_loss = 0;
+  // Puts back the parameters and moments from before the last update.
+  auto restore_last_good = [&] {
+    size_t k = 0;
+    for (size_t i = 0; i < adapter.params().size(); ++i) {
+      auto& p = adapter.params()[i];
+      p.value = keep_p[i];
+      if (p.trainable) opt.m()[k] = keep_m[k], opt.v()[k] = keep_v[k], ++k;
+    }
+    opt.set_steps(keep_t);
+  };
   const int64_t end = o.stop_after >= 0 ? std::min(o.steps, o.stop_after) : o.steps;
   const Fault fault = fault_from_env();
   for (int64_t s = st.step; s < end; ++s) {
@@ -252,13 +262,7 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
       rep.nan_stop = true;
       const bool have = !keep_p.empty();
       if (have) {
-        size_t k = 0;
-        for (size_t i = 0; i < adapter.params().size(); ++i) {
-          auto& p = adapter.params()[i];
-          p.value = keep_p[i];
-          if (p.trainable) opt.m()[k] = keep_m[k], opt.v()[k] = keep_v[k], ++k;
-        }
-        opt.set_steps(keep_t);
+        restore_last_good();
         st.step = s - 1;
         st.losses.resize(size_t(s - 1));
         rep.losses.resize(size_t(s - 1));
@@ -282,13 +286,7 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
     if (std::string bad = non_finite_param(adapter); !bad.empty()) {
       // A finite gradient can still give a non-finite update (a huge learning rate): keep the last good
       // adapter as above and name the tensor.
-      size_t k = 0;
-      for (size_t i = 0; i < adapter.params().size(); ++i) {
-        auto& p = adapter.params()[i];
-        p.value = keep_p[i];
-        if (p.trainable) opt.m()[k] = keep_m[k], opt.v()[k] = keep_v[k], ++k;
-      }
-      opt.set_steps(keep_t);
+      restore_last_good();
       rep.nan_stop = true;
       rep.message = fmt::format("step {}: the AdamW update made {} non-finite (learning rate {}); stopping. The "
                                 "adapter after {} steps is kept{}",
