@@ -21,6 +21,12 @@ int main(int argc, char** argv) {
   for (auto& setup : glmlab::cli::command_registry()) setup(app);
   try {
     app.parse(argc, argv);
+  } catch (const CLI::ValidationError& e) {  // an option's value failed its check (cli/checks.h)
+    std::fprintf(stderr, "glmlab: error: %s\n", e.what());
+    return 1;
+  } catch (const CLI::ConversionError& e) {  // an option's value is not of its type
+    std::fprintf(stderr, "glmlab: error: %s\n", e.what());
+    return 1;
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const glmlab::Error& e) {

@@ -1,0 +1,60 @@
+// One rule for numbers (issue 14): util/parse.h's checked conversions, and the glmlab binary refusing
+// (exit 1, a message naming the option) numbers that used to wrap, overflow, reach NaN into sampling
+// or allocate without a memory check.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "model/safetensors.h"
+#include "test_util.h"
+#include "util/parse.h"
+
+namespace glmlab {
+namespace {
+
+using test::error_of;
+using test::run_cli;
+
+// ---------------------------------------------------------------------------- util/parse.h
+
+TEST(ParseNumbers, IntegersAreWholeDecimalAndInRange) {
+  EXPECT_EQ(parse_int64("0", "x"), 0);
+  EXPECT_EQ(parse_int64("-42", "x"), -42);
+  EXPECT_EQ(parse_int64("+7", "x"), 7);
+  EXPECT_EQ(parse_int64("9223372036854775807", "x"), INT64_MAX);
+  EXPECT_EQ(parse_int64("-9223372036854775808", "x"), INT64_MIN);
+  EXPECT_EQ(parse_int32("2147483647", "x"), INT32_MAX);
+  for (const char* bad : {"", "-", "+", " 1", "1 ", "1.5", "1e3", "0x10", "010", "abc", "12abc", "+-1", "--1"})
+    EXPECT_CONTAINS(error_of([&] { parse_int64(bad, "--opt"); }), "is not an integer");
+  EXPECT_CONTAINS(error_of([&] { parse_int64("9223372036854775808", "--opt"); }), "out of range");
+  EXPECT_CONTAINS(error_of([&] { parse_int32("4294967297", "--ids"); }), "--ids must be an integer in");
+  EXPECT_CONTAINS(error_of([&] { parse_int32("4294967297", "--ids"); }), "4294967297");
+  EXPECT_CONTAINS(error_of([&] { parse_int64("-1", "--threads", 0, 64); }), "--threads must be an integer in [0, 64], got -1");
+  EXPECT_CONTAINS(error_of([&] { parse_int64("5", "--n", 10); }), "--n must be an integer >= 10, got 5");
+}
+
+TEST(ParseNumbers, UnsignedRefusesASignInsteadOfWrapping) {
+  EXPECT_EQ(parse_uint64("18446744073709551615", "--seed"), UINT64_MAX);
+  EXPECT_EQ(parse_uint64("+3", "--seed"), 3u);
+  EXPECT_CONTAINS(error_of([&] { parse_uint64("-1", "--seed"); }), "--seed: \"-1\" is not an integer >= 0");
+  EXPECT_CONTAINS(error_of([&] { parse_uint64("18446744073709551616", "--seed"); }), "out of range");
+  EXPECT_CONTAINS(error_of([&] { parse_uint64("7", "--n", 1, 5); }), "--n must be an integer in [1, 5], got 7");
+}
+
+TEST(ParseNumbers, FloatsAreFiniteAndInRange) {
+  EXPECT_DOUBLE_EQ(parse_double("0.5", "x"), 0.5);
+  EXPECT_DOUBLE_EQ(parse_double("-1e-3", "x"), -1e-3);
+  EXPECT_DOUBLE_EQ(parse_double("+2", "x"), 2.0);
+  for (const char* bad : {"nan", "NaN", "-nan", "inf", "-inf", "infinity", "1e400"})
+    EXPECT_CONTAINS(error_of([&] { parse_double(bad, "--lr"); }), "--lr must be a finite number");
+  for (const char* bad : {"", "abc", "1.5x", " 1", "0x1p3", "+-1"})
+    EXPECT_CONTAINS(error_of([&] { parse_double(bad, "--lr"); }), "is not a number");
+  EXPECT_CONTAINS(error_of([&] { parse_double("-0.1", "--top-p", 0, 1); }),
+                  "--top-p must be a finite number in [0, 1], got -0.1");
+  EXPECT_CONTAINS(error_of([&] { check_finite_range(std::nan(""), "lr", 0, 1); }), "lr must be a finite number");
+  EXPECT_CONTAINS(error_of([&] { check_int_range(-3, "max_input", 1, 100); }), "max_input must be an integer in [1, 100], got -3");
+}
+
+}  // namespace
+}  // namespace glmlab
