@@ -56,5 +56,65 @@ TEST(ParseNumbers, FloatsAreFiniteAndInRange) {
   EXPECT_CONTAINS(error_of([&] { check_int_range(-3, "max_input", 1, 100); }), "max_input must be an integer in [1, 100], got -3");
 }
 
+// ---------------------------------------------------------------------------- the binary
+
+// Exit status 1 with "glmlab: error:" and every needle in the message.
+void expect_refused(const std::string& args, const std::vector<std::string>& needles) {
+  auto r = run_cli(args);
+  EXPECT_EQ(r.rc, 1) << args << "\n" << r.out;
+  EXPECT_CONTAINS(r.out, "glmlab: error:");
+  for (const auto& n : needles) EXPECT_CONTAINS(r.out, n);
+  EXPECT_EQ(r.out.find("internal error"), std::string::npos) << args << "\n" << r.out;
+}
+
+TEST(CliNumbers, TokenIdsAreNotWrappedToInt32) {
+  // 4294967297 = 2^32 + 1 used to be read as id 1.
+  expect_refused("generate --model random:tiny -n 2 --threads 1 --ids 4294967297", {"4294967297", "--ids"});
+  expect_refused("generate --model random:tiny -n 2 --threads 1 --ids '1 2147483648'", {"2147483648", "65024"});
+  expect_refused("tokenize --tokenizer bytes --decode 4294967309", {"4294967309"});
+}
+
+TEST(CliNumbers, MaxNewTokensIsBoundedByTheContext) {
+  auto r = run_cli("generate --model random:tiny -n 2147483647 --threads 1 --ids '1 2 3'");
+  EXPECT_EQ(r.rc, 1) << r.out;
+  EXPECT_CONTAINS(r.out, "--max-new-tokens");
+  EXPECT_CONTAINS(r.out, "512");  // random:tiny's seq_length
+  EXPECT_EQ(r.out.find("-21474836"), std::string::npos) << "a wrapped integer: " << r.out;
+  expect_refused("generate --model random:tiny -n -1 --ids 1", {"--max-new-tokens"});
+  expect_refused("generate --model random:tiny -n 4 --min-new-tokens -1 --ids 1", {"--min-new-tokens"});
+  expect_refused("generate --model random:tiny -n 4 --min-new-tokens 5 --ids 1", {"--min-new-tokens"});
+}
+
+TEST(CliNumbers, SamplingParametersAreFiniteAndInRange) {
+  const std::string gen = "generate --model random:tiny -n 2 --threads 1 --ids 1 --sample ";
+  expect_refused(gen + "--temperature nan", {"--temperature"});
+  expect_refused(gen + "--temperature -0.5", {"--temperature"});
+  expect_refused(gen + "--temperature inf", {"--temperature"});
+  expect_refused(gen + "--top-p nan", {"--top-p"});
+  expect_refused(gen + "--top-p -0.1", {"--top-p"});
+  expect_refused(gen + "--top-p 1.5", {"--top-p"});
+  expect_refused(gen + "--top-k -1", {"--top-k"});
+  expect_refused(gen + "--sample-seed -1", {"--sample-seed"});
+  // In range they still run.
+  auto r = run_cli(gen + "--temperature 0.7 --top-p 0.9 --top-k 40 --sample-seed 18446744073709551615");
+  EXPECT_EQ(r.rc, 0) << r.out;
+}
+
+TEST(CliNumbers, ThreadsAndSeedsAreNotNegative) {
+  expect_refused("generate --model random:tiny -n 2 --ids 1 --threads -1", {"--threads"});
+  expect_refused("generate --model random:tiny -n 2 --ids 1 --seed -1", {"--seed"});
+  expect_refused("data stats --tokenizer bytes --threads -2 /nonexistent.json", {"--threads"});
+  expect_refused("data sample -n 2 --seed -1", {"--seed"});
+  expect_refused("probe --threads -1", {"--threads"});
+}
+
+TEST(CliNumbers, ParityTolerancesAreFinite) {
+  // The options are checked while parsing, before the golden file is opened.
+  const std::string base = "parity --model random:tiny --ref /nonexistent/golden.safetensors ";
+  expect_refused(base + "--atol nan", {"--atol"});
+  expect_refused(base + "--rtol -1", {"--rtol"});
+  expect_refused(base + "--min-top1 1.5", {"--min-top1"});
+}
+
 }  // namespace
 }  // namespace glmlab
