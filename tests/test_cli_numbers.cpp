@@ -108,6 +108,20 @@ TEST(CliNumbers, ThreadsAndSeedsAreNotNegative) {
   expect_refused("probe --threads -1", {"--threads"});
 }
 
+TEST(CliNumbers, DataSampleChecksMemoryBeforeAllocating) {
+  expect_refused("data sample -n 1000000000000", {"memory", "1000000000000"});
+  expect_refused("data sample -n -1", {"-n"});
+  auto r = run_cli("data sample -n 3");
+  EXPECT_EQ(r.rc, 0) << r.out;
+}
+
+TEST(CliNumbers, HugeBatchIsAMemoryErrorNotBadAlloc) {
+  // A small KV cache (2 slots per sequence) but a million rows of 65024 logits (260 GB).
+  expect_refused("generate --model random:tiny -n 1 --threads 1 --ids 1 --batch 1000000", {"memory", "--batch"});
+  expect_refused("generate --model random:tiny -n 1 --threads 1 --ids 1 --batch 2147483647", {"memory", "--batch"});
+  expect_refused("generate --model random:tiny -n 1 --ids 1 --batch 0", {"--batch"});
+}
+
 TEST(CliNumbers, ParityTolerancesAreFinite) {
   // The options are checked while parsing, before the golden file is opened.
   const std::string base = "parity --model random:tiny --ref /nonexistent/golden.safetensors ";

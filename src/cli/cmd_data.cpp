@@ -116,6 +116,10 @@ void run_tiny(const DataOptions& o) {
 }
 
 void run_sample(const DataOptions& o) {
+  // The records and their text are both held: check the memory for both before allocating either.
+  const size_t per = lab::kSampleRecordMaxBytes + lab::kSampleLineMaxBytes;
+  const uint64_t need = o.sample_n > UINT64_MAX / per ? UINT64_MAX : uint64_t(o.sample_n) * per;
+  check_memory(need, fmt::format("data sample -n {}", o.sample_n));
   auto records = lab::embedded_sample(o.sample_n, o.seed);
   std::string text;
   for (const auto& r : records) text += lab::format_record_line(r.content, r.summary) + "\n";

@@ -9,6 +9,7 @@
 #include "cli/common.h"
 #include "model/generate.h"
 #include "util/error.h"
+#include "util/file.h"
 
 namespace glmlab::cli {
 namespace {
@@ -101,7 +102,13 @@ RegisterCommand reg_generate([](CLI::App& app) {
     a->g.sampling.greedy = !a->sample;
     const int n = int(prompt.size());
     check_lengths(a->g, n, c);
+    // The batch's memory before anything of that size is allocated: the prompt copies, and on the host
+    // engine the KV cache plus the prefill's activations and last-position logits.
     const int64_t B = a->batch, capacity = int64_t(n) + a->g.max_new_tokens;
+    uint64_t need = uint64_t(B) * uint64_t(n) * (sizeof(int32_t) * 4);
+    if (!L.device)
+      need += KVCache::bytes_needed(c, a->batch, int(capacity)) + Model::forward_bytes(c, a->batch, n, Logits::Last);
+    check_memory(need, fmt::format("--batch {}: {} sequences of {} prompt + {} new tokens", B, B, n, a->g.max_new_tokens));
     if (B * n > std::numeric_limits<int32_t>::max())
       fail("--batch {}: {} × {} prompt tokens is more than {} tokens in one step", B, B, n,
            std::numeric_limits<int32_t>::max());
