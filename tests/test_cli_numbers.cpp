@@ -122,6 +122,19 @@ TEST(CliNumbers, HugeBatchIsAMemoryErrorNotBadAlloc) {
   expect_refused("generate --model random:tiny -n 1 --ids 1 --batch 0", {"--batch"});
 }
 
+TEST(CliNumbers, ParityRefusesAnEmptyGolden) {
+  auto dir = test::temp_dir("cli_parity_empty");
+  for (auto shape : {std::vector<int64_t>{0, 4}, std::vector<int64_t>{2, 0}}) {
+    const std::string path = (dir / "empty.safetensors").string();
+    static const int64_t none[1] = {0};
+    write_safetensors(path, {{"input_ids", DType::I64, shape, none, 0},
+                             {"position_ids", DType::I64, shape, none, 0},
+                             {"attention_mask", DType::I64, shape, none, 0},
+                             {"prefill_logits", DType::F32, {shape[0], shape[1], 65024}, none, 0}});
+    expect_refused("parity --model random:tiny --threads 1 --ref '" + path + "'", {path, "input_ids", "empty"});
+  }
+}
+
 TEST(CliNumbers, ParityTolerancesAreFinite) {
   // The options are checked while parsing, before the golden file is opened.
   const std::string base = "parity --model random:tiny --ref /nonexistent/golden.safetensors ";
