@@ -143,5 +143,30 @@ TEST(CliNumbers, ParityTolerancesAreFinite) {
   expect_refused(base + "--min-top1 1.5", {"--min-top1"});
 }
 
+// The sample limits and adapter options train and bench train share (cli/train_setup.cpp).
+TEST(CliNumbers, TrainSampleLimitsAndAdapterOptions) {
+  const std::string data = (test::temp_dir("cli_numbers_train") / "data.json").string();
+  auto r = run_cli("data sample -n 4 -o '" + data + "'");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const std::string train = "train --model random:tiny --tokenizer bytes --threads 1 --steps 1 --truncate --data '" + data + "' ";
+  // max input + max output + 1 used to wrap to a negative limit.
+  r = run_cli(train + "--max-input 2147483647");
+  EXPECT_EQ(r.rc, 1) << r.out;
+  EXPECT_CONTAINS(r.out, "--max-input");
+  EXPECT_EQ(r.out.find("-21474"), std::string::npos) << "a wrapped integer: " << r.out;
+  expect_refused(train + "--max-input -1000 --truncate", {"--max-input"});
+  expect_refused(train + "--max-output 0", {"--max-output"});
+  expect_refused(train + "--dropout nan", {"--dropout"});
+  expect_refused(train + "--dropout 1", {"--dropout"});
+  expect_refused(train + "--alpha inf", {"--alpha"});
+  const std::string bench = "bench train --model random:tiny --tokenizer bytes --threads 1 --probe off --no-progress "
+                            "--method lora --qat none --dtype fp32 --steps 1 --warmup-steps 0 --records 2 --out '" +
+                            test::temp_dir("cli_numbers_bench_train").string() + "' ";
+  expect_refused(bench + "--lr nan", {"--lr"});
+  expect_refused(bench + "--train-seed -1", {"--train-seed"});
+  expect_refused(bench + "--records -1", {"--records"});
+  expect_refused(bench + "--max-output 2147483647", {"--max-output"});
+}
+
 }  // namespace
 }  // namespace glmlab
