@@ -7,6 +7,7 @@
 #include <random>
 
 #include "util/error.h"
+#include "util/file.h"
 
 namespace glmlab {
 
@@ -107,6 +108,17 @@ Adapter Adapter::create(const ModelConfig& model, const AdapterConfig& cfg) {
   }
   a.slots_.assign(size_t(a.L_) * kNumTargets, -1);
   const int64_t r = cfg.rank;
+  {  // Values and gradients (fp32) before they are allocated: a huge --rank is an error, not bad_alloc.
+    const uint64_t ur = uint64_t(r);
+    uint64_t floats = cfg.method == AdapterMethod::Vera ? ur * uint64_t(a.max_in_ + a.max_out_) : 0;
+    for (Target t : kTargets)
+      if (on[int(t)]) {
+        const auto& d = a.dims_[size_t(int(t))];
+        floats += uint64_t(a.L_) * 2 *
+                  (cfg.method == AdapterMethod::Vera ? ur + uint64_t(d.out) : ur * uint64_t(d.in + d.out));
+      }
+    check_memory(floats * sizeof(float), fmt::format("a {} adapter of rank {}", method_name(cfg.method), r));
+  }
   std::mt19937_64 rng(cfg.seed);
   auto add = [&](std::string name, std::vector<int64_t> shape, bool trainable) {
     AdapterParam p;
