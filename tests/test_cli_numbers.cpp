@@ -108,6 +108,11 @@ TEST(CliNumbers, ThreadsAndSeedsAreNotNegative) {
   expect_refused("probe --threads -1", {"--threads"});
 }
 
+TEST(CliNumbers, InfoLoraAlphaIsFinite) {
+  expect_refused("info --model random:tiny --lora-alpha nan", {"--lora-alpha"});
+  expect_refused("info --model random:tiny --lora-alpha 1e39", {"--lora-alpha"});  // inf as a float
+}
+
 TEST(CliNumbers, DataSampleChecksMemoryBeforeAllocating) {
   expect_refused("data sample -n 1000000000000", {"memory", "1000000000000"});
   expect_refused("data sample -n -1", {"-n"});
