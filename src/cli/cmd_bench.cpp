@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/bench_group.h"
+#include "cli/checks.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "lab/advertisegen.h"
@@ -189,7 +190,8 @@ RegisterCommand reg([](CLI::App& app) {
   if (auto* d = infer->get_option_no_throw("--dtype"))
     d->description("weight dtypes, comma-separated (fp32, fp16, bf16, int8, int4); one run each, compared in one table");
   infer->add_option("--data", a->data, "AdvertiseGen JSON-lines file (default: the embedded sample)");
-  infer->add_option("--records", a->records, "use the first N records (default: all of --data; 16 of the sample)");
+  infer->add_option("--records", a->records, "use the first N records (default: all of --data; 16 of the sample)")
+      ->check(UintIn());
   infer->add_option("--batch", a->batches, "batch sizes, comma-separated (static batching, left padding)")
       ->delimiter(',')
       ->capture_default_str();
@@ -199,7 +201,8 @@ RegisterCommand reg([](CLI::App& app) {
   infer->add_flag("--stop-at-eos", a->stop_at_eos,
                   "free-running generation (stop ids end a record) instead of the forced reference length");
   infer->add_option("--max-new-tokens", a->max_new_tokens,
-                    "cap on tokens per record (0 = none; default 32 on the embedded sample)");
+                    "cap on tokens per record (0 = none; default 32 on the embedded sample)")
+      ->check(IntAtLeast(0));
   infer->add_option("--out,-o", a->out, "output folder (default: out/bench-infer-<timestamp>)");
   infer->add_option("--probe", a->probe, "machine-limit probes: full, quick, off")
       ->check(CLI::IsMember({"full", "quick", "off"}))

@@ -9,6 +9,7 @@
 #include <omp.h>
 
 #include "cli/bench_group.h"
+#include "cli/checks.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/train_setup.h"
@@ -169,19 +170,27 @@ RegisterCommand reg([](CLI::App& app) {
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--data", a->data, "AdvertiseGen JSON-lines file, e.g. tiny.json (default: the embedded sample)");
-  cmd->add_option("--records", a->records, "use the first N records (default: all of --data; 16 of the sample)");
+  cmd->add_option("--records", a->records, "use the first N records (default: all of --data; 16 of the sample)")
+      ->check(UintIn());
   cmd->add_option("--batch-size,-b", a->o.train.batch_size, "samples per step")->capture_default_str();
   cmd->add_option("--steps", a->o.steps, "timed steps per run")->capture_default_str();
   cmd->add_option("--warmup-steps", a->o.warmup_steps, "steps run first and not counted")->capture_default_str();
   add_adapter_options(cmd, a->adapter);
   cmd->add_flag("--pack", a->o.train.pack, "pack the samples of a batch into rows (block-diagonal causal mask)");
-  cmd->add_option("--pack-length", a->o.train.pack_length, "packed row length (default: the longest sample)");
+  cmd->add_option("--pack-length", a->o.train.pack_length, "packed row length (default: the longest sample)")
+      ->check(IntAtLeast(0));
   cmd->add_option("--lr", a->o.train.adam.lr, "learning rate (constant decay over the run's steps)")
+      ->check(FiniteIn(0))
       ->capture_default_str();
   cmd->add_option("--train-seed", a->o.train.seed, "seed of data order, dropout and adapter init")
+      ->check(UintIn())
       ->capture_default_str();
-  cmd->add_option("--max-input", a->limits.max_input, "recipe limit of input tokens")->capture_default_str();
-  cmd->add_option("--max-output", a->limits.max_output, "recipe limit of output tokens")->capture_default_str();
+  cmd->add_option("--max-input", a->limits.max_input, "recipe limit of input tokens")
+      ->check(IntIn(1, kMaxSampleLimit))
+      ->capture_default_str();
+  cmd->add_option("--max-output", a->limits.max_output, "recipe limit of output tokens")
+      ->check(IntIn(1, kMaxSampleLimit))
+      ->capture_default_str();
   cmd->add_flag("--truncate", a->limits.truncate, "cut longer samples to max input + max output + 1 (the recipe)");
   cmd->add_option("--out,-o", a->out, "output folder (default: out/bench-train-<timestamp>)");
   cmd->add_option("--probe", a->probe, "fp32 GEMM probe: full (2048³ × 5), quick (1024³ × 3), off")

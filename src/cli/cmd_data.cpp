@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/checks.h"
 #include "cli/commands.h"
 #include "lab/data_scan.h"
 #include "lab/data_stats.h"
@@ -65,10 +66,11 @@ void add_input_options(CLI::App* cmd, DataOptions& o) {
   cmd->add_option("files", o.files, "AdvertiseGen JSON-lines files, merged in this order")->required();
   cmd->add_option("--tokenizer", o.tokenizer, "tokenizer.model path, or 'bytes' (default: $GLMLAB_TOKENIZER)");
   cmd->add_flag("--skip-bad", o.skip_bad, "skip bad records and report how many, instead of failing");
-  cmd->add_option("--threads", o.threads, "threads for tokenizing (default: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--threads", o.threads, "threads for tokenizing (default: all cores)")
+      ->check(cli::IntIn(0, cli::kMaxThreads));
   cmd->add_option("--max-line-bytes", o.max_line_bytes, "longest accepted line in bytes")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(cli::UintIn(1));
 }
 
 void run_stats(const DataOptions& o) {
@@ -114,6 +116,10 @@ void run_tiny(const DataOptions& o) {
 }
 
 void run_sample(const DataOptions& o) {
+  // The records and their text are both held: check the memory for both before allocating either.
+  const size_t per = lab::kSampleRecordMaxBytes + lab::kSampleLineMaxBytes;
+  const uint64_t need = o.sample_n > UINT64_MAX / per ? UINT64_MAX : uint64_t(o.sample_n) * per;
+  check_memory(need, fmt::format("data sample -n {}", o.sample_n));
   auto records = lab::embedded_sample(o.sample_n, o.seed);
   std::string text;
   for (const auto& r : records) text += lab::format_record_line(r.content, r.summary) + "\n";
@@ -136,7 +142,7 @@ glmlab::cli::RegisterCommand reg([](CLI::App& app) {
   add_input_options(stats, *so);
   stats->add_flag("--json", so->json, "print JSON instead of text");
   stats->add_option("--png", so->png, "also draw the token histograms into this PNG (gnuplot)");
-  stats->add_option("--bins", so->bins, "most histogram bins")->capture_default_str()->check(CLI::PositiveNumber);
+  stats->add_option("--bins", so->bins, "most histogram bins")->capture_default_str()->check(cli::UintIn(1, 1 << 20));
   stats->callback([so] { run_stats(*so); });
 
   auto to = std::make_shared<DataOptions>();
@@ -144,14 +150,14 @@ glmlab::cli::RegisterCommand reg([](CLI::App& app) {
                                             "intervals (shortest and longest included), write JSON lines");
   add_input_options(tiny, *to);
   tiny->add_option("-o,--out", to->out, "output JSON-lines file (written atomically)")->required();
-  tiny->add_option("-n,--n", to->n, "number of records")->capture_default_str()->check(CLI::Range(2, 1 << 30));
+  tiny->add_option("-n,--n", to->n, "number of records")->capture_default_str()->check(cli::UintIn(2, 1 << 30));
   tiny->callback([to] { run_tiny(*to); });
 
   auto mo = std::make_shared<DataOptions>();
   auto* sample = data->add_subcommand("sample", "write the embedded AdvertiseGen-like sample as JSON lines");
-  sample->add_option("-n,--n", mo->sample_n, "number of records")->capture_default_str();
+  sample->add_option("-n,--n", mo->sample_n, "number of records")->check(cli::UintIn())->capture_default_str();
   sample->add_option("-o,--out", mo->out, "output file (default: standard output)");
-  sample->add_option("--seed", mo->seed, "generator seed")->capture_default_str();
+  sample->add_option("--seed", mo->seed, "generator seed")->check(cli::UintIn())->capture_default_str();
   sample->callback([mo] { run_sample(*mo); });
 });
 

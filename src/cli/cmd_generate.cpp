@@ -2,11 +2,14 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 
+#include "cli/checks.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "model/generate.h"
 #include "util/error.h"
+#include "util/file.h"
 
 namespace glmlab::cli {
 namespace {
@@ -24,15 +27,32 @@ struct GenArgs {
 };
 
 void add_generation_options(CLI::App* cmd, GenArgs& a) {
-  cmd->add_option("--max-new-tokens,-n", a.g.max_new_tokens, "most tokens to generate")->capture_default_str();
+  // Upper bounds that depend on the model (its seq_length) are checked once it is loaded (check_lengths).
+  cmd->add_option("--max-new-tokens,-n", a.g.max_new_tokens, "most tokens to generate")
+      ->check(IntAtLeast(0))
+      ->capture_default_str();
   cmd->add_option("--min-new-tokens", a.g.min_new_tokens, "forced length: ignore stop ids before this many")
+      ->check(IntAtLeast(0))
       ->capture_default_str();
   cmd->add_flag("--sample", a.sample, "sample instead of greedy decoding");
-  cmd->add_option("--temperature", a.g.sampling.temperature)->capture_default_str();
-  cmd->add_option("--top-p", a.g.sampling.top_p)->capture_default_str();
-  cmd->add_option("--top-k", a.g.sampling.top_k, "0 = off")->capture_default_str();
-  cmd->add_option("--sample-seed", a.g.sampling.seed)->capture_default_str();
+  cmd->add_option("--temperature", a.g.sampling.temperature, "0 = greedy")
+      ->check(FiniteIn(0))  // above FLT_MAX it becomes inf: generate() refuses that
+      ->capture_default_str();
+  cmd->add_option("--top-p", a.g.sampling.top_p)->check(FiniteIn(0, 1))->capture_default_str();
+  cmd->add_option("--top-k", a.g.sampling.top_k, "0 = off")->check(IntAtLeast(0))->capture_default_str();
+  cmd->add_option("--sample-seed", a.g.sampling.seed)->check(UintIn())->capture_default_str();
   cmd->add_option("--system", a.system, "a system message before the prompt");
+}
+
+// -n and --min-new-tokens against each other and against the model's context: prompt + new tokens
+// must fit seq_length (counted in int64_t, so -n 2147483647 is an error, not a wrapped sum).
+void check_lengths(const GenerateOptions& g, int64_t prompt_tokens, const ModelConfig& c) {
+  if (g.min_new_tokens > g.max_new_tokens)
+    fail("--min-new-tokens {} is more than --max-new-tokens {}", g.min_new_tokens, g.max_new_tokens);
+  if (prompt_tokens + g.max_new_tokens > c.seq_length)
+    fail("--max-new-tokens {}: the prompt's {} tokens plus {} new tokens exceed the model's seq_length {} (at most {} "
+         "new tokens fit)", g.max_new_tokens, prompt_tokens, g.max_new_tokens, c.seq_length,
+         std::max<int64_t>(0, c.seq_length - prompt_tokens));
 }
 
 // Prints the decoded text of `ids` as it grows (decoding the whole list keeps multi-byte pieces whole).
@@ -65,7 +85,9 @@ RegisterCommand reg_generate([](CLI::App& app) {
   cmd->add_option("prompt", a->prompt, "user message (default: a built-in AdvertiseGen-style attribute list)");
   cmd->add_option("--ids", a->ids, "prompt as token ids instead of text (no chat layout)");
   cmd->add_flag("--raw", a->raw, "encode the prompt as plain text ([gMASK] sop TEXT), not the chat layout");
-  cmd->add_option("--batch", a->batch, "run the prompt as a batch of this many sequences")->capture_default_str();
+  cmd->add_option("--batch", a->batch, "run the prompt as a batch of this many sequences")
+      ->check(IntAtLeast(1))
+      ->capture_default_str();
   add_generation_options(cmd, *a);
   cmd->callback([a] {
     if (a->batch < 1) fail("--batch must be at least 1");
@@ -73,13 +95,24 @@ RegisterCommand reg_generate([](CLI::App& app) {
     Tokenizer tok = load_tokenizer(a->m.tokenizer, a->m.model);
     std::vector<ChatMessage> history;
     if (!a->system.empty()) history.push_back({"system", a->system, ""});
-    std::vector<int32_t> prompt = !a->ids.empty() ? parse_ids(a->ids)
+    const ModelConfig& c = L.model.config();
+    std::vector<int32_t> prompt = !a->ids.empty() ? parse_ids(a->ids, "--ids", c.vocab_size)
                                   : a->raw        ? tok.encode_with_prefix(a->prompt)
                                                   : tok.build_chat_input(a->prompt, history);
     a->g.sampling.greedy = !a->sample;
     const int n = int(prompt.size());
-    auto engine = make_engine(L, EngineLimits{a->batch, std::min(n + a->g.max_new_tokens, L.model.config().seq_length),
-                                              a->batch * n, 0});
+    check_lengths(a->g, n, c);
+    // The batch's memory before anything of that size is allocated: the prompt copies, and on the host
+    // engine the KV cache plus the prefill's activations and last-position logits.
+    const int64_t B = a->batch, capacity = int64_t(n) + a->g.max_new_tokens;
+    uint64_t need = uint64_t(B) * uint64_t(n) * (sizeof(int32_t) * 4);
+    if (!L.device)
+      need += KVCache::bytes_needed(c, a->batch, int(capacity)) + Model::forward_bytes(c, a->batch, n, Logits::Last);
+    check_memory(need, fmt::format("--batch {}: {} sequences of {} prompt + {} new tokens", B, B, n, a->g.max_new_tokens));
+    if (B * n > std::numeric_limits<int32_t>::max())
+      fail("--batch {}: {} × {} prompt tokens is more than {} tokens in one step", B, B, n,
+           std::numeric_limits<int32_t>::max());
+    auto engine = make_engine(L, EngineLimits{a->batch, int(capacity), a->batch * n, 0});
     Streamer st{tok, {}, 0};
     a->g.on_token = [&](int b, int32_t id) {
       if (b == 0) st.push(id);

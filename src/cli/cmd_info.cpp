@@ -1,7 +1,9 @@
 // glmlab info: the architecture as a block diagram with shapes, and parameter counts.
 #include <cstdio>
+#include <limits>
 #include <nlohmann/json.hpp>
 
+#include "cli/checks.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "lab/model_info.h"
@@ -24,7 +26,9 @@ RegisterCommand reg([](CLI::App& app) {
   cmd->add_flag("--json", a->json, "print JSON");
   cmd->add_option("--dot", a->dot, "also write the block diagram as Graphviz DOT to this file");
   cmd->add_option("--lora-rank", a->opt.lora_rank)->capture_default_str();
-  cmd->add_option("--lora-alpha", a->opt.lora_alpha)->capture_default_str();
+  cmd->add_option("--lora-alpha", a->opt.lora_alpha)
+      ->check(FiniteIn(-std::numeric_limits<float>::max(), std::numeric_limits<float>::max()))
+      ->capture_default_str();
   cmd->add_option("--lora-targets", a->opt.lora_targets, "target modules")->delimiter(',')->capture_default_str();
   cmd->add_option("--vera-rank", a->opt.vera_rank)->capture_default_str();
   cmd->add_option("--vera-targets", a->opt.vera_targets, "target modules")->delimiter(',')->capture_default_str();

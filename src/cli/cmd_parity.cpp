@@ -1,6 +1,7 @@
 // glmlab parity: compare glmlab's logits with a golden file written by tools/reference.
 #include <cstdio>
 
+#include "cli/checks.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "lab/parity.h"
@@ -21,9 +22,11 @@ RegisterCommand reg([](CLI::App& app) {
   auto* cmd = app.add_subcommand("parity", "compare logits with a reference dump (exit 1 beyond tolerance)");
   add_model_options(cmd, a->m);
   cmd->add_option("--ref", a->ref, "golden .safetensors written by tools/reference/make_golden.py")->required();
-  cmd->add_option("--atol", a->opt.atol)->capture_default_str();
-  cmd->add_option("--rtol", a->opt.rtol)->capture_default_str();
-  cmd->add_option("--min-top1", a->opt.min_top1, "fraction of positions whose argmax must agree")->capture_default_str();
+  cmd->add_option("--atol", a->opt.atol)->check(FiniteIn(0))->capture_default_str();
+  cmd->add_option("--rtol", a->opt.rtol)->check(FiniteIn(0))->capture_default_str();
+  cmd->add_option("--min-top1", a->opt.min_top1, "fraction of positions whose argmax must agree")
+      ->check(FiniteIn(0, 1))
+      ->capture_default_str();
   cmd->add_flag_callback("--fp32-ref", [a] { a->opt.suffix = "_fp32ref"; a->m.fp32_activations = true; },
                          "compare with the reference's fp32 computation on the same weights (implies --fp32-activations)");
   cmd->add_flag("--all", a->all, "print every position, not only the worst and the disagreeing ones");

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "cli/checks.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "kernels/cpu/runtime.h"
@@ -16,7 +17,7 @@ RegisterCommand reg([](CLI::App& app) {
   auto threads = std::make_shared<int>(0);
   auto json = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand("probe", "measure memory bandwidth (GB/s) and GEMM throughput (GFLOP/s)");
-  cmd->add_option("--threads", *threads, "threads (0 = all cores)");
+  cmd->add_option("--threads", *threads, "threads (0 = all cores)")->check(IntIn(0, kMaxThreads));
   cmd->add_flag("--json", *json, "print JSON");
   cmd->callback([threads, json] {
     apply_threads(*threads);

@@ -26,7 +26,7 @@ RegisterCommand reg([](CLI::App& app) {
   cmd->callback([a] {
     Tokenizer tok = load_tokenizer(a->m.tokenizer, a->m.model);
     if (a->decode) {
-      std::printf("%s\n", tok.decode(parse_ids(a->text)).c_str());
+      std::printf("%s\n", tok.decode(parse_ids(a->text, "--decode")).c_str());
       return;
     }
     std::vector<ChatMessage> history;

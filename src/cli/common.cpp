@@ -15,7 +15,9 @@
 #include "kernels/cpu/simd.h"
 #include "model/peft_io.h"
 #include "model/quantize.h"
+#include "cli/checks.h"
 #include "util/error.h"
+#include "util/parse.h"
 
 namespace glmlab::cli {
 
@@ -27,6 +29,7 @@ void add_model_options(CLI::App* cmd, ModelArgs& a, bool with_weights) {
   cmd->add_option("--dtype", a.dtype,
                   "weight dtype: fp32, fp16, bf16, int8, int4 (default: as stored; bf16 for random)");
   cmd->add_option("--group-size", a.group_size, "int8/int4: inputs per scale when quantizing (0 = one per row)")
+      ->check(IntAtLeast(0))
       ->capture_default_str();
   cmd->add_option("--device", a.device, "back end: cpu (fast), cpu-ref (reference) or cuda (the GPU, device engine)")
       ->capture_default_str();
@@ -35,8 +38,8 @@ void add_model_options(CLI::App* cmd, ModelArgs& a, bool with_weights) {
                   "bucketed and replayed as graphs; auto = device for cuda)")
       ->check(CLI::IsMember({"auto", "host", "device"}))
       ->capture_default_str();
-  cmd->add_option("--threads", a.threads, "threads (0 = all cores)")->capture_default_str();
-  cmd->add_option("--seed", a.seed, "seed of random:PRESET weights")->capture_default_str();
+  cmd->add_option("--threads", a.threads, "threads (0 = all cores)")->check(IntIn(0, kMaxThreads))->capture_default_str();
+  cmd->add_option("--seed", a.seed, "seed of random:PRESET weights")->check(UintIn())->capture_default_str();
   cmd->add_option("--adapter", a.adapter, "PEFT adapter folder (LoRA / VeRA) to apply, unmerged");
   cmd->add_flag("--fp32-activations", a.fp32_activations,
                 "keep activations fp32 everywhere (bf16 weights otherwise use AMX tiles with bf16 activations)");
@@ -104,7 +107,7 @@ std::unique_ptr<Engine> make_engine(const Model& model, Ops* ops, std::unique_pt
   return e;
 }
 
-std::vector<int32_t> parse_ids(const std::string& text) {
+std::vector<int32_t> parse_ids(const std::string& text, std::string_view option, int64_t vocab) {
   std::string s = text;
   for (char& c : s)
     if (c == ',') c = ' ';
@@ -112,14 +115,14 @@ std::vector<int32_t> parse_ids(const std::string& text) {
   std::vector<int32_t> ids;
   std::string tok;
   while (in >> tok) {
+    int64_t v = 0;
     try {
-      size_t used = 0;
-      long v = std::stol(tok, &used);
-      if (used != tok.size()) throw std::invalid_argument(tok);
-      ids.push_back(int32_t(v));
-    } catch (const std::exception&) {
-      fail("\"{}\" is not a token id (expected integers separated by spaces or commas)", tok);
+      v = parse_int64(tok, option);
+    } catch (const Error&) {
+      fail("{}: \"{}\" is not a token id (expected integers separated by spaces or commas)", option, tok);
     }
+    if (v < 0 || v >= vocab) fail("{}: token id {} is outside the vocabulary [0, {})", option, tok, vocab);
+    ids.push_back(int32_t(v));
   }
   return ids;
 }

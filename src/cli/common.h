@@ -3,7 +3,9 @@
 #pragma once
 #include <CLI/CLI.hpp>
 #include <memory>
+#include <limits>
 #include <string>
+#include <string_view>
 
 #include "model/adapters.h"
 #include "model/device_engine.h"
@@ -52,6 +54,9 @@ inline std::unique_ptr<Engine> make_engine(Loaded& L, const EngineLimits& limits
   return make_engine(L.model, L.ops.get(), std::move(L.device), limits);
 }
 
-std::vector<int32_t> parse_ids(const std::string& text);  // "1 2 3" or "1,2,3"
+// "1 2 3" or "1,2,3": each id a whole decimal integer in [0, vocab) (never wrapped to int32); an error
+// names `option` and the id.
+std::vector<int32_t> parse_ids(const std::string& text, std::string_view option = "token ids",
+                               int64_t vocab = std::numeric_limits<int32_t>::max());
 
 }  // namespace glmlab::cli

@@ -23,6 +23,12 @@ int main(int argc, char** argv) {
   int rc = 0;
   try {
     app.parse(argc, argv);
+  } catch (const CLI::ValidationError& e) {  // an option's value failed its check (cli/checks.h)
+    std::fprintf(stderr, "glmlab: error: %s\n", e.what());
+    return 1;
+  } catch (const CLI::ConversionError& e) {  // an option's value is not of its type
+    std::fprintf(stderr, "glmlab: error: %s\n", e.what());
+    return 1;
   } catch (const CLI::ParseError& e) {
     rc = app.exit(e);
   } catch (const glmlab::dist::CollectiveError& e) {

@@ -35,6 +35,8 @@ std::vector<std::string> split_commas(const std::string& s);
 
 // lab::make_samples with the model's seq_length, then every id checked against its vocabulary (an
 // error names the sample's FILE:LINE).
+// --max-input / --max-output: at most 2^30 each (their sum + 1 must fit an int); at least 1.
+constexpr int kMaxSampleLimit = 1 << 30;
 std::vector<lab::TrainSample> train_samples(const Tokenizer& tok, const std::vector<lab::Record>& records,
                                             lab::SampleLimits limits, const ModelConfig& c,
                                             dist::Communicator* comm = nullptr);

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <utility>
 
 #include "model/safetensors.h"
 #include "util/error.h"
@@ -16,8 +19,26 @@ std::vector<int64_t> read_i64(const SafetensorsSet& g, const std::string& name, 
   const TensorInfo& t = g.get(name);
   if (t.dtype != DType::I64) fail("{}: tensor {} must be I64", path, name);
   std::vector<int64_t> v(size_t(t.numel()));
-  std::memcpy(v.data(), t.data, t.nbytes);
+  if (v.size() * sizeof(int64_t) != t.nbytes) fail("{}: tensor {} holds {} bytes, not {} I64 values", path, name, t.nbytes, v.size());
+  if (!v.empty()) std::memcpy(v.data(), t.data, t.nbytes);  // never memcpy to/from the null data of an empty tensor
   return v;
+}
+
+// A token id or position of the golden as the int32_t the engine takes (never wrapped).
+int32_t to_i32(int64_t v, const char* what, const std::string& path) {
+  if (v < 0 || v > INT32_MAX) fail("{}: {} {} is outside [0, {}]", path, what, v, INT32_MAX);
+  return int32_t(v);
+}
+
+// [B, T] of input_ids: both at least 1 (an empty batch compares nothing and cannot fill a KV cache).
+std::pair<int, int> batch_shape(const TensorInfo& ids_t, const std::string& path) {
+  if (ids_t.shape.size() != 2) fail("{}: input_ids must be [B, T], got {}", path, ids_t.shape_str());
+  if (ids_t.shape[0] < 1 || ids_t.shape[1] < 1)
+    fail("{}: input_ids {} is empty: the golden batch needs at least one sequence of at least one token", path,
+         ids_t.shape_str());
+  if (ids_t.shape[0] > INT32_MAX || ids_t.shape[1] > INT32_MAX || ids_t.shape[0] * ids_t.shape[1] > INT32_MAX)
+    fail("{}: input_ids {} is too large", path, ids_t.shape_str());
+  return {int(ids_t.shape[0]), int(ids_t.shape[1])};
 }
 
 const float* read_f32(const SafetensorsSet& g, const std::string& name, int64_t numel, const std::string& path) {
@@ -42,9 +63,8 @@ ParityRow compare_row(const float* got, const float* ref, int V) {
 
 GoldenShape golden_shape(const std::string& path) {
   SafetensorsSet g = SafetensorsSet::open(path);
-  const TensorInfo& ids_t = g.get("input_ids");
-  if (ids_t.shape.size() != 2) fail("{}: input_ids must be [B, T], got {}", path, ids_t.shape_str());
-  GoldenShape s{int(ids_t.shape[0]), int(ids_t.shape[1]), 0};
+  auto [B, T] = batch_shape(g.get("input_ids"), path);
+  GoldenShape s{B, T, 0};
   while (g.find(fmt::format("step{}_ids", s.steps + 1))) ++s.steps;
   return s;
 }
@@ -56,9 +76,8 @@ ParityReport run_parity(const Model& model, Ops& ops, const std::string& path, c
 
 ParityReport run_parity(Engine& engine, const std::string& path, const ParityOptions& opt) {
   SafetensorsSet g = SafetensorsSet::open(path);
-  const TensorInfo& ids_t = g.get("input_ids");
-  if (ids_t.shape.size() != 2) fail("{}: input_ids must be [B, T], got {}", path, ids_t.shape_str());
-  const int B = int(ids_t.shape[0]), T = int(ids_t.shape[1]), V = engine.config().vocab_size;
+  const auto [B, T] = batch_shape(g.get("input_ids"), path);
+  const int V = engine.config().vocab_size;
   auto ids = read_i64(g, "input_ids", path), mask = read_i64(g, "attention_mask", path),
        pos = read_i64(g, "position_ids", path);
   if (mask.size() != ids.size() || pos.size() != ids.size())
@@ -70,8 +89,8 @@ ParityReport run_parity(Engine& engine, const std::string& path, const ParityOpt
   in.B = B;
   in.T = T;
   for (size_t i = 0; i < ids.size(); ++i) {
-    in.ids.push_back(int32_t(ids[i]));
-    in.pos.push_back(int32_t(pos[i]));
+    in.ids.push_back(to_i32(ids[i], "input_ids value", path));
+    in.pos.push_back(to_i32(pos[i], "position_ids value", path));
     in.valid.push_back(mask[i] != 0);
   }
   engine.reset(B, T + steps);
@@ -98,7 +117,7 @@ ParityReport run_parity(Engine& engine, const std::string& path, const ParityOpt
     d.B = B;
     d.T = 1;
     for (int b = 0; b < B; ++b) {
-      d.ids.push_back(int32_t(sid[size_t(b)]));
+      d.ids.push_back(to_i32(sid[size_t(b)], "step ids value", path));
       d.pos.push_back(next_pos[size_t(b)]++);
       d.valid.push_back(1);
     }

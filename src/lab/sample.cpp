@@ -5,7 +5,10 @@
 #include <string>
 #include <string_view>
 
+#include <fmt/format.h>
+
 #include "lab/sample_vocab.h"
+#include "util/file.h"
 #include "util/utf8.h"
 
 namespace glmlab::lab {
@@ -138,6 +141,9 @@ std::string make_summary(Rng& rng, const sv::ProductType& type, const std::vecto
 }  // namespace
 
 std::vector<Record> embedded_sample(size_t n, uint64_t seed) {
+  // n × the most a record takes, without overflowing: more than 2^64 bytes is "too much" as well.
+  const uint64_t need = n > UINT64_MAX / kSampleRecordMaxBytes ? UINT64_MAX : uint64_t(n) * kSampleRecordMaxBytes;
+  check_memory(need, fmt::format("the embedded sample of {} records", n));
   std::vector<Record> out;
   out.reserve(n);
   const auto& types = sv::product_types();

@@ -17,7 +17,13 @@ namespace glmlab::lab {
 constexpr size_t kSampleContentMinChars = 10, kSampleContentMaxChars = 126;
 constexpr size_t kSampleSummaryMinChars = 60, kSampleSummaryMaxChars = 237;
 
-// Records with file "<embedded>" and line i + 1.
+// Most bytes of memory one record of the sample takes (the Record and its text: every character of
+// the vocabulary is at most 3 bytes of UTF-8), and the same for its JSON line (format_record_line).
+constexpr size_t kSampleRecordMaxBytes = sizeof(Record) + 3 * (kSampleContentMaxChars + kSampleSummaryMaxChars + 1);
+constexpr size_t kSampleLineMaxBytes = 64 + 3 * (kSampleContentMaxChars + kSampleSummaryMaxChars + 1);
+
+// Records with file "<embedded>" and line i + 1. n records must fit in the available memory (checked
+// before anything is allocated: a glmlab::Error naming n otherwise).
 std::vector<Record> embedded_sample(size_t n = 100, uint64_t seed = 0);
 
 }  // namespace glmlab::lab

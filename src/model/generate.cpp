@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <cmath>
 #include <numeric>
 
 #include "util/error.h"
+#include "util/parse.h"
 
 namespace glmlab {
 
@@ -54,10 +56,15 @@ GenerateResult generate(Engine& engine, const std::vector<std::vector<int32_t>>&
   if (prompts.empty()) fail("generate: no prompts");
   if (opt.max_new_tokens < 0 || opt.min_new_tokens < 0 || opt.min_new_tokens > opt.max_new_tokens)
     fail("generate: need 0 <= min_new_tokens ({}) <= max_new_tokens ({})", opt.min_new_tokens, opt.max_new_tokens);
+  if (!opt.sampling.greedy) {  // NaN or a negative value would make the sampler's arithmetic meaningless
+    check_finite_range(opt.sampling.temperature, "temperature", 0, std::numeric_limits<float>::max());
+    check_finite_range(opt.sampling.top_p, "top_p", 0, 1);
+    check_int_range(opt.sampling.top_k, "top_k", 0, std::numeric_limits<int>::max());
+  }
   StepInput in = make_prefill(prompts);
   const int B = in.B, V = cfg.vocab_size;
   for (int b = 0; b < B; ++b)
-    if (int(prompts[size_t(b)].size()) + opt.max_new_tokens > cfg.seq_length)
+    if (int64_t(prompts[size_t(b)].size()) + opt.max_new_tokens > cfg.seq_length)  // int64: never wraps
       fail("prompt {} has {} tokens; with {} new tokens it exceeds the model's seq_length {}", b,
            prompts[size_t(b)].size(), opt.max_new_tokens, cfg.seq_length);
   std::mt19937_64 rng(opt.sampling.seed);

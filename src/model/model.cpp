@@ -58,6 +58,16 @@ StepInput make_prefill(const std::vector<std::vector<int32_t>>& prompts) {
   return in;
 }
 
+uint64_t Model::forward_bytes(const ModelConfig& c, int B, int T, Logits mode, bool tape_layers) {
+  const uint64_t N = uint64_t(std::max(B, 0)) * uint64_t(std::max(T, 0)), C = uint64_t(c.hidden_size),
+                 F = uint64_t(c.ffn_hidden_size), H = uint64_t(c.num_heads);
+  // x, xl, tmp (C each), act (F); per layer qkv, ctx, h, u (2F), lse (H), two inverse RMS.
+  const uint64_t shared = N * (3 * C + F), layer = N * (uint64_t(c.qkv_dim()) + uint64_t(c.q_dim()) + C + 2 * F + H + 2);
+  const uint64_t rows = mode == Logits::All ? N : mode == Logits::Last ? uint64_t(std::max(B, 0)) : 0;
+  const uint64_t layers = tape_layers ? uint64_t(c.num_layers) : 1;
+  return 4 * (shared + layer * layers + (tape_layers ? N * C * layers : 0) + rows * (uint64_t(c.vocab_size) + 1));
+}
+
 void Model::forward(Ops& ops, const StepInput& in, KVCache& cache, Logits mode, std::vector<float>& logits,
                     ForwardTape* tape) const {
   const ModelConfig& c = cfg_;
@@ -89,6 +99,10 @@ void Model::forward(Ops& ops, const StepInput& in, KVCache& cache, Logits mode, 
   }
   const Adapter* ad = adapter_;
   if (ad) ad->check_fits(c);
+  // A large step (a huge batch, a long prompt) is checked before its buffers are allocated; small ones
+  // skip the /proc read.
+  if (uint64_t need = forward_bytes(c, B, T, mode, tape && tape->keep_layers); need >= (uint64_t(256) << 20))
+    check_memory(need, fmt::format("the forward pass of {} × {} tokens (activations and logits)", B, T));
 
   if (tape) tape->layers.assign(tape->keep_layers ? size_t(c.num_layers) : 0, {});
   std::vector<float> x(size_t(N * C)), xl(size_t(N * C)), qkv_ws, ctx_ws, h_ws, u_ws, lse_ws, r1_ws, r2_ws;

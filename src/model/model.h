@@ -83,6 +83,9 @@ class Model {
   // With `tape`, keeps the activations the backward pass needs.
   void forward(Ops& ops, const StepInput& in, KVCache& cache, Logits mode, std::vector<float>& logits,
                ForwardTape* tape = nullptr) const;
+  // Bytes of host memory forward() allocates for B × T tokens: activations (per layer with a tape that
+  // keeps them) and the logits of `mode`. forward() checks them against free memory when they are large.
+  static uint64_t forward_bytes(const ModelConfig& c, int B, int T, Logits mode, bool tape_layers = false);
 
  private:
   ModelConfig cfg_;
