@@ -61,9 +61,12 @@ TEST(TrainHardening, NonFiniteOrOutOfRangeOptionsAreRefusedBeforeTraining) {
       {"--max-grad-norm nan", "--max-grad-norm must be a finite number"},
       {"--save-every -2", "--save-every must be ≥ 0"},
       {"--stop-after -5", "--stop-after must be ≥ 0"},
-      {"--max-input 2147483647", "--max-input 2147483647"},
-      {"--max-output 2147483647", "--max-output 2147483647"},
-      {"--max-input -1000", "--max-input -1000"},
+      {"--max-input 2147483647", "--max-input must be an integer in [1, 1073741824], got 2147483647"},
+      {"--max-output 2147483647", "--max-output must be an integer in [1, 1073741824], got 2147483647"},
+      {"--max-input -1000", "--max-input must be an integer in [1, 1073741824], got -1000"},
+      {"--grad-accum 2147483647", "--grad-accum: must be an integer in [1, 65536]"},  // hung in BatchStream
+      {"--train-seed -1", "--train-seed: \"-1\" is not an integer >= 0"},             // was 2^64 - 1
+      {"--warmup -3", "--warmup: must be an integer >= 0"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.args);

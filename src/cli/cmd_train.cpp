@@ -4,8 +4,10 @@
 #include <cstdio>
 #include <fmt/ranges.h>
 
+#include <limits>
 #include <optional>
 
+#include "cli/checks.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/train_setup.h"
@@ -16,6 +18,10 @@
 
 namespace glmlab::cli {
 namespace {
+
+// Upper bounds of -b and --grad-accum: 2^31 would draw that many samples per micro-batch before any
+// memory check could see the batch.
+constexpr int kMaxBatchSize = 1 << 16, kMaxGradAccum = 1 << 16;
 
 struct TrainArgs {
   ModelArgs m;
@@ -46,16 +52,26 @@ RegisterCommand reg_train([](CLI::App& app) {
       ->check(CLI::IsMember({"int8", "int4"}));
   cmd->add_option("--init", a->init, "start from this adapter folder instead of a fresh adapter");
   add_adapter_options(cmd, a->adapter);
-  cmd->add_option("--steps", a->t.steps, "optimizer steps")->capture_default_str();
-  cmd->add_option("--batch-size,-b", a->t.batch_size, "samples per micro-batch")->capture_default_str();
-  cmd->add_option("--grad-accum", a->t.grad_accum, "micro-batches per optimizer step")->capture_default_str();
+  constexpr int64_t kI64Max = std::numeric_limits<int64_t>::max();
+  cmd->add_option("--steps", a->t.steps, "optimizer steps")->check(IntIn(1, kI64Max))->capture_default_str();
+  cmd->add_option("--batch-size,-b", a->t.batch_size, "samples per micro-batch (per rank under mpirun)")
+      ->check(IntIn(1, kMaxBatchSize))
+      ->capture_default_str();
+  cmd->add_option("--grad-accum", a->t.grad_accum, "micro-batches per optimizer step")
+      ->check(IntIn(1, kMaxGradAccum))
+      ->capture_default_str();
   cmd->add_option("--lr", a->t.adam.lr, "peak learning rate")->capture_default_str();
-  cmd->add_option("--warmup", a->t.warmup, "warm-up steps (then linear decay to 0)")->capture_default_str();
+  cmd->add_option("--warmup", a->t.warmup, "warm-up steps (then linear decay to 0)")
+      ->check(IntIn(0, kI64Max))
+      ->capture_default_str();
   cmd->add_option("--weight-decay", a->t.adam.weight_decay)->capture_default_str();
   cmd->add_option("--max-grad-norm", a->t.max_grad_norm, "gradient clipping (0 = off)")->capture_default_str();
   cmd->add_flag("--pack", a->t.pack, "pack the samples of a batch into rows (block-diagonal causal mask)");
-  cmd->add_option("--pack-length", a->t.pack_length, "packed row length (default: the longest sample)");
-  cmd->add_option("--train-seed", a->t.seed, "seed of data order, dropout and adapter init")->capture_default_str();
+  cmd->add_option("--pack-length", a->t.pack_length, "packed row length (default: the longest sample)")
+      ->check(IntAtLeast(0));
+  cmd->add_option("--train-seed", a->t.seed, "seed of data order, dropout and adapter init")
+      ->check(UintIn())
+      ->capture_default_str();
   cmd->add_option("--save-every", a->t.save_every, "checkpoint every N steps (0 = at the end only)")
       ->capture_default_str();
   cmd->add_option("--stop-after", a->t.stop_after, "stop after this many steps, as if interrupted (for tests)");
