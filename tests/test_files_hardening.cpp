@@ -21,6 +21,7 @@
 
 #include "model/adapters.h"
 #include "model/config.h"
+#include "model/generate.h"
 #include "model/loader.h"
 #include "model/merge.h"
 #include "model/peft_io.h"
@@ -449,6 +450,28 @@ TEST(FilesFinite, NonFiniteAdapterTensorsNameTheTensor) {
     EXPECT_CONTAINS(e, victim);
     EXPECT_CONTAINS(e, "not finite");
   }
+}
+
+// Finite weights that overflow in use (3e38 in the final norm: the logits become inf) must not be served
+// as a reply of id 5 repeated: generation stops with an error, greedy and sampled.
+TEST(FilesFinite, LogitsThatOverflowAreAnErrorNotAReply) {
+  auto dir = copy_checkpoint(test::golden_path("tiny-f32"), "files_overflow", [&](auto& n, DType dt, auto& b) {
+    if (n == "transformer.encoder.final_layernorm.weight")
+      for (size_t i = 0; i < b.size() / 4; ++i) put_value(dt, b, i, 3e38f);
+  });
+  Model m = load_model(dir.string(), "fp32");  // every weight is finite: it loads
+  auto ops = make_ops(Backend::Cpu);
+  for (bool greedy : {true, false}) {
+    SCOPED_TRACE(greedy ? "greedy" : "sampled");
+    GenerateOptions o;
+    o.max_new_tokens = 3;
+    o.sampling.greedy = greedy;
+    std::string e = test::error_of([&] { generate(m, *ops, {{1, 2, 3}}, o); });
+    EXPECT_CONTAINS(e, "logits are not finite");
+  }
+  auto r = test::run_cli("generate --tokenizer bytes --ids '1 2 3' -n 3 --model " + dir.string());
+  EXPECT_EQ(r.rc, 1) << r.out;
+  EXPECT_CONTAINS(r.out, "logits are not finite");
 }
 
 TEST(FilesFinite, MergeRefusesANonFiniteResult) {

@@ -1,8 +1,19 @@
 #include "model/engine.h"
 
+#include <cmath>
+
 #include "util/error.h"
 
 namespace glmlab {
+
+void check_logits_finite(const float* logits, int64_t rows, int64_t V) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < V; ++i)
+      if (!std::isfinite(logits[r * V + i]))
+        fail("the model's logits are not finite (sequence {}, id {}: {}): its weights or adapter overflow in this "
+             "dtype; refusing to generate from them (THUDM's generate would emit id 5 over and over)",
+             r, i, logits[r * V + i]);
+}
 
 void HostEngine::reset(int batch, int capacity) {
   if (cache_ && cache_->batch() == batch && cache_->capacity() == capacity)
@@ -20,6 +31,7 @@ void HostEngine::step(const StepInput& in, Logits mode, std::vector<float>& logi
 
 void HostEngine::step_greedy(const StepInput& in, std::vector<int32_t>& next) {
   step(in, Logits::Last, logits_);
+  check_logits_finite(logits_.data(), in.B, model_.config().vocab_size);
   next.resize(size_t(in.B));
   ops_.argmax(logits_.data(), in.B, model_.config().vocab_size, next.data());
 }

@@ -15,6 +15,10 @@
 
 namespace glmlab {
 
+// Error naming the sequence and id when a logit is NaN or infinite: weights (or an adapter) that overflow
+// in their dtype must give an error, not a reply of id 5 repeated.
+void check_logits_finite(const float* logits, int64_t rows, int64_t V);
+
 class Engine {
  public:
   virtual ~Engine() = default;
@@ -25,8 +29,9 @@ class Engine {
   virtual int length() const = 0;                // slots filled since reset
   // Runs `in` (in.B == the batch of reset) and writes logits: Last -> [B, V], All -> [B·T, V].
   virtual void step(const StepInput& in, Logits mode, std::vector<float>& logits) = 0;
-  // Runs `in` and writes the greedy next id of each sequence (argmax of its last logits; a row with
-  // NaN/Inf gives 5, as sample_token does).
+  // Runs `in` and writes the greedy next id of each sequence (argmax of its last logits). The host
+  // engine refuses non-finite logits (check_logits_finite); the device argmax maps a row with NaN/Inf to
+  // 5, as sample_token and THUDM's InvalidScoreLogitsProcessor do.
   virtual void step_greedy(const StepInput& in, std::vector<int32_t>& next) = 0;
 };
 

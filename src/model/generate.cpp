@@ -105,6 +105,7 @@ GenerateResult generate(Engine& engine, const std::vector<std::vector<int32_t>>&
           id = next[size_t(b)];
         } else {
           std::vector<float> row(logits.begin() + int64_t(b) * V, logits.begin() + int64_t(b + 1) * V);
+          check_logits_finite(row.data(), 1, V);
           id = sample_token(std::move(row), opt.sampling, rng);
         }
         int n = int(res.tokens[size_t(b)].size());
