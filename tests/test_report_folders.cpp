@@ -1,6 +1,6 @@
 // Report folders are published whole (issue 14): publish_folder (util/file.h) leaves a folder either as
 // it was or complete, refuses a folder holding anything it did not write, replaces a previous report
-// completely and removes the temporary siblings of dead processes.
+// completely and removes the temporary siblings of dead processes; bench infer and bench train use it.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -213,6 +213,129 @@ TEST(PublishFolder, SymlinkToAFolderIsFollowedAndKept) {
   EXPECT_TRUE(fs::is_symlink(root / "link"));
   EXPECT_EQ(names_in(root / "real"), std::vector<std::string>{"b.txt"});
   EXPECT_EQ(names_in(root), (std::vector<std::string>{"link", "real"}));
+}
+
+// ------------------------------------------------------------------------------------ the writers
+
+// Runs `ENV glmlab ARGS` through the shell, capturing stdout and stderr through a pipe; with
+// `max_file_bytes`, under RLIMIT_FSIZE = max_file_bytes (SIGXFSZ ignored, so a write past it fails
+// with EFBIG, like a full disk).
+test::CliResult run_cli_with(const std::string& env, const std::string& args, rlim_t max_file_bytes = 0) {
+  int fds[2];
+  if (::pipe(fds) != 0) return {-1, "pipe failed"};
+  std::string cmd = env + " " + std::string(GLMLAB_CLI) + " " + args;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(fds[1], 1);
+    ::dup2(fds[1], 2);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    if (max_file_bytes) {
+      ::signal(SIGXFSZ, SIG_IGN);
+      struct rlimit lim{max_file_bytes, max_file_bytes};
+      ::setrlimit(RLIMIT_FSIZE, &lim);
+    }
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  test::CliResult r{0, {}};
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fds[0], buf, sizeof buf)) > 0) r.out.append(buf, size_t(n));
+  ::close(fds[0]);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+const std::string kInfer =
+    "bench infer --model random:tiny --tokenizer bytes --records 2 --dtype fp32 --batch 1 --max-new-tokens 4 "
+    "--probe off --no-progress --out ";
+
+TEST(ReportFolders, BenchInferFailingMidwayLeavesThePreviousReportWhole) {
+  fs::path root = test::temp_dir("report-infer-midway");
+  fs::path out = root / "out";
+  auto r = test::run_cli(kInfer + out.string());
+  ASSERT_EQ(r.rc, 0) << r.out;
+  auto before = folder_contents(out);
+  // A file-size limit that summary.json (written first) fits under with room to spare but a later data
+  // file does not: the second run fails part of the way through writing its report.
+  const size_t summary = before.at("summary.json").size();
+  const rlim_t limit = rlim_t(summary + 2048);
+  size_t largest_later = 0;
+  for (const char* f : {"records.jsonl", "records.csv", "prompts.jsonl", "config.json", "scatter3d.html"})
+    largest_later = std::max(largest_later, before.at(f).size());
+  ASSERT_GT(largest_later, limit + 2048) << "no later file big enough to fail on";
+  r = run_cli_with("", kInfer + out.string(), limit);
+  ASSERT_NE(r.rc, 0) << r.out;
+  EXPECT_CONTAINS(r.out, "cannot write");
+  EXPECT_EQ(changed_names(folder_contents(out), before), "") << "the previous report was changed by a failed run";
+  EXPECT_EQ(names_in(root), std::vector<std::string>{"out"});
+}
+
+TEST(ReportFolders, BenchInferRefusesAFolderWithAForeignFileBeforeRunning) {
+  fs::path root = test::temp_dir("report-infer-foreign");
+  fs::path out = root / "out";
+  make_folder(out, {{"notes.md", "my notes"}});
+  auto r = test::run_cli(kInfer + out.string());
+  EXPECT_EQ(r.rc, 1) << r.out;
+  EXPECT_CONTAINS(r.out, "refusing to replace the folder " + out.string());
+  EXPECT_CONTAINS(r.out, "notes.md");
+  EXPECT_EQ(r.out.find("tok/s"), std::string::npos) << "the benchmark ran before the refusal:\n" << r.out;
+  EXPECT_EQ(changed_names(folder_contents(out), {{"notes.md", "my notes"}}), "");
+  EXPECT_EQ(names_in(root), std::vector<std::string>{"out"});
+}
+
+TEST(ReportFolders, BenchInferRerunReplacesThePreviousReportAndCleansStaleFolders) {
+  fs::path root = test::temp_dir("report-infer-rerun");
+  fs::path out = root / "out";
+  auto r = test::run_cli(kInfer + out.string());
+  ASSERT_EQ(r.rc, 0) << r.out;
+  if (!fs::exists(out / "tokens_per_s.png")) GTEST_SKIP() << "no gnuplot here: the first run drew no chart";
+  const std::string dead = std::to_string(dead_pid());
+  make_folder(root / ("out.partial-" + dead), {{"summary.json", "{}"}});
+  make_folder(root / ("out.old-" + dead), {{"summary.json", "{}"}});
+  // Without gnuplot the charts are warnings, the data files are still written, and the old report's
+  // charts (of another run) must not survive beside them.
+  r = run_cli_with("PATH=/nonexistent", kInfer + out.string());  // no gnuplot
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_CONTAINS(r.out, "warning");
+  EXPECT_EQ(names_in(out), (std::vector<std::string>{"config.json", "prompts.jsonl", "records.csv", "records.jsonl",
+                                                     "scatter3d.html", "summary.csv", "summary.json"}));
+  EXPECT_EQ(names_in(root), std::vector<std::string>{"out"});
+}
+
+const std::string kTrain =
+    "bench train --model random:tiny --tokenizer bytes --records 4 --truncate --method lora --qat none --dtype fp32 "
+    "--batch-size 2 --steps 1 --warmup-steps 0 --probe off --no-progress --out ";
+
+TEST(ReportFolders, BenchTrainRefusesAForeignFileAndReplacesItsOwnReport) {
+  fs::path root = test::temp_dir("report-train");
+  fs::path out = root / "out";
+  make_folder(out, {{"summary.json", "{}"}, {"checkpoint.safetensors", "weights"}});
+  auto r = test::run_cli(kTrain + out.string());
+  EXPECT_EQ(r.rc, 1) << r.out;
+  EXPECT_CONTAINS(r.out, "checkpoint.safetensors");
+  EXPECT_EQ(changed_names(folder_contents(out), {{"summary.json", "{}"}, {"checkpoint.safetensors", "weights"}}), "");
+
+  // A bench infer report is not a bench train report: refused as well.
+  fs::path infer = root / "infer";
+  make_folder(infer, {{"summary.json", "{}"}, {"records.jsonl", "{}\n"}});
+  r = test::run_cli(kTrain + infer.string());
+  EXPECT_EQ(r.rc, 1) << r.out;
+  EXPECT_CONTAINS(r.out, "records.jsonl");
+
+  // Its own previous report (with a chart this run cannot draw) is replaced completely.
+  fs::path own = root / "own";
+  make_folder(own, {{"summary.json", "{}"}, {"steps.jsonl", "old"}, {"training.png", "old chart"}});
+  r = run_cli_with("PATH=/nonexistent", kTrain + own.string());  // no gnuplot
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_EQ(names_in(own),
+            (std::vector<std::string>{"batches.jsonl", "config.json", "steps.jsonl", "summary.csv", "summary.json"}));
+  EXPECT_NE(read_file((own / "summary.json").string()), "{}");
+  EXPECT_EQ(names_in(root), (std::vector<std::string>{"infer", "out", "own"}));
 }
 
 }  // namespace
