@@ -77,6 +77,9 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
   // mpirun -np N: each rank runs its share of the records on its own engine; rank 0 writes the report.
   dist::Communicator& comm = dist::world();
   const bool lead = comm.rank() == 0;
+  // The report folder is published whole at the end (publish_folder); one it may not replace is refused now.
+  const std::string dir = a.out.empty() ? default_out_dir("bench-infer") : a.out;
+  if (lead) check_folder_publishable(dir, lab::bench_output_names());
   const std::vector<lab::BenchPrompt> all_prompts = prompts;
   if (comm.size() > 1) prompts = lab::shard_prompts(all_prompts, comm.rank(), comm.size());
 
@@ -145,7 +148,6 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
   lab::gather_bench_infer(comm, report, all_prompts);
   if (!lead) return;
 
-  std::string dir = a.out.empty() ? default_out_dir("bench-infer") : a.out;
   lab::BenchOutputs files = lab::write_bench_outputs(dir, report, meta);
   for (const auto& w : files.warnings) std::fprintf(stderr, "bench: warning: %s\n", w.c_str());
 

@@ -18,6 +18,7 @@
 #include "lab/bench_train_report.h"
 #include "lab/sample.h"
 #include "util/error.h"
+#include "util/file.h"
 
 namespace glmlab::cli {
 namespace {
@@ -54,6 +55,9 @@ void run_bench_train(BenchTrainArgs& a, const CLI::App& cmd) {
   // mpirun -np N: data-parallel training runs (docs/DISTRIBUTED.md); rank 0 reports.
   dist::Communicator& comm = dist::world();
   const bool lead = comm.rank() == 0;
+  // The report folder is published whole at the end (publish_folder); one it may not replace is refused now.
+  const std::string dir = a.out.empty() ? default_out_dir("bench-train") : a.out;
+  if (lead) check_folder_publishable(dir, lab::bench_train_output_names());
   o.train.comm = &comm;
   o.train.bucket_bytes = size_t(a.bucket_kb) * 1024;
   if (!lead) o.progress = false;
@@ -108,7 +112,6 @@ void run_bench_train(BenchTrainArgs& a, const CLI::App& cmd) {
   lab::BenchTrainReport report = lab::run_bench_train(samples, loader, adapter_config, o);
   if (!lead) return;
 
-  std::string dir = a.out.empty() ? default_out_dir("bench-train") : a.out;
   lab::BenchTrainOutputs files = lab::write_bench_train_outputs(dir, report, meta);
   for (const auto& w : files.warnings) std::fprintf(stderr, "bench train: warning: %s\n", w.c_str());
 

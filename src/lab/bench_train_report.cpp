@@ -221,32 +221,37 @@ void write_training_png(const std::string& path, const BenchTrainReport& r, cons
   write_gnuplot_image(path, s);
 }
 
+const std::vector<std::string>& bench_train_output_names() {
+  static const std::vector<std::string> names = {"summary.json", "summary.csv", "steps.jsonl",
+                                                 "batches.jsonl", "config.json", "training.png"};
+  return names;
+}
+
 BenchTrainOutputs write_bench_train_outputs(const std::string& dir, const BenchTrainReport& r,
                                             const BenchTrainMeta& meta) {
   namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) fail("cannot create the output folder {}: {}", dir, ec.message());
   BenchTrainOutputs out;
-  auto put = [&](const std::string& name, const std::string& text) {
-    std::string path = (fs::path(dir) / name).string();
-    write_file_atomic(path, text);
-    out.files.push_back(path);
-  };
-  put("summary.json", train_summary_json(r, meta).dump(2) + "\n");
-  put("summary.csv", train_summary_csv(r));
-  put("steps.jsonl", train_steps_jsonl(r));
-  put("batches.jsonl", train_batches_jsonl(r, meta.options.warmup_steps, meta.options.train.batch_size));
-  put("config.json", r.config.to_json().dump(2) + "\n");
-  std::string path = (fs::path(dir) / "training.png").string();
-  try {
-    write_training_png(path, r,
-                       fmt::format("glmlab bench train: {}, batch {}, {} timed steps ({})", meta.model_spec,
-                                   meta.options.train.batch_size, meta.options.steps, r.machine.cpu_model));
-    out.files.push_back(path);
-  } catch (const Error& e) {
-    out.warnings.push_back(e.what());
-  }
+  // The files go into a temporary sibling folder that replaces `dir` only once all of them are written.
+  publish_folder(dir, bench_train_output_names(), [&](const std::string& tmp) {
+    out = {};
+    auto put = [&](const std::string& name, const std::string& text) {
+      write_file_atomic((fs::path(tmp) / name).string(), text);
+      out.files.push_back((fs::path(dir) / name).string());
+    };
+    put("summary.json", train_summary_json(r, meta).dump(2) + "\n");
+    put("summary.csv", train_summary_csv(r));
+    put("steps.jsonl", train_steps_jsonl(r));
+    put("batches.jsonl", train_batches_jsonl(r, meta.options.warmup_steps, meta.options.train.batch_size));
+    put("config.json", r.config.to_json().dump(2) + "\n");
+    try {
+      write_training_png((fs::path(tmp) / "training.png").string(), r,
+                         fmt::format("glmlab bench train: {}, batch {}, {} timed steps ({})", meta.model_spec,
+                                     meta.options.train.batch_size, meta.options.steps, r.machine.cpu_model));
+      out.files.push_back((fs::path(dir) / "training.png").string());
+    } catch (const Error& e) {
+      out.warnings.push_back(e.what());  // a chart that cannot be drawn is a warning, not a failure
+    }
+  });
   return out;
 }
 

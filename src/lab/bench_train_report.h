@@ -35,10 +35,14 @@ std::string train_batches_jsonl(const BenchTrainReport& r, int warmup_steps, int
 std::string train_table(const BenchTrainReport& r);
 
 // summary.json, summary.csv, steps.jsonl, batches.jsonl, config.json, then training.png (a chart that
-// cannot be drawn is a warning; the other files are still written).
+// cannot be drawn is a warning; the other files are still written). The folder is published as a
+// whole (publish_folder in util/file.h): the complete new report, or as it was; a folder holding
+// anything but these files is refused, not overwritten.
 struct BenchTrainOutputs {
   std::vector<std::string> files, warnings;
 };
+// The names above: the files a previous report may have left in the folder it replaces.
+const std::vector<std::string>& bench_train_output_names();
 BenchTrainOutputs write_bench_train_outputs(const std::string& dir, const BenchTrainReport& r,
                                             const BenchTrainMeta& meta);
 void write_training_png(const std::string& path, const BenchTrainReport& r, const std::string& title);
