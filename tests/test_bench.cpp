@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "lab/advertisegen.h"
-#include "lab/bench_compare.h"
-#include "lab/bench_infer.h"
-#include "lab/bench_summary.h"
+#include "lab/bench/bench_compare.h"
+#include "lab/bench/bench_infer.h"
+#include "lab/bench/bench_summary.h"
 #include "lab/gnuplot.h"
 #include "lab/progress.h"
 #include "lab/sample.h"

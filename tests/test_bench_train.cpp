@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "lab/bench_train.h"
+#include "lab/bench/bench_train.h"
 #include "lab/sample.h"
 #include "lab/train/train_data.h"
 #include "model/config.h"

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "lab/bench_plots.h"
+#include "lab/bench/bench_plots.h"
 
 namespace glmlab::lab {
 

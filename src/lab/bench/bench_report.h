@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "lab/bench_infer.h"
+#include "lab/bench/bench_infer.h"
 
 namespace glmlab::lab {
 

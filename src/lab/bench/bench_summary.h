@@ -4,7 +4,7 @@
 #pragma once
 #include <vector>
 
-#include "lab/bench_infer.h"
+#include "lab/bench/bench_infer.h"
 
 namespace glmlab::lab {
 

@@ -1,12 +1,12 @@
 // The training benchmark's outputs (see bench_train_report.h).
-#include "lab/bench_train_report.h"
+#include "lab/bench/bench_train_report.h"
 
 #include <filesystem>
 
 #include <fmt/format.h>
 
-#include "lab/bench_plots.h"
-#include "lab/bench_report.h"
+#include "lab/bench/bench_plots.h"
+#include "lab/bench/bench_report.h"
 #include "lab/gnuplot.h"
 #include "util/error.h"
 #include "util/file.h"

@@ -32,7 +32,7 @@
 #include <string>
 #include <vector>
 
-#include "lab/bench_infer.h"
+#include "lab/bench/bench_infer.h"
 #include "lab/machine.h"
 #include "lab/probe.h"
 #include "lab/train/train_loop.h"

@@ -1,11 +1,11 @@
 // Ratio table of two benchmark summaries (see bench_compare.h).
-#include "lab/bench_compare.h"
+#include "lab/bench/bench_compare.h"
 
 #include <cmath>
 
 #include <fmt/format.h>
 
-#include "lab/bench_report.h"
+#include "lab/bench/bench_report.h"
 #include "util/error.h"
 
 namespace glmlab::lab {

@@ -1,5 +1,5 @@
 // gnuplot charts of the inference benchmark (see bench_plots.h).
-#include "lab/bench_plots.h"
+#include "lab/bench/bench_plots.h"
 
 #include <algorithm>
 #include <map>
@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-#include "lab/bench_summary.h"
+#include "lab/bench/bench_summary.h"
 #include "lab/gnuplot.h"
 
 namespace glmlab::lab {

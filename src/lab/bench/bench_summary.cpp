@@ -1,5 +1,5 @@
 // Benchmark summaries (see bench_summary.h).
-#include "lab/bench_summary.h"
+#include "lab/bench/bench_summary.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,5 +1,5 @@
 // Sharing out and gathering a data-parallel inference benchmark (see bench_dist.h).
-#include "lab/bench_dist.h"
+#include "lab/bench/bench_dist.h"
 
 #include <algorithm>
 #include <map>
@@ -8,7 +8,7 @@
 #include <set>
 #include <tuple>
 
-#include "lab/bench_summary.h"
+#include "lab/bench/bench_summary.h"
 #include "util/error.h"
 
 namespace glmlab::lab {

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "dist/comm.h"
-#include "lab/bench_infer.h"
+#include "lab/bench/bench_infer.h"
 
 namespace glmlab::lab {
 

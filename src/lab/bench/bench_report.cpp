@@ -1,5 +1,5 @@
 // Benchmark outputs as JSON, CSV and markdown (see bench_report.h).
-#include "lab/bench_report.h"
+#include "lab/bench/bench_report.h"
 
 #include <chrono>
 #include <cmath>

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "lab/bench_report.h"
+#include "lab/bench/bench_report.h"
 
 namespace glmlab::lab {
 

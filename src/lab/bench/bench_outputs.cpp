@@ -1,12 +1,12 @@
 // The inference benchmark's output folder (see bench_outputs.h).
-#include "lab/bench_outputs.h"
+#include "lab/bench/bench_outputs.h"
 
 #include <filesystem>
 #include <functional>
 
 #include <fmt/format.h>
 
-#include "lab/bench_plots.h"
+#include "lab/bench/bench_plots.h"
 #include "lab/scatter3d_html.h"
 #include "util/error.h"
 #include "util/file.h"

@@ -1,5 +1,5 @@
 // The inference benchmark's measuring loop (see bench_infer.h).
-#include "lab/bench_infer.h"
+#include "lab/bench/bench_infer.h"
 
 #include <algorithm>
 #include <chrono>
@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-#include "lab/bench_summary.h"
+#include "lab/bench/bench_summary.h"
 #include "lab/peak_memory.h"
 #include "lab/progress.h"
 #include "model/generate.h"

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "lab/bench_train.h"
+#include "lab/bench/bench_train.h"
 
 namespace glmlab::lab {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "lab/bench_infer.h"
+#include "lab/bench/bench_infer.h"
 
 namespace glmlab::lab {
 

@@ -1,12 +1,12 @@
 // The training benchmark's measuring loop (see bench_train.h).
-#include "lab/bench_train.h"
+#include "lab/bench/bench_train.h"
 
 #include <algorithm>
 #include <chrono>
 
 #include <fmt/format.h>
 
-#include "lab/bench_summary.h"
+#include "lab/bench/bench_summary.h"
 #include "lab/train/grad_sync.h"
 #include "lab/peak_memory.h"
 #include "lab/progress.h"
