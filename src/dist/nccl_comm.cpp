@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <cstdlib>
 #include <vector>
 #endif
 
@@ -116,6 +117,7 @@ class NcclComm final : public Communicator {
   [[noreturn]] void abort(int code) override {
     if (comm_) ncclCommAbort(comm_);
     boot_.abort(code);
+    std::_Exit(code);  // not reached
   }
 
  private:
