@@ -542,6 +542,14 @@ TEST(FilesFuzzRegressions, QuantizationNamesMustBeStrings) {
                     "quantization_config." + key + " must be a string");
 }
 
+TEST(FilesFuzzRegressions, ShapeProductsStayInsideInt64) {
+  // No element, but 2^32 × (2^31 + 1) overflowed int64 in TensorInfo::numel() before the 0.
+  auto dir = test::temp_dir("files_numel_overflow");
+  std::string p = write_raw(dir / "a.safetensors",
+                            R"({"x": {"dtype": "F32", "shape": [4294967296, 2147483649, 0], "data_offsets": [0, 0]}})", "");
+  EXPECT_CONTAINS(open_error(p), "too large");
+}
+
 TEST(FilesFuzzRegressions, GoldenFileNeedsTokensAndInt32Ids) {
   auto dir = test::temp_dir("files_golden_regressions");
   const std::string path = (dir / "golden.safetensors").string();
