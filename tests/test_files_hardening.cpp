@@ -550,6 +550,15 @@ TEST(FilesFuzzRegressions, ShapeProductsStayInsideInt64) {
   EXPECT_CONTAINS(open_error(p), "too large");
 }
 
+TEST(FilesFuzzRegressions, AdapterRankBeyondTheFileFailsBeforeAllocating) {
+  // "r": 81426666 beside a small adapter_model.safetensors allocated 2.6 GB (fits memory, so no memory
+  // error) before the first tensor was compared; now the values the file holds bound the allocation.
+  ModelConfig c = load_model(train_path("tiny-f32")).config();
+  auto d = copy_adapter("lora", "files_rank_beyond_file");
+  set_field(d, "r", "65536");  // 33 M values (268 MB with gradients) beside a file of 11776
+  EXPECT_CONTAINS(test::error_of([&] { load_adapter(d.string(), c); }), "far more than");
+}
+
 TEST(FilesFuzzRegressions, GoldenFileNeedsTokensAndInt32Ids) {
   auto dir = test::temp_dir("files_golden_regressions");
   const std::string path = (dir / "golden.safetensors").string();
