@@ -19,6 +19,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "lab/parity.h"
 #include "model/adapters.h"
 #include "model/config.h"
 #include "model/generate.h"
@@ -27,6 +28,7 @@
 #include "model/peft_io.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
+#include "ops/ops.h"
 #include "test_util.h"
 #include "util/dtype.h"
 #include "util/error.h"
@@ -516,6 +518,65 @@ TEST(FilesMerge, OutputFolderWithAShardedCheckpointIsReplaced) {
   const Matrix &ma = a.weights().layers[0].dense, &mb = b.weights().layers[0].dense;
   for (int64_t r = 0; r < ma.rows; ++r)
     for (int64_t c = 0; c < ma.cols; ++c) ASSERT_EQ(ma.at(r, c), mb.at(r, c));
+}
+
+// ------------------------------------------------------------------ 9. found while fuzzing (fuzz/)
+// The crashing inputs are also in fuzz/corpus/<target>/regress_*.
+
+TEST(FilesFuzzRegressions, IntMinHiddenSizeOverMinusOneHeads) {
+  // The default kv_channels divided INT_MIN by -1 (UBSan: not representable; SIGFPE on x86).
+  std::string e = config_error([](json& j) {
+    j["hidden_size"] = std::numeric_limits<int>::min();
+    j["num_attention_heads"] = -1;
+    j.erase("kv_channels");
+  });
+  EXPECT_CONTAINS(e, "must be positive");
+}
+
+TEST(FilesFuzzRegressions, QuantizationNamesMustBeStrings) {
+  // nlohmann's value() threw its own type_error (uncaught, std::terminate) for a non-string.
+  EXPECT_CONTAINS(config_error([](json& j) { j["glmlab_quantization"] = {{"bits", 4}, {"format", 1}}; }),
+                  "glmlab_quantization.format must be a string");
+  for (std::string key : {"quant_method", "data_type", "checkpoint_format", "packing_format"})
+    EXPECT_CONTAINS(config_error([&](json& j) { j["quantization_config"] = {{"bits", 4}, {key, json::array()}}; }),
+                    "quantization_config." + key + " must be a string");
+}
+
+TEST(FilesFuzzRegressions, ShapeProductsStayInsideInt64) {
+  // No element, but 2^32 × (2^31 + 1) overflowed int64 in TensorInfo::numel() before the 0.
+  auto dir = test::temp_dir("files_numel_overflow");
+  std::string p = write_raw(dir / "a.safetensors",
+                            R"({"x": {"dtype": "F32", "shape": [4294967296, 2147483649, 0], "data_offsets": [0, 0]}})", "");
+  EXPECT_CONTAINS(open_error(p), "too large");
+}
+
+TEST(FilesFuzzRegressions, AdapterRankBeyondTheFileFailsBeforeAllocating) {
+  // "r": 81426666 beside a small adapter_model.safetensors allocated 2.6 GB (fits memory, so no memory
+  // error) before the first tensor was compared; now the values the file holds bound the allocation.
+  ModelConfig c = load_model(train_path("tiny-f32")).config();
+  auto d = copy_adapter("lora", "files_rank_beyond_file");
+  set_field(d, "r", "65536");  // 33 M values (268 MB with gradients) beside a file of 11776
+  EXPECT_CONTAINS(test::error_of([&] { load_adapter(d.string(), c); }), "far more than");
+}
+
+TEST(FilesFuzzRegressions, GoldenFileNeedsTokensAndInt32Ids) {
+  auto dir = test::temp_dir("files_golden_regressions");
+  const std::string path = (dir / "golden.safetensors").string();
+  Model m = load_model(test::golden_path("tiny-f32"), "fp32");
+  auto ops = make_ops(Backend::CpuRef);
+  // input_ids [1, 0] with a decode step: run_parity read position_ids[-1].
+  const int64_t three = 3;
+  write_safetensors(path, {{"input_ids", DType::I64, {1, 0}, nullptr, 0},
+                           {"attention_mask", DType::I64, {1, 0}, nullptr, 0},
+                           {"position_ids", DType::I64, {1, 0}, nullptr, 0},
+                           {"step1_ids", DType::I64, {1}, &three, 8}});
+  EXPECT_CONTAINS(test::error_of([&] { golden_shape(path); }), "at least one sequence of at least one token");
+  EXPECT_CONTAINS(test::error_of([&] { run_parity(m, *ops, path, {}); }), "at least one sequence of at least one token");
+  // 2^32 + 3 was silently token 3.
+  const int64_t id = (int64_t(1) << 32) + 3, one = 1, zero = 0;
+  write_safetensors(path, {{"input_ids", DType::I64, {1, 1}, &id, 8}, {"attention_mask", DType::I64, {1, 1}, &one, 8},
+                           {"position_ids", DType::I64, {1, 1}, &zero, 8}});
+  EXPECT_CONTAINS(test::error_of([&] { run_parity(m, *ops, path, {}); }), "is outside [0, 2147483647]");
 }
 
 }  // namespace

@@ -86,7 +86,8 @@ Matrix f32_matrix(const float* data, int64_t rows, int64_t cols) { return Matrix
 
 }  // namespace
 
-Adapter Adapter::create(const ModelConfig& model, const AdapterConfig& cfg) {
+Adapter Adapter::create(const ModelConfig& model, const AdapterConfig& cfg, uint64_t max_values,
+                        std::string_view source) {
   if (cfg.rank <= 0) fail("{} rank must be positive, got {}", method_name(cfg.method), cfg.rank);
   if (!(cfg.dropout >= 0 && cfg.dropout < 1)) fail("adapter dropout must be in [0, 1), got {}", cfg.dropout);
   if (cfg.targets.empty()) fail("an adapter needs at least one target module");
@@ -115,12 +116,17 @@ Adapter Adapter::create(const ModelConfig& model, const AdapterConfig& cfg) {
         const LinearDims d = a.dims_[size_t(t)];
         per_layer += cfg.method == AdapterMethod::Lora ? 2 * r * u128(d.in + d.out) : 2 * (u128(d.out) + r);
       }
-    u128 floats = L * per_layer;
-    if (cfg.method == AdapterMethod::Vera) floats += r * u128(a.max_in_) + u128(a.max_out_) * r;
+    u128 floats = L * per_layer;  // values and their gradients
+    const u128 shared = cfg.method == AdapterMethod::Vera ? r * u128(a.max_in_) + u128(a.max_out_) * r : 0;
+    floats += shared;
     const u128 bytes = floats * 4 + L * kNumTargets * sizeof(int);
     const std::string what = fmt::format("a {} adapter of rank {} on {} layers", method_name(cfg.method), cfg.rank, a.L_);
     if (bytes > u128(1) << 62) fail("{} is too large: it would need more memory than any machine has", what);
     check_memory(uint64_t(bytes), what);
+    const u128 values = L * per_layer / 2 + shared;  // the gradients are not read from anywhere
+    if (values > max_values)
+      fail("{} has {} values, far more than {} holds: it was not written for this configuration", what,
+           uint64_t(values), source.empty() ? std::string_view("the source") : source);
   }
   a.slots_.assign(size_t(a.L_) * kNumTargets, -1);
   const int64_t r = cfg.rank;

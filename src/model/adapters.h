@@ -73,8 +73,11 @@ struct AdapterParam {
 class Adapter {
  public:
   // A fresh adapter with PEFT's initialization. Errors: rank ≤ 0, unknown or repeated target module,
-  // dropout outside [0, 1).
-  static Adapter create(const ModelConfig& model, const AdapterConfig& cfg);
+  // dropout outside [0, 1), not enough memory; and, before anything is allocated, more values than
+  // `max_values` (load_adapter: a bound from the values its file `source` holds, so that "r": 81426666
+  // beside a 1 KB adapter_model.safetensors is refused instead of allocating gigabytes first).
+  static Adapter create(const ModelConfig& model, const AdapterConfig& cfg, uint64_t max_values = UINT64_MAX,
+                        std::string_view source = {});
 
   const AdapterConfig& config() const { return cfg_; }
   // Error unless the adapter was made for this model's shapes (layers and linear sizes).

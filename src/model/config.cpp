@@ -79,7 +79,9 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   c.hidden_size = get_required<int>(j, "hidden_size", src);
   c.ffn_hidden_size = get_required<int>(j, "ffn_hidden_size", src);
   c.num_heads = get_required<int>(j, "num_attention_heads", src);
-  c.kv_channels = get_optional<int>(j, "kv_channels", c.num_heads ? c.hidden_size / c.num_heads : 0, src);
+  // The default needs positive sizes: INT_MIN / -1 overflows (validate() refuses non-positive sizes).
+  c.kv_channels = get_optional<int>(j, "kv_channels", c.num_heads > 0 && c.hidden_size > 0 ? c.hidden_size / c.num_heads : 0,
+                                    src);
   bool mqa = get_optional<bool>(j, "multi_query_attention", false, src);
   c.num_groups = mqa ? get_required<int>(j, "multi_query_group_num", src) : c.num_heads;
   c.vocab_size = get_optional<int>(j, "padded_vocab_size", 0, src);

@@ -125,10 +125,17 @@ AdapterConfig read_adapter_config(const std::string& dir) {
 
 Adapter load_adapter(const std::string& dir, const ModelConfig& model) {
   AdapterConfig cfg = read_adapter_config(dir);
-  Adapter a = Adapter::create(model, cfg);
   const std::string file = (std::filesystem::path(dir) / kWeightsFile).string();
   if (!std::filesystem::exists(file)) fail("{}: missing (an adapter folder holds {} and {})", file, kConfigFile, kWeightsFile);
   SafetensorsFile st(file);
+  // The adapter is allocated only when it has at most 2^24 values more than the file holds: an absurd
+  // rank beside a small file ("r": 81426666, 2.6 GB) is refused before allocating, while a near miss
+  // (a model of other sizes) still gets the message naming the tensor that does not fit, below.
+  uint64_t held = 0;
+  for (auto& [name, info] : st.tensors())
+    if (__builtin_add_overflow(held, uint64_t(info.numel()), &held)) held = UINT64_MAX;
+  constexpr uint64_t kSlack = uint64_t(1) << 24;
+  Adapter a = Adapter::create(model, cfg, held > UINT64_MAX - kSlack ? UINT64_MAX : held + kSlack, file);
   std::set<std::string> seen;
   for (auto& [name, info] : st.tensors()) {
     AdapterParam* p = a.find(name);

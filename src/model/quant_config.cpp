@@ -22,11 +22,19 @@ int int_field(const json& q, const char* key, int dflt, const std::string& src, 
                           fmt::format("{}: {}.{}", src, block, key)));
 }
 
+// q[key] as a string, `dflt` when absent or null. nlohmann's value() would throw its own type_error
+// (not a glmlab::Error) for {"format": 1}.
+std::string string_field(const json& q, const char* key, const char* dflt, const std::string& src, const char* block) {
+  if (!q.contains(key) || q.at(key).is_null()) return dflt;
+  if (!q.at(key).is_string()) fail("{}: {}.{} must be a string, got {}", src, block, key, json_excerpt(q.at(key)));
+  return q.at(key).get<std::string>();
+}
+
 }  // namespace
 
 QuantConfig QuantConfig::from_gptq_json(const json& q, const std::string& src) {
   if (!q.is_object()) fail("{}: quantization_config must be an object", src);
-  std::string method = q.value("quant_method", std::string("gptq"));
+  std::string method = string_field(q, "quant_method", "gptq", src, "quantization_config");
   if (method != "gptq" && method != "auto-round" && method != "auto_round" && method != "intel/auto-round")
     fail("{}: quantization_config.quant_method \"{}\" is not supported (glmlab reads gptq and auto-round exports)", src,
          method);
@@ -39,12 +47,12 @@ QuantConfig QuantConfig::from_gptq_json(const json& q, const std::string& src) {
   c.group_size = g == -1 ? 0 : g;
   if (q.contains("sym") && q.at("sym").is_boolean() && !q.at("sym").get<bool>())
     fail("{}: quantization_config.sym false (asymmetric zero points) is not supported: glmlab's int4 is symmetric", src);
-  std::string data_type = q.value("data_type", std::string("int"));
+  std::string data_type = string_field(q, "data_type", "int", src, "quantization_config");
   if (data_type != "int") fail("{}: quantization_config.data_type \"{}\" is not supported (int)", src, data_type);
   // Zero-point convention: AutoGPTQ (v1) and auto-round's auto_gptq packing store zero − 1;
   // GPTQModel's v2 checkpoints and auto-round's gptqmodel packing store the zero itself.
-  std::string fmt_ = q.value("checkpoint_format", std::string("gptq"));
-  std::string packing = q.value("packing_format", std::string("auto_round:auto_gptq"));
+  std::string fmt_ = string_field(q, "checkpoint_format", "gptq", src, "quantization_config");
+  std::string packing = string_field(q, "packing_format", "auto_round:auto_gptq", src, "quantization_config");
   c.gptq_zero_minus_one = fmt_ != "gptq_v2" && packing != "auto_round:gptqmodel";
   return c;
 }
@@ -66,7 +74,7 @@ QuantConfig QuantConfig::from_json(const json& j, const std::string& src) {
     if (c.bits != 4 && c.bits != 8) fail("{}: glmlab_quantization.bits {} must be 4 or 8", src, c.bits);
     c.group_size = int_field(q, "group_size", 0, src, "glmlab_quantization");
     if (c.group_size < 0) c.group_size = 0;
-    std::string f = q.value("format", std::string("glmlab-v1"));
+    std::string f = string_field(q, "format", "glmlab-v1", src, "glmlab_quantization");
     if (f != "glmlab-v1") fail("{}: glmlab_quantization.format \"{}\" is unknown (glmlab-v1)", src, f);
   }
   if (j.contains("quantization_config") && !j.at("quantization_config").is_null()) {

@@ -50,11 +50,13 @@ bool as_int(const json& v, int64_t& out) {
 
 std::string shape_string(const std::vector<int64_t>& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
 
-// numel of a shape with non-negative dims; false on overflow.
+// numel of a shape with non-negative dims; false when it, or any product on the way, leaves int64:
+// TensorInfo::numel() multiplies in int64 in the same order, and [2^32, 2^31 + 1, 0] has 0 elements
+// but overflows before the 0 (fuzz/corpus/fuzz_safetensors/regress_numel_int64_overflow).
 bool checked_numel(const std::vector<int64_t>& shape, uint64_t& n) {
   n = 1;
   for (int64_t d : shape)
-    if (__builtin_mul_overflow(n, uint64_t(d), &n)) return false;
+    if (__builtin_mul_overflow(n, uint64_t(d), &n) || n > uint64_t(std::numeric_limits<int64_t>::max())) return false;
   return true;
 }
 

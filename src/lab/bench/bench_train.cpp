@@ -61,7 +61,7 @@ std::vector<TrainRunSpec> plan_train_runs(const BenchTrainOptions& o) {
   std::vector<TrainRunSpec> runs;
   for (const auto& [qat, dtype] : bases)
     for (const auto& m : o.methods)
-      if (std::find_if(runs.begin(), runs.end(), [&](const TrainRunSpec& r) { return r.method == m && r.dtype == dtype; }) ==
+      if (std::find_if(runs.begin(), runs.end(), [&, &dtype = dtype](const TrainRunSpec& r) { return r.method == m && r.dtype == dtype; }) ==
           runs.end())
         runs.push_back({m, qat, dtype});
   return runs;
