@@ -12,7 +12,7 @@ pkgs=(build-essential cmake ninja-build pkg-config libopenblas-openmp-dev libhwy
       nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox
       libopenmpi-dev openmpi-bin)
 # Test mode only: headless Chromium (about 290 MB installed) opens the benchmark's HTML page in a test.
-((want_oracle)) && pkgs+=(chromium)
+((want_oracle)) && pkgs+=(chromium clang libclang-rt-14-dev)  # + clang: the libFuzzer targets (scripts/fuzz.sh)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
