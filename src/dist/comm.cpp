@@ -35,7 +35,9 @@ class SingleComm final : public Communicator {
 
 // The size an MPI launcher announced in the environment (0: not started by one).
 int launcher_size() {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_NTASKS", "MPI_LOCALNRANKS"}) {
+  // Not SLURM_NTASKS: an sbatch script running one glmlab outside srun has it too (srun with PMIx or
+  // PMI2 sets the PMI variables).
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"}) {
     const char* s = std::getenv(v);
     if (!s || !*s) continue;
     char* end = nullptr;

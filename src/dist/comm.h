@@ -81,8 +81,8 @@ class Communicator {
 };
 
 // The process's world: MPI when the process was started by an MPI launcher (Open MPI's mpirun sets
-// OMPI_COMM_WORLD_SIZE, PMIx launchers PMIX_RANK, MPICH's Hydra PMI_SIZE, Slurm's srun SLURM_NTASKS with
-// PMI) and glmlab was built with MPI; otherwise a world of one. Initialised on first use; a launcher
+// OMPI_COMM_WORLD_SIZE, PMIx launchers PMIX_RANK, MPICH's Hydra PMI_SIZE, Slurm's srun the PMIx/PMI2
+// variables) and glmlab was built with MPI; otherwise a world of one. Initialised on first use; a launcher
 // world larger than one in a build without MPI is an Error (it would silently run N copies).
 Communicator& world();
 // Ends MPI (if it was started); after it world() must not be used.
