@@ -133,7 +133,7 @@ nlohmann::json summary_json(const BenchReport& r, const BenchMeta& meta) {
 std::string records_jsonl(const BenchReport& r) {
   std::string out;
   for (const auto& x : r.records) {
-    nlohmann::json j = {{"dtype", x.dtype},         {"batch", x.batch},
+    nlohmann::json j = {{"dtype", x.dtype},         {"schedule", x.schedule}, {"batch", x.batch},
                         {"rep", x.rep},             {"group", x.group},
                         {"index", x.index},         {"input_tokens", x.input_tokens},
                         {"target_tokens", x.target_tokens}, {"output_tokens", x.output_tokens},
