@@ -95,7 +95,7 @@ TEST_F(QuantKernels, EveryKernelWithinItsBoundOfFp32AndMutationsAreNot) {
   auto w = group_weights(M, K, G, 1);
   Matrix wf{DType::F32, M, K, w.data()};
   for (DType q : {DType::Q8, DType::Q4})
-    for (int64_t N : {1, 3, 17}) {  // GEMV and tile paths
+    for (int64_t N : {1, 3, 12, 17}) {  // GEMV (12: Q4 in two passes of tokens) and tile paths
       SCOPED_TRACE(fmt::format("{} N={}", dtype_name(q), N));
       const double bound = q == DType::Q8 ? kBoundQ8 : kBoundQ4;
       QuantizedMatrix qm = quantize(wf, q, G);

@@ -20,6 +20,11 @@ constexpr int64_t kTileBytes = 8 << 20;  // dequantized weight tile: stays in L2
 // bf16 tiles (AMX or AVX512-BF16) right after the GEMV: for 5–7 rows the fp32 dequantize + sgemm path
 // took 39–43 ms on a 27392 × 4096 int4/int8 matrix (2 Zen 5 cores), the bf16 tiles 12 ms.
 constexpr int64_t kAmxMinRows = kGemvMaxRows + 1;
+// The VNNI GEMV reads the weights once per call for any number of rows (groups of 8 tokens over blocks
+// of rows in L1), at a cost per token; the bf16 tiles pay for dequantizing the whole matrix once per
+// call. On a 27392 × 4096 matrix (2 Zen 5 cores, group 128) the GEMV took 18–23 ms at 16–24 rows of
+// Q4 and 12–18 ms at 8–12 rows of Q8, the tiles 18–25 ms at any batch up to 32 (docs/BENCHMARKS.md).
+int64_t vnni_max_rows(DType t) { return t == DType::Q4 ? 16 : 8; }
 
 // Threads take blocks of 64 rows as they come (dynamic): on a shared machine a thread that loses its
 // core for a while does not hold the others up at the end of the matmul.
@@ -38,7 +43,7 @@ void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool app
   thread_local std::vector<uint16_t> tile16;
   thread_local vnni::QuantizedActs qacts;
 
-  if (N <= kGemvMaxRows && approx && vnni::available() && vnni::fits(W)) {
+  if (N <= vnni_max_rows(W.dtype) && approx && vnni::available() && vnni::fits(W)) {
     vnni::quantize_acts(x, int(N), K, W.dtype, qacts);
     const vnni::QuantizedActs* qa = &qacts;
     split_rows(M, [&](int64_t r0, int64_t r1) { vnni::gemv(W, r0, r1, *qa, y, M); });

@@ -32,6 +32,9 @@ constexpr int64_t kBlock = 32;  // activation inputs per int8 scale
 #endif
 constexpr int64_t kPrefetch = GLMLAB_VNNI_PREFETCH;
 
+constexpr int kTokensPerPass = 8;     // accumulators in registers: one zmm per token
+constexpr int64_t kRowsPerBlock = 4;  // weight rows a group of tokens passes over before the next group
+
 int64_t chunk_inputs(DType t) { return t == DType::Q4 ? 128 : 64; }
 int64_t lane_inputs(DType t) { return t == DType::Q4 ? 8 : 4; }
 
@@ -65,8 +68,8 @@ struct LaneScales {
 };
 
 template <int NT>
-GLMLAB_VNNI void rows_q4(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, float* y, int64_t ys,
-                         float* sf) {
+GLMLAB_VNNI void rows_q4(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, int t0, float* y,
+                         int64_t ys, float* sf) {
   const int64_t Kh = a.units, chunks = a.lanes / 16, ng = W.groups(), G = W.group_size, rem = Kh - (chunks - 1) * 64;
   const __mmask64 tail = rem == 64 ? ~__mmask64(0) : (__mmask64(1) << rem) - 1;
   const __m512i m88 = _mm512_set1_epi8(char(0x88)), m0f = _mm512_set1_epi8(0x0F);
@@ -83,21 +86,22 @@ GLMLAB_VNNI void rows_q4(const Matrix& W, int64_t r0, int64_t r1, const Quantize
       const __m512i lo = _mm512_and_si512(b, m0f), hi = _mm512_and_si512(_mm512_srli_epi16(b, 4), m0f);
       const __m512 sw = ls.next(c);
       for (int t = 0; t < NT; ++t) {
-        const uint8_t* xq = a.q.data() + t * qs + 64 * c;
+        const int64_t tt = t0 + t;
+        const uint8_t* xq = a.q.data() + tt * qs + 64 * c;
         __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, _mm512_loadu_si512(xq));
         s = _mm512_dpbusd_epi32(s, lo, _mm512_loadu_si512(xq + a.lanes * 4));
-        s = _mm512_sub_epi32(s, _mm512_loadu_si512(a.corr.data() + t * a.lanes + 16 * c));
-        const __m512 f = _mm512_mul_ps(_mm512_loadu_ps(a.scale.data() + t * a.lanes + 16 * c), sw);
+        s = _mm512_sub_epi32(s, _mm512_loadu_si512(a.corr.data() + tt * a.lanes + 16 * c));
+        const __m512 f = _mm512_mul_ps(_mm512_loadu_ps(a.scale.data() + tt * a.lanes + 16 * c), sw);
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), f, acc[t]);
       }
     }
-    for (int t = 0; t < NT; ++t) y[t * ys + r] = _mm512_reduce_add_ps(acc[t]);
+    for (int t = 0; t < NT; ++t) y[(t0 + t) * ys + r] = _mm512_reduce_add_ps(acc[t]);
   }
 }
 
 template <int NT>
-GLMLAB_VNNI void rows_q8(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, float* y, int64_t ys,
-                         float* sf) {
+GLMLAB_VNNI void rows_q8(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, int t0, float* y,
+                         int64_t ys, float* sf) {
   const int64_t K = a.units, chunks = a.lanes / 16, ng = W.groups(), G = W.group_size, rem = K - (chunks - 1) * 64;
   const __mmask64 tail = rem == 64 ? ~__mmask64(0) : (__mmask64(1) << rem) - 1;
   const __m512i ones = _mm512_set1_epi8(1);
@@ -114,22 +118,38 @@ GLMLAB_VNNI void rows_q8(const Matrix& W, int64_t r0, int64_t r1, const Quantize
       const __m512i ws = _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, w), 7);  // 128·Σw
       const __m512 sw = ls.next(c);
       for (int t = 0; t < NT; ++t) {
-        __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(a.q.data() + t * qs + 64 * c), w);
+        const int64_t tt = t0 + t;
+        __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(a.q.data() + tt * qs + 64 * c), w);
         s = _mm512_sub_epi32(s, ws);
-        const __m512 f = _mm512_mul_ps(_mm512_loadu_ps(a.scale.data() + t * a.lanes + 16 * c), sw);
+        const __m512 f = _mm512_mul_ps(_mm512_loadu_ps(a.scale.data() + tt * a.lanes + 16 * c), sw);
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), f, acc[t]);
       }
     }
-    for (int t = 0; t < NT; ++t) y[t * ys + r] = _mm512_reduce_add_ps(acc[t]);
+    for (int t = 0; t < NT; ++t) y[(t0 + t) * ys + r] = _mm512_reduce_add_ps(acc[t]);
   }
 }
 
 template <int NT>
-void rows(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, float* y, int64_t ys, float* sf) {
+void rows(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, int t0, float* y, int64_t ys, float* sf) {
   if (W.dtype == DType::Q4)
-    rows_q4<NT>(W, r0, r1, a, y, ys, sf);
+    rows_q4<NT>(W, r0, r1, a, t0, y, ys, sf);
   else
-    rows_q8<NT>(W, r0, r1, a, y, ys, sf);
+    rows_q8<NT>(W, r0, r1, a, t0, y, ys, sf);
+}
+
+// Tokens [t0, t0 + n), n ≤ kTokensPerPass, of rows [r0, r1).
+void rows_n(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, int t0, int n, float* y, int64_t ys,
+            float* sf) {
+  switch (n) {
+    case 1: rows<1>(W, r0, r1, a, t0, y, ys, sf); break;
+    case 2: rows<2>(W, r0, r1, a, t0, y, ys, sf); break;
+    case 3: rows<3>(W, r0, r1, a, t0, y, ys, sf); break;
+    case 4: rows<4>(W, r0, r1, a, t0, y, ys, sf); break;
+    case 5: rows<5>(W, r0, r1, a, t0, y, ys, sf); break;
+    case 6: rows<6>(W, r0, r1, a, t0, y, ys, sf); break;
+    case 7: rows<7>(W, r0, r1, a, t0, y, ys, sf); break;
+    default: rows<8>(W, r0, r1, a, t0, y, ys, sf); break;
+  }
 }
 
 }  // namespace
@@ -185,11 +205,13 @@ void quantize_acts(const float* x, int nt, int64_t K, DType wtype, QuantizedActs
 
 void gemv(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, float* y, int64_t ys) {
   std::vector<float> sf(size_t(W.groups() + 16), 0.0f);  // one row's scales in fp32 (+ padding for the permute)
-  switch (a.nt) {
-    case 1: rows<1>(W, r0, r1, a, y, ys, sf.data()); break;
-    case 2: rows<2>(W, r0, r1, a, y, ys, sf.data()); break;
-    case 3: rows<3>(W, r0, r1, a, y, ys, sf.data()); break;
-    default: rows<4>(W, r0, r1, a, y, ys, sf.data()); break;
+  if (a.nt <= kTokensPerPass) return rows_n(W, r0, r1, a, 0, a.nt, y, ys, sf.data());
+  // More tokens than registers: blocks of kRowsPerBlock weight rows (a few KB) are read from memory once
+  // and stay in L1 while every group of kTokensPerPass tokens passes over them.
+  for (int64_t rb = r0; rb < r1; rb += kRowsPerBlock) {
+    const int64_t re = std::min(r1, rb + kRowsPerBlock);
+    for (int t0 = 0; t0 < a.nt; t0 += kTokensPerPass)
+      rows_n(W, rb, re, a, t0, std::min(kTokensPerPass, a.nt - t0), y, ys, sf.data());
   }
 }
 

@@ -20,7 +20,7 @@ bool available();
 // 64-byte chunk (Q4: 128, Q8: 64) or is a multiple of them (every ChatGLM3 matrix, groups 32/64/128/row).
 bool fits(const Matrix& W);
 
-// Up to 4 activation rows, quantized for a Q8 or Q4 weight matrix of `cols` inputs (layout in the .cpp).
+// Activation rows (any number), quantized for a Q8 or Q4 weight matrix of `cols` inputs (layout in the .cpp).
 struct QuantizedActs {
   DType wtype = DType::Q8;
   int nt = 0;
@@ -32,7 +32,9 @@ struct QuantizedActs {
 };
 void quantize_acts(const float* x, int nt, int64_t cols, DType wtype, QuantizedActs& out);
 
-// y[t·ys + r] = Σ_i x[t, i] · W[r, i] for rows [r0, r1), tokens t < a.nt (≤ 4).
+// y[t·ys + r] = Σ_i x[t, i] · W[r, i] for rows [r0, r1), tokens t < a.nt. Up to 8 tokens share one
+// pass over a weight row; more tokens pass in groups of 8 over blocks of rows that stay in L1, so the
+// weights are read from memory once per call whatever the batch.
 void gemv(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, float* y, int64_t ys);
 
 }  // namespace glmlab::vnni
