@@ -94,6 +94,48 @@ std::vector<int32_t> Tokenizer::build_chat_input(std::string_view query, const s
   return ids;
 }
 
+// TEMP (http branch): through build_chat_input, until the real build_chat lands on main.
+std::vector<int32_t> Tokenizer::build_chat(const std::vector<ChatMessage>& messages) const {
+  if (messages.empty()) fail("a chat needs at least one message");
+  std::vector<ChatMessage> history(messages.begin(), messages.end() - 1);
+  return build_chat_input(messages.back().content, history, messages.back().role);
+}
+
+namespace {
+// Bytes at the end of `s` that may still change when more ids come: an unfinished UTF-8 character,
+// or U+FFFD (SentencePiece's stand-in for byte pieces that do not form a character yet).
+size_t unsettled_tail(const std::string& s) {
+  size_t n = s.size(), i = n;
+  while (i > 0 && n - i < 3 && (static_cast<unsigned char>(s[i - 1]) & 0xC0) == 0x80) --i;
+  if (i > 0) {
+    unsigned char lead = static_cast<unsigned char>(s[i - 1]);
+    size_t len = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (len > 1 && n - (i - 1) < len) return n - (i - 1);        // unfinished character
+    if (len == 3 && s.compare(i - 1, 3, "\xEF\xBF\xBD") == 0) return 3;  // U+FFFD
+  }
+  return 0;
+}
+}  // namespace
+
+// TEMP (http branch): re-decodes every id; the real ReplyDecoder will come from main.
+std::string ReplyDecoder::push(int32_t id) {
+  ids_.push_back(id);
+  std::string all = tok_.decode(ids_, /*lenient=*/true);
+  size_t end = all.size() - unsettled_tail(all);
+  if (end <= text_.size()) return {};
+  std::string fresh = all.substr(text_.size(), end - text_.size());
+  text_ += fresh;
+  return fresh;
+}
+
+std::string ReplyDecoder::flush() {
+  std::string all = tok_.decode(ids_, /*lenient=*/true);
+  if (all.size() <= text_.size()) return {};
+  std::string fresh = all.substr(text_.size());
+  text_ += fresh;
+  return fresh;
+}
+
 std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool lenient) const {
   std::string out;
   std::vector<int> run;

@@ -50,6 +50,9 @@ class Tokenizer {
   // build_chat_input: [gMASK, sop] + messages of history + message(role, query) + [<|assistant|>].
   std::vector<int32_t> build_chat_input(std::string_view query, const std::vector<ChatMessage>& history = {},
                                         std::string_view role = "user") const;
+  // TEMP (http branch, until the real one lands on main): THUDM's chat layout of an OpenAI message
+  // list: [gMASK, sop] + each message + [<|assistant|>]. Error on unknown roles.
+  std::vector<int32_t> build_chat(const std::vector<ChatMessage>& messages) const;
 
   // Decodes ids: runs of normal ids through SentencePiece, special ids as their names.
   // Throws Error for ids outside [0, vocab_size) unless `lenient` (then they print as "<id:N>").
@@ -61,6 +64,22 @@ class Tokenizer {
  private:
   Tokenizer() = default;
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+};
+
+// TEMP (http branch, until the real one lands on main): the text of a growing reply, id by id. push()
+// returns the newly completed UTF-8 text (never retracted); flush() returns what is left at the end.
+// This stand-in re-decodes all ids at each push and holds back an unfinished UTF-8 character.
+class ReplyDecoder {
+ public:
+  explicit ReplyDecoder(const Tokenizer& tok) : tok_(tok) {}
+  std::string push(int32_t id);
+  std::string flush();
+  const std::string& text() const { return text_; }
+
+ private:
+  const Tokenizer& tok_;
+  std::vector<int32_t> ids_;
+  std::string text_;  // emitted so far
 };
 
 }  // namespace glmlab
