@@ -109,6 +109,13 @@ TEST(CliTokenize, ChatLayout) {
   r = run_cli("tokenize " + tok_arg() + " " + q("类型#裤*版型#宽松"));
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_EQ(last_line(r.out), "30910 33467 31010 56532 30998 55090 54888 31010 40833");
+  // --system "" is an empty <|system|> turn, as THUDM keeps it; no --system, no system turn.
+  r = run_cli("tokenize " + tok_arg() + " --chat --system " + q("") + " Hello");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_EQ(last_line(r.out), "64790 64792 64794 30910 13 64795 30910 13 13755 64796");
+  r = run_cli("tokenize " + tok_arg() + " --chat Hello");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_EQ(last_line(r.out), "64790 64792 64795 30910 13 13755 64796");
 }
 
 TEST(CliTokenize, DecodeRoundTrip) {
@@ -122,7 +129,7 @@ TEST(CliTokenize, DecodeRoundTrip) {
   // Special ids render as their names; commas separate too.
   dec = run_cli("tokenize " + tok_arg() + " --decode " + q("64790,64792,64795,30910,13,36474,54591,64796"));
   ASSERT_EQ(dec.rc, 0) << dec.out;
-  EXPECT_EQ(trim(dec.out), "[gMASK]sop<|user|>\n 你好<|assistant|>");
+  EXPECT_EQ(trim(dec.out), "[gMASK]sop<|user|> \n 你好<|assistant|>");  // the "▁" after <|user|> is a space
 }
 
 TEST(CliTokenize, FindsTheTokenizerBesideTheCheckpointOrInTheEnvironment) {

@@ -137,7 +137,8 @@ TEST(TokenizerFacts, ChatLayoutOfNiHao) {
   // The tool-call header of §3: <|assistant|> + sp.encode("get_current_weather\n").
   EXPECT_EQ(real().build_single_message("assistant", "get_current_weather", ""),
             (Ids{64796, 634, 30962, 8545, 30962, 27564, 13}));
-  EXPECT_EQ(real().decode(real().build_chat_input("你好")), "[gMASK]sop<|user|>\n 你好<|assistant|>");
+  // ChatGLMTokenizer.decode: the "▁" of "\n" (30910) after <|user|> is a space.
+  EXPECT_EQ(real().decode(real().build_chat_input("你好")), "[gMASK]sop<|user|> \n 你好<|assistant|>");
 }
 
 TEST(TokenizerFacts, SentencePieceEncodings) {
@@ -188,11 +189,12 @@ TEST(TokenizerDecode, RoundTripsAndSpecials) {
   for (std::string s : {"Hello world", " hello", "hello  world\n\nx", "a\tb", "2023年", "类型#裤*版型#宽松",
                         "<|user|>", "  leading and trailing  "})
     EXPECT_EQ(real().decode(real().encode(s)), s);
-  // Special ids split the SentencePiece runs; each run decodes on its own.
+  // Special ids decode as their names, and like THUDM's ChatGLMTokenizer.decode the text is decoded
+  // as a whole: the "▁" of "▁Hello" after them is a space (SPTokenizer.decode, run by run, drops it).
   Ids ids = {tok::kGMask, tok::kSop};
   for (int32_t id : real().encode("Hello world")) ids.push_back(id);
   ids.push_back(tok::kEop);
-  EXPECT_EQ(real().decode(ids), "[gMASK]sopHello worldeop");
+  EXPECT_EQ(real().decode(ids), "[gMASK]sop Hello worldeop");
 }
 
 TEST(TokenizerDecode, OutOfVocabularyIdsAreErrorsUnlessLenient) {
@@ -200,10 +202,11 @@ TEST(TokenizerDecode, OutOfVocabularyIdsAreErrorsUnlessLenient) {
     expect_error([&] { real().decode({13755, id}); }, {std::to_string(id)});
     EXPECT_NE(real().decode({13755, id}, /*lenient=*/true).find("<id:" + std::to_string(id) + ">"), std::string::npos);
   }
-  // Like the reference (SPTokenizer.decode), every run of normal ids is decoded on its own, so the
-  // "▁" that starts the run after a special or unknown id is dropped as a dummy prefix.
-  EXPECT_EQ(real().decode({13755, 70000, 993}, true), "Hello<id:70000>world");
-  EXPECT_EQ(real().decode({13755, tok::kGMask, 993}), "Hello[gMASK]world");
+  // Like ChatGLMTokenizer.decode, the text decodes as a whole: only its first piece loses the "▁".
+  EXPECT_EQ(real().decode({13755, 70000, 993}, true), "Hello<id:70000> world");
+  EXPECT_EQ(real().decode({13755, tok::kGMask, 993}), "Hello[gMASK] world");
+  // eos, bos and unk decode to "" (THUDM's convert_id_to_token), not SentencePiece's " ⁇ " for unk.
+  EXPECT_EQ(real().decode({tok::kUnk, 13755, tok::kBos, 993, tok::kEos}), "Hello world");
 }
 
 TEST(TokenizerBytes, RealModelFallsBackToBytePieces) {
@@ -227,18 +230,21 @@ TEST(TokenizerBytes, ByteLevelFallbackTokenizer) {
   Ids ids = t.encode(all);
   ASSERT_EQ(ids.size(), 256u);
   for (int b = 0; b < 256; ++b) EXPECT_EQ(ids[size_t(b)], b + 3);
-  EXPECT_EQ(t.decode(ids), all);
+  // Bytes that are not well-formed UTF-8 decode as U+FFFD, as the real vocabulary's byte pieces do.
+  EXPECT_EQ(t.decode(ids), real().decode(ids));
+  EXPECT_EQ(t.decode(Ids(ids.begin(), ids.begin() + 128)), all.substr(0, 128));
   EXPECT_EQ(t.encode("你好"), (Ids{0xE4 + 3, 0xBD + 3, 0xA0 + 3, 0xE5 + 3, 0xA5 + 3, 0xBD + 3}));
   EXPECT_EQ(t.decode(t.encode("你好")), "你好");
   // The chat layout still uses the real special ids.
   EXPECT_EQ(t.build_chat_input("A"), (Ids{64790, 64792, 64795, '\n' + 3, 'A' + 3, 64796}));
   EXPECT_EQ(t.decode(t.build_chat_input("A")), "[gMASK]sop<|user|>\nA<|assistant|>");
-  // Only the byte ids 3..258 and the special ids decode.
-  for (int32_t id : {0, 1, 2, 259, 30910, 64788, 64798, -5}) {
+  // Only eos, bos and unk (as ""), the byte ids 3..258 and the special ids decode.
+  for (int32_t id : {0, 1, 2}) EXPECT_EQ(t.decode({'a' + 3, id}), "a");
+  for (int32_t id : {259, 30910, 64788, 64798, -5}) {
     expect_error([&] { t.decode({'a' + 3, id}); }, {std::to_string(id)});
     EXPECT_EQ(t.decode({'a' + 3, id}, /*lenient=*/true), "a<id:" + std::to_string(id) + ">");
   }
-  EXPECT_EQ(t.decode({3, 258}), std::string("\x00\xff", 2));
+  EXPECT_EQ(t.decode({3, 258}), std::string("\x00\xEF\xBF\xBD", 4));
 }
 
 // ---------------------------------------------------------------------------- bad tokenizer files

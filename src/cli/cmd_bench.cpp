@@ -40,6 +40,8 @@ struct BenchArgs {
   std::string data;
   size_t records = 0;
   std::vector<int> batches = {1};
+  std::vector<std::string> schedules = {"static"};
+  int prefill_chunk = 256;
   int reps = 1, warmup = 1, max_new_tokens = 0;
   bool stop_at_eos = false, json = false, no_progress = false;
   std::string out, probe = "full";
@@ -86,6 +88,8 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
   lab::BenchInferOptions o;
   o.dtypes = split_list(a.m.dtype);
   o.batches = a.batches;
+  o.schedules = a.schedules;
+  o.prefill_chunk = a.prefill_chunk;
   o.reps = a.reps;
   o.warmup = a.warmup;
   o.stop_at_eos = a.stop_at_eos;
@@ -194,8 +198,20 @@ RegisterCommand reg([](CLI::App& app) {
   infer->add_option("--data", a->data, "AdvertiseGen JSON-lines file (default: the embedded sample)");
   infer->add_option("--records", a->records, "use the first N records (default: all of --data; 16 of the sample)")
       ->check(UintIn());
-  infer->add_option("--batch", a->batches, "batch sizes, comma-separated (static batching, left padding)")
+  infer->add_option("--batch", a->batches,
+                    "batch sizes, comma-separated (static: groups left-padded together; continuous: the most "
+                    "sequences running at once)")
       ->delimiter(',')
+      ->capture_default_str();
+  infer->add_option("--schedule", a->schedules,
+                    "static (groups run to their longest record), continuous (a finished sequence's slot goes to the "
+                    "next record at once; host engine), or both comma-separated")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"static", "continuous"}))
+      ->capture_default_str();
+  infer->add_option("--prefill-chunk", a->prefill_chunk,
+                    "continuous: most prompt tokens prefilled in one step beside the running decodes")
+      ->check(IntAtLeast(1))
       ->capture_default_str();
   infer->add_option("--reps", a->reps, "repetitions (medians and min/max over them)")->capture_default_str();
   infer->add_option("--warmup", a->warmup, "groups run and discarded before measuring, per dtype and batch")

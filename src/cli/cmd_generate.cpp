@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <iostream>
 #include <limits>
+#include <optional>
 
 #include "cli/checks.h"
 #include "cli/commands.h"
@@ -22,7 +23,7 @@ struct GenArgs {
   std::string ids;
   bool raw = false, sample = false;
   int batch = 1;
-  std::string system;
+  std::optional<std::string> system;  // --system "" is an empty system turn; no --system, none
   GenerateOptions g;
 };
 
@@ -41,7 +42,7 @@ void add_generation_options(CLI::App* cmd, GenArgs& a) {
   cmd->add_option("--top-p", a.g.sampling.top_p)->check(FiniteIn(0, 1))->capture_default_str();
   cmd->add_option("--top-k", a.g.sampling.top_k, "0 = off")->check(IntAtLeast(0))->capture_default_str();
   cmd->add_option("--sample-seed", a.g.sampling.seed)->check(UintIn())->capture_default_str();
-  cmd->add_option("--system", a.system, "a system message before the prompt");
+  cmd->add_option("--system", a.system, "a system message before the prompt (\"\" is an empty system turn)");
 }
 
 // -n and --min-new-tokens against each other and against the model's context: prompt + new tokens
@@ -55,20 +56,16 @@ void check_lengths(const GenerateOptions& g, int64_t prompt_tokens, const ModelC
          std::max<int64_t>(0, c.seq_length - prompt_tokens));
 }
 
-// Prints the decoded text of `ids` as it grows (decoding the whole list keeps multi-byte pieces whole).
+// Prints a reply's text as it grows (ReplyDecoder holds back an unfinished UTF-8 character).
 struct Streamer {
-  const Tokenizer& tok;
-  std::vector<int32_t> ids;
-  size_t printed = 0;
-  void push(int32_t id) {
-    ids.push_back(id);
-    std::string s = tok.decode(ids, /*lenient=*/true);
-    if (s.size() > printed && (s.back() & 0xC0) != 0x80) {  // don't print half a UTF-8 character
-      std::fwrite(s.data() + printed, 1, s.size() - printed, stdout);
-      std::fflush(stdout);
-      printed = s.size();
-    }
+  ReplyDecoder dec;
+  void print(const std::string& s) {
+    if (s.empty()) return;
+    std::fwrite(s.data(), 1, s.size(), stdout);
+    std::fflush(stdout);
   }
+  void push(int32_t id) { print(dec.push(id)); }
+  void finish() { print(dec.flush()); }
 };
 
 void report(const GenerateResult& r) {
@@ -94,7 +91,7 @@ RegisterCommand reg_generate([](CLI::App& app) {
     Loaded L = load(a->m, /*allow_device=*/true);
     Tokenizer tok = load_tokenizer(a->m.tokenizer, a->m.model);
     std::vector<ChatMessage> history;
-    if (!a->system.empty()) history.push_back({"system", a->system, ""});
+    if (a->system) history.push_back({"system", *a->system, ""});
     const ModelConfig& c = L.model.config();
     std::vector<int32_t> prompt = !a->ids.empty() ? parse_ids(a->ids, "--ids", c.vocab_size)
                                   : a->raw        ? tok.encode_with_prefix(a->prompt)
@@ -113,11 +110,12 @@ RegisterCommand reg_generate([](CLI::App& app) {
       fail("--batch {}: {} × {} prompt tokens is more than {} tokens in one step", B, B, n,
            std::numeric_limits<int32_t>::max());
     auto engine = make_engine(L, EngineLimits{a->batch, int(capacity), a->batch * n, 0});
-    Streamer st{tok, {}, 0};
+    Streamer st{ReplyDecoder(tok)};
     a->g.on_token = [&](int b, int32_t id) {
       if (b == 0) st.push(id);
     };
     auto res = generate(*engine, std::vector<std::vector<int32_t>>(size_t(a->batch), prompt), a->g);
+    st.finish();
     report(res);
   });
 });
@@ -131,7 +129,7 @@ RegisterCommand reg_chat([](CLI::App& app) {
     Loaded L = load(a->m, /*allow_device=*/true);
     Tokenizer tok = load_tokenizer(a->m.tokenizer, a->m.model);
     std::vector<ChatMessage> history;
-    if (!a->system.empty()) history.push_back({"system", a->system, ""});
+    if (a->system) history.push_back({"system", *a->system, ""});
     a->g.sampling.greedy = !a->sample;
     // The whole conversation must fit one KV cache of the device engine (at most 8192 tokens).
     const int cap = std::min(L.model.config().seq_length, 8192);
@@ -140,9 +138,10 @@ RegisterCommand reg_chat([](CLI::App& app) {
     while (std::fputs("user> ", stdout), std::fflush(stdout), std::getline(std::cin, line) && !line.empty()) {
       auto prompt = tok.build_chat_input(line, history);
       std::fputs("assistant> ", stdout);
-      Streamer st{tok, {}, 0};
+      Streamer st{ReplyDecoder(tok)};
       a->g.on_token = [&](int, int32_t id) { st.push(id); };
       auto res = generate(*engine, {prompt}, a->g);
+      st.finish();
       report(res);
       history.push_back({"user", line, ""});
       history.push_back({"assistant", tok.decode(res.tokens[0], true), ""});

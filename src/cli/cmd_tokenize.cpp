@@ -1,5 +1,6 @@
 // glmlab tokenize: text (or the chat layout with --chat) to ids, or ids back to text (--decode).
 #include <cstdio>
+#include <optional>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -11,7 +12,7 @@ struct TokArgs {
   ModelArgs m;
   std::string text;
   bool chat = false, decode = false, prefix = false;
-  std::string system;
+  std::optional<std::string> system;  // --system "" is an empty system turn; no --system, none
 };
 
 RegisterCommand reg([](CLI::App& app) {
@@ -20,7 +21,7 @@ RegisterCommand reg([](CLI::App& app) {
   add_model_options(cmd, a->m, /*with_weights=*/false);
   cmd->add_option("text", a->text, "the text (or ids with --decode)")->required();
   cmd->add_flag("--chat", a->chat, "the chat layout of build_chat_input: [gMASK] sop <|user|> \\n TEXT <|assistant|>");
-  cmd->add_option("--system", a->system, "with --chat: a system message first");
+  cmd->add_option("--system", a->system, "with --chat: a system message first (\"\" is an empty system turn)");
   cmd->add_flag("--prefix", a->prefix, "prepend [gMASK] sop, as tokenizer.encode does");
   cmd->add_flag("--decode", a->decode, "decode ids to text");
   cmd->callback([a] {
@@ -30,7 +31,7 @@ RegisterCommand reg([](CLI::App& app) {
       return;
     }
     std::vector<ChatMessage> history;
-    if (!a->system.empty()) history.push_back({"system", a->system, ""});
+    if (a->system) history.push_back({"system", *a->system, ""});
     auto ids = a->chat ? tok.build_chat_input(a->text, history) : a->prefix ? tok.encode_with_prefix(a->text) : tok.encode(a->text);
     std::string s;
     for (auto id : ids) s += (s.empty() ? "" : " ") + std::to_string(id);

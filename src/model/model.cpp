@@ -30,6 +30,15 @@ KVView KVCache::view(int layer) const {
 }
 float* KVCache::k(int layer, int b, int slot) { return k_.data() + ((size_t(layer) * B_ + b) * S_ + slot) * G_ * D_; }
 float* KVCache::v(int layer, int b, int slot) { return v_.data() + ((size_t(layer) * B_ + b) * S_ + slot) * G_ * D_; }
+void KVCache::clear_row(int b) {
+  std::fill(valid(b), valid(b) + S_, 0);
+  std::fill(segment(b), segment(b) + S_, 0);
+}
+KVView KVCache::row_view(int layer, int b) const {
+  size_t off = (size_t(layer) * B_ + b) * S_ * G_ * D_;
+  return KVView{k_.data() + off, v_.data() + off, valid_.data() + size_t(b) * S_, S_,
+                segments_ ? segment_.data() + size_t(b) * S_ : nullptr};
+}
 void KVCache::reset() {
   len_ = 0;
   std::fill(valid_.begin(), valid_.end(), 0);
@@ -72,7 +81,7 @@ void Model::forward(Ops& ops, const StepInput& in, KVCache& cache, Logits mode, 
                     ForwardTape* tape) const {
   const ModelConfig& c = cfg_;
   const int B = in.B, T = in.T, P = cache.length();
-  const int64_t N = int64_t(B) * T, C = c.hidden_size, F = c.ffn_hidden_size, V = c.vocab_size;
+  const int64_t N = int64_t(B) * T, C = c.hidden_size, V = c.vocab_size;
   const int H = c.num_heads, G = c.num_groups, D = c.kv_channels;
   const int64_t QKV = c.qkv_dim(), Qd = c.q_dim(), KVd = c.kv_dim();
   if (B != cache.batch()) fail("forward: batch of {} sequences but the KV cache holds {}", B, cache.batch());
@@ -97,18 +106,44 @@ void Model::forward(Ops& ops, const StepInput& in, KVCache& cache, Logits mode, 
     for (int b = 0; b < B; ++b)
       for (int t = 0; t < T; ++t) cache.segment(b)[P + t] = in.segment[size_t(b) * T + t];
   }
-  const Adapter* ad = adapter_;
-  if (ad) ad->check_fits(c);
+  if (adapter_) adapter_->check_fits(c);
   // A large step (a huge batch, a long prompt) is checked before its buffers are allocated; small ones
   // skip the /proc read.
   if (uint64_t need = forward_bytes(c, B, T, mode, tape && tape->keep_layers); need >= (uint64_t(256) << 20))
     check_memory(need, fmt::format("the forward pass of {} × {} tokens (activations and logits)", B, T));
 
-  if (tape) tape->layers.assign(tape->keep_layers ? size_t(c.num_layers) : 0, {});
-  std::vector<float> x(size_t(N * C)), xl(size_t(N * C)), qkv_ws, ctx_ws, h_ws, u_ws, lse_ws, r1_ws, r2_ws;
-  std::vector<float> tmp(size_t(N * C)), act(size_t(N * F));
+  auto attend = [&](int l, const float* qkv, float* ctx, float* lse) {
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < T; ++t) {
+        const float* row = qkv + (int64_t(b) * T + t) * QKV;
+        std::copy(row + Qd, row + Qd + KVd, cache.k(l, b, P + t));
+        std::copy(row + Qd + KVd, row + Qd + 2 * KVd, cache.v(l, b, P + t));
+      }
+    ops.attention(qkv, QKV, cache.view(l), B, T, P, H, G, D, ctx, lse);
+  };
+  std::vector<float> x(size_t(N * C));
   ops.embedding(w_.embedding, in.ids.data(), N, x.data());
+  run_layers(ops, in.pos.data(), N, x, tape, attend);
+  cache.advance(T);
+  if (tape) tape->final_x = x;
 
+  if (mode == Logits::None) return;
+  if (mode == Logits::All) return output_logits(ops, x.data(), N, nullptr, logits, tape);
+  std::vector<int64_t> last(static_cast<size_t>(B));
+  for (int b = 0; b < B; ++b) last[size_t(b)] = int64_t(b) * T + T - 1;
+  output_logits(ops, x.data(), B, last.data(), logits, tape);
+}
+
+void Model::run_layers(Ops& ops, const int32_t* pos, int64_t N, std::vector<float>& x, ForwardTape* tape,
+                       const AttendFn& attend) const {
+  const ModelConfig& c = cfg_;
+  const int64_t C = c.hidden_size, F = c.ffn_hidden_size;
+  const int H = c.num_heads, G = c.num_groups, D = c.kv_channels;
+  const int64_t QKV = c.qkv_dim(), Qd = c.q_dim();
+  const Adapter* ad = adapter_;
+  if (tape) tape->layers.assign(tape->keep_layers ? size_t(c.num_layers) : 0, {});
+  std::vector<float> xl(size_t(N * C)), qkv_ws, ctx_ws, h_ws, u_ws, lse_ws, r1_ws, r2_ws;
+  std::vector<float> tmp(size_t(N * C)), act(size_t(N * F));
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = w_.layers[size_t(l)];
     LayerTape* lt = tape && tape->keep_layers ? &tape->layers[size_t(l)] : nullptr;
@@ -133,14 +168,8 @@ void Model::forward(Ops& ops, const StepInput& in, KVCache& cache, Logits mode, 
     ops.rmsnorm(x.data(), lw.input_norm.data(), N, C, c.layernorm_eps, xl.data(), r1.data());
     ops.matmul(xl.data(), N, lw.qkv, lw.qkv_bias.empty() ? nullptr : lw.qkv_bias.data(), qkv.data());
     if (ad) ad->forward(ops, l, Target::Qkv, xl.data(), N, qkv.data());
-    ops.rope(qkv.data(), N, QKV, H + G, D, in.pos.data(), c.rope_base());  // Q heads, then K heads
-    for (int b = 0; b < B; ++b)
-      for (int t = 0; t < T; ++t) {
-        const float* row = qkv.data() + (int64_t(b) * T + t) * QKV;
-        std::copy(row + Qd, row + Qd + KVd, cache.k(l, b, P + t));
-        std::copy(row + Qd + KVd, row + Qd + 2 * KVd, cache.v(l, b, P + t));
-      }
-    ops.attention(qkv.data(), QKV, cache.view(l), B, T, P, H, G, D, ctx.data(), lse.data());
+    ops.rope(qkv.data(), N, QKV, H + G, D, pos, c.rope_base());  // Q heads, then K heads
+    attend(l, qkv.data(), ctx.data(), lse.data());
     ops.matmul(ctx.data(), N, lw.dense, nullptr, tmp.data());
     if (ad) ad->forward(ops, l, Target::Dense, ctx.data(), N, tmp.data());
     std::copy(x.begin(), x.end(), h.begin());
@@ -156,21 +185,83 @@ void Model::forward(Ops& ops, const StepInput& in, KVCache& cache, Logits mode, 
     std::copy(h.begin(), h.end(), x.begin());
     ops.add(x.data(), tmp.data(), N * C);
   }
-  cache.advance(T);
-  if (tape) tape->final_x = x;
+}
 
-  if (mode == Logits::None) return;
-  // Final norm and output layer on the rows asked for.
-  int64_t rows = mode == Logits::All ? N : B;
-  if (mode == Logits::Last)
-    for (int b = 0; b < B; ++b)
-      std::copy(x.begin() + (int64_t(b) * T + T - 1) * C, x.begin() + (int64_t(b) * T + T) * C, tmp.begin() + b * C);
-  const float* src = mode == Logits::All ? x.data() : tmp.data();
-  std::vector<float> inv(static_cast<size_t>(rows));
-  ops.rmsnorm(src, w_.final_norm.data(), rows, C, c.layernorm_eps, xl.data(), inv.data());
+void Model::output_logits(Ops& ops, const float* x, int64_t rows, const int64_t* pick, std::vector<float>& logits,
+                          ForwardTape* tape) const {
+  const int64_t C = cfg_.hidden_size, V = cfg_.vocab_size;
+  std::vector<float> picked, xl(size_t(rows * C)), inv(static_cast<size_t>(rows));
+  if (pick) {
+    picked.resize(size_t(rows * C));
+    for (int64_t r = 0; r < rows; ++r) std::copy(x + pick[r] * C, x + (pick[r] + 1) * C, picked.begin() + r * C);
+    x = picked.data();
+  }
+  ops.rmsnorm(x, w_.final_norm.data(), rows, C, cfg_.layernorm_eps, xl.data(), inv.data());
   if (tape) tape->final_inv_rms = inv;
   logits.resize(size_t(rows * V));
   ops.matmul(xl.data(), rows, w_.output, nullptr, logits.data());
+}
+
+void Model::forward_ragged(Ops& ops, const RaggedStep& step, KVCache& cache, std::vector<float>& logits) const {
+  const ModelConfig& c = cfg_;
+  const int64_t N = int64_t(step.ids.size()), C = c.hidden_size, V = c.vocab_size;
+  const int H = c.num_heads, G = c.num_groups, D = c.kv_channels;
+  const int64_t QKV = c.qkv_dim(), Qd = c.q_dim(), KVd = c.kv_dim();
+  // Checks before anything is written: runs cover the ids, fit their rows, and stay in the context.
+  int64_t covered = 0, nlogits = 0;
+  std::vector<int32_t> pos(static_cast<size_t>(N));
+  std::vector<int64_t> pick;
+  for (size_t r = 0; r < step.runs.size(); ++r) {
+    const RaggedRun& u = step.runs[r];
+    if (u.row < 0 || u.row >= cache.batch())
+      fail("forward_ragged: run {} names cache row {} of {}", r, u.row, cache.batch());
+    if (u.count <= 0 || u.cache_pos < 0 || int64_t(u.cache_pos) + u.count > cache.capacity())
+      fail("forward_ragged: run {} ({} tokens at slot {}) does not fit the KV cache's {} slots", r, u.count,
+           u.cache_pos, cache.capacity());
+    if (int64_t(u.cache_pos) + u.count > c.seq_length)
+      fail("forward_ragged: run {} reaches position {}, beyond the model's seq_length {}", r,
+           int64_t(u.cache_pos) + u.count - 1, c.seq_length);
+    if (covered + u.count > N) fail("forward_ragged: the runs hold more tokens than the step's {} ids", N);
+    for (int t = 0; t < u.count; ++t) pos[size_t(covered + t)] = u.cache_pos + t;
+    covered += u.count;
+    if (u.logits) pick.push_back(covered - 1), ++nlogits;
+  }
+  if (covered != N) fail("forward_ragged: the runs hold {} tokens but the step has {} ids", covered, N);
+  for (int64_t n = 0; n < N; ++n)
+    if (step.ids[size_t(n)] < 0 || step.ids[size_t(n)] >= V)
+      fail("token id {} (token {} of the step) is outside the vocabulary [0, {})", step.ids[size_t(n)], n, V);
+  if (N == 0) {
+    logits.clear();
+    return;
+  }
+  if (adapter_) adapter_->check_fits(c);
+  if (uint64_t need = forward_bytes(c, 1, int(N), Logits::All, false); need >= (uint64_t(256) << 20))
+    check_memory(need, fmt::format("the forward pass of {} tokens (activations and logits)", N));
+  for (const RaggedRun& u : step.runs)
+    for (int t = 0; t < u.count; ++t) cache.valid(u.row)[u.cache_pos + t] = 1;
+
+  // Each run attends to its own row: one attention call of batch 1 per run.
+  auto attend = [&](int l, const float* qkv, float* ctx, float* lse) {
+    int64_t n0 = 0;
+    for (const RaggedRun& u : step.runs) {
+      for (int t = 0; t < u.count; ++t) {
+        const float* row = qkv + (n0 + t) * QKV;
+        std::copy(row + Qd, row + Qd + KVd, cache.k(l, u.row, u.cache_pos + t));
+        std::copy(row + Qd + KVd, row + Qd + 2 * KVd, cache.v(l, u.row, u.cache_pos + t));
+      }
+      ops.attention(qkv + n0 * QKV, QKV, cache.row_view(l, u.row), 1, u.count, u.cache_pos, H, G, D,
+                    ctx + n0 * Qd, lse + n0 * H);
+      n0 += u.count;
+    }
+  };
+  std::vector<float> x(size_t(N * C));
+  ops.embedding(w_.embedding, step.ids.data(), N, x.data());
+  run_layers(ops, pos.data(), N, x, nullptr, attend);
+  if (nlogits == 0) {
+    logits.clear();
+    return;
+  }
+  output_logits(ops, x.data(), nlogits, pick.data(), logits, nullptr);
 }
 
 }  // namespace glmlab

@@ -3,6 +3,7 @@
 // (ForwardTape), so fine-tuning builds on the same code.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -29,6 +30,10 @@ class KVCache {
   void use_segments() { segments_ = true; }
   void advance(int n) { len_ += n; }
   void reset();
+  // Continuous batching (Model::forward_ragged): row b is one sequence's slot with its own length,
+  // kept by the caller; clear_row empties it for the next sequence.
+  void clear_row(int b);
+  KVView row_view(int layer, int b) const;  // the one row b of `layer` as a cache of batch 1
 
  private:
   int L_, B_, S_, G_, D_, len_ = 0;
@@ -67,6 +72,21 @@ struct ForwardTape {
 
 enum class Logits { None, Last, All };
 
+// One forward call of a continuous batch (serve::Scheduler): runs of new tokens, each run belonging to
+// one row of the KV cache and placed after what that row holds. Run r's tokens are the next `count`
+// ids of `ids` (runs in order) at cache slots cache_pos .. cache_pos + count − 1 with position ids
+// cache_pos + t (no left padding). A prefill chunk is a run of many tokens, a decode a run of one.
+struct RaggedRun {
+  int row = 0;
+  int cache_pos = 0;
+  int count = 0;
+  bool logits = false;  // logits of the run's last token are wanted
+};
+struct RaggedStep {
+  std::vector<int32_t> ids;
+  std::vector<RaggedRun> runs;
+};
+
 class Adapter;
 
 class Model {
@@ -86,8 +106,21 @@ class Model {
   // Bytes of host memory forward() allocates for B × T tokens: activations (per layer with a tape that
   // keeps them) and the logits of `mode`. forward() checks them against free memory when they are large.
   static uint64_t forward_bytes(const ModelConfig& c, int B, int T, Logits mode, bool tape_layers = false);
+  // Runs `step` against `cache` (rows = sequences, lengths kept by the caller) and writes logits
+  // [runs with logits, V] in run order. Checks ids, rows, slots and positions. The result of a
+  // sequence does not depend on the other runs of the step, up to the matmul's summation order.
+  void forward_ragged(Ops& ops, const RaggedStep& step, KVCache& cache, std::vector<float>& logits) const;
 
  private:
+  // Every layer over x [N, C] in place. attend(l, qkv, ctx, lse) stores layer l's keys and values from
+  // the rotated qkv [N, QKV] into the cache and writes the attention output ctx [N, Q] (and lse).
+  using AttendFn = std::function<void(int layer, const float* qkv, float* ctx, float* lse)>;
+  void run_layers(Ops& ops, const int32_t* pos, int64_t N, std::vector<float>& x, ForwardTape* tape,
+                  const AttendFn& attend) const;
+  // Final norm and output layer on `rows` rows of x [·, C] picked by `pick` (nullptr: the first rows).
+  void output_logits(Ops& ops, const float* x, int64_t rows, const int64_t* pick, std::vector<float>& logits,
+                     ForwardTape* tape) const;
+
   ModelConfig cfg_;
   ModelWeights w_;
   const Adapter* adapter_ = nullptr;

@@ -14,6 +14,56 @@ constexpr std::array<std::string_view, 9> kSpecialNames = {
     "[MASK]", "[gMASK]", "[sMASK]", "sop", "eop", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"};
 constexpr int32_t kFirstSpecial = tok::kMask;
 constexpr int32_t kSpPieces = kFirstSpecial;  // 64789 SentencePiece pieces
+constexpr int32_t kFirstByte = 3, kEndByte = 259;  // ids 3..258: the byte pieces <0x00>..<0xFF>
+constexpr std::string_view kSpace = "\xE2\x96\x81";  // "▁", SentencePiece's space
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+
+bool is_byte_id(int32_t id) { return id >= kFirstByte && id < kEndByte; }
+// eos, bos and unk (= pad): THUDM's convert_id_to_token gives them the token "".
+bool is_empty_id(int32_t id) { return id == tok::kUnk || id == tok::kBos || id == tok::kEos; }
+
+// Appends a run of bytes as SentencePiece decodes a run of byte pieces (string_util::DecodeUTF8): each
+// well-formed UTF-8 character (no overlong forms, surrogates or code points above U+10FFFF) as itself,
+// every other byte as U+FFFD.
+void append_bytes(std::string& out, std::string_view b) {
+  size_t i = 0;
+  while (i < b.size()) {
+    auto at = [&](size_t k) { return uint32_t(uint8_t(b[i + k])); };
+    auto trail = [&](size_t k) { return i + k < b.size() && (at(k) & 0xC0) == 0x80; };
+    const uint32_t c = at(0);
+    size_t len = 0;
+    if (c < 0x80) {
+      len = 1;
+    } else if ((c & 0xE0) == 0xC0 && trail(1)) {
+      uint32_t cp = ((c & 0x1F) << 6) | (at(1) & 0x3F);
+      if (cp >= 0x80) len = 2;
+    } else if ((c & 0xF0) == 0xE0 && trail(1) && trail(2)) {
+      uint32_t cp = ((c & 0x0F) << 12) | ((at(1) & 0x3F) << 6) | (at(2) & 0x3F);
+      if (cp >= 0x800 && (cp < 0xD800 || cp >= 0xE000)) len = 3;
+    } else if ((c & 0xF8) == 0xF0 && trail(1) && trail(2) && trail(3)) {
+      uint32_t cp = ((c & 0x07) << 18) | ((at(1) & 0x3F) << 12) | ((at(2) & 0x3F) << 6) | (at(3) & 0x3F);
+      if (cp >= 0x10000 && cp <= 0x10FFFF) len = 4;
+    }
+    if (len) {
+      out.append(b.substr(i, len));
+      i += len;
+    } else {
+      out.append(kReplacement);
+      ++i;
+    }
+  }
+}
+
+// The surface of a normal piece at the start of the text: SentencePiece drops one leading "▁" there
+// (the dummy prefix) and turns every other "▁" into a space.
+std::string first_piece_text(std::string_view piece) {
+  if (piece.starts_with(kSpace)) piece.remove_prefix(kSpace.size());
+  std::string out;
+  for (size_t p; (p = piece.find(kSpace)) != std::string_view::npos; piece.remove_prefix(p + kSpace.size()))
+    out.append(piece.substr(0, p)) += ' ';
+  out.append(piece);
+  return out;
+}
 }  // namespace
 
 Tokenizer::~Tokenizer() = default;
@@ -83,90 +133,120 @@ std::vector<int32_t> Tokenizer::build_single_message(std::string_view role, std:
 
 std::vector<int32_t> Tokenizer::build_chat_input(std::string_view query, const std::vector<ChatMessage>& history,
                                                  std::string_view role) const {
+  std::vector<ChatMessage> messages(history);
+  messages.push_back({std::string(role), std::string(query), ""});
+  return build_chat(messages);
+}
+
+std::vector<int32_t> Tokenizer::build_chat(const std::vector<ChatMessage>& messages) const {
+  if (messages.empty()) fail("a chat needs at least one message");
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const std::string& r = messages[i].role;
+    if (r != "system" && r != "user" && r != "assistant" && r != "observation")
+      fail("message {}: unknown chat role \"{}\" (expected system, user, assistant or observation)", i, r);
+  }
   std::vector<int32_t> ids = {tok::kGMask, tok::kSop};
-  for (const auto& m : history) {
-    auto part = build_single_message(m.role, m.metadata, m.content);
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    const bool last = i + 1 == messages.size();  // the query: build_chat_input gives it no metadata
+    auto part = build_single_message(m.role, last ? "" : m.metadata, m.content);
     ids.insert(ids.end(), part.begin(), part.end());
   }
-  auto part = build_single_message(role, "", query);
-  ids.insert(ids.end(), part.begin(), part.end());
   ids.push_back(tok::kAssistant);
   return ids;
 }
 
-// TEMP (http branch): through build_chat_input, until the real build_chat lands on main.
-std::vector<int32_t> Tokenizer::build_chat(const std::vector<ChatMessage>& messages) const {
-  if (messages.empty()) fail("a chat needs at least one message");
-  std::vector<ChatMessage> history(messages.begin(), messages.end() - 1);
-  return build_chat_input(messages.back().content, history, messages.back().role);
-}
-
-namespace {
-// Bytes at the end of `s` that may still change when more ids come: an unfinished UTF-8 character,
-// or U+FFFD (SentencePiece's stand-in for byte pieces that do not form a character yet).
-size_t unsettled_tail(const std::string& s) {
-  size_t n = s.size(), i = n;
-  while (i > 0 && n - i < 3 && (static_cast<unsigned char>(s[i - 1]) & 0xC0) == 0x80) --i;
-  if (i > 0) {
-    unsigned char lead = static_cast<unsigned char>(s[i - 1]);
-    size_t len = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
-    if (len > 1 && n - (i - 1) < len) return n - (i - 1);        // unfinished character
-    if (len == 3 && s.compare(i - 1, 3, "\xEF\xBF\xBD") == 0) return 3;  // U+FFFD
-  }
-  return 0;
-}
-}  // namespace
-
-// TEMP (http branch): re-decodes every id; the real ReplyDecoder will come from main.
-std::string ReplyDecoder::push(int32_t id) {
-  ids_.push_back(id);
-  std::string all = tok_.decode(ids_, /*lenient=*/true);
-  size_t end = all.size() - unsettled_tail(all);
-  if (end <= text_.size()) return {};
-  std::string fresh = all.substr(text_.size(), end - text_.size());
-  text_ += fresh;
-  return fresh;
-}
-
-std::string ReplyDecoder::flush() {
-  std::string all = tok_.decode(ids_, /*lenient=*/true);
-  if (all.size() <= text_.size()) return {};
-  std::string fresh = all.substr(text_.size());
-  text_ += fresh;
-  return fresh;
-}
-
 std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool lenient) const {
-  std::string out;
-  std::vector<int> run;
-  auto flush = [&] {
-    if (run.empty()) return;
-    if (sp_) {
-      std::string s;
-      auto status = sp_->Decode(run, &s);
-      if (!status.ok()) fail("tokenizer cannot decode: {}", status.ToString());
-      out += s;
-    } else {
-      for (int id : run) out += char(id - 3);
-    }
-    run.clear();
+  return decode_span(ids, lenient, /*at_start=*/true);
+}
+
+std::string Tokenizer::decode_span(std::span<const int32_t> ids, bool lenient, bool at_start) const {
+  auto bad_id = [&](int32_t id) {
+    fail("token id {} is outside the tokenizer's vocabulary [0, {}){}", id, tok::kVocabSize,
+         sp_ ? "" : " (the byte-level fallback decodes ids 0..258 and the special tokens only)");
   };
-  for (int32_t id : ids) {
+  auto is_piece = [&](int32_t id) { return id >= 0 && id < kSpPieces && (sp_ || id < kEndByte); };
+  std::string out;
+  if (!sp_) {
+    std::string bytes;
+    for (int32_t id : ids) {
+      if (is_byte_id(id)) {
+        bytes += char(id - kFirstByte);
+        continue;
+      }
+      append_bytes(out, bytes);
+      bytes.clear();
+      if (auto name = special_name(id)) {
+        out += *name;
+      } else if (!is_piece(id)) {
+        if (!lenient) bad_id(id);
+        out += fmt::format("<id:{}>", id);
+      }
+    }
+    append_bytes(out, bytes);
+    return out;
+  }
+  // THUDM's ChatGLMTokenizer.decode is sp.decode_pieces over every id's token. At the start of the text
+  // the first piece that is not "" (eos, bos, unk) loses its leading "▁"; that piece is decoded here,
+  // the rest after a sentinel piece, so that SentencePiece strips no "▁" itself (its versions differ in
+  // when they do: 0.1.97 while the text is empty, 0.2 only until one "▁" is dropped, as THUDM's).
+  size_t i = 0;
+  if (at_start) {
+    while (i < ids.size() && is_empty_id(ids[i])) ++i;
+    if (i < ids.size() && is_piece(ids[i]) && !is_byte_id(ids[i])) out = first_piece_text(sp_->IdToPiece(ids[i++]));
+  }
+  if (i == ids.size()) return out;
+  constexpr std::string_view kSentinel = "<|user|>";  // not a piece: decodes as itself
+  std::vector<std::string> pieces = {std::string(kSentinel)};
+  pieces.reserve(ids.size() - i + 1);
+  for (; i < ids.size(); ++i) {
+    const int32_t id = ids[i];
     if (auto name = special_name(id)) {
-      flush();
-      out += *name;
-    } else if (id >= 0 && id < kSpPieces && (sp_ || (id >= 3 && id < 259))) {
-      run.push_back(id);
-    } else if (lenient) {
-      flush();
-      out += fmt::format("<id:{}>", id);
+      pieces.emplace_back(*name);
+    } else if (is_empty_id(id)) {
+      pieces.emplace_back();  // "" still ends a run of byte pieces
+    } else if (is_piece(id)) {
+      pieces.push_back(sp_->IdToPiece(id));
     } else {
-      fail("token id {} is outside the tokenizer's vocabulary [0, {}){}", id, tok::kVocabSize,
-           sp_ ? "" : " (the byte-level fallback decodes ids 3..258 and the special tokens only)");
+      if (!lenient) bad_id(id);
+      pieces.push_back(fmt::format("<id:{}>", id));
     }
   }
-  flush();
+  std::string s;
+  auto status = sp_->Decode(pieces, &s);
+  if (!status.ok()) fail("tokenizer cannot decode: {}", status.ToString());
+  if (!std::string_view(s).starts_with(kSentinel)) fail("tokenizer decodes the piece {} as {}", kSentinel, s);
+  out.append(s, kSentinel.size());
   return out;
+}
+
+std::string ReplyDecoder::push(int32_t id) {
+  held_.push_back(id);
+  // Everything is final except an unfinished UTF-8 character at the end of the trailing run of byte
+  // ids: a lead byte followed only by continuation bytes, fewer than it needs. Any other byte decodes
+  // the same whatever comes next (a whole character, or U+FFFD for each byte of a broken one).
+  size_t o = held_.size();
+  while (o > 0 && is_byte_id(held_[o - 1])) --o;
+  while (o < held_.size()) {
+    const uint32_t b = uint32_t(held_[o] - kFirstByte);
+    const size_t len = b < 0xC0 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : b < 0xF8 ? 4 : 1;
+    size_t k = 1;
+    while (k < len && o + k < held_.size() && ((held_[o + k] - kFirstByte) & 0xC0) == 0x80) ++k;
+    if (k < len && o + k == held_.size()) break;  // may still become a character
+    o += k;
+  }
+  return emit(o);
+}
+
+std::string ReplyDecoder::flush() { return emit(held_.size()); }
+
+std::string ReplyDecoder::emit(size_t n) {
+  if (n == 0) return {};
+  std::string s = tok_->decode_span(std::span<const int32_t>(held_.data(), n), /*lenient=*/true, at_start_);
+  for (size_t i = 0; i < n; ++i) at_start_ = at_start_ && is_empty_id(held_[i]);
+  held_.erase(held_.begin(), held_.begin() + long(n));
+  text_ += s;
+  return s;
 }
 
 }  // namespace glmlab

@@ -1,11 +1,13 @@
 // ChatGLM3's tokenizer: the real tokenizer.model through the SentencePiece C++ library, the nine
-// special tokens appended after its vocabulary, the chat layout of build_chat_input, and decoding.
+// special tokens appended after its vocabulary, the chat layout of build_chat_input, decoding as
+// THUDM's ChatGLMTokenizer.decode, and ReplyDecoder, which decodes a growing reply for streaming.
 // Without a tokenizer file: a byte-level fallback (byte b -> id b + 3, which are the real
 // vocabulary's <0xNN> byte pieces) so that the embedded default needs no files.
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,11 +52,15 @@ class Tokenizer {
   // build_chat_input: [gMASK, sop] + messages of history + message(role, query) + [<|assistant|>].
   std::vector<int32_t> build_chat_input(std::string_view query, const std::vector<ChatMessage>& history = {},
                                         std::string_view role = "user") const;
-  // TEMP (http branch, until the real one lands on main): THUDM's chat layout of an OpenAI message
-  // list: [gMASK, sop] + each message + [<|assistant|>]. Error on unknown roles.
+  // An OpenAI-style message list as THUDM lays it out: build_chat_input(query = messages.back().content,
+  // history = all messages before it, role = messages.back().role), so the last message's metadata is not
+  // used. Every message is a turn, an empty system message too. Throws Error for an empty list and for an
+  // unknown role (naming it and the message's index).
   std::vector<int32_t> build_chat(const std::vector<ChatMessage>& messages) const;
 
-  // Decodes ids: runs of normal ids through SentencePiece, special ids as their names.
+  // ChatGLMTokenizer.decode: every id becomes its token (special ids their names, eos, bos and unk "") and
+  // the whole list decodes at once, so only the text's first piece loses its leading "▁": after a special
+  // id a "▁" is a space. Byte ids 3..258 that do not form UTF-8 decode as U+FFFD, one per byte.
   // Throws Error for ids outside [0, vocab_size) unless `lenient` (then they print as "<id:N>").
   std::string decode(const std::vector<int32_t>& ids, bool lenient = false) const;
 
@@ -62,24 +68,32 @@ class Tokenizer {
   static std::optional<std::string_view> special_name(int32_t id);  // "[gMASK]", "<|user|>", ...
 
  private:
+  friend class ReplyDecoder;
   Tokenizer() = default;
+  // decode() of ids that follow others: `at_start` is whether every id before them is eos, bos or unk
+  // (then their first piece still loses its leading "▁").
+  std::string decode_span(std::span<const int32_t> ids, bool lenient, bool at_start) const;
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
 };
 
-// TEMP (http branch, until the real one lands on main): the text of a growing reply, id by id. push()
-// returns the newly completed UTF-8 text (never retracted); flush() returns what is left at the end.
-// This stand-in re-decodes all ids at each push and holds back an unfinished UTF-8 character.
+// Decodes a reply id by id for streaming. push() returns the text that is final once `id` is added;
+// it holds back at most the last three byte ids, while they may still be the start of a UTF-8
+// character. flush() returns what is held back (decoded as at the end of the reply). The pieces are
+// whole UTF-8 characters, are never taken back, and concatenate to tok.decode(all ids, /*lenient=*/true).
+// O(1) work per id. The tokenizer must outlive the decoder.
 class ReplyDecoder {
  public:
-  explicit ReplyDecoder(const Tokenizer& tok) : tok_(tok) {}
+  explicit ReplyDecoder(const Tokenizer& tok) : tok_(&tok) {}
   std::string push(int32_t id);
   std::string flush();
-  const std::string& text() const { return text_; }
+  const std::string& text() const { return text_; }  // everything push() and flush() returned
 
  private:
-  const Tokenizer& tok_;
-  std::vector<int32_t> ids_;
-  std::string text_;  // emitted so far
+  std::string emit(size_t n);  // decodes the first n held ids, drops them, appends the text to text_
+  const Tokenizer* tok_;
+  std::vector<int32_t> held_;  // ids whose text may still change
+  bool at_start_ = true;       // every id emitted so far was eos, bos or unk
+  std::string text_;
 };
 
 }  // namespace glmlab

@@ -1,20 +1,13 @@
-// TEMP (http branch only): a stand-in for the continuous-batching scheduler that the lead is writing on
-// main, so that the HTTP server can be run end to end before it lands. It keeps scheduler.h's contract
-// (submit / cancel / stats / callbacks / shutdown) but runs each request alone, one after another,
-// through generate() on the scheduler's thread. Replace with main's scheduler.cpp when merging.
 #include "serve/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
-#include "model/tokenizer.h"
 #include "util/error.h"
+#include "util/parse.h"
 
 namespace glmlab::serve {
-
-namespace {
-struct StopNow {};    // on_token returned false
-struct Cancelled {};  // cancel() was called for the running request
-}  // namespace
 
 const char* finish_reason_name(FinishReason r) {
   switch (r) {
@@ -23,53 +16,82 @@ const char* finish_reason_name(FinishReason r) {
     case FinishReason::Cancelled: return "cancelled";
     case FinishReason::Error: return "error";
   }
-  return "error";
+  return "?";
 }
 
 struct Scheduler::Seq {
   uint64_t id = 0;
   Request req;
   SequenceEvents ev;
+  int row = -1;
+  int prefilled = 0;        // prompt tokens in the cache
+  int32_t last = -1;        // the newest generated id (input of the next decode), −1 before the first
+  int generated = 0;
+  bool done = false;
+  std::mt19937_64 rng;
 };
 
-Scheduler::Scheduler(const Model& model, Ops& ops, SchedulerOptions opt) : model_(model), ops_(ops), opt_(opt) {
-  if (opt_.max_batch < 1) fail("max_batch must be at least 1, got {}", opt_.max_batch);
-  if (opt_.max_queue < 0) fail("max_queue must be at least 0, got {}", opt_.max_queue);
-  if (opt_.prefill_chunk < 1) fail("prefill_chunk must be at least 1, got {}", opt_.prefill_chunk);
-  const int seq = model_.config().seq_length;
-  if (opt_.context == 0) opt_.context = std::min(seq, 2048);
-  if (opt_.context < 1 || opt_.context > seq)
-    fail("context {} is outside [1, {}] (the model's seq_length)", opt_.context, seq);
+namespace {
+
+int default_context(const ModelConfig& c, int context) { return context > 0 ? context : std::min(c.seq_length, 2048); }
+
+SchedulerOptions checked(const ModelConfig& c, SchedulerOptions o) {
+  check_int_range(o.max_batch, "max_batch", 1, 4096);
+  check_int_range(o.max_queue, "max_queue", 0, 1 << 20);
+  check_int_range(o.prefill_chunk, "prefill_chunk", 1, 1 << 20);
+  check_int_range(o.context, "context", 0, c.seq_length);
+  o.context = default_context(c, o.context);
+  return o;
+}
+
+}  // namespace
+
+uint64_t Scheduler::kv_bytes(const ModelConfig& c, const SchedulerOptions& opt) {
+  return KVCache::bytes_needed(c, std::max(opt.max_batch, 1), default_context(c, opt.context));
+}
+
+Scheduler::Scheduler(const Model& model, Ops& ops, SchedulerOptions opt)
+    : model_(model), ops_(ops), opt_(checked(model.config(), opt)) {
+  cache_ = std::make_unique<KVCache>(model.config(), opt_.max_batch, opt_.context);
+  for (int r = opt_.max_batch - 1; r >= 0; --r) free_rows_.push_back(r);
   stats_.max_batch = opt_.max_batch;
   stats_.context = opt_.context;
 }
 
-Scheduler::~Scheduler() { shutdown(false); }
-
-uint64_t Scheduler::kv_bytes(const ModelConfig& c, const SchedulerOptions& opt) {
-  int ctx = opt.context > 0 ? opt.context : std::min(c.seq_length, 2048);
-  return KVCache::bytes_needed(c, opt.max_batch, ctx);
+Scheduler::~Scheduler() {
+  try {
+    shutdown(false);
+  } catch (...) {
+  }
 }
 
 std::optional<uint64_t> Scheduler::submit(Request req, SequenceEvents ev) {
+  const ModelConfig& c = model_.config();
   if (req.prompt.empty()) fail("the prompt is empty");
-  for (int32_t id : req.prompt)
-    if (id < 0 || id >= model_.config().vocab_size)
-      fail("prompt id {} is outside the vocabulary [0, {})", id, model_.config().vocab_size);
-  if (req.max_tokens < 0) fail("max_tokens {} is negative", req.max_tokens);
+  for (size_t i = 0; i < req.prompt.size(); ++i)
+    if (req.prompt[i] < 0 || req.prompt[i] >= c.vocab_size)
+      fail("prompt token {} (id {}) is outside the vocabulary [0, {})", i, req.prompt[i], c.vocab_size);
+  if (req.max_tokens < 0 || req.min_tokens < 0 || req.min_tokens > req.max_tokens)
+    fail("need 0 <= min_tokens ({}) <= max_tokens ({})", req.min_tokens, req.max_tokens);
   if (int64_t(req.prompt.size()) + req.max_tokens > opt_.context)
-    fail("{} prompt tokens + {} new tokens exceed the context of {} tokens", req.prompt.size(), req.max_tokens,
-         opt_.context);
-  std::lock_guard<std::mutex> lk(mu_);
-  if (closing_ || int(queue_.size()) >= opt_.max_queue + opt_.max_batch - int(stats_.running)) {
+    fail("the prompt's {} tokens plus max_tokens {} exceed the context of {} tokens", req.prompt.size(),
+         req.max_tokens, opt_.context);
+  if (!req.sampling.greedy) {
+    check_finite_range(req.sampling.temperature, "temperature", 0, std::numeric_limits<float>::max());
+    check_finite_range(req.sampling.top_p, "top_p", 0, 1);
+    check_int_range(req.sampling.top_k, "top_k", 0, std::numeric_limits<int>::max());
+  }
+  auto s = std::make_unique<Seq>();
+  s->req = std::move(req);
+  s->ev = std::move(ev);
+  s->rng.seed(s->req.sampling.seed);
+  std::lock_guard lk(mu_);
+  if (closing_ || int64_t(queue_.size()) >= opt_.max_queue) {
     ++stats_.rejected;
     return std::nullopt;
   }
-  auto s = std::make_unique<Seq>();
   s->id = next_id_++;
-  s->req = std::move(req);
-  s->ev = std::move(ev);
-  uint64_t id = s->id;
+  const uint64_t id = s->id;
   queue_.push_back(std::move(s));
   ++stats_.submitted;
   stats_.queued = int64_t(queue_.size());
@@ -78,125 +100,217 @@ std::optional<uint64_t> Scheduler::submit(Request req, SequenceEvents ev) {
 }
 
 void Scheduler::cancel(uint64_t id) {
-  std::unique_ptr<Seq> victim;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    for (auto it = queue_.begin(); it != queue_.end(); ++it)
-      if ((*it)->id == id) {
-        victim = std::move(*it);
-        queue_.erase(it);
-        stats_.queued = int64_t(queue_.size());
-        break;
-      }
-    if (!victim) cancels_.push_back(id);
-  }
-  if (victim) finish(*victim, FinishReason::Cancelled, "");
+  std::lock_guard lk(mu_);
+  cancels_.push_back(id);
+  cv_.notify_all();
 }
 
 SchedulerStats Scheduler::stats() const {
-  std::lock_guard<std::mutex> lk(mu_);
+  std::lock_guard lk(mu_);
   return stats_;
 }
 
 void Scheduler::finish(Seq& s, FinishReason r, const std::string& err) {
+  if (s.done) return;
+  s.done = true;
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    std::lock_guard lk(mu_);
+    ++stats_.finished;
     if (r == FinishReason::Cancelled) ++stats_.cancelled;
-    else if (r == FinishReason::Error) ++stats_.errors;
-    else ++stats_.finished;
+    if (r == FinishReason::Error) ++stats_.errors;
   }
-  if (s.ev.on_finish) s.ev.on_finish(r, err);
+  if (s.ev.on_finish) {
+    try {
+      s.ev.on_finish(r, err);
+    } catch (...) {  // the caller's callback must not take the scheduler down
+    }
+  }
 }
 
 bool Scheduler::step() {
-  std::unique_ptr<Seq> s;
+  const ModelConfig& c = model_.config();
+  const int V = c.vocab_size;
+  // 1. Cancellations, then admissions into the rows they freed. The lock is never held in a callback.
+  std::vector<std::unique_ptr<Seq>> dropped;  // cancelled while queued
+  std::vector<uint64_t> cancelled;
+  bool cancel_all = false, acted = false;
   {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (queue_.empty()) return false;
-    s = std::move(queue_.front());
-    queue_.pop_front();
-    stats_.queued = int64_t(queue_.size());
-    stats_.running = 1;
-    cancels_.erase(std::remove(cancels_.begin(), cancels_.end(), s->id), cancels_.end());
-  }
-  auto cancelled = [&] {
-    std::lock_guard<std::mutex> lk(mu_);
-    return std::find(cancels_.begin(), cancels_.end(), s->id) != cancels_.end() ||
-           (closing_ && !finish_on_close_);
-  };
-  FinishReason reason = FinishReason::Length;
-  std::string err;
-  if (s->req.max_tokens > 0) {
-    GenerateOptions g;
-    g.max_new_tokens = s->req.max_tokens;
-    g.min_new_tokens = s->req.min_tokens;
-    g.stop_ids = s->req.stop_ids;
-    g.sampling = s->req.sampling;
-    g.on_token = [&](int, int32_t id) {
-      {
-        std::lock_guard<std::mutex> lk(mu_);
-        ++stats_.generated_tokens;
+    std::lock_guard lk(mu_);
+    cancel_all = closing_ && !finish_on_close_;
+    cancelled.swap(cancels_);
+    for (uint64_t id : cancelled) {
+      auto it = std::find_if(queue_.begin(), queue_.end(), [&](auto& q) { return q->id == id; });
+      if (it != queue_.end()) {
+        dropped.push_back(std::move(*it));
+        queue_.erase(it);
       }
-      if (cancelled()) throw Cancelled{};
-      if (s->ev.on_token && !s->ev.on_token(id)) throw StopNow{};
-    };
-    try {
-      {
-        std::lock_guard<std::mutex> lk(mu_);
-        stats_.prompt_tokens += int64_t(s->req.prompt.size());
-        ++stats_.steps;
-      }
-      auto res = generate(model_, ops_, {s->req.prompt}, g);
-      reason = res.stopped[0] ? FinishReason::Stop : FinishReason::Length;
-    } catch (const StopNow&) {
-      reason = FinishReason::Stop;
-    } catch (const Cancelled&) {
-      reason = FinishReason::Cancelled;
-    } catch (const std::exception& e) {
-      reason = FinishReason::Error;
-      err = e.what();
     }
+    if (cancel_all)
+      while (!queue_.empty()) dropped.push_back(std::move(queue_.front())), queue_.pop_front();
+    stats_.queued = int64_t(queue_.size());
+  }
+  for (auto& s : dropped) finish(*s, FinishReason::Cancelled, "");
+  acted = !dropped.empty();
+  for (auto& s : running_)
+    if (cancel_all || std::find(cancelled.begin(), cancelled.end(), s->id) != cancelled.end())
+      finish(*s, FinishReason::Cancelled, ""), acted = true;
+
+  auto retire = [&] {
+    for (auto& s : running_)
+      if (s->done && s->row >= 0) {
+        cache_->clear_row(s->row);
+        free_rows_.push_back(s->row);
+        s->row = -1;
+      }
+    running_.erase(std::remove_if(running_.begin(), running_.end(), [](auto& s) { return s->done; }), running_.end());
+    std::lock_guard lk(mu_);
+    stats_.running = int64_t(running_.size());
+  };
+  retire();
+  {
+    std::lock_guard lk(mu_);
+    while (!queue_.empty() && !free_rows_.empty()) {
+      auto s = std::move(queue_.front());
+      queue_.pop_front();
+      s->row = free_rows_.back();
+      free_rows_.pop_back();
+      running_.push_back(std::move(s));
+    }
+    stats_.queued = int64_t(queue_.size());
+  }
+  for (auto& s : running_)
+    if (!s->done && s->prefilled == 0 && s->req.max_tokens == 0) finish(*s, FinishReason::Length, ""), acted = true;
+  retire();
+  if (running_.empty()) return acted;
+
+  // 2. The step: every decoding sequence one token, then prompt chunks up to prefill_chunk tokens.
+  RaggedStep st;
+  std::vector<Seq*> want;  // sequences whose run has logits, in run order
+  std::vector<int> prefill_taken(running_.size(), 0);
+  for (auto& s : running_)
+    if (s->prefilled == int(s->req.prompt.size())) {
+      const int pos = s->prefilled + s->generated - 1;  // the slot of the newest generated token
+      st.runs.push_back({s->row, pos, 1, true});
+      st.ids.push_back(s->last);
+      want.push_back(s.get());
+    }
+  int budget = opt_.prefill_chunk;
+  int64_t prompt_tokens = 0;
+  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    Seq& s = *running_[i];
+    const int left = int(s.req.prompt.size()) - s.prefilled;
+    if (left == 0) continue;
+    const int n = std::min(left, budget);
+    const bool last = n == left;
+    st.runs.push_back({s.row, s.prefilled, n, last});
+    st.ids.insert(st.ids.end(), s.req.prompt.begin() + s.prefilled, s.req.prompt.begin() + s.prefilled + n);
+    if (last) want.push_back(&s);
+    prefill_taken[i] = n;
+    budget -= n;
+    prompt_tokens += n;
+  }
+
+  try {
+    model_.forward_ragged(ops_, st, *cache_, logits_);
+  } catch (const std::exception& e) {
+    for (auto& s : running_)
+      if (std::find(want.begin(), want.end(), s.get()) != want.end() ||
+          prefill_taken[size_t(&s - running_.data())] > 0)
+        finish(*s, FinishReason::Error, e.what());
+    retire();
+    return true;
+  }
+  for (size_t i = 0; i < running_.size(); ++i) running_[i]->prefilled += prefill_taken[i];
+
+  // 3. Sample each sequence's next id; stop, limit or the caller's verdict retire it.
+  int64_t generated = 0;
+  for (size_t k = 0; k < want.size(); ++k) {
+    Seq& s = *want[k];
+    if (s.done) continue;
+    const float* row = logits_.data() + int64_t(k) * V;
+    bool finite = true;
+    for (int i = 0; i < V && finite; ++i) finite = std::isfinite(row[i]);
+    if (!finite) {
+      finish(s, FinishReason::Error,
+             "the model's logits are not finite: its weights or adapter overflow in this dtype");
+      continue;
+    }
+    int32_t id;
+    if (s.req.sampling.greedy || s.req.sampling.temperature <= 0.0f)
+      id = int32_t(std::max_element(row, row + V) - row);
+    else
+      id = sample_token(std::vector<float>(row, row + V), s.req.sampling, s.rng);
+    const bool is_stop = std::find(s.req.stop_ids.begin(), s.req.stop_ids.end(), id) != s.req.stop_ids.end();
+    if (is_stop && s.generated >= s.req.min_tokens) {
+      finish(s, FinishReason::Stop, "");
+      continue;
+    }
+    s.last = id;
+    ++s.generated;
+    ++generated;
+    bool go_on = true;
+    if (s.ev.on_token) {
+      try {
+        go_on = s.ev.on_token(id);
+      } catch (const std::exception& e) {
+        finish(s, FinishReason::Error, e.what());
+        continue;
+      }
+    }
+    if (!go_on)
+      finish(s, FinishReason::Stop, "");
+    else if (s.generated >= s.req.max_tokens)
+      finish(s, FinishReason::Length, "");
   }
   {
-    std::lock_guard<std::mutex> lk(mu_);
-    stats_.running = 0;
-    cancels_.erase(std::remove(cancels_.begin(), cancels_.end(), s->id), cancels_.end());
+    std::lock_guard lk(mu_);
+    ++stats_.steps;
+    stats_.prompt_tokens += prompt_tokens;
+    stats_.generated_tokens += generated;
   }
-  finish(*s, reason, err);
+  retire();
   return true;
 }
 
 void Scheduler::run_until_idle() {
-  while (step()) {
+  for (;;) {
+    bool worked = step();
+    if (worked) continue;
+    std::lock_guard lk(mu_);
+    if (queue_.empty() && running_.empty() && cancels_.empty()) return;
   }
 }
 
 void Scheduler::start() {
+  if (thread_.joinable()) return;
   thread_ = std::thread([this] {
     for (;;) {
       {
-        std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return closing_ || !queue_.empty(); });
-        if (closing_ && (queue_.empty() || !finish_on_close_)) break;
+        std::unique_lock lk(mu_);
+        cv_.wait(lk, [&] { return closing_ || !queue_.empty() || !running_.empty() || !cancels_.empty(); });
+        if (closing_ && queue_.empty() && running_.empty() && cancels_.empty()) return;
       }
       step();
     }
   });
 }
 
-void Scheduler::shutdown(bool finish_running) {
-  std::deque<std::unique_ptr<Seq>> dropped;
+void Scheduler::shutdown(bool finish_work) {
   {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (!closing_) finish_on_close_ = finish_running;
-    else if (!finish_running) finish_on_close_ = false;
+    std::lock_guard lk(mu_);
+    if (!closing_) finish_on_close_ = finish_work;
+    else if (!finish_work) finish_on_close_ = false;
     closing_ = true;
-    if (!finish_on_close_) dropped.swap(queue_);
-    stats_.queued = int64_t(queue_.size());
     cv_.notify_all();
   }
-  for (auto& s : dropped) finish(*s, FinishReason::Cancelled, "");
-  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+  if (thread_.joinable()) {
+    thread_.join();
+    return;
+  }
+  // Without a thread: cancel what waits or runs (or step it to the end).
+  if (finish_work) run_until_idle();
+  else
+    step();
 }
 
 }  // namespace glmlab::serve

@@ -59,8 +59,34 @@ class ChatGLM3Tokenizer:
         ids += self.build_single_message(role, "", query)
         return ids + [SPECIAL_IDS["<|assistant|>"]]
 
+    def build_chat(self, messages: list[dict]) -> list[int]:
+        """An OpenAI-style message list as THUDM's openai_api_demo lays it out: the last message is the
+        query (its metadata is not used), the others are the history."""
+        if not messages:
+            raise ValueError("empty message list")
+        last = messages[-1]
+        return self.build_chat_input(last["content"], history=messages[:-1], role=last["role"])
+
+    def id_to_token(self, i: int) -> str:
+        """SPTokenizer.convert_id_to_token: special ids -> their names; eos, bos and pad (= unk, id 0) and
+        ids outside the vocabulary -> ""; others -> the SentencePiece piece."""
+        names = {v: k for k, v in SPECIAL_IDS.items()}
+        if i in names:
+            return names[i]
+        if i in (EOS_ID, 1, PAD_ID) or i < 0 or i > self.sp.get_piece_size():
+            return ""
+        return self.sp.id_to_piece(i)
+
     def decode(self, ids: list[int]) -> str:
-        """Special ids render as their strings; runs of normal ids decode with SentencePiece."""
+        """ChatGLMTokenizer.decode (skip_special_tokens=False, clean_up_tokenization_spaces=False): the
+        PreTrainedTokenizer path maps every id to its token string and decodes the whole list with one
+        sp.decode_pieces. Special names are unknown pieces that decode as themselves, so a "▁" right
+        after one is a space, not the dummy prefix; only the text's first piece loses its "▁"."""
+        return self.sp.decode_pieces([self.id_to_token(int(i)) for i in ids])
+
+    def decode_runs(self, ids: list[int]) -> str:
+        """SPTokenizer.decode (not what ChatGLMTokenizer.decode does): special ids render as their
+        strings and each run of normal ids between them decodes on its own."""
         names = {v: k for k, v in SPECIAL_IDS.items()}
         out, run = [], []
         for i in ids:

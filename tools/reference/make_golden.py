@@ -6,6 +6,7 @@
 DIR/tiny-f32, tiny-f16, tiny-bf16, tiny-sharded, tiny-rope50-f32: random ChatGLM3 checkpoints in HF
 layout; all but tiny-sharded also hold golden.safetensors (inputs, prefill and cached-decode logits).
 DIR/tokenizer_golden.jsonl: tokenizer ids for every line of SHARED/data/AdvertiseGen/dev.json.
+DIR/chat_golden.json: the chat layout of message lists (build_chat) and ChatGLMTokenizer.decode of id lists.
 See README.md for the exact format.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chatglm3 import ChatGLM3ForCausalLM, decode_step, load_checkpoint, rope_inv_freq  # noqa: E402
-from glm_tokenizer import ChatGLM3Tokenizer  # noqa: E402
+from glm_tokenizer import GMASK, SPECIAL_IDS, ChatGLM3Tokenizer  # noqa: E402
 
 TINY_CONFIG = {
     "model_type": "chatglm", "architectures": ["ChatGLMModel"],
@@ -173,6 +174,73 @@ def write_tokenizer_golden(out: Path, shared: Path) -> int:
     return len(rows)
 
 
+SYSTEM_PROMPT = ("You are ChatGLM3, a large language model trained by Zhipu.AI. Follow the user's instructions "
+                 "carefully. Respond using markdown.")
+TOOLS_SYSTEM = ("Answer the following questions as best as you can. You have access to the following tools:\n"
+                + json.dumps([{"name": "get_current_weather", "description": "Get the current weather",
+                               "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
+                                              "required": ["location"]}}], indent=4, ensure_ascii=False))
+CHAT_CASES = {
+    "user_only": [{"role": "user", "content": "你好"}],
+    "system_user": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "你好"}],
+    "empty_system": [{"role": "system", "content": ""}, {"role": "user", "content": "Hello"}],
+    "empty_user": [{"role": "user", "content": ""}],
+    "multi_turn": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "你好"},
+                   {"role": "assistant", "content": "你好👋！我是人工智能助手 ChatGLM3-6B，很高兴见到你，欢迎问我任何问题。"},
+                   {"role": "user", "content": "What can you do?\n  Answer briefly."}],
+    "tool_call_and_observation": [
+        {"role": "system", "content": TOOLS_SYSTEM},
+        {"role": "user", "content": "北京今天天气怎么样？"},
+        {"role": "assistant", "metadata": "get_current_weather",
+         "content": "```python\ntool_call(location=\"北京\")\n```"},
+        {"role": "observation", "content": "{\"temperature\": 22, \"description\": \"晴\"}"}],
+    "interpreter_metadata": [
+        {"role": "user", "content": "Compute 2**10"},
+        {"role": "assistant", "metadata": "interpreter", "content": "```python\nprint(2**10)\n```"},
+        {"role": "observation", "content": "1024"}],
+    "last_message_metadata_is_not_used": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "metadata": "get_current_weather", "content": "x"}],
+    "assistant_last": [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hi"}],
+    "chinese_and_emoji": [{"role": "system", "content": "你是一个乐于助人的助手😀"},
+                          {"role": "user", "content": "类型#裙*颜色#白色 ☃ 𠀀 🌤️ <|user|> </s> <unk>"}],
+    "whitespace": [{"role": "user", "content": "  two leading spaces\n\ttab  "}, {"role": "assistant", "content": " "},
+                   {"role": "user", "content": "\n"}],
+}
+
+
+def decode_cases(tok: ChatGLM3Tokenizer) -> dict[str, list[int]]:
+    """Id lists whose decoding differs between SentencePiece run by run and ChatGLMTokenizer.decode."""
+    greeting = tok.encode("你好👋！我是人工智能助手 ChatGLM3-6B，很高兴见到你。")
+    hello = tok.encode("Hello world")
+    byte = lambda b: b + 3  # noqa: E731
+    return {
+        "chat_prompt": tok.build_chat(CHAT_CASES["system_user"]),
+        "role_token_then_space_piece": [SPECIAL_IDS["<|assistant|>"]] + hello,
+        "role_token_then_lone_space_piece": [SPECIAL_IDS["<|assistant|>"], 30910, 13] + greeting,
+        "reply_with_header": [30910, 13] + greeting,
+        "two_replies": [30910, 13] + greeting + [SPECIAL_IDS["<|assistant|>"], 30910, 13] + hello,
+        "tool_call_reply": tok.build_single_message("assistant", "get_current_weather", "```python\ntool_call()\n```")[1:],
+        "special_between_words": hello[:1] + [GMASK] + hello[1:] + [SPECIAL_IDS["eop"]],
+        "eos_bos_unk_are_empty": [2, 1, 0] + hello + [0] + hello + [2],
+        "empty_then_space_pieces": [2, 30910, 30910] + hello,
+        "leading_space_pieces": [30910, 30910, 30910] + hello,
+        "only_specials": [SPECIAL_IDS["<|user|>"], SPECIAL_IDS["<|observation|>"]],
+        "bytes_split_by_special": [byte(0xE4), SPECIAL_IDS["<|user|>"], byte(0xBD), byte(0xA0)],
+        "bytes_split_by_eos": [byte(0xE4), 2, byte(0xBD), byte(0xA0)] + hello,
+        "unfinished_bytes_at_end": hello + [byte(0xF0), byte(0x9F), byte(0x98)],
+        "stray_continuation_bytes": [byte(0x80), byte(0xBF)] + hello + [byte(0xC3), byte(0xA9), byte(0xC0), byte(0x80)],
+        "empty": [],
+    }
+
+
+def write_chat_golden(out: Path, shared: Path) -> int:
+    tok = ChatGLM3Tokenizer(shared / "data" / "chatglm3" / "tokenizer.model")
+    chat = [{"name": name, "messages": msgs, "ids": tok.build_chat(msgs)} for name, msgs in CHAT_CASES.items()]
+    decode = [{"name": name, "ids": ids, "text": tok.decode(ids)} for name, ids in decode_cases(tok).items()]
+    write_json(out / "chat_golden.json", {"chat": chat, "decode": decode})
+    return len(chat) + len(decode)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path)
@@ -205,6 +273,8 @@ def main(argv=None) -> None:
 
     n = write_tokenizer_golden(out, args.shared)
     print(f"wrote {out / 'tokenizer_golden.jsonl'} ({n} lines)")
+    n = write_chat_golden(out, args.shared)
+    print(f"wrote {out / 'chat_golden.json'} ({n} cases)")
 
 
 if __name__ == "__main__":

@@ -122,32 +122,35 @@ std::string compare_summaries(const nlohmann::json& a, const nlohmann::json& b) 
   out += "| dtype | batch | metric | A | B | A vs B |\n|---|--:|---|--:|--:|--:|\n";
   size_t matched = 0;
   std::vector<std::string> unmatched;
+  // Runs match by dtype, schedule (absent = static) and batch.
+  auto key = [](const nlohmann::json& r) {
+    const std::string sch = r.value("schedule", std::string("static"));
+    return fmt::format("{}{}", r.value("batch", 1), sch == "static" ? "" : " " + sch);
+  };
   for (const auto& ra : a["runs"]) {
     std::string dt = ra.value("dtype", std::string());
-    int batch = ra.value("batch", 1);
     const nlohmann::json* rb = nullptr;
     for (const auto& x : b["runs"])
-      if (x.value("dtype", std::string()) == dt && x.value("batch", 1) == batch) rb = &x;
+      if (x.value("dtype", std::string()) == dt && key(x) == key(ra)) rb = &x;
     if (!rb) {
-      unmatched.push_back(fmt::format("A {} b{}", dt, batch));
+      unmatched.push_back(fmt::format("A {} b{}", dt, key(ra)));
       continue;
     }
     ++matched;
     for (const auto& m : metrics) {
       double va = median_of(ra, m.key), vb = median_of(*rb, m.key);
       if (std::isnan(va) && std::isnan(vb)) continue;
-      out += fmt::format("| {} | {} | {} | {} | {} | {} |\n", dt, batch, m.name, cell(va, m.scale), cell(vb, m.scale),
+      out += fmt::format("| {} | {} | {} | {} | {} | {} |\n", dt, key(ra), m.name, cell(va, m.scale), cell(vb, m.scale),
                          m.rate ? ratio(va, vb) : ratio(vb, va));
     }
   }
   for (const auto& x : b["runs"]) {
     std::string dt = x.value("dtype", std::string());
-    int batch = x.value("batch", 1);
     bool found = false;
-    for (const auto& ra : a["runs"]) found |= ra.value("dtype", std::string()) == dt && ra.value("batch", 1) == batch;
-    if (!found) unmatched.push_back(fmt::format("B {} b{}", dt, batch));
+    for (const auto& ra : a["runs"]) found |= ra.value("dtype", std::string()) == dt && key(ra) == key(x);
+    if (!found) unmatched.push_back(fmt::format("B {} b{}", dt, key(x)));
   }
-  if (!matched) out += "| – | – | no run of A matches a run of B (same dtype and batch) | | | |\n";
+  if (!matched) out += "| – | – | no run of A matches a run of B (same dtype, schedule and batch) | | | |\n";
   if (!unmatched.empty()) {
     out += "\nunmatched runs:";
     for (const auto& u : unmatched) out += " " + u + ";";

@@ -105,10 +105,12 @@ void gather_bench_infer(dist::Communicator& comm, BenchReport& rep, const std::v
   std::vector<GroupResult> all_groups;
   for (RunSummary& s : rep.runs) {
     const int reps = std::max(1, s.reps);
-    auto same = [&](const std::string& d, int b) { return d == s.dtype && b == s.batch; };
+    auto same = [&](const std::string& d, const std::string& sch, int b) {
+      return d == s.dtype && sch == s.schedule && b == s.batch;
+    };
     std::vector<RecordResult> rs;
     for (const auto& x : records)
-      if (same(x.dtype, x.batch)) rs.push_back(x);
+      if (same(x.dtype, x.schedule, x.batch)) rs.push_back(x);
     std::stable_sort(rs.begin(), rs.end(), [](const RecordResult& a, const RecordResult& b) {
       return a.rep != b.rep ? a.rep < b.rep : a.index < b.index;
     });
@@ -128,7 +130,7 @@ void gather_bench_infer(dist::Communicator& comm, BenchReport& rep, const std::v
     std::vector<int64_t> rank_in(size_t(comm.size()), 0), rank_out(size_t(comm.size()), 0);
     std::vector<size_t> rank_records(size_t(comm.size()), 0);
     for (const auto& [rank, g] : groups) {
-      if (!same(g.dtype, g.batch)) continue;
+      if (!same(g.dtype, g.schedule, g.batch)) continue;
       gs.push_back(g);
       if (g.rep < 0 || g.rep >= reps) fail("bench: rank {} sent repetition {} of {}", rank, g.rep, reps);
       rank_wall[size_t(rank)][size_t(g.rep)] += g.wall_s;
@@ -152,6 +154,7 @@ void gather_bench_infer(dist::Communicator& comm, BenchReport& rep, const std::v
     agg.wall_s = spread_of(wall);
     agg.throughput_tps = spread_of(tps);
     agg.dtype = s.dtype;
+    agg.schedule = s.schedule;
     s = std::move(agg);
     for (int r = 0; r < comm.size(); ++r) {
       RankRun x;

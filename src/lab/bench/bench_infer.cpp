@@ -11,6 +11,7 @@
 #include "lab/peak_memory.h"
 #include "lab/progress.h"
 #include "model/generate.h"
+#include "serve/scheduler.h"
 #include "util/dtype.h"
 #include "util/error.h"
 
@@ -131,6 +132,82 @@ GroupRun run_group(Engine& engine, const std::vector<BenchPrompt>& prompts,
   return run;
 }
 
+// One repetition of the continuous schedule: every prompt queued at once (data order), `batch` rows.
+GroupRun run_continuous(const Model& model, Ops& ops, const std::vector<BenchPrompt>& prompts,
+                        const std::vector<size_t>& members, int batch, int prefill_chunk, bool stop_at_eos,
+                        Progress* progress) {
+  int context = 1;
+  for (size_t m : members) context = std::max(context, int(prompts[m].input.size()) + prompts[m].target_tokens);
+  serve::Scheduler sched(model, ops, serve::SchedulerOptions{batch, int(members.size()), prefill_chunk, context});
+  const size_t n = members.size();
+  std::vector<std::vector<int32_t>> ids(n);
+  std::vector<clock::time_point> first(n), last(n);
+  std::vector<bool> stopped(n, false);
+  std::vector<std::string> errors;
+  const auto t0 = clock::now();
+  for (size_t i = 0; i < n; ++i) {
+    const BenchPrompt& p = prompts[members[i]];
+    serve::Request r;
+    r.prompt = p.input;
+    r.max_tokens = p.target_tokens;
+    r.min_tokens = stop_at_eos ? 0 : p.target_tokens;
+    serve::SequenceEvents ev;
+    ev.on_token = [&, i](int32_t id) {
+      if (ids[i].empty()) first[i] = clock::now();
+      ids[i].push_back(id);
+      last[i] = clock::now();
+      if (progress) progress->add(1);
+      return true;
+    };
+    ev.on_finish = [&, i](serve::FinishReason why, const std::string& e) {
+      stopped[i] = why == serve::FinishReason::Stop;
+      if (why == serve::FinishReason::Error) errors.push_back(fmt::format("record {}: {}", prompts[members[i]].index, e));
+    };
+    if (!sched.submit(std::move(r), std::move(ev))) fail("bench: the scheduler refused record {}", p.index);
+  }
+  GroupRun run;
+  GroupResult& g = run.group;
+  g.decode_tokens = 0;
+  for (;;) {
+    const serve::SchedulerStats before = sched.stats();
+    const auto ts = clock::now();
+    if (!sched.step()) break;
+    const double dt = seconds_since(ts);
+    const serve::SchedulerStats after = sched.stats();
+    if (after.prompt_tokens > before.prompt_tokens) {
+      g.prefill_s += dt;
+    } else {
+      g.decode_s += dt;
+      ++g.decode_steps;
+      g.decode_tokens += after.generated_tokens - before.generated_tokens;
+    }
+    if (after.queued == 0 && after.running == 0) break;
+  }
+  g.wall_s = seconds_since(t0);
+  if (!errors.empty()) fail("bench: {}", errors.front());
+  g.sequences = int(n);
+  for (size_t i = 0; i < n; ++i) {
+    const BenchPrompt& p = prompts[members[i]];
+    RecordResult r;
+    r.index = p.index;
+    r.input_tokens = int32_t(p.input.size());
+    r.target_tokens = p.target_tokens;
+    r.output_tokens = int32_t(ids[i].size());
+    r.output_ids = std::move(ids[i]);
+    r.forced = !stop_at_eos;
+    r.stopped = stopped[i];
+    r.prefill_s = r.output_tokens > 0 ? std::chrono::duration<double>(first[i] - t0).count() : g.wall_s;
+    r.total_s = r.output_tokens > 0 ? std::chrono::duration<double>(last[i] - t0).count() : g.wall_s;
+    r.decode_s = std::max(0.0, r.total_s - r.prefill_s);
+    if (!stop_at_eos && r.output_tokens != r.target_tokens)
+      fail("bench: record {} generated {} tokens, forced length {}", p.index, r.output_tokens, r.target_tokens);
+    g.input_tokens += r.input_tokens;
+    g.output_tokens += r.output_tokens;
+    run.records.push_back(std::move(r));
+  }
+  return run;
+}
+
 // The longest prompt and the most new tokens of a group (its left-padded prefill and decode length).
 std::pair<int, int> group_extent(const std::vector<BenchPrompt>& prompts, const std::vector<size_t>& grp) {
   int T = 0, N = 0;
@@ -179,6 +256,10 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
   if (o.warmup < 0) fail("bench: --warmup must be at least 0");
   for (int b : o.batches)
     if (b < 1) fail("bench: --batch sizes must be at least 1 (got {})", b);
+  if (o.schedules.empty()) fail("bench: no --schedule");
+  for (const auto& sch : o.schedules)
+    if (sch != "static" && sch != "continuous") fail("bench: --schedule {}: expected static or continuous", sch);
+  if (o.prefill_chunk < 1) fail("bench: --prefill-chunk must be at least 1");
   auto t_start = clock::now();
   BenchReport rep;
   rep.machine = describe_machine(o.device);
@@ -194,12 +275,17 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
   // Work for the progress bar: counted tokens of warm-up groups and of every repetition.
   int64_t total = 0, all_tokens = 0;
   for (const auto& p : prompts) all_tokens += p.target_tokens;
-  for (int batch : o.batches) {
-    auto groups = make_groups(prompts, batch);
-    for (int w = 0; w < o.warmup && w < int(groups.size()); ++w)
-      for (size_t m : groups[size_t(w)]) total += prompts[m].target_tokens;
-    total += int64_t(o.reps) * all_tokens;
-  }
+  for (int batch : o.batches)
+    for (const auto& sch : o.schedules) {
+      if (sch == "continuous") {
+        for (size_t m = 0; m < prompts.size() && m < size_t(o.warmup) * size_t(batch); ++m) total += prompts[m].target_tokens;
+      } else {
+        auto groups = make_groups(prompts, batch);
+        for (int w = 0; w < o.warmup && w < int(groups.size()); ++w)
+          for (size_t m : groups[size_t(w)]) total += prompts[m].target_tokens;
+      }
+      total += int64_t(o.reps) * all_tokens;
+    }
   total *= int64_t(o.dtypes.size());
   Progress progress(total, "tok", o.progress);
   progress.pause();  // probes are done; loading is not generation
@@ -232,44 +318,66 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
     facts.peak_rss_is_phase = phase_rss;
     if (auto* de = dynamic_cast<DeviceEngine*>(bm.engine.get())) facts.device_bytes = de->plan().total();
     std::vector<size_t> run_index;
-    for (int batch : o.batches) {
-      auto groups = make_groups(prompts, batch);
-      for (int w = 0; w < o.warmup && w < int(groups.size()); ++w) {
-        progress.set_label(fmt::format("{} b{} warm-up", facts.dtype, batch));
-        run_group(engine, prompts, groups[size_t(w)], o.stop_at_eos, &progress);
-      }
-      std::vector<GroupResult> gs;
-      std::vector<RecordResult> rs;
-      for (int r = 0; r < o.reps; ++r) {
-        progress.set_label(fmt::format("{} b{} rep {}/{}", facts.dtype, batch, r + 1, o.reps));
-        for (size_t gi = 0; gi < groups.size(); ++gi) {
-          GroupRun run = run_group(engine, prompts, groups[gi], o.stop_at_eos, &progress);
-          run.group.dtype = facts.dtype;
-          run.group.batch = batch;
-          run.group.rep = r;
-          run.group.group = int(gi);
-          for (size_t m : groups[gi]) run.group.prefill_flops += prefill_flops(bm.model->config(), int64_t(prompts[m].input.size()));
-          for (auto& rr : run.records) {
-            rr.dtype = facts.dtype;
-            rr.batch = batch;
-            rr.rep = r;
-            rr.group = int(gi);
-          }
-          gs.push_back(run.group);
-          rs.insert(rs.end(), run.records.begin(), run.records.end());
+    for (int batch : o.batches)
+      for (const std::string& schedule : o.schedules) {
+        const bool continuous = schedule == "continuous";
+        auto groups = continuous ? std::vector<std::vector<size_t>>{} : make_groups(prompts, batch);
+        std::vector<size_t> all(prompts.size());
+        std::iota(all.begin(), all.end(), size_t(0));
+        if (continuous) {
+          if (!bm.ops) fail("bench: --schedule continuous runs on the host engine (--device cpu or cpu-ref)");
+          uint64_t kv = serve::Scheduler::kv_bytes(bm.model->config(), serve::SchedulerOptions{batch, 1, 1, bench_limits(prompts, {1}).capacity});
+          facts.kv_cache_bytes = std::max(facts.kv_cache_bytes, kv);
         }
+        auto run_one = [&](const std::vector<size_t>& members) {
+          return continuous ? run_continuous(*bm.model, *bm.ops, prompts, members, batch, o.prefill_chunk, o.stop_at_eos,
+                                             &progress)
+                            : run_group(engine, prompts, members, o.stop_at_eos, &progress);
+        };
+        // Warm-up: the first `warmup` groups (continuous: as many records as `warmup` groups would hold).
+        progress.set_label(fmt::format("{} b{}{} warm-up", facts.dtype, batch, continuous ? "c" : ""));
+        if (continuous) {
+          const size_t w = std::min(prompts.size(), size_t(o.warmup) * size_t(batch));
+          if (w > 0) run_one(std::vector<size_t>(all.begin(), all.begin() + long(w)));
+        } else {
+          for (int w = 0; w < o.warmup && w < int(groups.size()); ++w) run_one(groups[size_t(w)]);
+        }
+        if (continuous) groups = {all};
+        std::vector<GroupResult> gs;
+        std::vector<RecordResult> rs;
+        for (int r = 0; r < o.reps; ++r) {
+          progress.set_label(fmt::format("{} b{}{} rep {}/{}", facts.dtype, batch, continuous ? "c" : "", r + 1, o.reps));
+          for (size_t gi = 0; gi < groups.size(); ++gi) {
+            GroupRun run = run_one(groups[gi]);
+            run.group.dtype = facts.dtype;
+            run.group.schedule = schedule;
+            run.group.batch = batch;
+            run.group.rep = r;
+            run.group.group = int(gi);
+            for (size_t m : groups[gi]) run.group.prefill_flops += prefill_flops(bm.model->config(), int64_t(prompts[m].input.size()));
+            for (auto& rr : run.records) {
+              rr.dtype = facts.dtype;
+              rr.schedule = schedule;
+              rr.batch = batch;
+              rr.rep = r;
+              rr.group = int(gi);
+            }
+            gs.push_back(run.group);
+            rs.insert(rs.end(), run.records.begin(), run.records.end());
+          }
+        }
+        // Records in data order within each repetition (batched runs ran them sorted).
+        std::stable_sort(rs.begin(), rs.end(), [](const RecordResult& a, const RecordResult& b) {
+          return a.rep != b.rep ? a.rep < b.rep : a.index < b.index;
+        });
+        RunSummary s = summarize_run(gs, rs, facts, batch, o.reps, rep.probed ? rep.memory_gbs.median : 0,
+                                     rep.probed && !rep.device_probe ? rep.gemm_gflops.median : 0);
+        s.schedule = schedule;
+        run_index.push_back(rep.runs.size());
+        rep.runs.push_back(std::move(s));
+        rep.groups.insert(rep.groups.end(), gs.begin(), gs.end());
+        rep.records.insert(rep.records.end(), rs.begin(), rs.end());
       }
-      // Records in data order within each repetition (batched runs ran them sorted).
-      std::stable_sort(rs.begin(), rs.end(), [](const RecordResult& a, const RecordResult& b) {
-        return a.rep != b.rep ? a.rep < b.rep : a.index < b.index;
-      });
-      RunSummary s = summarize_run(gs, rs, facts, batch, o.reps, rep.probed ? rep.memory_gbs.median : 0,
-                                   rep.probed && !rep.device_probe ? rep.gemm_gflops.median : 0);
-      run_index.push_back(rep.runs.size());
-      rep.runs.push_back(std::move(s));
-      rep.groups.insert(rep.groups.end(), gs.begin(), gs.end());
-      rep.records.insert(rep.records.end(), rs.begin(), rs.end());
-    }
     // Peak memory covers this dtype's load and all its runs.
     uint64_t peak = phase_peak_rss_bytes();
     for (size_t i : run_index) rep.runs[i].facts.peak_rss_bytes = peak;

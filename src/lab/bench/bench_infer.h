@@ -11,6 +11,12 @@
 // target keeps its slot (its extra tokens are computed but not counted). Per record: prefill time =
 // the group's prefill (time to first token), total = until the record's own last token.
 //
+// Continuous batching (schedule "continuous", serve::Scheduler): all records are queued at once in data
+// order; up to `batch` run together, a finished one's row goes to the next record at once, prompts are
+// prefilled in chunks of prefill_chunk tokens beside the running decodes. Per record: prefill time =
+// time to its first token since the run started (queueing included), total = until its last token.
+// A step that prefilled any prompt tokens counts as prefill time, a step of decodes only as decode time.
+//
 // Shapes: B batch, T prompt tokens; L layers, C hidden, H heads, D head dim, V vocab (model/config.h).
 #pragma once
 #include <cstdint>
@@ -63,6 +69,8 @@ enum class ProbeLevel { Off, Quick, Full };  // Quick: 256 MiB / 1024³, 3 reps 
 struct BenchInferOptions {
   std::vector<std::string> dtypes = {""};  // "" = the model's default dtype
   std::vector<int> batches = {1};
+  std::vector<std::string> schedules = {"static"};  // static | continuous (host engine only)
+  int prefill_chunk = 256;                 // continuous: most prompt tokens per step
   int reps = 1;
   int warmup = 1;                          // groups run and discarded first, per (dtype, batch)
   bool stop_at_eos = false;
@@ -76,6 +84,7 @@ struct BenchInferOptions {
 // One record of one repetition.
 struct RecordResult {
   std::string dtype;
+  std::string schedule = "static";
   int batch = 1, rep = 0, group = 0;
   size_t index = 0;
   int32_t input_tokens = 0, target_tokens = 0, output_tokens = 0;
@@ -88,10 +97,12 @@ struct RecordResult {
 // One group (one generate() call) of one repetition: what the summary's rates are computed from.
 struct GroupResult {
   std::string dtype;
+  std::string schedule = "static";
   int batch = 1, rep = 0, group = 0, sequences = 0;
   int64_t input_tokens = 0;      // real prompt tokens
   int64_t output_tokens = 0;     // counted (useful) generated tokens
-  int64_t decode_steps = 0;      // forward calls after prefill
+  int64_t decode_steps = 0;      // forward calls after prefill (continuous: steps of decodes only)
+  int64_t decode_tokens = -1;    // continuous: tokens of the decode-only steps (−1: from the records)
   double prefill_s = 0, decode_s = 0, wall_s = 0;
   double prefill_flops = 0;      // useful FLOPs of the prefill (real tokens only)
 };
@@ -114,6 +125,7 @@ struct Spread {
 
 struct RunSummary {
   std::string dtype;
+  std::string schedule = "static";
   int batch = 1, reps = 1;
   size_t records = 0;
   int64_t input_tokens = 0, output_tokens = 0;   // per repetition

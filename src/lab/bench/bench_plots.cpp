@@ -37,17 +37,19 @@ std::string dtype_colour(size_t k) {
 
 std::vector<ScatterPoint> scatter_points(const BenchReport& r) {
   bool several_batches = false;
-  for (const auto& s : r.runs) several_batches |= s.batch != r.runs.front().batch;
-  // (dtype, batch, index) -> times over repetitions, keeping first-seen order.
-  std::map<std::tuple<std::string, int, size_t>, size_t> slot;
+  for (const auto& s : r.runs)
+    several_batches |= s.batch != r.runs.front().batch || s.schedule != r.runs.front().schedule;
+  // (dtype, schedule, batch, index) -> times over repetitions, keeping first-seen order.
+  std::map<std::tuple<std::string, std::string, int, size_t>, size_t> slot;
   std::vector<ScatterPoint> pts;
   std::vector<std::vector<double>> times;
   for (const auto& x : r.records) {
-    auto key = std::make_tuple(x.dtype, x.batch, x.index);
+    auto key = std::make_tuple(x.dtype, x.schedule, x.batch, x.index);
     auto it = slot.find(key);
     if (it == slot.end()) {
       ScatterPoint p;
-      p.series = several_batches ? fmt::format("{} b{}", x.dtype, x.batch) : x.dtype;
+      p.series = several_batches ? fmt::format("{} b{}{}", x.dtype, x.batch, x.schedule == "continuous" ? " cont." : "")
+                                 : x.dtype;
       p.dtype = x.dtype;
       p.batch = x.batch;
       p.index = x.index;
@@ -112,7 +114,8 @@ void write_tokens_per_s_png(const std::string& path, const BenchReport& r, const
     const auto& run = r.runs[i];
     size_t di = size_t(std::find(dtypes.begin(), dtypes.end(), run.dtype) - dtypes.begin());
     unsigned colour = unsigned(std::stoul(dtype_colour(di).substr(1), nullptr, 16));
-    s += fmt::format("{} \"{} b{}\" {:.6g} {:.6g} {:.6g} {}\n", i, run.dtype, run.batch, run.throughput_tps.median,
+    s += fmt::format("{} \"{} b{}{}\" {:.6g} {:.6g} {:.6g} {}\n", i, run.dtype, run.batch,
+                     run.schedule == "continuous" ? " cont." : "", run.throughput_tps.median,
                      run.throughput_tps.min, run.throughput_tps.max, colour);
   }
   s += "EOD\n";

@@ -54,6 +54,7 @@ std::string fmt_spread(const Spread& s, int reps) {
 nlohmann::json run_json(const RunSummary& s) {
   const ModelFacts& f = s.facts;
   return {{"dtype", s.dtype},
+          {"schedule", s.schedule},
           {"batch", s.batch},
           {"reps", s.reps},
           {"records", s.records},
@@ -119,7 +120,8 @@ nlohmann::json summary_json(const BenchReport& r, const BenchMeta& meta) {
            {{"source", meta.data}, {"records", r.prompts.size()}, {"forced", !o.stop_at_eos},
             {"max_new_tokens", meta.max_new_tokens}, {"tokenizer", meta.tokenizer}}},
           {"options",
-           {{"dtypes", o.dtypes}, {"batches", o.batches}, {"reps", o.reps}, {"warmup", o.warmup},
+           {{"dtypes", o.dtypes}, {"batches", o.batches}, {"schedules", o.schedules},
+            {"prefill_chunk", o.prefill_chunk}, {"reps", o.reps}, {"warmup", o.warmup},
             {"stop_at_eos", o.stop_at_eos}, {"device", o.device}}},
           {"machine", to_json(r.machine)},
           {"probes", probes},
@@ -148,11 +150,11 @@ std::string records_jsonl(const BenchReport& r) {
 std::string records_csv(const BenchReport& r) {
   std::string out =
       "dtype,batch,rep,group,index,input_tokens,target_tokens,output_tokens,forced,stopped,prefill_s,decode_s,total_s,"
-      "tokens_per_s\n";
+      "tokens_per_s,schedule\n";
   for (const auto& x : r.records)
-    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", csv(x.dtype), x.batch, x.rep, x.group, x.index,
+    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", csv(x.dtype), x.batch, x.rep, x.group, x.index,
                        x.input_tokens, x.target_tokens, x.output_tokens, x.forced ? 1 : 0, x.stopped ? 1 : 0,
-                       g(x.prefill_s), g(x.decode_s), g(x.total_s), g(x.tokens_per_s()));
+                       g(x.prefill_s), g(x.decode_s), g(x.total_s), g(x.tokens_per_s()), x.schedule);
   return out;
 }
 
@@ -161,17 +163,17 @@ std::string summary_csv(const BenchReport& r) {
       "engine,dtype,batch,reps,records,input_tokens,output_tokens,wall_s,wall_s_min,wall_s_max,throughput_tps,"
       "throughput_tps_min,throughput_tps_max,prefill_tps,decode_tps,latency_p50_s,latency_p90_s,ttft_p50_s,"
       "decode_gbs,decode_gbs_of_probe,prefill_gflops,prefill_gflops_of_probe,batch_gain,weight_bytes,"
-      "decode_bytes_per_step,kv_cache_bytes,peak_rss_bytes,load_s\n";
+      "decode_bytes_per_step,kv_cache_bytes,peak_rss_bytes,load_s,schedule\n";
   for (const auto& s : r.runs) {
     const auto& f = s.facts;
-    out += fmt::format("glmlab,{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+    out += fmt::format("glmlab,{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                        csv(s.dtype), s.batch, s.reps, s.records, s.input_tokens, s.output_tokens, g(s.wall_s.median),
                        g(s.wall_s.min), g(s.wall_s.max), g(s.throughput_tps.median), g(s.throughput_tps.min),
                        g(s.throughput_tps.max), g(s.prefill_tps.median), g(s.decode_tps.median),
                        g(s.latency_p50_s.median), g(s.latency_p90_s.median), g(s.ttft_p50_s.median),
                        g(s.decode_gbs.median), g(s.decode_gbs_of_probe), g(s.prefill_gflops.median),
                        g(s.prefill_gflops_of_probe), g(s.batch_gain), f.weight_bytes, f.decode_bytes_per_step,
-                       f.kv_cache_bytes, f.peak_rss_bytes, g(f.load_s));
+                       f.kv_cache_bytes, f.peak_rss_bytes, g(f.load_s), s.schedule);
   }
   return out;
 }
@@ -188,6 +190,10 @@ std::string prompts_jsonl(const BenchReport& r) {
   return out;
 }
 
+static std::string batch_label(int batch, const std::string& schedule) {
+  return schedule == "continuous" ? fmt::format("≤{} cont.", batch) : fmt::format("{}", batch);
+}
+
 std::string markdown_table(const BenchReport& r, const std::string& model_spec) {
   std::string out =
       "| model | dtype | batch | records | tokens | tok/s | prefill tok/s | decode tok/s | p50 s | p90 s | weights GB | "
@@ -199,7 +205,7 @@ std::string markdown_table(const BenchReport& r, const std::string& model_spec) 
   auto pct_gemm = [&](double frac) { return r.device_probe ? std::string(" (no probe)") : pct(frac); };
   for (const auto& s : r.runs) {
     out += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3f} | {:.3f} | {}{} | {}{} | {} | {} |\n",
-                       model_spec, s.dtype, s.batch, s.records, s.output_tokens, fmt_spread(s.throughput_tps, s.reps),
+                       model_spec, s.dtype, batch_label(s.batch, s.schedule), s.records, s.output_tokens, fmt_spread(s.throughput_tps, s.reps),
                        fmt_spread(s.prefill_tps, s.reps), fmt_spread(s.decode_tps, s.reps),
                        fmt_num(s.latency_p50_s.median), fmt_num(s.latency_p90_s.median),
                        double(s.facts.weight_bytes) / 1e9, double(s.facts.peak_rss_bytes) / 1e9,

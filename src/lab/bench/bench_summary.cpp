@@ -40,9 +40,11 @@ RunSummary summarize_run(const std::vector<GroupResult>& groups, const std::vect
   std::vector<double> wall, thr, pre, dec, p50, p90, ttft, gbs, gflops;
   for (int rep = 0; rep < reps; ++rep) {
     double w = 0, ps = 0, ds = 0, flops = 0;
-    int64_t in = 0, out = 0, dec_tokens = 0, steps = 0;
+    int64_t in = 0, out = 0, dec_tokens = 0, steps = 0, group_dec_tokens = 0;
+    bool dec_from_groups = false;
     for (const auto& g : groups) {
       if (g.rep != rep) continue;
+      if (g.decode_tokens >= 0) dec_from_groups = true, group_dec_tokens += g.decode_tokens;
       w += g.wall_s;
       ps += g.prefill_s;
       ds += g.decode_s;
@@ -60,6 +62,7 @@ RunSummary summarize_run(const std::vector<GroupResult>& groups, const std::vect
       first.push_back(r.prefill_s);
       dec_tokens += std::max<int32_t>(0, r.output_tokens - 1);  // the first token comes from the prefill
     }
+    if (dec_from_groups) dec_tokens = group_dec_tokens;
     if (rep == 0) {
       s.records = n;
       s.input_tokens = in;
@@ -92,9 +95,12 @@ RunSummary summarize_run(const std::vector<GroupResult>& groups, const std::vect
 void set_batch_gains(std::vector<RunSummary>& runs) {
   for (auto& r : runs) {
     r.batch_gain = 0;
-    for (const auto& base : runs)
-      if (base.dtype == r.dtype && base.batch == 1 && base.throughput_tps.median > 0)
-        r.batch_gain = r.throughput_tps.median / base.throughput_tps.median;
+    // The base: batch 1 of the same dtype, static when there is one (batch 1 is the same work either way).
+    const RunSummary* base = nullptr;
+    for (const auto& b : runs)
+      if (b.dtype == r.dtype && b.batch == 1 && b.throughput_tps.median > 0 && (!base || b.schedule == "static"))
+        base = &b;
+    if (base) r.batch_gain = r.throughput_tps.median / base->throughput_tps.median;
   }
 }
 

@@ -209,8 +209,24 @@ def test_first_advertisegen_training_sample(tok, shared):
 
 
 def test_decode(tok):
-    assert tok.decode(tok.build_chat_input("你好")) == "[gMASK]sop<|user|>\n 你好<|assistant|>"
+    # ChatGLMTokenizer.decode: one decode_pieces over all tokens, so the "▁" after a role token is a space.
+    assert tok.decode(tok.build_chat_input("你好")) == "[gMASK]sop<|user|> \n 你好<|assistant|>"
     assert tok.decode(tok.encode("Hello world")) == "Hello world"
+    assert tok.decode([64796] + tok.encode("Hello world")) == "<|assistant|> Hello world"
+    assert tok.decode([2, 0] + tok.encode("Hi") + [0, 2]) == "Hi"  # eos, bos and unk decode to ""
+    # SPTokenizer.decode decodes run by run and drops that space.
+    assert tok.decode_runs([64796] + tok.encode("Hello world")) == "<|assistant|>Hello world"
+
+
+def test_build_chat(tok):
+    sys_user = [{"role": "system", "content": ""}, {"role": "user", "content": "你好"}]
+    assert tok.build_chat(sys_user) == [64790, 64792, 64794, 30910, 13, 64795, 30910, 13, 36474, 54591, 64796]
+    assert tok.build_chat(sys_user) == tok.build_chat_input("你好", history=sys_user[:1])
+    # The last message is the query: its metadata is not used.
+    last = [{"role": "observation", "metadata": "tool", "content": "1"}]
+    assert tok.build_chat(last) == tok.build_chat_input("1", role="observation")
+    with pytest.raises(ValueError):
+        tok.build_chat([])
 
 
 # ----------------------------------------------------------------------------- make_golden
@@ -295,6 +311,18 @@ def test_golden_logits_reproduce(golden):
         with torch.no_grad():
             logits, _ = model(g["input_ids"], g["position_ids"], g["attention_mask"])
         assert torch.equal(logits.float(), g["prefill_logits"]), name
+
+
+def test_chat_golden(golden, tok):
+    g = json.loads((golden / "chat_golden.json").read_text())
+    names = {c["name"] for c in g["chat"]}
+    assert {"empty_system", "multi_turn", "tool_call_and_observation", "chinese_and_emoji"} <= names
+    for c in g["chat"]:
+        assert c["ids"] == tok.build_chat(c["messages"]), c["name"]
+    for d in g["decode"]:
+        assert d["text"] == tok.decode(d["ids"]), d["name"]
+    role_space = next(d for d in g["decode"] if d["name"] == "role_token_then_space_piece")
+    assert role_space["text"] == "<|assistant|> Hello world"
 
 
 def test_tokenizer_golden(golden, tok, shared):

@@ -1,0 +1,386 @@
+// Continuous batching (serve/scheduler.h, issue 15): Model::forward_ragged against Model::forward, and
+// the scheduler's replies against generate() at batch 1 — identical greedy tokens with fp32 activations
+// whatever else shares the step (chunked prefills, joins, leaves, reused rows); with bf16 activations a
+// difference only where batch 1's top two logits are a near-tie. Cancellation, the queue limit, stop
+// callbacks, forced lengths, invalid requests, shutdown and the threaded mode.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "model/generate.h"
+#include "model/loader.h"
+#include "serve/scheduler.h"
+#include "test_util.h"
+
+namespace glmlab {
+namespace {
+
+using serve::FinishReason;
+using serve::Request;
+using serve::Scheduler;
+using serve::SchedulerOptions;
+using serve::SequenceEvents;
+using test::error_of;
+
+const Model& small_model() {
+  static Model m = load_model("random:small", "bf16", 11);
+  return m;
+}
+
+std::vector<std::vector<int32_t>> prompts_of(const std::vector<int>& lengths, int V, uint64_t seed) {
+  std::mt19937 rng{uint32_t(seed)};
+  std::uniform_int_distribution<int> id(10, std::min(V - 1, 60000));
+  std::vector<std::vector<int32_t>> out;
+  for (int n : lengths) {
+    std::vector<int32_t> p = {64790, 64792};
+    for (int i = 2; i < n; ++i) p.push_back(id(rng));
+    out.push_back(p);
+  }
+  return out;
+}
+
+struct Reply {
+  std::vector<int32_t> ids;
+  FinishReason reason = FinishReason::Error;
+  std::string error;
+  int finishes = 0;
+};
+
+// Submits every prompt (greedy, max_tokens[i]) and steps the scheduler synchronously to the end.
+std::vector<Reply> run_all(Scheduler& s, const std::vector<std::vector<int32_t>>& prompts,
+                           const std::vector<int>& max_tokens, std::vector<int32_t> stop_ids = {}) {
+  std::vector<Reply> out(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    Request r;
+    r.prompt = prompts[i];
+    r.max_tokens = max_tokens[i % max_tokens.size()];
+    r.stop_ids = stop_ids;
+    SequenceEvents ev;
+    ev.on_token = [&out, i](int32_t id) { out[i].ids.push_back(id); return true; };
+    ev.on_finish = [&out, i](FinishReason why, const std::string& e) { out[i].reason = why, out[i].error = e, ++out[i].finishes; };
+    EXPECT_TRUE(s.submit(std::move(r), std::move(ev)).has_value());
+  }
+  s.run_until_idle();
+  return out;
+}
+
+std::vector<int32_t> batch1(const Model& m, Ops& ops, const std::vector<int32_t>& prompt, int max_tokens,
+                            std::vector<int32_t> stop_ids = {}) {
+  GenerateOptions g;
+  g.max_new_tokens = max_tokens;
+  g.stop_ids = stop_ids;
+  return generate(m, ops, {prompt}, g).tokens[0];
+}
+
+TEST(ServeRagged, ChunkedRunsMatchOneForwardCall) {
+  // A prompt fed as chunks of 3 in steps shared with another sequence gives the same last logits as one
+  // forward call of the whole prompt (fp32 reference ops).
+  Model m = load_model("random:tiny", "fp32", 3);
+  auto ops = make_ops(Backend::CpuRef);
+  auto ps = prompts_of({11, 6}, m.config().vocab_size, 5);
+  KVCache ref(m.config(), 1, 32);
+  std::vector<float> want;
+  m.forward(*ops, make_prefill({ps[0]}), ref, Logits::Last, want);
+
+  KVCache cache(m.config(), 3, 32);
+  std::vector<float> logits;
+  int done0 = 0, done1 = 0;
+  while (done0 < 11) {
+    RaggedStep st;
+    const int n0 = std::min(3, 11 - done0);
+    st.runs.push_back({2, done0, n0, done0 + n0 == 11});
+    st.ids.insert(st.ids.end(), ps[0].begin() + done0, ps[0].begin() + done0 + n0);
+    if (done1 < 6) {
+      const int n1 = std::min(4, 6 - done1);
+      st.runs.push_back({0, done1, n1, true});
+      st.ids.insert(st.ids.end(), ps[1].begin() + done1, ps[1].begin() + done1 + n1);
+      done1 += n1;
+    }
+    m.forward_ragged(*ops, st, cache, logits);
+    done0 += n0;
+  }
+  // The last step held run 0 (the end of prompt 0) with logits only.
+  const int V = m.config().vocab_size;
+  ASSERT_EQ(logits.size(), size_t(V));
+  double md = 0;
+  for (int i = 0; i < V; ++i) md = std::max(md, double(std::fabs(logits[size_t(i)] - want[size_t(i)])));
+  EXPECT_LT(md, 1e-4);
+}
+
+TEST(ServeRagged, RefusesRunsThatDoNotFit) {
+  Model m = load_model("random:tiny", "fp32", 3);
+  auto ops = make_ops(Backend::CpuRef);
+  KVCache cache(m.config(), 2, 8);
+  std::vector<float> logits;
+  RaggedStep st;
+  st.ids = {5, 6, 7};
+  st.runs = {{2, 0, 3, true}};
+  EXPECT_NE(error_of([&] { m.forward_ragged(*ops, st, cache, logits); }).find("row 2"), std::string::npos);
+  st.runs = {{0, 6, 3, true}};
+  EXPECT_NE(error_of([&] { m.forward_ragged(*ops, st, cache, logits); }).find("does not fit"), std::string::npos);
+  st.runs = {{0, 0, 2, true}};
+  EXPECT_NE(error_of([&] { m.forward_ragged(*ops, st, cache, logits); }).find("3 ids"), std::string::npos);
+  st.runs = {{0, 0, 3, true}};
+  st.ids = {5, 6, 1 << 30};
+  EXPECT_NE(error_of([&] { m.forward_ragged(*ops, st, cache, logits); }).find("vocabulary"), std::string::npos);
+}
+
+TEST(ServeScheduler, GreedyRepliesEqualBatchOneWithFp32Activations) {
+  // 10 prompts of 3..40 tokens through 3 rows, prefill chunks of 16: sequences join and leave at every
+  // step, long prompts are split, rows are reused. Every reply equals generate() at batch 1, token for
+  // token (no stop ids, so every reply has its full length).
+  const Model& m = small_model();
+  auto ops = make_ops(Backend::Cpu, /*bf16_activations=*/false);
+  auto ps = prompts_of({12, 3, 40, 7, 25, 9, 33, 4, 18, 21}, m.config().vocab_size, 17);
+  std::vector<int> max_tokens = {9, 4, 13, 6, 2, 11};
+  Scheduler s(m, *ops, SchedulerOptions{3, 64, 16, 128});
+  auto got = run_all(s, ps, max_tokens);
+  for (size_t i = 0; i < ps.size(); ++i) {
+    EXPECT_EQ(got[i].finishes, 1);
+    EXPECT_EQ(got[i].reason, FinishReason::Length) << i;
+    EXPECT_EQ(got[i].ids, batch1(m, *ops, ps[i], max_tokens[i % max_tokens.size()])) << "prompt " << i;
+  }
+  auto st = s.stats();
+  EXPECT_EQ(st.finished, 10);
+  EXPECT_EQ(st.running, 0);
+  EXPECT_EQ(st.queued, 0);
+  int64_t prompt_tokens = 0, gen = 0;
+  for (size_t i = 0; i < ps.size(); ++i) prompt_tokens += int64_t(ps[i].size()), gen += int64_t(got[i].ids.size());
+  EXPECT_EQ(st.prompt_tokens, prompt_tokens);
+  EXPECT_EQ(st.generated_tokens, gen);
+  // Fewer forward calls than one prompt at a time would take: the batching happened.
+  EXPECT_LT(st.steps, gen + int64_t(ps.size()));
+}
+
+TEST(ServeScheduler, StopIdsEndRepliesAsAtBatchOne) {
+  // With the replies' own frequent ids as stop ids, sequences leave early, at different steps.
+  const Model& m = small_model();
+  auto ops = make_ops(Backend::Cpu, false);
+  auto ps = prompts_of({5, 14, 8, 22, 6, 11}, m.config().vocab_size, 23);
+  std::vector<int32_t> stops;
+  for (auto& p : ps) {
+    auto r = batch1(m, *ops, p, 6);
+    stops.push_back(r[2]);  // the third token of each reply stops it (there or earlier)
+  }
+  Scheduler s(m, *ops, SchedulerOptions{4, 64, 8, 64});
+  auto got = run_all(s, ps, {12}, stops);
+  for (size_t i = 0; i < ps.size(); ++i) {
+    EXPECT_EQ(got[i].ids, batch1(m, *ops, ps[i], 12, stops)) << i;
+    EXPECT_EQ(got[i].reason, FinishReason::Stop) << i;
+    EXPECT_LE(got[i].ids.size(), 2u);
+  }
+}
+
+TEST(ServeScheduler, Bf16ActivationsDifferOnlyAtNearTies) {
+  // With bf16 activations the matmul of a row may round differently with other rows beside it. A reply
+  // may then leave batch 1's path only where batch 1's top two logits are within 2% of the logit range.
+  const Model& m = small_model();
+  auto ops = make_ops(Backend::Cpu, true);
+  auto ps = prompts_of({12, 3, 40, 7, 25, 9, 33, 4}, m.config().vocab_size, 29);
+  Scheduler s(m, *ops, SchedulerOptions{4, 64, 16, 128});
+  auto got = run_all(s, ps, {10});
+  int same = 0;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    auto want = batch1(m, *ops, ps[i], 10);
+    if (got[i].ids == want) {
+      ++same;
+      continue;
+    }
+    size_t k = 0;
+    while (k < want.size() && k < got[i].ids.size() && want[k] == got[i].ids[k]) ++k;
+    ASSERT_LT(k, want.size());
+    // Batch 1's logits at the diverging step.
+    std::vector<int32_t> ctx = ps[i];
+    ctx.insert(ctx.end(), want.begin(), want.begin() + long(k));
+    KVCache cache(m.config(), 1, int(ctx.size()));
+    std::vector<float> lg;
+    m.forward(*ops, make_prefill({ctx}), cache, Logits::Last, lg);
+    const float hi = *std::max_element(lg.begin(), lg.end()), lo = *std::min_element(lg.begin(), lg.end());
+    const float gap = lg[size_t(want[k])] - lg[size_t(got[i].ids[k])];
+    EXPECT_LE(gap, 0.02f * (hi - lo)) << "prompt " << i << " step " << k << ": not a near-tie";
+  }
+  EXPECT_GE(same, 6) << "most replies must still be identical";
+}
+
+TEST(ServeScheduler, CancelFreesTheRowAndTheOthersGoOn) {
+  const Model& m = small_model();
+  auto ops = make_ops(Backend::Cpu, false);
+  auto ps = prompts_of({6, 6, 6}, m.config().vocab_size, 31);
+  Scheduler s(m, *ops, SchedulerOptions{2, 8, 64, 64});
+  std::vector<Reply> out(3);
+  std::vector<uint64_t> ids;
+  for (size_t i = 0; i < 3; ++i) {
+    Request r;
+    r.prompt = ps[i];
+    r.max_tokens = 8;
+    r.stop_ids = {};
+    SequenceEvents ev;
+    ev.on_token = [&out, i](int32_t id) { out[i].ids.push_back(id); return true; };
+    ev.on_finish = [&out, i](FinishReason why, const std::string&) { out[i].reason = why, ++out[i].finishes; };
+    ids.push_back(*s.submit(std::move(r), std::move(ev)));
+  }
+  ASSERT_TRUE(s.step());  // prompts 0 and 1 prefilled (2 rows); 2 waits
+  ASSERT_TRUE(s.step());
+  EXPECT_EQ(s.stats().running, 2);
+  EXPECT_EQ(s.stats().queued, 1);
+  s.cancel(ids[0]);
+  s.step();  // 0 leaves, 2 takes its row in the same step
+  EXPECT_EQ(out[0].reason, FinishReason::Cancelled);
+  EXPECT_EQ(out[0].finishes, 1);
+  EXPECT_EQ(out[0].ids.size(), 2u);
+  EXPECT_EQ(s.stats().queued, 0);
+  s.run_until_idle();
+  EXPECT_EQ(out[1].ids, batch1(m, *ops, ps[1], 8, {}));
+  EXPECT_EQ(out[2].ids, batch1(m, *ops, ps[2], 8, {}));
+  EXPECT_EQ(s.stats().cancelled, 1);
+  s.cancel(ids[1]);  // finished: ignored
+  s.cancel(12345);   // unknown: ignored
+  EXPECT_FALSE(s.step());
+  EXPECT_EQ(out[1].finishes, 1);
+}
+
+TEST(ServeScheduler, QueueLimitStopCallbackForcedLengthAndLimits) {
+  const Model& m = small_model();
+  auto ops = make_ops(Backend::Cpu, false);
+  auto p = prompts_of({5}, m.config().vocab_size, 37)[0];
+  Scheduler s(m, *ops, SchedulerOptions{1, 2, 64, 32});
+  auto events = [](Reply& out, int stop_after) {
+    SequenceEvents ev;
+    ev.on_token = [&out, stop_after](int32_t id) {
+      out.ids.push_back(id);
+      return int(out.ids.size()) < stop_after;
+    };
+    ev.on_finish = [&out](FinishReason why, const std::string& e) { out.reason = why, out.error = e, ++out.finishes; };
+    return ev;
+  };
+  Reply a, b, c;
+  Request r;
+  r.prompt = p;
+  r.max_tokens = 20;
+  ASSERT_TRUE(s.submit(r, events(a, 3)));
+  Request forced = r;
+  forced.min_tokens = forced.max_tokens = 7;
+  forced.stop_ids = batch1(m, *ops, p, 7, {});  // every id of the reply is a stop id, but ignored before 7
+  ASSERT_TRUE(s.submit(forced, events(b, 100)));
+  EXPECT_FALSE(s.submit(r, events(c, 100)).has_value());  // the queue holds 2
+  EXPECT_EQ(s.stats().rejected, 1);
+  s.run_until_idle();
+  EXPECT_EQ(a.ids.size(), 3u);  // the callback said stop (a stop string, for the server)
+  EXPECT_EQ(a.reason, FinishReason::Stop);
+  EXPECT_EQ(b.ids, forced.stop_ids);
+  EXPECT_EQ(b.reason, FinishReason::Length);
+
+  // Invalid requests are errors and queue nothing.
+  Request bad = r;
+  bad.max_tokens = 28;  // 5 + 28 > 32
+  EXPECT_NE(error_of([&] { s.submit(bad, {}); }).find("context of 32"), std::string::npos);
+  bad = r;
+  bad.prompt.clear();
+  EXPECT_NE(error_of([&] { s.submit(bad, {}); }).find("empty"), std::string::npos);
+  bad = r;
+  bad.prompt.push_back(m.config().vocab_size);
+  EXPECT_NE(error_of([&] { s.submit(bad, {}); }).find("vocabulary"), std::string::npos);
+  bad = r;
+  bad.sampling.greedy = false;
+  bad.sampling.temperature = std::nanf("");
+  EXPECT_NE(error_of([&] { s.submit(bad, {}); }).find("temperature"), std::string::npos);
+  bad = r;
+  bad.min_tokens = 21;
+  EXPECT_NE(error_of([&] { s.submit(bad, {}); }).find("min_tokens"), std::string::npos);
+  EXPECT_EQ(s.stats().queued, 0);
+  // max_tokens 0 finishes with Length without a forward call.
+  Reply z;
+  Request zero = r;
+  zero.max_tokens = 0;
+  ASSERT_TRUE(s.submit(zero, events(z, 100)));
+  const int64_t steps = s.stats().steps;
+  s.run_until_idle();
+  EXPECT_EQ(z.reason, FinishReason::Length);
+  EXPECT_TRUE(z.ids.empty());
+  EXPECT_EQ(s.stats().steps, steps);
+  // Options out of range.
+  EXPECT_NE(error_of([&] { Scheduler(m, *ops, SchedulerOptions{0, 2, 64, 32}); }).find("max_batch"), std::string::npos);
+  EXPECT_NE(error_of([&] { Scheduler(m, *ops, SchedulerOptions{1, 2, 64, m.config().seq_length + 1}); }).find("context"),
+            std::string::npos);
+}
+
+TEST(ServeScheduler, SampledRepliesFollowTheirOwnSeed) {
+  // A sampled request's reply depends on its seed only, not on its neighbours.
+  const Model& m = small_model();
+  auto ops = make_ops(Backend::Cpu, false);
+  auto ps = prompts_of({9, 9, 9}, m.config().vocab_size, 41);
+  auto run = [&](int others) {
+    Scheduler s(m, *ops, SchedulerOptions{4, 8, 64, 64});
+    std::vector<Reply> out(size_t(others) + 1);
+    for (int i = 0; i <= others; ++i) {
+      Request r;
+      r.prompt = ps[size_t(i)];
+      r.max_tokens = 10;
+      r.stop_ids = {};
+      r.sampling.greedy = false;
+      r.sampling.temperature = 1.0f;
+      r.sampling.top_p = 0.9f;
+      r.sampling.seed = 1000 + uint64_t(i);
+      SequenceEvents ev;
+      ev.on_token = [&out, i](int32_t id) { out[size_t(i)].ids.push_back(id); return true; };
+      s.submit(r, ev);
+    }
+    s.run_until_idle();
+    return out[0].ids;
+  };
+  auto alone = run(0);
+  EXPECT_EQ(alone.size(), 10u);
+  EXPECT_EQ(run(2), alone);
+}
+
+TEST(ServeScheduler, ThreadedSubmitsFromManyThreadsAndShutdown) {
+  const Model& m = small_model();
+  auto ops = make_ops(Backend::Cpu, false);
+  auto ps = prompts_of({4, 9, 13, 6, 8, 11, 5, 7}, m.config().vocab_size, 43);
+  Scheduler s(m, *ops, SchedulerOptions{3, 16, 8, 64});
+  s.start();
+  std::vector<Reply> out(ps.size());
+  std::atomic<int> done{0};
+  std::vector<std::thread> th;
+  for (size_t i = 0; i < ps.size(); ++i)
+    th.emplace_back([&, i] {
+      Request r;
+      r.prompt = ps[i];
+      r.max_tokens = 6;
+      r.stop_ids = {};
+      SequenceEvents ev;
+      ev.on_token = [&out, i](int32_t id) { out[i].ids.push_back(id); return true; };
+      ev.on_finish = [&out, &done, i](FinishReason why, const std::string&) { out[i].reason = why, ++out[i].finishes, ++done; };
+      ASSERT_TRUE(s.submit(r, ev).has_value());
+    });
+  for (auto& t : th) t.join();
+  for (int w = 0; w < 600 && done < int(ps.size()); ++w) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(done.load(), int(ps.size()));
+  for (size_t i = 0; i < ps.size(); ++i) EXPECT_EQ(out[i].ids, batch1(m, *ops, ps[i], 6, {})) << i;
+
+  // Shutdown without finishing: what runs or waits is cancelled, later submits are refused.
+  Reply slow;
+  Request r;
+  r.prompt = ps[0];
+  r.max_tokens = 40;
+  r.stop_ids = {};
+  SequenceEvents ev;
+  ev.on_token = [&slow](int32_t id) { slow.ids.push_back(id); std::this_thread::sleep_for(std::chrono::milliseconds(5)); return true; };
+  ev.on_finish = [&slow](FinishReason why, const std::string&) { slow.reason = why, ++slow.finishes; };
+  ASSERT_TRUE(s.submit(r, ev));
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  s.shutdown(false);
+  EXPECT_EQ(slow.finishes, 1);
+  EXPECT_EQ(slow.reason, FinishReason::Cancelled);
+  EXPECT_LT(slow.ids.size(), 40u);
+  EXPECT_FALSE(s.submit(r, {}).has_value());
+}
+
+}  // namespace
+}  // namespace glmlab
