@@ -124,14 +124,28 @@ RegisterCommand reg_serve([](CLI::App& app) {
     std::fflush(stderr);
 
     char sig = 0;
-    while (::read(g_wake[0], &sig, 1) < 0 && errno == EINTR) {
-    }
+    auto wait_wake = [&] {
+      while (::read(g_wake[0], &sig, 1) < 0 && errno == EINTR) {
+      }
+    };
+    wait_wake();
+    std::thread drainer;
     if (sig != 0) {
-      std::fprintf(stderr, "glmlab serve: %s: no new connections; %d requests in flight may finish (at most %g s)\n",
-                   sig == SIGINT ? "SIGINT" : "SIGTERM", server.in_flight(), a->shutdown_timeout);
+      std::fprintf(stderr, "glmlab serve: %s: no new connections; %d requests in flight may finish (at most %g s; "
+                   "a second signal cancels them now)\n", sig == SIGINT ? "SIGINT" : "SIGTERM", server.in_flight(),
+                   a->shutdown_timeout);
       std::fflush(stderr);
+      drainer = std::thread([&] { server.shutdown(a->shutdown_timeout); });
+      // Until the listener ends (a 0 byte): a second signal stops the wait.
+      for (wait_wake(); sig != 0; wait_wake()) {
+        std::fprintf(stderr, "glmlab serve: cancelling the requests in flight\n");
+        std::fflush(stderr);
+        server.hurry();
+      }
+      drainer.join();
+    } else {
+      server.shutdown(0);
     }
-    server.shutdown(sig != 0 ? a->shutdown_timeout : 0);
     listener.join();
     sigaction(SIGTERM, &old_term, nullptr);
     sigaction(SIGINT, &old_int, nullptr);

@@ -134,6 +134,7 @@ struct Server::Impl {
   httplib::Server svr;
   std::shared_ptr<Metrics> metrics = std::make_shared<Metrics>();
   std::atomic<bool> draining{false};
+  bool hurry = false;       // under mu: shutdown() stops waiting for the requests in flight
   std::atomic<int> listen_fd{-1};
   std::atomic<uint64_t> next_id{1};
   const int64_t started = int64_t(std::time(nullptr));
@@ -400,11 +401,18 @@ void Server::shutdown(double drain_seconds) {
   if (int fd = s.listen_fd.exchange(-1); fd >= 0) ::shutdown(fd, SHUT_RDWR);
   {
     std::unique_lock<std::mutex> lk(s.mu);
-    s.cv.wait_for(lk, std::chrono::duration<double>(std::max(0.0, drain_seconds)), [&] { return s.in_flight == 0; });
+    s.cv.wait_for(lk, std::chrono::duration<double>(std::max(0.0, drain_seconds)),
+                  [&] { return s.in_flight == 0 || s.hurry; });
   }
   s.sched.shutdown(/*finish=*/false);  // what is left is cancelled; its replies end with an error event
   std::unique_lock<std::mutex> lk(s.mu);
   s.cv.wait_for(lk, std::chrono::seconds(s.opt.write_timeout_s + 5), [&] { return s.in_flight == 0; });
+}
+
+void Server::hurry() {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  impl_->hurry = true;
+  impl_->cv.notify_all();
 }
 
 int Server::in_flight() const {

@@ -48,6 +48,8 @@ class Server {
   // finish, then cancels the rest (scheduler.shutdown(false)) and waits for their replies to end.
   // listen() returns once the connections' threads are done (at most keep_alive_s later).
   void shutdown(double drain_seconds);
+  // From any thread while shutdown() drains: stop waiting and cancel what runs now (a second Ctrl-C).
+  void hurry();
   // Requests accepted by the scheduler whose replies are not finished yet.
   int in_flight() const;
   Metrics& metrics();

@@ -510,13 +510,17 @@ def test_sigterm_lets_requests_in_flight_finish():
     assert "SIGTERM" in s.stderr() and "stopped after 3 requests" in s.stderr()
 
 
-def test_sigterm_cancels_what_outlasts_the_shutdown_timeout():
-    s = Server("--shutdown-timeout", "1")
+@pytest.mark.parametrize("how", ["timeout", "second signal"])
+def test_sigterm_cancels_what_outlasts_the_shutdown_timeout(how):
+    s = Server("--shutdown-timeout", "1" if how == "timeout" else "600")
     conn, resp = stream_lines(s, "endless", LONG)
     next_event(resp)
     assert json.loads(next_event(resp))["choices"][0]["delta"]["content"]
     t0 = time.time()
     s.proc.send_signal(signal.SIGTERM)
+    if how == "second signal":
+        time.sleep(0.5)
+        s.proc.send_signal(signal.SIGINT)
     events = []
     while True:
         e = next_event(resp)
