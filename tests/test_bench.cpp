@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -174,7 +175,7 @@ TEST(BenchInfer, TinyRunWritesWellFormedConsistentOutputs) {
   auto rcsv = lines_of(read_file((out / "records.csv").string()));
   ASSERT_EQ(rcsv.size(), 13u);
   size_t cols = csv_fields(rcsv[0]).size();
-  EXPECT_EQ(cols, 14u);
+  EXPECT_EQ(cols, 15u);  // ... tokens_per_s, schedule
   for (const auto& l : rcsv) EXPECT_EQ(csv_fields(l).size(), cols) << l;
   auto scsv = lines_of(read_file((out / "summary.csv").string()));
   ASSERT_EQ(scsv.size(), 5u);
@@ -209,6 +210,38 @@ TEST(BenchInfer, JsonFlagPrintsTheSummaryAndStopAtEosRunsFree) {
     EXPECT_LE(x["output_tokens"].get<int>(), 5);
     EXPECT_GE(x["output_tokens"].get<int>(), x["stopped"].get<bool>() ? 0 : 5);
   }
+}
+
+TEST(BenchInfer, ContinuousScheduleGivesEveryRecordItsStaticTokens) {
+  // Static and continuous at batch 4 over 9 records with fp32 activations: the same tokens per record
+  // (forced reference lengths), one run each in the summary with its schedule, every record once.
+  fs::path dir = test::temp_dir("bench-cont");
+  auto r = test::run_cli("bench infer --model random:tiny --tokenizer bytes --records 9 --max-new-tokens 24 --batch 4 "
+                         "--schedule static,continuous --prefill-chunk 40 --fp32-activations --probe off --warmup 0 "
+                         "--no-progress --out " + (dir / "o").string());
+  ASSERT_EQ(r.rc, 0) << r.out;
+  json s = json::parse(read_file((dir / "o" / "summary.json").string()));
+  ASSERT_EQ(s["runs"].size(), 2u);
+  EXPECT_EQ(s["runs"][0]["schedule"], "static");
+  EXPECT_EQ(s["runs"][1]["schedule"], "continuous");
+  EXPECT_EQ(s["runs"][0]["output_tokens"], s["runs"][1]["output_tokens"]);
+  EXPECT_EQ(s["options"]["prefill_chunk"], 40);
+  std::map<std::string, std::map<int, std::vector<int>>> ids;
+  for (const auto& line : lines_of(read_file((dir / "o" / "records.jsonl").string()))) {
+    json x = json::parse(line);
+    auto& m = ids[x["schedule"].get<std::string>()];
+    EXPECT_EQ(m.count(x["index"].get<int>()), 0u);
+    m[x["index"].get<int>()] = x["output_ids"].get<std::vector<int>>();
+    EXPECT_EQ(x["output_tokens"], x["target_tokens"]);
+  }
+  ASSERT_EQ(ids["static"].size(), 9u);
+  EXPECT_EQ(ids["continuous"], ids["static"]);
+  EXPECT_NE(r.out.find("≤4 cont."), std::string::npos) << r.out;
+  // bench compare matches runs by schedule too.
+  auto c = test::run_cli("bench compare " + (dir / "o").string() + " " + (dir / "o").string());
+  ASSERT_EQ(c.rc, 0) << c.out;
+  EXPECT_NE(c.out.find("| 4 continuous | tok/s |"), std::string::npos) << c.out;
+  EXPECT_EQ(c.out.find("unmatched"), std::string::npos) << c.out;
 }
 
 TEST(BenchInfer, BadOptionsAreErrors) {

@@ -17,6 +17,7 @@
 #include "model/loader.h"
 #include "serve/scheduler.h"
 #include "test_util.h"
+#include "util/dtype.h"
 
 namespace glmlab {
 namespace {
@@ -139,7 +140,7 @@ TEST(ServeScheduler, GreedyRepliesEqualBatchOneWithFp32Activations) {
   auto ops = make_ops(Backend::Cpu, /*bf16_activations=*/false);
   auto ps = prompts_of({12, 3, 40, 7, 25, 9, 33, 4, 18, 21}, m.config().vocab_size, 17);
   std::vector<int> max_tokens = {9, 4, 13, 6, 2, 11};
-  Scheduler s(m, *ops, SchedulerOptions{3, 64, 16, 128});
+  Scheduler s(m, *ops, SchedulerOptions{3, 64, 16, 128, KvDtype::F32});
   auto got = run_all(s, ps, max_tokens);
   for (size_t i = 0; i < ps.size(); ++i) {
     EXPECT_EQ(got[i].finishes, 1);
@@ -168,7 +169,7 @@ TEST(ServeScheduler, StopIdsEndRepliesAsAtBatchOne) {
     auto r = batch1(m, *ops, p, 6);
     stops.push_back(r[2]);  // the third token of each reply stops it (there or earlier)
   }
-  Scheduler s(m, *ops, SchedulerOptions{4, 64, 8, 64});
+  Scheduler s(m, *ops, SchedulerOptions{4, 64, 8, 64, KvDtype::F32});
   auto got = run_all(s, ps, {12}, stops);
   for (size_t i = 0; i < ps.size(); ++i) {
     EXPECT_EQ(got[i].ids, batch1(m, *ops, ps[i], 12, stops)) << i;
@@ -208,11 +209,73 @@ TEST(ServeScheduler, Bf16ActivationsDifferOnlyAtNearTies) {
   EXPECT_GE(same, 6) << "most replies must still be identical";
 }
 
+TEST(ServeKvBf16, AttentionOnABf16CacheEqualsFp32OnTheRoundedValues) {
+  // Both host back ends: attention over a bf16 cache equals attention over an fp32 cache that holds the
+  // same bf16-rounded keys and values (decode and a prefill chunk, a row of a larger cache).
+  Model m = load_model("random:tiny", "fp32", 5);
+  const ModelConfig& c = m.config();
+  const int H = c.num_heads, G = c.num_groups, D = c.kv_channels, S = 24, P = 9, T = 5;
+  KVCache c16(c, 2, S, KvDtype::BF16), c32(c, 2, S, KvDtype::F32);
+  EXPECT_EQ(KVCache::bytes_needed(c, 2, S, KvDtype::BF16) - 2 * S * 5,
+            (KVCache::bytes_needed(c, 2, S, KvDtype::F32) - 2 * S * 5) / 2);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> k(size_t(G * D)), v(k.size()), kr(k.size()), vr(k.size());
+  for (int j = 0; j < P + T; ++j) {
+    for (size_t i = 0; i < k.size(); ++i) {
+      k[i] = nd(rng), v[i] = nd(rng);
+      kr[i] = bf16_to_f32(f32_to_bf16(k[i])), vr[i] = bf16_to_f32(f32_to_bf16(v[i]));
+    }
+    c16.store(0, 1, j, k.data(), v.data());
+    c32.store(0, 1, j, kr.data(), vr.data());
+    c16.valid(1)[j] = c32.valid(1)[j] = 1;
+  }
+  std::vector<float> q(size_t(T * H * D));
+  for (auto& x : q) x = nd(rng);
+  for (Backend be : {Backend::CpuRef, Backend::Cpu}) {
+    auto ops = make_ops(be, false);
+    for (auto [t0, n] : {std::pair{0, T}, std::pair{T - 1, 1}}) {
+      std::vector<float> o16(size_t(n * H * D)), o32(o16.size()), l16(size_t(n * H)), l32(l16.size());
+      ops->attention(q.data() + t0 * H * D, H * D, c16.row_view(0, 1), 1, n, P + t0, H, G, D, o16.data(), l16.data());
+      ops->attention(q.data() + t0 * H * D, H * D, c32.row_view(0, 1), 1, n, P + t0, H, G, D, o32.data(), l32.data());
+      for (size_t i = 0; i < o16.size(); ++i) ASSERT_NEAR(o16[i], o32[i], 1e-5) << ops->name() << " " << i;
+      for (size_t i = 0; i < l16.size(); ++i) ASSERT_NEAR(l16[i], l32[i], 1e-5) << ops->name();
+    }
+    // The backward refuses a bf16 cache.
+    std::vector<float> o(size_t(T * H * D)), lse(size_t(T * H)), dq(o.size()), dk(size_t(S * G * D)), dv(dk.size());
+    EXPECT_NE(error_of([&] {
+                ops->attention_backward(q.data(), H * D, c16.row_view(0, 1), 1, T, P, H, G, D, o.data(), lse.data(),
+                                        o.data(), dq.data(), H * D, dk.data(), dv.data());
+              }).find("fp32"),
+              std::string::npos);
+  }
+}
+
+TEST(ServeKvBf16, RepliesDoNotDependOnTheBatch) {
+  // With bf16 slots (the default) and fp32 activations, a reply is the same alone (max_batch 1) and
+  // among others (max_batch 4, chunked prefills), and stays close to the fp32 cache's reply.
+  const Model& m = small_model();
+  auto ops = make_ops(Backend::Cpu, false);
+  auto ps = prompts_of({12, 3, 40, 7, 25, 9}, m.config().vocab_size, 47);
+  Scheduler one(m, *ops, SchedulerOptions{1, 64, 256, 128});
+  Scheduler four(m, *ops, SchedulerOptions{4, 64, 16, 128});
+  Scheduler f32(m, *ops, SchedulerOptions{4, 64, 16, 128, KvDtype::F32});
+  EXPECT_EQ(Scheduler::kv_bytes(m.config(), SchedulerOptions{4, 64, 16, 128}) - 4 * 128 * 5,
+            (Scheduler::kv_bytes(m.config(), SchedulerOptions{4, 64, 16, 128, KvDtype::F32}) - 4 * 128 * 5) / 2);
+  auto a = run_all(one, ps, {10}), b = run_all(four, ps, {10}), c = run_all(f32, ps, {10});
+  int same_as_f32 = 0;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    EXPECT_EQ(a[i].ids, b[i].ids) << i;
+    same_as_f32 += a[i].ids == c[i].ids;
+  }
+  EXPECT_GE(same_as_f32, 4) << "bf16 keys and values may move a near-tie, not most replies";
+}
+
 TEST(ServeScheduler, CancelFreesTheRowAndTheOthersGoOn) {
   const Model& m = small_model();
   auto ops = make_ops(Backend::Cpu, false);
   auto ps = prompts_of({6, 6, 6}, m.config().vocab_size, 31);
-  Scheduler s(m, *ops, SchedulerOptions{2, 8, 64, 64});
+  Scheduler s(m, *ops, SchedulerOptions{2, 8, 64, 64, KvDtype::F32});
   std::vector<Reply> out(3);
   std::vector<uint64_t> ids;
   for (size_t i = 0; i < 3; ++i) {
@@ -249,7 +312,7 @@ TEST(ServeScheduler, QueueLimitStopCallbackForcedLengthAndLimits) {
   const Model& m = small_model();
   auto ops = make_ops(Backend::Cpu, false);
   auto p = prompts_of({5}, m.config().vocab_size, 37)[0];
-  Scheduler s(m, *ops, SchedulerOptions{1, 2, 64, 32});
+  Scheduler s(m, *ops, SchedulerOptions{1, 2, 64, 32, KvDtype::F32});
   auto events = [](Reply& out, int stop_after) {
     SequenceEvents ev;
     ev.on_token = [&out, stop_after](int32_t id) {
@@ -316,7 +379,7 @@ TEST(ServeScheduler, SampledRepliesFollowTheirOwnSeed) {
   auto ops = make_ops(Backend::Cpu, false);
   auto ps = prompts_of({9, 9, 9}, m.config().vocab_size, 41);
   auto run = [&](int others) {
-    Scheduler s(m, *ops, SchedulerOptions{4, 8, 64, 64});
+    Scheduler s(m, *ops, SchedulerOptions{4, 8, 64, 64, KvDtype::F32});
     std::vector<Reply> out(size_t(others) + 1);
     for (int i = 0; i <= others; ++i) {
       Request r;
@@ -343,7 +406,7 @@ TEST(ServeScheduler, ThreadedSubmitsFromManyThreadsAndShutdown) {
   const Model& m = small_model();
   auto ops = make_ops(Backend::Cpu, false);
   auto ps = prompts_of({4, 9, 13, 6, 8, 11, 5, 7}, m.config().vocab_size, 43);
-  Scheduler s(m, *ops, SchedulerOptions{3, 16, 8, 64});
+  Scheduler s(m, *ops, SchedulerOptions{3, 16, 8, 64, KvDtype::F32});
   s.start();
   std::vector<Reply> out(ps.size());
   std::atomic<int> done{0};

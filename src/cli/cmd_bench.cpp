@@ -42,6 +42,7 @@ struct BenchArgs {
   std::vector<int> batches = {1};
   std::vector<std::string> schedules = {"static"};
   int prefill_chunk = 256;
+  std::string kv_dtype;
   int reps = 1, warmup = 1, max_new_tokens = 0;
   bool stop_at_eos = false, json = false, no_progress = false;
   std::string out, probe = "full";
@@ -90,6 +91,8 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
   o.batches = a.batches;
   o.schedules = a.schedules;
   o.prefill_chunk = a.prefill_chunk;
+  // --fp32-activations keeps every activation fp32, the cached keys and values included.
+  o.kv_dtype = kv_dtype_from_name(!a.kv_dtype.empty() ? a.kv_dtype : a.m.fp32_activations ? "fp32" : "bf16");
   o.reps = a.reps;
   o.warmup = a.warmup;
   o.stop_at_eos = a.stop_at_eos;
@@ -213,6 +216,9 @@ RegisterCommand reg([](CLI::App& app) {
                     "continuous: most prompt tokens prefilled in one step beside the running decodes")
       ->check(IntAtLeast(1))
       ->capture_default_str();
+  infer->add_option("--kv-dtype", a->kv_dtype,
+                    "continuous: the KV slots' dtype, bf16 or fp32 (default bf16; fp32 with --fp32-activations)")
+      ->check(CLI::IsMember({"bf16", "fp32"}));
   infer->add_option("--reps", a->reps, "repetitions (medians and min/max over them)")->capture_default_str();
   infer->add_option("--warmup", a->warmup, "groups run and discarded before measuring, per dtype and batch")
       ->capture_default_str();

@@ -3,41 +3,68 @@
 #include <algorithm>
 
 #include "model/adapters.h"
+#include "util/dtype.h"
 #include "util/error.h"
 #include "util/file.h"
 
 namespace glmlab {
 
-KVCache::KVCache(const ModelConfig& c, int batch, int capacity)
-    : L_(c.num_layers), B_(batch), S_(capacity), G_(c.num_groups), D_(c.kv_channels) {
+KvDtype kv_dtype_from_name(std::string_view s) {
+  if (s == "fp32" || s == "f32") return KvDtype::F32;
+  if (s == "bf16") return KvDtype::BF16;
+  fail("KV cache dtype \"{}\": expected fp32 or bf16", s);
+}
+const char* kv_dtype_name(KvDtype d) { return d == KvDtype::BF16 ? "bf16" : "fp32"; }
+
+KVCache::KVCache(const ModelConfig& c, int batch, int capacity, KvDtype dtype)
+    : L_(c.num_layers), B_(batch), S_(capacity), G_(c.num_groups), D_(c.kv_channels), dtype_(dtype) {
   if (batch <= 0 || capacity <= 0) fail("KV cache: batch {} and capacity {} must be positive", batch, capacity);
-  check_memory(bytes_needed(c, batch, capacity), fmt::format("a KV cache of {} × {} tokens", batch, capacity));
+  check_memory(bytes_needed(c, batch, capacity, dtype),
+               fmt::format("a KV cache of {} × {} tokens ({})", batch, capacity, kv_dtype_name(dtype)));
   size_t n = size_t(L_) * B_ * S_ * G_ * D_;
-  k_.assign(n, 0.0f);
-  v_.assign(n, 0.0f);
+  if (dtype == KvDtype::BF16) {
+    k16_.assign(n, 0);
+    v16_.assign(n, 0);
+  } else {
+    k_.assign(n, 0.0f);
+    v_.assign(n, 0.0f);
+  }
   valid_.assign(size_t(B_) * S_, 0);
   segment_.assign(size_t(B_) * S_, 0);
 }
 
-uint64_t KVCache::bytes_needed(const ModelConfig& c, int batch, int capacity) {
-  return uint64_t(c.num_layers) * 2 * uint64_t(batch) * capacity * c.num_groups * c.kv_channels * 4 +
-         uint64_t(batch) * capacity;
+uint64_t KVCache::bytes_needed(const ModelConfig& c, int batch, int capacity, KvDtype dtype) {
+  const uint64_t elem = dtype == KvDtype::BF16 ? 2 : 4;
+  return uint64_t(c.num_layers) * 2 * uint64_t(batch) * capacity * c.num_groups * c.kv_channels * elem +
+         uint64_t(batch) * capacity * 5;  // + key_valid (1 byte) and segment (4 bytes) per slot
 }
 
 KVView KVCache::view(int layer) const {
-  size_t off = size_t(layer) * B_ * S_ * G_ * D_;
-  return KVView{k_.data() + off, v_.data() + off, valid_.data(), S_, segments_ ? segment_.data() : nullptr};
+  size_t off = offset(layer, 0, 0);
+  const int32_t* seg = segments_ ? segment_.data() : nullptr;
+  if (dtype_ == KvDtype::BF16)
+    return KVView{nullptr, nullptr, valid_.data(), S_, seg, k16_.data() + off, v16_.data() + off};
+  return KVView{k_.data() + off, v_.data() + off, valid_.data(), S_, seg};
 }
-float* KVCache::k(int layer, int b, int slot) { return k_.data() + ((size_t(layer) * B_ + b) * S_ + slot) * G_ * D_; }
-float* KVCache::v(int layer, int b, int slot) { return v_.data() + ((size_t(layer) * B_ + b) * S_ + slot) * G_ * D_; }
+void KVCache::store(int layer, int b, int slot, const float* k, const float* v) {
+  const size_t off = offset(layer, b, slot), n = size_t(G_) * D_;
+  if (dtype_ == KvDtype::BF16) {
+    for (size_t i = 0; i < n; ++i) k16_[off + i] = f32_to_bf16(k[i]), v16_[off + i] = f32_to_bf16(v[i]);
+  } else {
+    std::copy(k, k + n, k_.begin() + long(off));
+    std::copy(v, v + n, v_.begin() + long(off));
+  }
+}
 void KVCache::clear_row(int b) {
   std::fill(valid(b), valid(b) + S_, 0);
   std::fill(segment(b), segment(b) + S_, 0);
 }
 KVView KVCache::row_view(int layer, int b) const {
-  size_t off = (size_t(layer) * B_ + b) * S_ * G_ * D_;
-  return KVView{k_.data() + off, v_.data() + off, valid_.data() + size_t(b) * S_, S_,
-                segments_ ? segment_.data() + size_t(b) * S_ : nullptr};
+  const size_t off = offset(layer, b, 0);
+  const uint8_t* valid = valid_.data() + size_t(b) * S_;
+  const int32_t* seg = segments_ ? segment_.data() + size_t(b) * S_ : nullptr;
+  if (dtype_ == KvDtype::BF16) return KVView{nullptr, nullptr, valid, S_, seg, k16_.data() + off, v16_.data() + off};
+  return KVView{k_.data() + off, v_.data() + off, valid, S_, seg};
 }
 void KVCache::reset() {
   len_ = 0;
@@ -116,8 +143,7 @@ void Model::forward(Ops& ops, const StepInput& in, KVCache& cache, Logits mode, 
     for (int b = 0; b < B; ++b)
       for (int t = 0; t < T; ++t) {
         const float* row = qkv + (int64_t(b) * T + t) * QKV;
-        std::copy(row + Qd, row + Qd + KVd, cache.k(l, b, P + t));
-        std::copy(row + Qd + KVd, row + Qd + 2 * KVd, cache.v(l, b, P + t));
+        cache.store(l, b, P + t, row + Qd, row + Qd + KVd);
       }
     ops.attention(qkv, QKV, cache.view(l), B, T, P, H, G, D, ctx, lse);
   };
@@ -246,8 +272,7 @@ void Model::forward_ragged(Ops& ops, const RaggedStep& step, KVCache& cache, std
     for (const RaggedRun& u : step.runs) {
       for (int t = 0; t < u.count; ++t) {
         const float* row = qkv + (n0 + t) * QKV;
-        std::copy(row + Qd, row + Qd + KVd, cache.k(l, u.row, u.cache_pos + t));
-        std::copy(row + Qd + KVd, row + Qd + 2 * KVd, cache.v(l, u.row, u.cache_pos + t));
+        cache.store(l, u.row, u.cache_pos + t, row + Qd, row + Qd + KVd);
       }
       ops.attention(qkv + n0 * QKV, QKV, cache.row_view(l, u.row), 1, u.count, u.cache_pos, H, G, D,
                     ctx + n0 * Qd, lse + n0 * H);

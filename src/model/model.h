@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "model/config.h"
@@ -13,18 +14,24 @@
 
 namespace glmlab {
 
-// Post-rotary keys and values of every layer, before group expansion: [L][B, S, G, D] each, fp32,
-// plus which slots hold real tokens. Sequences of a batch share slot numbers (left padding).
+// Post-rotary keys and values of every layer, before group expansion: [L][B, S, G, D] each, fp32 or
+// bf16 (inference: half the memory, rounded to nearest even on store), plus which slots hold real
+// tokens. Sequences of a batch share slot numbers (left padding).
+enum class KvDtype { F32, BF16 };
+KvDtype kv_dtype_from_name(std::string_view s);  // "fp32" | "bf16"; Error otherwise
+const char* kv_dtype_name(KvDtype d);
+
 class KVCache {
  public:
-  KVCache(const ModelConfig& cfg, int batch, int capacity);
-  static uint64_t bytes_needed(const ModelConfig& cfg, int batch, int capacity);
+  KVCache(const ModelConfig& cfg, int batch, int capacity, KvDtype dtype = KvDtype::F32);
+  static uint64_t bytes_needed(const ModelConfig& cfg, int batch, int capacity, KvDtype dtype = KvDtype::F32);
   int batch() const { return B_; }
   int capacity() const { return S_; }
   int length() const { return len_; }  // slots filled so far
+  KvDtype dtype() const { return dtype_; }
   KVView view(int layer) const;
-  float* k(int layer, int b, int slot);
-  float* v(int layer, int b, int slot);
+  // Writes one token's keys and values (G·D floats each) at (layer, b, slot), rounding for bf16.
+  void store(int layer, int b, int slot, const float* k, const float* v);
   uint8_t* valid(int b) { return valid_.data() + size_t(b) * S_; }
   int32_t* segment(int b) { return segment_.data() + size_t(b) * S_; }  // packed sequences (see KVView)
   void use_segments() { segments_ = true; }
@@ -36,8 +43,11 @@ class KVCache {
   KVView row_view(int layer, int b) const;  // the one row b of `layer` as a cache of batch 1
 
  private:
+  size_t offset(int layer, int b, int slot) const { return ((size_t(layer) * B_ + b) * S_ + slot) * G_ * D_; }
   int L_, B_, S_, G_, D_, len_ = 0;
-  std::vector<float> k_, v_;
+  KvDtype dtype_;
+  std::vector<float> k_, v_;         // fp32
+  std::vector<uint16_t> k16_, v16_;  // bf16
   std::vector<uint8_t> valid_;
   std::vector<int32_t> segment_;  // [B, S], all 0 unless packed sequences were given
   bool segments_ = false;

@@ -19,12 +19,17 @@ namespace glmlab {
 // k and v are [B, S, G, D]; key_valid is [B, S] (1 = a real token, 0 = padding or empty).
 // segment [B, S] (optional): packed sequences; a query at slot i sees key j only when
 // segment[b, j] == segment[b, i] (block-diagonal causal mask). nullptr = one segment per row.
+// A bf16 cache (inference only) sets k16/v16 instead of k/v, same layout; the forward attention of the
+// host back ends reads it, the backward and the CUDA ops refuse it.
 struct KVView {
   const float* k;
   const float* v;
   const uint8_t* key_valid;
   int S;
   const int32_t* segment = nullptr;
+  const uint16_t* k16 = nullptr;
+  const uint16_t* v16 = nullptr;
+  bool bf16() const { return k16 != nullptr; }
 };
 
 class Ops {

@@ -47,12 +47,12 @@ SchedulerOptions checked(const ModelConfig& c, SchedulerOptions o) {
 }  // namespace
 
 uint64_t Scheduler::kv_bytes(const ModelConfig& c, const SchedulerOptions& opt) {
-  return KVCache::bytes_needed(c, std::max(opt.max_batch, 1), default_context(c, opt.context));
+  return KVCache::bytes_needed(c, std::max(opt.max_batch, 1), default_context(c, opt.context), opt.kv_dtype);
 }
 
 Scheduler::Scheduler(const Model& model, Ops& ops, SchedulerOptions opt)
     : model_(model), ops_(ops), opt_(checked(model.config(), opt)) {
-  cache_ = std::make_unique<KVCache>(model.config(), opt_.max_batch, opt_.context);
+  cache_ = std::make_unique<KVCache>(model.config(), opt_.max_batch, opt_.context, opt_.kv_dtype);
   for (int r = opt_.max_batch - 1; r >= 0; --r) free_rows_.push_back(r);
   stats_.max_batch = opt_.max_batch;
   stats_.context = opt_.context;

@@ -56,6 +56,7 @@ struct SchedulerOptions {
   int max_queue = 64;       // most requests waiting for a slot; submit() refuses more
   int prefill_chunk = 256;  // most prompt tokens prefilled in one step (decodes come first)
   int context = 0;          // tokens per slot (prompt + new); 0 = min(seq_length, 2048)
+  KvDtype kv_dtype = KvDtype::BF16;  // the slots' keys and values (fp32: exact against generate())
 };
 
 struct SchedulerStats {

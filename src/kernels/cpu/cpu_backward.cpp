@@ -161,15 +161,15 @@ inline bool visible(const KVView& kv, int b, int i, int j) {
 }
 }  // namespace
 
-int attention_block_scores(const float* q, int64_t q_stride, const KVView& kv, int b, int T, int P, int H, int G,
-                           int D, int g, int t0, int t1, float scale, float* qp, std::vector<float>& sc) {
+int attention_block_scores(const float* q, int64_t q_stride, const KVView& kv, const float* kb, int64_t ldk, int b,
+                           int T, int P, int H, int G, int D, int g, int t0, int t1, float scale, float* qp,
+                           std::vector<float>& sc) {
   const int HG = H / G, rows = (t1 - t0) * HG, nk = P + t1;
   for (int r = 0; r < rows; ++r)
     std::copy_n(q + int64_t(b * T + t0 + r / HG) * q_stride + int64_t(g * HG + r % HG) * D, D,
                 qp + int64_t(r) * D);
   sc.resize(size_t(rows) * size_t(nk));
-  const float* kb = kv.k + (int64_t(b) * kv.S * G + g) * D;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, scale, qp, D, kb, G * D, 0.0f, sc.data(), nk);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, scale, qp, D, kb, int(ldk), 0.0f, sc.data(), nk);
   for (int r = 0; r < rows; ++r) {
     const int last = P + t0 + r / HG;
     float* row = sc.data() + int64_t(r) * nk;
@@ -187,6 +187,7 @@ void attention_backward(const float* q, int64_t q_stride, const KVView& kv, int 
   // group's heads. A job owns one (sequence, KV group): its keys' dK and dV and its heads' dQ, so jobs
   // never share an output; the blocks of a job run in order. With fewer jobs than threads the jobs run
   // one after another and OpenBLAS threads each product instead.
+  if (kv.bf16()) fail("attention backward: the KV cache must be fp32 (a bf16 cache is for inference)");
   constexpr int kTB = kAttnBlockTokens;
   const float scale = 1.0f / std::sqrt(float(D));
   const float ninf = -std::numeric_limits<float>::infinity();
@@ -205,7 +206,8 @@ void attention_backward(const float* q, int64_t q_stride, const KVView& kv, int 
       float* dvb = dv + (int64_t(b) * kv.S * G + g) * D;
       for (int t0 = 0; t0 < T; t0 += kTB) {
         const int t1 = std::min(T, t0 + kTB), rows = (t1 - t0) * HG;
-        const int nk = attention_block_scores(q, q_stride, kv, b, T, P, H, G, D, g, t0, t1, scale, qp.data(), pm);
+        const int nk =
+            attention_block_scores(q, q_stride, kv, kb, ldkv, b, T, P, H, G, D, g, t0, t1, scale, qp.data(), pm);
         ds.resize(pm.size());
         for (int r = 0; r < rows; ++r) {
           const int64_t rr = (int64_t(b) * T + t0 + r / HG) * H + g * HG + r % HG;

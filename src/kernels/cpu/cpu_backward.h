@@ -28,9 +28,11 @@ double cross_entropy(float* z, const int32_t* labels, int64_t N, int64_t V, floa
 // of KV group g, row r = (token t0 + r / HG, head g·HG + r % HG) with HG = H / G. Shared by the forward
 // (CpuOps::attention) and attention_backward: packs the block's query rows into qp [rows, D] and writes
 // the scores scale·Q·Kᵀ against keys 0 .. P + t1 − 1 into sc [rows, nk] with one sgemm; keys a row may
-// not see (after its own slot, padding, another packed segment) get −∞. Returns nk.
+// not see (after its own slot, padding, another packed segment) get −∞. Returns nk. kb: key 0 of
+// (b, g) in fp32, consecutive keys ldk floats apart (the cache itself, or a bf16 cache widened).
 constexpr int kAttnBlockTokens = 16;
-int attention_block_scores(const float* q, int64_t q_stride, const KVView& kv, int b, int T, int P, int H, int G,
-                           int D, int g, int t0, int t1, float scale, float* qp, std::vector<float>& sc);
+int attention_block_scores(const float* q, int64_t q_stride, const KVView& kv, const float* kb, int64_t ldk, int b,
+                           int T, int P, int H, int G, int D, int g, int t0, int t1, float scale, float* qp,
+                           std::vector<float>& sc);
 
 }  // namespace glmlab::cpu

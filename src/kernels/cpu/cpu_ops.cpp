@@ -127,12 +127,29 @@ class CpuOps final : public Ops {
 #pragma omp parallel
     {
       std::vector<float> qp(static_cast<size_t>(kTB * HG * D)), op(qp.size()), sc, inv(static_cast<size_t>(kTB * HG));
+      std::vector<float> kw, vw;  // a bf16 cache's keys and values of one (b, g), widened
 #pragma omp for schedule(dynamic, 1)
       for (int64_t job = 0; job < jobs; ++job) {
         const int blk = int(job % nblk), g = int((job / nblk) % G), b = int(job / (int64_t(nblk) * G));
         const int t0 = blk * kTB, t1 = std::min(T, t0 + kTB), rows = (t1 - t0) * HG;
-        const int nk = cpu::attention_block_scores(q, q_stride, kv, b, T, P, H, G, D, g, t0, t1, scale, qp.data(), sc);
-        const float* vb = kv.v + (int64_t(b) * kv.S * G + g) * D;
+        const int64_t first = (int64_t(b) * kv.S * G + g) * D;
+        const float* kb = kv.k ? kv.k + first : nullptr;
+        const float* vb = kv.v ? kv.v + first : nullptr;
+        int64_t ld = ldkv;
+        if (kv.bf16()) {
+          const int n = P + t1;
+          kw.resize(size_t(n) * D);
+          vw.resize(size_t(n) * D);
+          for (int j = 0; j < n; ++j) {
+            simd::to_f32(kv.k16 + first + int64_t(j) * ldkv, DType::BF16, kw.data() + int64_t(j) * D, size_t(D));
+            simd::to_f32(kv.v16 + first + int64_t(j) * ldkv, DType::BF16, vw.data() + int64_t(j) * D, size_t(D));
+          }
+          kb = kw.data();
+          vb = vw.data();
+          ld = D;
+        }
+        const int nk =
+            cpu::attention_block_scores(q, q_stride, kv, kb, ld, b, T, P, H, G, D, g, t0, t1, scale, qp.data(), sc);
         for (int r = 0; r < rows; ++r) {
           const int t = t0 + r / HG;
           float* row = sc.data() + int64_t(r) * nk;
@@ -148,7 +165,7 @@ class CpuOps final : public Ops {
           inv[size_t(r)] = float(1.0 / sum);
           if (l) *l = mx + float(std::log(sum));
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, nk, 1.0f, sc.data(), nk, vb, int(ldkv), 0.0f,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, nk, 1.0f, sc.data(), nk, vb, int(ld), 0.0f,
                     op.data(), D);
         for (int r = 0; r < rows; ++r) {
           float* o = out + int64_t(b * T + t0 + r / HG) * H * D + int64_t(g * HG + r % HG) * D;

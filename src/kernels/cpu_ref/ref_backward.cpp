@@ -83,6 +83,7 @@ void attention_backward(const float* q, int64_t q_stride, const KVView& kv, int 
   // Recomputes the softmax from scratch in double (independent of the forward's out and lse):
   // p_j = softmax(s)_j, dp_j = dout·v_j, ds_j = p_j (dp_j − Σ_i p_i dp_i);
   // dq = scale Σ_j ds_j k_j, dk_j += scale ds_j q, dv_j += p_j dout.
+  if (kv.bf16()) fail("attention backward: the KV cache must be fp32 (a bf16 cache is for inference)");
   const double scale = 1.0 / std::sqrt(double(D));
   std::vector<double> p, dp;
   for (int b = 0; b < B; ++b)

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "ops/ops.h"
+#include "util/dtype.h"
 
 namespace glmlab::ref {
 
@@ -19,6 +20,8 @@ double cross_entropy(float* z, const int32_t* labels, int64_t N, int64_t V, floa
 
 // Whether the query at cache slot i of sequence b may see key slot j (j ≤ i checked by the caller):
 // the key is valid and, with packed sequences, in the same segment.
+// Element i of a cache's keys or values: fp32, or a bf16 cache widened.
+inline float kv_at(const float* f32, const uint16_t* b16, int64_t i) { return f32 ? f32[i] : bf16_to_f32(b16[i]); }
 inline bool key_visible(const KVView& kv, int b, int i, int j) {
   const int64_t row = int64_t(b) * kv.S;
   return kv.key_valid[row + j] && (!kv.segment || kv.segment[row + j] == kv.segment[row + i]);

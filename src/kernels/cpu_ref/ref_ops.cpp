@@ -72,9 +72,9 @@ class RefOps final : public Ops {
           double mx = -std::numeric_limits<double>::infinity();
           for (int j = 0; j <= last; ++j) {
             if (!ref::key_visible(kv, b, last, j)) continue;
-            const float* kj = kv.k + ((int64_t(b) * kv.S + j) * G + g) * D;
+            const int64_t kj = ((int64_t(b) * kv.S + j) * G + g) * D;
             double d = 0;
-            for (int i = 0; i < D; ++i) d += double(qv[i]) * kj[i];
+            for (int i = 0; i < D; ++i) d += double(qv[i]) * ref::kv_at(kv.k, kv.k16, kj + i);
             sc[size_t(j)] = d * scale;
             mx = std::max(mx, sc[size_t(j)]);
           }
@@ -89,8 +89,8 @@ class RefOps final : public Ops {
           std::vector<double> acc(size_t(D), 0.0);
           for (int j = 0; j <= last; ++j) {
             if (sc[size_t(j)] == 0) continue;
-            const float* vj = kv.v + ((int64_t(b) * kv.S + j) * G + g) * D;
-            for (int i = 0; i < D; ++i) acc[size_t(i)] += sc[size_t(j)] * vj[i];
+            const int64_t vj = ((int64_t(b) * kv.S + j) * G + g) * D;
+            for (int i = 0; i < D; ++i) acc[size_t(i)] += sc[size_t(j)] * ref::kv_at(kv.v, kv.v16, vj + i);
           }
           for (int i = 0; i < D; ++i) o[i] = float(acc[size_t(i)] / sum);
           if (lse) lse[int64_t(b * T + t) * H + h] = float(mx + std::log(sum));

@@ -272,6 +272,7 @@ void CudaOps::rope(float* x, int64_t N, int64_t stride, int nheads, int D, const
 
 void CudaOps::attention(const float* q, int64_t q_stride, const KVView& kv, int B, int T, int P, int H, int G, int D,
                         float* out, float* lse) {
+  if (kv.bf16()) fail("cuda attention: the device engine keeps its own fp32 KV cache; a bf16 host cache is not read here");
   attention_with(AttentionPath::Auto, 0, q, q_stride, kv, B, T, P, H, G, D, out, lse);
 }
 

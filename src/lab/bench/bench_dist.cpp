@@ -32,7 +32,7 @@ std::vector<BenchPrompt> shard_prompts(const std::vector<BenchPrompt>& all, int 
 namespace {
 
 json record_to_json(const RecordResult& x) {
-  return {{"dtype", x.dtype},   {"batch", x.batch},       {"rep", x.rep},
+  return {{"dtype", x.dtype},   {"schedule", x.schedule}, {"batch", x.batch},       {"rep", x.rep},
           {"group", x.group},   {"index", x.index},       {"input_tokens", x.input_tokens},
           {"target", x.target_tokens}, {"output_tokens", x.output_tokens}, {"forced", x.forced},
           {"stopped", x.stopped}, {"prefill_s", x.prefill_s}, {"decode_s", x.decode_s},
@@ -41,6 +41,7 @@ json record_to_json(const RecordResult& x) {
 RecordResult record_from_json(const json& j) {
   RecordResult x;
   x.dtype = j.at("dtype").get<std::string>();
+  x.schedule = j.at("schedule").get<std::string>();
   x.batch = j.at("batch").get<int>();
   x.rep = j.at("rep").get<int>();
   x.group = j.at("group").get<int>();
@@ -57,7 +58,7 @@ RecordResult record_from_json(const json& j) {
   return x;
 }
 json group_to_json(const GroupResult& g) {
-  return {{"dtype", g.dtype}, {"batch", g.batch}, {"rep", g.rep}, {"group", g.group}, {"sequences", g.sequences},
+  return {{"dtype", g.dtype}, {"schedule", g.schedule}, {"decode_tokens", g.decode_tokens}, {"batch", g.batch}, {"rep", g.rep}, {"group", g.group}, {"sequences", g.sequences},
           {"input_tokens", g.input_tokens}, {"output_tokens", g.output_tokens}, {"decode_steps", g.decode_steps},
           {"prefill_s", g.prefill_s}, {"decode_s", g.decode_s}, {"wall_s", g.wall_s},
           {"prefill_flops", g.prefill_flops}};
@@ -65,6 +66,8 @@ json group_to_json(const GroupResult& g) {
 GroupResult group_from_json(const json& j) {
   GroupResult g;
   g.dtype = j.at("dtype").get<std::string>();
+  g.schedule = j.at("schedule").get<std::string>();
+  g.decode_tokens = j.at("decode_tokens").get<int64_t>();
   g.batch = j.at("batch").get<int>();
   g.rep = j.at("rep").get<int>();
   g.group = j.at("group").get<int>();

@@ -134,11 +134,12 @@ GroupRun run_group(Engine& engine, const std::vector<BenchPrompt>& prompts,
 
 // One repetition of the continuous schedule: every prompt queued at once (data order), `batch` rows.
 GroupRun run_continuous(const Model& model, Ops& ops, const std::vector<BenchPrompt>& prompts,
-                        const std::vector<size_t>& members, int batch, int prefill_chunk, bool stop_at_eos,
-                        Progress* progress) {
+                        const std::vector<size_t>& members, int batch, int prefill_chunk, KvDtype kv_dtype,
+                        bool stop_at_eos, Progress* progress) {
   int context = 1;
   for (size_t m : members) context = std::max(context, int(prompts[m].input.size()) + prompts[m].target_tokens);
-  serve::Scheduler sched(model, ops, serve::SchedulerOptions{batch, int(members.size()), prefill_chunk, context});
+  serve::Scheduler sched(model, ops,
+                         serve::SchedulerOptions{batch, int(members.size()), prefill_chunk, context, kv_dtype});
   const size_t n = members.size();
   std::vector<std::vector<int32_t>> ids(n);
   std::vector<clock::time_point> first(n), last(n);
@@ -326,12 +327,12 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
         std::iota(all.begin(), all.end(), size_t(0));
         if (continuous) {
           if (!bm.ops) fail("bench: --schedule continuous runs on the host engine (--device cpu or cpu-ref)");
-          uint64_t kv = serve::Scheduler::kv_bytes(bm.model->config(), serve::SchedulerOptions{batch, 1, 1, bench_limits(prompts, {1}).capacity});
+          uint64_t kv = serve::Scheduler::kv_bytes(bm.model->config(), serve::SchedulerOptions{batch, 1, 1, bench_limits(prompts, {1}).capacity, o.kv_dtype});
           facts.kv_cache_bytes = std::max(facts.kv_cache_bytes, kv);
         }
         auto run_one = [&](const std::vector<size_t>& members) {
-          return continuous ? run_continuous(*bm.model, *bm.ops, prompts, members, batch, o.prefill_chunk, o.stop_at_eos,
-                                             &progress)
+          return continuous ? run_continuous(*bm.model, *bm.ops, prompts, members, batch, o.prefill_chunk,
+                                             o.kv_dtype, o.stop_at_eos, &progress)
                             : run_group(engine, prompts, members, o.stop_at_eos, &progress);
         };
         // Warm-up: the first `warmup` groups (continuous: as many records as `warmup` groups would hold).

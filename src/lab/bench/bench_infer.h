@@ -71,6 +71,7 @@ struct BenchInferOptions {
   std::vector<int> batches = {1};
   std::vector<std::string> schedules = {"static"};  // static | continuous (host engine only)
   int prefill_chunk = 256;                 // continuous: most prompt tokens per step
+  KvDtype kv_dtype = KvDtype::BF16;        // continuous: the KV slots' dtype (static runs keep fp32)
   int reps = 1;
   int warmup = 1;                          // groups run and discarded first, per (dtype, batch)
   bool stop_at_eos = false;

@@ -121,7 +121,8 @@ nlohmann::json summary_json(const BenchReport& r, const BenchMeta& meta) {
             {"max_new_tokens", meta.max_new_tokens}, {"tokenizer", meta.tokenizer}}},
           {"options",
            {{"dtypes", o.dtypes}, {"batches", o.batches}, {"schedules", o.schedules},
-            {"prefill_chunk", o.prefill_chunk}, {"reps", o.reps}, {"warmup", o.warmup},
+            {"prefill_chunk", o.prefill_chunk}, {"kv_dtype", kv_dtype_name(o.kv_dtype)}, {"reps", o.reps},
+            {"warmup", o.warmup},
             {"stop_at_eos", o.stop_at_eos}, {"device", o.device}}},
           {"machine", to_json(r.machine)},
           {"probes", probes},
@@ -133,7 +134,7 @@ nlohmann::json summary_json(const BenchReport& r, const BenchMeta& meta) {
 std::string records_jsonl(const BenchReport& r) {
   std::string out;
   for (const auto& x : r.records) {
-    nlohmann::json j = {{"dtype", x.dtype},         {"batch", x.batch},
+    nlohmann::json j = {{"dtype", x.dtype},         {"schedule", x.schedule}, {"batch", x.batch},
                         {"rep", x.rep},             {"group", x.group},
                         {"index", x.index},         {"input_tokens", x.input_tokens},
                         {"target_tokens", x.target_tokens}, {"output_tokens", x.output_tokens},
