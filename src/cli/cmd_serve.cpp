@@ -31,6 +31,7 @@ struct ServeArgs {
   serve::SchedulerOptions sched;
   std::string api_key;
   std::string model_name;
+  std::string kv_dtype;  // empty: bf16, fp32 with --fp32-activations
   double shutdown_timeout = 30;
 };
 
@@ -75,6 +76,10 @@ RegisterCommand reg_serve([](CLI::App& app) {
   cmd->add_option("--context", a->sched.context, "tokens per sequence, prompt + reply (0 = min(seq_length, 2048))")
       ->check(IntAtLeast(0))
       ->capture_default_str();
+  cmd->add_option("--kv-dtype", a->kv_dtype,
+                  "the KV slots' dtype, bf16 or fp32 (default bf16; fp32 with --fp32-activations; fp32 replies "
+                  "equal glmlab generate's)")
+      ->check(CLI::IsMember({"bf16", "fp32"}));
   cmd->add_option("--api-key", a->api_key,
                   "require 'Authorization: Bearer KEY' on /v1/* (default: $GLMLAB_API_KEY; unset = no key)");
   cmd->add_option("--model-name", a->model_name, "the model's name in /v1/models and replies (default: from --model)");
@@ -91,6 +96,7 @@ RegisterCommand reg_serve([](CLI::App& app) {
     if (a->sched.context > c.seq_length)
       fail("--context {} is more than the model's seq_length {}", a->sched.context, c.seq_length);
 
+    a->sched.kv_dtype = kv_dtype_from_name(!a->kv_dtype.empty() ? a->kv_dtype : a->m.fp32_activations ? "fp32" : "bf16");
     serve::Scheduler sched(L.model, *L.ops, a->sched);
     int context = sched.stats().context;
     if (context <= 0) context = a->sched.context > 0 ? a->sched.context : std::min(c.seq_length, 2048);
@@ -118,8 +124,9 @@ RegisterCommand reg_serve([](CLI::App& app) {
       listen_ok = server.listen();
       on_stop_signal(0);
     });
-    std::fprintf(stderr, "glmlab serve: %s, %d slots of %d tokens, queue %d, %s\n", so.model_name.c_str(),
-                 a->sched.max_batch, context, a->sched.max_queue, so.api_key.empty() ? "no API key" : "API key required");
+    std::fprintf(stderr, "glmlab serve: %s, %d slots of %d tokens (%s KV), queue %d, %s\n", so.model_name.c_str(),
+                 a->sched.max_batch, context, a->sched.kv_dtype == KvDtype::F32 ? "fp32" : "bf16", a->sched.max_queue,
+                 so.api_key.empty() ? "no API key" : "API key required");
     std::fprintf(stderr, "glmlab serve: listening on http://%s:%d\n", a->host.c_str(), port);
     std::fflush(stderr);
 

@@ -118,7 +118,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server():
-    s = Server("--max-batch", "8", "--max-queue", "64")
+    s = Server("--max-batch", "8", "--max-queue", "64", "--kv-dtype", "fp32")  # fp32 KV: exactly generate's ids
     yield s
     rc = s.terminate()
     assert rc == 0, s.stderr()
