@@ -10,7 +10,7 @@ want_oracle=0
 
 pkgs=(build-essential cmake ninja-build pkg-config libopenblas-openmp-dev libhwy-dev libsentencepiece-dev
       nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox
-      libopenmpi-dev openmpi-bin)
+      libopenmpi-dev openmpi-bin libcpp-httplib-dev)
 # Test mode only: headless Chromium (about 290 MB installed) opens the benchmark's HTML page in a test.
 ((want_oracle)) && pkgs+=(chromium clang libclang-rt-14-dev)  # + clang: the libFuzzer targets (scripts/fuzz.sh)
 missing=()
@@ -23,12 +23,12 @@ if ((${#missing[@]})); then
 fi
 
 if ((want_oracle)); then
-  py_pkgs=(torch==2.13.0 transformers peft safetensors sentencepiece numpy pytest)
+  py_pkgs=(torch==2.13.0 transformers peft safetensors sentencepiece numpy pytest openai)
   if [[ ! -x .venv/bin/python ]]; then python3 -m venv .venv; fi
-  if ! .venv/bin/python -c "import torch, transformers, peft, safetensors, sentencepiece, numpy, pytest" 2>/dev/null; then
+  if ! .venv/bin/python -c "import torch, transformers, peft, safetensors, sentencepiece, numpy, pytest, openai" 2>/dev/null; then
     echo "setup: installing the oracle's Python packages into .venv"
     .venv/bin/pip install -q --disable-pip-version-check "${py_pkgs[@]}" 2>&1 | grep -v "is ignored: it is neither" || true
-    .venv/bin/python -c "import torch, transformers, peft, safetensors, sentencepiece, numpy, pytest"
+    .venv/bin/python -c "import torch, transformers, peft, safetensors, sentencepiece, numpy, pytest, openai"
   fi
   # NCCL's headers and library for the CUDA build's NCCL communicator (compiled in CI, run on a GPU):
   # only where the CUDA toolkit is, since nothing else needs them.
