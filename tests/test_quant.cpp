@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <random>
 
 #include "lab/parity.h"
@@ -278,6 +279,42 @@ TEST(QuantLoad, ThudmTensorsLoadToTheOraclesValuesZeroCopy) {
     EXPECT_LT(differ, 37 * 160 * (bits == 4 ? 1 : 3) / 100);  // fp16 quotients are coarser near ±127
     std::printf("[ info ] int%d: our quantizer differs from THUDM's on %lld of %d values\n", bits, (long long)differ, 37 * 160);
   }
+}
+
+TEST(QuantLoad, NonFiniteScalesAreNamedErrors) {
+  // A NaN or Inf scale turns a group of outputs into NaN: the loader names the tensor, row and group.
+  // Stored fp16 Inf, fp32 NaN, and an fp32 scale beyond fp16's range (1e6 → Inf once converted).
+  auto dir = test::temp_dir("quant-scales");
+  std::vector<int8_t> w(size_t(4 * 64), 3);
+  QuantConfig qc;
+  qc.method = QuantConfig::Method::Thudm;
+  qc.bits = 8;
+  struct Case {
+    DType dtype;
+    float bad;
+  };
+  for (Case c : {Case{DType::F16, std::numeric_limits<float>::infinity()}, Case{DType::F32, std::nanf("")},
+                 Case{DType::F32, 1e6f}}) {
+    SCOPED_TRACE(fmt::format("{} {}", dtype_name(c.dtype), c.bad));
+    std::vector<float> s32(4, 0.01f);
+    s32[2] = c.bad;
+    std::vector<uint16_t> s16(4);
+    for (size_t i = 0; i < 4; ++i) s16[i] = f32_to_f16(s32[i]);
+    const void* sp = c.dtype == DType::F16 ? static_cast<const void*>(s16.data()) : s32.data();
+    const std::string path = (dir / "q.safetensors").string();
+    write_safetensors(path, {{"lin.weight", DType::I8, {4, 64}, w.data(), w.size()},
+                             {"lin.weight_scale", c.dtype, {4}, sp, size_t(4 * (c.dtype == DType::F16 ? 2 : 4))}});
+    SafetensorsSet set = SafetensorsSet::open(path);
+    std::string e = test::error_of([&] { read_quantized_linear(set, "lin", 4, 64, qc, "ckpt"); });
+    EXPECT_NE(e.find("ckpt: tensor lin.weight_scale holds a scale that is not finite"), std::string::npos) << e;
+    EXPECT_NE(e.find("row 2, group 0"), std::string::npos) << e;
+  }
+  // The same file with finite scales loads.
+  std::vector<uint16_t> ok(4, f32_to_f16(0.01f));
+  write_safetensors((dir / "ok.safetensors").string(), {{"lin.weight", DType::I8, {4, 64}, w.data(), w.size()},
+                                                        {"lin.weight_scale", DType::F16, {4}, ok.data(), 8}});
+  SafetensorsSet set = SafetensorsSet::open((dir / "ok.safetensors").string());
+  EXPECT_EQ(read_quantized_linear(set, "lin", 4, 64, qc, "ckpt").m.dtype, DType::Q8);
 }
 
 TEST(QuantLoad, GptqTensorsLoadToTheOraclesValues) {

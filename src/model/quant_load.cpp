@@ -43,6 +43,15 @@ uint32_t u32_at(const TensorInfo& t, size_t i) {
   return v;
 }
 
+// A NaN or Inf scale (stored, or an fp32 scale beyond fp16's range) would turn a whole group of outputs
+// into NaN: named here, as non-finite float weights are (weights.cpp).
+void check_scales_finite(const Matrix& m, const std::string& name, const std::string& dir) {
+  const size_t n = size_t(m.rows * m.groups());
+  if (size_t i = first_non_finite(m.scales, DType::F16, n); i < n)
+    fail("{}: tensor {} holds a scale that is not finite ({}) at index {} (row {}, group {}; stored as fp16): the "
+         "checkpoint is corrupt", dir, name, f16_to_f32(m.scales[i]), i, int64_t(i) / m.groups(), int64_t(i) % m.groups());
+}
+
 // glmlab / THUDM: weight I8 + weight_scale.
 QuantizedMatrix read_int(const SafetensorsSet& set, const std::string& module, int64_t rows, int64_t cols,
                          const QuantConfig& qc, const std::string& dir) {
@@ -78,6 +87,7 @@ QuantizedMatrix read_int(const SafetensorsSet& set, const std::string& module, i
     for (size_t i = 0; i < size_t(rows * ng); ++i) dst[i] = f32_to_f16(float_at(s, i));
     qm.m.scales = dst;
   }
+  check_scales_finite(qm.m, s.name, dir);
   return qm;
 }
 
@@ -138,6 +148,7 @@ QuantizedMatrix read_gptq(const SafetensorsSet& set, const std::string& module, 
   auto* s = reinterpret_cast<uint16_t*>(qm.scales.data());
   for (int64_t g = 0; g < ng; ++g)
     for (int64_t o = 0; o < rows; ++o) s[o * ng + g] = f32_to_f16(float_at(sc, size_t(g * rows + o)));
+  check_scales_finite(qm.m, sc.name, dir);
   return qm;
 }
 
