@@ -251,6 +251,14 @@ TEST(ServeKvBf16, AttentionOnABf16CacheEqualsFp32OnTheRoundedValues) {
   }
 }
 
+TEST(ServeKvBf16, SlotsOfChatGLM3At8x2048TakeTheStatedBytes) {
+  // docs/SERVING.md: 28 layers × 2 (K, V) × 8 × 2048 × 2 groups × 128 × 2 bytes + 8 × 2048 × 5.
+  const ModelConfig c = ModelConfig::preset("chatglm3-6b");
+  EXPECT_EQ(Scheduler::kv_bytes(c, SchedulerOptions{8, 64, 256, 2048}), 469843968u);
+  EXPECT_EQ(Scheduler::kv_bytes(c, SchedulerOptions{8, 64, 256, 2048, KvDtype::F32}), 939606016u);
+  EXPECT_EQ(Scheduler::kv_bytes(c, SchedulerOptions{8, 64, 256, 0}), 469843968u);  // context 0 = 2048
+}
+
 TEST(ServeKvBf16, RepliesDoNotDependOnTheBatch) {
   // With bf16 slots (the default) and fp32 activations, a reply is the same alone (max_batch 1) and
   // among others (max_batch 4, chunked prefills), and stays close to the fp32 cache's reply.
