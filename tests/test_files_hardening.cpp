@@ -523,6 +523,21 @@ TEST(FilesMerge, OutputFolderWithAShardedCheckpointIsReplaced) {
 // ------------------------------------------------------------------ 9. found while fuzzing (fuzz/)
 // The crashing inputs are also in fuzz/corpus/<target>/regress_*.
 
+TEST(FilesFuzzRegressions, ShardNameTooLongIsAnErrorNotAnException) {
+  // fuzz_st_index: a weight_map shard name longer than NAME_MAX made std::filesystem throw
+  // filesystem_error (not glmlab::Error) — "internal error" in the CLI, std::terminate in the target.
+  auto root = test::temp_dir("files_index_long");
+  fs::create_directories(root / "ckpt");
+  const std::string shard = std::string(300, 'd') + ".safetensors";
+  spit(root / "ckpt" / "model.safetensors.index.json", R"({"weight_map": {"a": ")" + shard + R"("}})");
+  std::string e = test::error_of([&] { SafetensorsSet::open((root / "ckpt").string()); });
+  EXPECT_CONTAINS(e, "File name too long");
+  EXPECT_CONTAINS(e, std::string(300, 'd'));
+  // A whole checkpoint path that is too long: the loader names it too.
+  e = test::error_of([&] { load_model((root / std::string(300, 'x')).string()); });
+  EXPECT_CONTAINS(e, "File name too long");
+}
+
 TEST(FilesFuzzRegressions, IntMinHiddenSizeOverMinusOneHeads) {
   // The default kv_channels divided INT_MIN by -1 (UBSan: not representable; SIGFPE on x86).
   std::string e = config_error([](json& j) {

@@ -5,6 +5,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include "util/file.h"
 
 namespace glmlab::cli {
 
@@ -29,7 +30,7 @@ std::string tokenizer_source(const Tokenizer& tok, const ModelArgs& m) {
   if (tok.is_byte_fallback()) return "bytes";
   if (!m.tokenizer.empty()) return m.tokenizer;
   auto beside = std::filesystem::path(m.model) / "tokenizer.model";
-  if (m.model.rfind("random:", 0) != 0 && std::filesystem::exists(beside)) return beside.string();
+  if (m.model.rfind("random:", 0) != 0 && path_exists(beside)) return beside.string();
   const char* env = std::getenv("GLMLAB_TOKENIZER");
   return env ? env : "?";
 }

@@ -245,7 +245,7 @@ RegisterCommand reg([](CLI::App& app) {
     nlohmann::json s[2];
     for (int i = 0; i < 2; ++i) {
       std::string path = (*files)[size_t(i)];
-      if (std::filesystem::is_directory(path)) path = (std::filesystem::path(path) / "summary.json").string();
+      if (is_dir(path)) path = (std::filesystem::path(path) / "summary.json").string();
       s[i] = read_json_file(path);
       if (!s[i].is_object() || !s[i].contains("runs")) fail("{}: not a benchmark summary (no \"runs\")", path);
     }

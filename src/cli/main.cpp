@@ -1,6 +1,7 @@
 // glmlab command-line entry point: builds the CLI11 app from the registered subcommands and turns
 // glmlab::Error into a one-line message and exit status 1.
 #include <cstdio>
+#include <filesystem>
 #include <exception>
 
 #include "cli/commands.h"
@@ -37,7 +38,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "glmlab: error: %s\n", e.what());
     rc = 1;
   } catch (const std::exception& e) {
-    const bool internal = dynamic_cast<const glmlab::Error*>(&e) == nullptr;
+    // A filesystem error names the path and the system's reason (a file that cannot be created, a name
+    // too long): the user's to fix, like a glmlab::Error.
+    const bool internal = dynamic_cast<const glmlab::Error*>(&e) == nullptr &&
+                          dynamic_cast<const std::filesystem::filesystem_error*>(&e) == nullptr;
     if (glmlab::dist::is_distributed()) {
       // One rank alone failed, maybe while the others wait in a collective: end the whole job.
       auto& w = glmlab::dist::world();

@@ -33,7 +33,7 @@ int common_group_size(const ModelWeights& w) {
 }  // namespace
 
 void write_checkpoint(const ModelConfig& cfg, const ModelWeights& w, const std::string& dir) {
-  if (fs::exists(dir)) fail("{} already exists: remove it or choose another output folder", dir);
+  if (path_exists(dir)) fail("{} already exists: remove it or choose another output folder", dir);
   std::string tmp = dir + ".tmp";
   fs::remove_all(tmp);
   fs::create_directories(tmp);

@@ -22,7 +22,7 @@ ModelSpec ModelSpec::parse(const std::string& spec) {
     s.preset = spec.substr(7);
     return s;
   }
-  if (!fs::is_directory(spec))
+  if (!is_dir(spec))
     fail("model \"{}\" is neither random:PRESET nor a checkpoint folder (config.json + safetensors)", spec);
   s.dir = spec;
   return s;
@@ -31,10 +31,10 @@ ModelSpec ModelSpec::parse(const std::string& spec) {
 ModelConfig load_config(const ModelSpec& spec) {
   if (spec.random) return ModelConfig::preset(spec.preset);
   auto cfg_path = (fs::path(spec.dir) / "config.json").string();
-  if (!fs::exists(cfg_path)) fail("checkpoint folder {} has no config.json", spec.dir);
+  if (!path_exists(cfg_path)) fail("checkpoint folder {} has no config.json", spec.dir);
   ModelConfig cfg = ModelConfig::from_file(cfg_path);
   auto qpath = fs::path(spec.dir) / "quantize_config.json";  // older AutoGPTQ exports keep it apart
-  if (!cfg.quant.quantized() && fs::exists(qpath)) {
+  if (!cfg.quant.quantized() && path_exists(qpath)) {
     const nlohmann::json q = read_json_file(qpath.string());
     cfg.quant = QuantConfig::from_gptq_json(q, qpath.string());
   }
@@ -68,7 +68,7 @@ Tokenizer load_tokenizer(const std::string& path, const std::string& model_spec)
   if (!path.empty()) return Tokenizer::from_file(path);
   if (model_spec.rfind("random:", 0) != 0) {
     auto beside = fs::path(model_spec) / "tokenizer.model";
-    if (fs::exists(beside)) return Tokenizer::from_file(beside.string());
+    if (path_exists(beside)) return Tokenizer::from_file(beside.string());
   }
   if (const char* env = std::getenv("GLMLAB_TOKENIZER"); env && *env) return Tokenizer::from_file(env);
   return Tokenizer::byte_fallback();

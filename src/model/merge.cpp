@@ -13,6 +13,7 @@
 #include "util/dtype.h"
 #include "util/error.h"
 #include "util/json.h"
+#include "util/file.h"
 
 namespace glmlab {
 
@@ -53,7 +54,7 @@ std::vector<float> adapter_delta(const Adapter& a, int layer, Target t) {
 }
 
 MergeReport merge_checkpoint(const std::string& model_dir, const std::string& adapter_dir, const std::string& out_dir) {
-  if (fs::exists(out_dir) && fs::equivalent(model_dir, out_dir))
+  if (path_exists(out_dir) && fs::equivalent(model_dir, out_dir))
     fail("merge: the output folder {} is the model folder; write the merged checkpoint elsewhere", out_dir);
   const ModelConfig cfg = ModelConfig::from_file((fs::path(model_dir) / "config.json").string());
   Adapter adapter = load_adapter(adapter_dir, cfg);
@@ -114,7 +115,7 @@ MergeReport merge_checkpoint(const std::string& model_dir, const std::string& ad
   // files are left alone. The new file is complete (written atomically) before anything is removed.
   const fs::path index = fs::path(out_dir) / "model.safetensors.index.json";
   std::vector<fs::path> stale;
-  if (fs::is_regular_file(index)) {
+  if (is_file(index)) {
     stale.push_back(index);
     try {
       const nlohmann::json j = read_json_file(index.string());
@@ -141,7 +142,7 @@ MergeReport merge_checkpoint(const std::string& model_dir, const std::string& ad
   }
   for (const char* f : {"config.json", "generation_config.json", "tokenizer.model", "tokenizer_config.json"}) {
     const fs::path src = fs::path(model_dir) / f;
-    if (fs::exists(src)) fs::copy_file(src, fs::path(out_dir) / f, fs::copy_options::overwrite_existing);
+    if (path_exists(src)) fs::copy_file(src, fs::path(out_dir) / f, fs::copy_options::overwrite_existing);
   }
   return rep;
 }

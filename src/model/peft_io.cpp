@@ -126,7 +126,7 @@ AdapterConfig read_adapter_config(const std::string& dir) {
 Adapter load_adapter(const std::string& dir, const ModelConfig& model) {
   AdapterConfig cfg = read_adapter_config(dir);
   const std::string file = (std::filesystem::path(dir) / kWeightsFile).string();
-  if (!std::filesystem::exists(file)) fail("{}: missing (an adapter folder holds {} and {})", file, kConfigFile, kWeightsFile);
+  if (!path_exists(file)) fail("{}: missing (an adapter folder holds {} and {})", file, kConfigFile, kWeightsFile);
   SafetensorsFile st(file);
   // The adapter is allocated only when it has at most 2^24 values more than the file holds: an absurd
   // rank beside a small file ("r": 81426666, 2.6 GB) is refused before allocating, while a near miss

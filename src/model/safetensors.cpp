@@ -25,6 +25,7 @@
 
 #include "util/error.h"
 #include "util/json.h"
+#include "util/file.h"
 
 namespace glmlab {
 
@@ -199,16 +200,16 @@ SafetensorsSet SafetensorsSet::open(const std::string& path_or_dir) {
     return *s.files_.back();
   };
   const fs::path dir(path_or_dir);
-  if (fs::is_regular_file(dir)) {
+  if (is_file(dir)) {
     add(path_or_dir);
     return s;
   }
-  if (!fs::exists(dir)) fail("{} does not exist (expected a .safetensors file or a checkpoint folder)", path_or_dir);
-  if (!fs::is_directory(dir))
+  if (!path_exists(dir)) fail("{} does not exist (expected a .safetensors file or a checkpoint folder)", path_or_dir);
+  if (!is_dir(dir))
     fail("{} is not a regular file or a folder (expected a .safetensors file or a checkpoint folder)", path_or_dir);
   const std::string index = (dir / "model.safetensors.index.json").string();
-  if (!fs::exists(index)) {
-    if (!fs::exists(dir / "model.safetensors"))
+  if (!path_exists(index)) {
+    if (!path_exists(dir / "model.safetensors"))
       fail("no model.safetensors or model.safetensors.index.json in {}", path_or_dir);
     add((dir / "model.safetensors").string());
     return s;
@@ -237,7 +238,7 @@ SafetensorsSet SafetensorsSet::open(const std::string& path_or_dir) {
   }
   for (const std::string& shard : shards) {
     const std::string file = (dir / shard).string();
-    if (!fs::is_regular_file(file)) fail("{}: shard {} is missing (expected {})", index, shard, file);
+    if (!is_file(file)) fail("{}: shard {} is missing (expected {})", index, shard, file);
     for (const auto& [name, t] : add(file).tensors()) {
       auto it = weight_map.find(name);
       if (it == weight_map.end()) fail("{}: shard {} has tensor \"{}\" that weight_map does not list", index, shard, name);

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "util/error.h"
+#include "util/file.h"
 
 namespace glmlab {
 
@@ -71,7 +72,7 @@ Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
-  if (!std::filesystem::is_regular_file(path))
+  if (!is_file(path))
     fail("tokenizer file {} does not exist (expected ChatGLM3's tokenizer.model)", path);
   Tokenizer t;
   t.sp_ = std::make_unique<sentencepiece::SentencePieceProcessor>();

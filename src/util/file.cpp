@@ -387,4 +387,19 @@ uint64_t peak_rss_bytes() {
   return uint64_t(ru.ru_maxrss) * 1024ull;
 }
 
+PathKind path_kind(const std::filesystem::path& p) {
+  std::error_code ec;
+  const auto st = std::filesystem::status(p, ec);  // follows links, as the throwing overloads do
+  if (ec) {
+    if (ec == std::errc::no_such_file_or_directory || ec == std::errc::not_a_directory) return PathKind::Missing;
+    fail("{}: {}", p.string(), ec.message());
+  }
+  switch (st.type()) {
+    case std::filesystem::file_type::not_found: return PathKind::Missing;
+    case std::filesystem::file_type::regular: return PathKind::File;
+    case std::filesystem::file_type::directory: return PathKind::Directory;
+    default: return PathKind::Other;
+  }
+}
+
 }  // namespace glmlab

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
@@ -29,6 +30,15 @@ class MappedFile {
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
 };
+
+// What a path names, without std::filesystem's exceptions: a name too long, a denied search permission
+// or a loop of links is an Error naming the path and the system's reason (a path that simply does not
+// exist, or runs through a regular file, is Missing). Every loader checks paths through these.
+enum class PathKind { Missing, File, Directory, Other };
+PathKind path_kind(const std::filesystem::path& p);
+inline bool path_exists(const std::filesystem::path& p) { return path_kind(p) != PathKind::Missing; }
+inline bool is_file(const std::filesystem::path& p) { return path_kind(p) == PathKind::File; }
+inline bool is_dir(const std::filesystem::path& p) { return path_kind(p) == PathKind::Directory; }
 
 std::string read_file(const std::string& path);  // a regular file, as MappedFile; throws Error naming the path
 

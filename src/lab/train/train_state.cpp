@@ -11,6 +11,7 @@
 #include "model/safetensors.h"
 #include "util/error.h"
 #include "util/json.h"
+#include "util/file.h"
 
 namespace glmlab::lab {
 
@@ -19,7 +20,7 @@ const char* kFile = "train_state.safetensors";
 std::string path_of(const std::string& dir) { return (std::filesystem::path(dir) / kFile).string(); }
 }  // namespace
 
-bool has_train_state(const std::string& dir) { return std::filesystem::exists(path_of(dir)); }
+bool has_train_state(const std::string& dir) { return path_exists(path_of(dir)); }
 
 void save_train_state(const std::string& dir, const Adapter& adapter, const AdamW& opt_const, const TrainState& st,
                       const std::map<std::string, std::string>& extra_metadata) {
@@ -45,7 +46,7 @@ void save_train_state(const std::string& dir, const Adapter& adapter, const Adam
 
 TrainState load_train_state(const std::string& dir, Adapter& adapter, AdamW& opt, const std::string* expect_run) {
   const std::string file = path_of(dir);
-  if (!std::filesystem::exists(file)) fail("{}: no training state to resume from", file);
+  if (!path_exists(file)) fail("{}: no training state to resume from", file);
   SafetensorsFile f(file);
   if (expect_run) {  // the options first: a state of another run is refused before its tensors are read
     auto it = f.metadata().find("run");
