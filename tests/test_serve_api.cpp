@@ -188,6 +188,49 @@ TEST(ServeApi, EveryBadChatRequestIs400NamingItsField) {
             0);
 }
 
+// vLLM's benchmark extensions: min_tokens (stop ids ignored before it) and ignore_eos (min = max).
+TEST(ServeApi, MinTokensAndIgnoreEos) {
+  const std::string user = R"("messages": [{"role": "user", "content": "hi"}])";
+  auto with = [&](const std::string& extra) { return "{" + user + ", " + extra + "}"; };
+  EXPECT_EQ(chat(with("\"max_tokens\": 5")).request.min_tokens, 0);  // off by default
+  EXPECT_EQ(chat(with("\"max_tokens\": 5, \"min_tokens\": 3")).request.min_tokens, 3);
+  EXPECT_EQ(chat(with("\"max_tokens\": 5, \"min_tokens\": 5")).request.min_tokens, 5);
+  EXPECT_EQ(chat(with("\"max_tokens\": 5, \"min_tokens\": null, \"ignore_eos\": null")).request.min_tokens, 0);
+  EXPECT_EQ(chat(with("\"max_tokens\": 5, \"ignore_eos\": true")).request.min_tokens, 5);
+  EXPECT_EQ(chat(with("\"max_tokens\": 5, \"ignore_eos\": false")).request.min_tokens, 0);
+  EXPECT_EQ(chat(with("\"max_tokens\": 5, \"ignore_eos\": true, \"min_tokens\": 2")).request.min_tokens, 5);
+  EXPECT_EQ(chat(with("\"max_completion_tokens\": 4, \"ignore_eos\": true")).request.min_tokens, 4);
+  // ignore_eos with the default max_tokens: the reply fills the context.
+  auto p = chat(with("\"ignore_eos\": true"));
+  EXPECT_EQ(p.request.min_tokens, p.request.max_tokens);
+  EXPECT_EQ(int(p.request.prompt.size()) + p.request.min_tokens, kContext);
+  auto q = completion(R"({"prompt": "a", "max_tokens": 6, "min_tokens": 2})");
+  EXPECT_EQ(q.request.min_tokens, 2);
+  EXPECT_EQ(completion(R"({"prompt": "a", "max_tokens": 6, "ignore_eos": true})").request.min_tokens, 6);
+
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {with("\"min_tokens\": -1"), "min_tokens"},
+      {with("\"min_tokens\": 1.5"), "min_tokens"},
+      {with("\"min_tokens\": \"3\""), "min_tokens"},
+      {with("\"min_tokens\": true"), "min_tokens"},
+      {with("\"max_tokens\": 5, \"min_tokens\": 6"), "min_tokens"},
+      {with("\"max_completion_tokens\": 2, \"min_tokens\": 3"), "min_tokens"},
+      {with("\"min_tokens\": 64"), "min_tokens"},  // more than fits the context after the prompt
+      {with("\"ignore_eos\": \"yes\""), "ignore_eos"},
+      {with("\"ignore_eos\": 1"), "ignore_eos"},
+  };
+  for (const auto& [body, param] : cases) {
+    ApiError e = error_of(Endpoint::Chat, body);
+    EXPECT_EQ(e.status, 400) << body;
+    EXPECT_EQ(e.param, param) << body << " -> " << e.message;
+  }
+  EXPECT_NE(error_of(Endpoint::Chat, with("\"max_completion_tokens\": 2, \"min_tokens\": 3")).message.find(
+                "max_completion_tokens"),
+            std::string::npos);
+  EXPECT_EQ(error_of(Endpoint::Completion, R"({"prompt": "a", "max_tokens": 2, "min_tokens": 3})").param, "min_tokens");
+  EXPECT_EQ(error_of(Endpoint::Completion, R"({"prompt": "a", "ignore_eos": 0})").param, "ignore_eos");
+}
+
 TEST(ServeApi, EveryBadCompletionRequestIs400NamingItsField) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"{}", "prompt"},

@@ -238,8 +238,8 @@ RegisterCommand reg([](CLI::App& app) {
   auto files = std::make_shared<std::vector<std::string>>();
   auto* compare = bench->add_subcommand(
       "compare", "ratio table of two summary.json files (glmlab or tools/reference/bench_peer.py), matched by dtype "
-                 "and batch; bench train summaries (or tools/reference/train_peer.py) by method, dtype and QAT; > 1 = "
-                 "A better");
+                 "and batch; bench train summaries (or tools/reference/train_peer.py) by method, dtype and QAT; bench serve "
+                 "summaries by concurrency or rate; > 1 = A better");
   compare->add_option("A B", *files, "two summary.json files (or folders holding one)")->required()->expected(2);
   compare->callback([files] {
     nlohmann::json s[2];

@@ -96,6 +96,66 @@ std::string compare_train(const nlohmann::json& a, const nlohmann::json& b) {
   return out;
 }
 
+bool is_serve(const nlohmann::json& s) { return s.value("schema", std::string()).rfind("glmlab-bench-serve/", 0) == 0; }
+
+// bench serve summaries: runs matched by their name (c4 = concurrency 4, r2.5 = 2.5 requests/s).
+std::string compare_serve(const nlohmann::json& a, const nlohmann::json& b) {
+  struct Metric {
+    const char* key;
+    const char* name;
+    bool rate;
+  };
+  const Metric metrics[] = {{"output_tps", "output tok/s", true}, {"requests_per_s", "requests/s", true},
+                            {"ttft_p50_s", "TTFT p50 s", false},  {"ttft_p90_s", "TTFT p90 s", false},
+                            {"tpot_p50_s", "TPOT p50 s", false},  {"tpot_p90_s", "TPOT p90 s", false},
+                            {"e2e_p50_s", "e2e p50 s", false},    {"e2e_p90_s", "e2e p90 s", false},
+                            {"errors", "errors", false}};
+  auto name = [](const nlohmann::json& s) {
+    std::string out = "glmlab bench serve";
+    if (s.contains("server") && s["server"].is_object()) {
+      const auto& sv = s["server"];
+      if (sv.contains("model") && sv["model"].is_string()) out += " " + sv["model"].get<std::string>();
+      if (sv.contains("url") && sv["url"].is_string()) out += " at " + sv["url"].get<std::string>();
+    }
+    return out;
+  };
+  auto key = [](const nlohmann::json& r) { return r.value("run", std::string("?")); };
+  std::string out = fmt::format("A = {}\nB = {}\n(ratios: how many times A is better — A/B for rates, B/A for times "
+                                "and errors)\n\n",
+                                name(a), name(b));
+  out += "| run | metric | A | B | A vs B |\n|---|---|--:|--:|--:|\n";
+  size_t matched = 0;
+  std::vector<std::string> unmatched;
+  for (const auto& ra : a["runs"]) {
+    const nlohmann::json* rb = nullptr;
+    for (const auto& x : b["runs"])
+      if (key(x) == key(ra)) rb = &x;
+    if (!rb) {
+      unmatched.push_back("A " + key(ra));
+      continue;
+    }
+    ++matched;
+    for (const auto& m : metrics) {
+      double va = median_of(ra, m.key), vb = median_of(*rb, m.key);
+      if (std::isnan(va) && std::isnan(vb)) continue;
+      out += fmt::format("| {} | {} | {} | {} | {} |\n", key(ra), m.name, cell(va), cell(vb),
+                         m.rate ? ratio(va, vb) : ratio(vb, va));
+    }
+  }
+  for (const auto& x : b["runs"]) {
+    bool found = false;
+    for (const auto& ra : a["runs"]) found |= key(ra) == key(x);
+    if (!found) unmatched.push_back("B " + key(x));
+  }
+  if (!matched) out += "| – | no run of A matches a run of B (same concurrency or rate) | | | |\n";
+  if (!unmatched.empty()) {
+    out += "\nunmatched runs:";
+    for (const auto& u : unmatched) out += " " + u + ";";
+    out += "\n";
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string compare_summaries(const nlohmann::json& a, const nlohmann::json& b) {
@@ -105,6 +165,10 @@ std::string compare_summaries(const nlohmann::json& a, const nlohmann::json& b) 
   if (is_train(a) != is_train(b))
     fail("cannot compare a training benchmark summary with an inference one (schemas {} and {})",
          a.value("schema", std::string("?")), b.value("schema", std::string("?")));
+  if (is_serve(a) != is_serve(b))
+    fail("cannot compare a serving benchmark summary (bench serve) with another kind (schemas {} and {})",
+         a.value("schema", std::string("?")), b.value("schema", std::string("?")));
+  if (is_serve(a)) return compare_serve(a, b);
   if (is_train(a)) return compare_train(a, b);
   struct Metric {
     const char* key;

@@ -170,10 +170,11 @@ const std::set<std::string>& known_fields(Endpoint ep) {
   static const std::set<std::string> chat = {
       "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
       "top_p", "top_k", "stop", "seed", "n", "presence_penalty", "frequency_penalty", "user", "logit_bias",
-      "logprobs", "top_logprobs"};
+      "logprobs", "top_logprobs", "ignore_eos", "min_tokens"};
   static const std::set<std::string> completion = {
       "model", "prompt", "stream", "stream_options", "max_tokens", "temperature", "top_p", "top_k", "stop", "seed",
-      "n", "presence_penalty", "frequency_penalty", "user", "logit_bias", "logprobs", "echo", "best_of", "suffix"};
+      "n", "presence_penalty", "frequency_penalty", "user", "logit_bias", "logprobs", "echo", "best_of", "suffix",
+      "ignore_eos", "min_tokens"};
   return ep == Endpoint::Chat ? chat : completion;
 }
 
@@ -283,6 +284,15 @@ ParsedRequest parse_request(Endpoint ep, std::string_view body_text, const Token
                                              "at most {} fit.", context, n + max_tokens, n, prompt_field, max_tokens,
                                              context - n));
   p.request.max_tokens = int(max_tokens);
+  // vLLM's extensions for benchmarks: min_tokens = the stop ids (eos, <|user|>, <|observation|>) do not end
+  // the reply before that many tokens; ignore_eos = they never do (min_tokens = max_tokens). Stop strings
+  // still apply.
+  const bool ignore_eos = get_bool(body, "ignore_eos", false);
+  const int64_t min_tokens = get_int(body, "min_tokens", 0, std::numeric_limits<int32_t>::max(), 0);
+  if (min_tokens > max_tokens)
+    throw bad_request("min_tokens", fmt::format("'min_tokens' ({}) must not exceed '{}' ({})", min_tokens, max_field,
+                                                max_tokens));
+  p.request.min_tokens = ignore_eos ? p.request.max_tokens : int(min_tokens);
 
   SamplingParams& sp = p.request.sampling;
   sp.greedy = temperature == 0;

@@ -4,7 +4,8 @@
 // the bearer-key check. server.cpp wires these to httplib; tests/test_serve_api.cpp tests them alone.
 //
 // Defaults (OpenAI's): temperature 1, top_p 1, no stop strings, max_tokens = what fits the context
-// after the prompt, a fresh random seed per request unless `seed` is given. temperature 0 is greedy
+// after the prompt, a fresh random seed per request unless `seed` is given. vLLM's benchmark extensions
+// `min_tokens` (stop ids are ignored before that many tokens) and `ignore_eos` (always) default to off. temperature 0 is greedy
 // decoding (argmax, exactly what `glmlab generate` does without --sample).
 #pragma once
 #include <cstdint>
@@ -42,7 +43,8 @@ constexpr int kMaxStopStrings = 4;
 
 struct ParsedRequest {
   Endpoint endpoint = Endpoint::Chat;
-  Request request;                   // prompt ids, max_tokens, sampling (stop ids: the scheduler's default)
+  Request request;                   // prompt ids, max_tokens, min_tokens (ignore_eos: = max_tokens), sampling
+                                     // (stop ids: the scheduler's default)
   std::vector<ChatMessage> messages;  // Chat: the messages as given
   std::string prompt_text;           // Completion: the prompt as given
   bool stream = false;

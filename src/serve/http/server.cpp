@@ -167,6 +167,9 @@ void Server::Impl::setup() {
     if (api_key_matches(req.get_header_value("Authorization"), opt.api_key))
       return httplib::Server::HandlerResponse::Unhandled;
     res.set_header("WWW-Authenticate", "Bearer");
+    // httplib runs this handler before it reads the request body: the body is still on the socket, so
+    // the connection must close (kept alive, its next request would be parsed from the unread body).
+    res.set_header("Connection", "close");
     send_error(res, ApiError(401,
                              req.has_header("Authorization") ? "Incorrect API key provided."
                                                              : "Missing API key: send 'Authorization: Bearer KEY'.",
