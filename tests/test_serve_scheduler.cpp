@@ -209,6 +209,43 @@ TEST(ServeScheduler, Bf16ActivationsDifferOnlyAtNearTies) {
   EXPECT_GE(same, 6) << "most replies must still be identical";
 }
 
+TEST(ServeAttention, SequencesOfDifferentLengthsMatchTheReference) {
+  // Ops::attention_seqs: decodes and prefill chunks (one over a block of 16 tokens) of different cached
+  // lengths in rows of one cache, fp32 and bf16: the fast back end's single job list equals the
+  // reference's one attention() per sequence, and each sequence equals attention() on its row alone.
+  Model m = load_model("random:tiny", "fp32", 5);
+  const ModelConfig& c = m.config();
+  const int H = c.num_heads, G = c.num_groups, D = c.kv_channels, S = 48;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const std::vector<AttnSeq> seqs = {{3, 10, 1, 0}, {0, 0, 21, 1}, {2, 30, 1, 22}, {1, 5, 7, 23}};
+  const int64_t N = 30;
+  std::vector<float> q(size_t(N * H * D));
+  for (auto& x : q) x = nd(rng);
+  for (KvDtype dt : {KvDtype::F32, KvDtype::BF16}) {
+    KVCache cache(c, 4, S, dt);
+    std::vector<float> k(size_t(G * D)), v(k.size());
+    for (int b = 0; b < 4; ++b)
+      for (int j = 0; j < S; ++j) {
+        for (size_t i = 0; i < k.size(); ++i) k[i] = nd(rng), v[i] = nd(rng);
+        cache.store(0, b, j, k.data(), v.data());
+        cache.valid(b)[j] = j % 11 != 4;  // a few padding slots
+      }
+    auto ref = make_ops(Backend::CpuRef), cpu = make_ops(Backend::Cpu, false);
+    std::vector<float> o_ref(size_t(N * H * D)), o_cpu(o_ref.size()), l_ref(size_t(N * H)), l_cpu(l_ref.size());
+    ref->attention_seqs(q.data(), H * D, cache.view(0), seqs.data(), int(seqs.size()), H, G, D, o_ref.data(), l_ref.data());
+    cpu->attention_seqs(q.data(), H * D, cache.view(0), seqs.data(), int(seqs.size()), H, G, D, o_cpu.data(), l_cpu.data());
+    for (size_t i = 0; i < o_ref.size(); ++i) ASSERT_NEAR(o_cpu[i], o_ref[i], 2e-5) << kv_dtype_name(dt) << " " << i;
+    for (size_t i = 0; i < l_ref.size(); ++i) ASSERT_NEAR(l_cpu[i], l_ref[i], 2e-5) << kv_dtype_name(dt);
+    for (const AttnSeq& sq : seqs) {  // each sequence alone, on its row as a cache of batch 1
+      std::vector<float> o1(size_t(sq.T * H * D));
+      cpu->attention(q.data() + sq.first * H * D, H * D, cache.row_view(0, sq.row), 1, sq.T, sq.P, H, G, D, o1.data(),
+                     nullptr);
+      for (size_t i = 0; i < o1.size(); ++i) ASSERT_EQ(o1[i], o_cpu[size_t(sq.first * H * D) + i]) << sq.row;
+    }
+  }
+}
+
 TEST(ServeKvBf16, AttentionOnABf16CacheEqualsFp32OnTheRoundedValues) {
   // Both host back ends: attention over a bf16 cache equals attention over an fp32 cache that holds the
   // same bf16-rounded keys and values (decode and a prefill chunk, a row of a larger cache).

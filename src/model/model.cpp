@@ -266,18 +266,19 @@ void Model::forward_ragged(Ops& ops, const RaggedStep& step, KVCache& cache, std
   for (const RaggedRun& u : step.runs)
     for (int t = 0; t < u.count; ++t) cache.valid(u.row)[u.cache_pos + t] = 1;
 
-  // Each run attends to its own row: one attention call of batch 1 per run.
+  // Each run attends to its own row, with its own cached length: one attention_seqs call per layer.
+  std::vector<AttnSeq> seqs;
+  for (int64_t n0 = 0; const RaggedRun& u : step.runs) {
+    seqs.push_back(AttnSeq{u.row, u.cache_pos, u.count, n0});
+    n0 += u.count;
+  }
   auto attend = [&](int l, const float* qkv, float* ctx, float* lse) {
-    int64_t n0 = 0;
-    for (const RaggedRun& u : step.runs) {
-      for (int t = 0; t < u.count; ++t) {
-        const float* row = qkv + (n0 + t) * QKV;
-        cache.store(l, u.row, u.cache_pos + t, row + Qd, row + Qd + KVd);
+    for (const AttnSeq& sq : seqs)
+      for (int t = 0; t < sq.T; ++t) {
+        const float* row = qkv + (sq.first + t) * QKV;
+        cache.store(l, sq.row, sq.P + t, row + Qd, row + Qd + KVd);
       }
-      ops.attention(qkv + n0 * QKV, QKV, cache.row_view(l, u.row), 1, u.count, u.cache_pos, H, G, D,
-                    ctx + n0 * Qd, lse + n0 * H);
-      n0 += u.count;
-    }
+    ops.attention_seqs(qkv, QKV, cache.view(l), seqs.data(), int(seqs.size()), H, G, D, ctx, lse);
   };
   std::vector<float> x(size_t(N * C));
   ops.embedding(w_.embedding, step.ids.data(), N, x.data());

@@ -6,6 +6,25 @@
 
 namespace glmlab {
 
+KVView kv_row(const KVView& kv, int b, int G, int D) {
+  const int64_t off = int64_t(b) * kv.S * G * D;
+  KVView r = kv;
+  if (kv.k) r.k = kv.k + off, r.v = kv.v + off;
+  if (kv.k16) r.k16 = kv.k16 + off, r.v16 = kv.v16 + off;
+  r.key_valid = kv.key_valid + int64_t(b) * kv.S;
+  if (kv.segment) r.segment = kv.segment + int64_t(b) * kv.S;
+  return r;
+}
+
+void Ops::attention_seqs(const float* q, int64_t q_stride, const KVView& kv, const AttnSeq* seqs, int n, int H, int G,
+                         int D, float* out, float* lse) {
+  for (int i = 0; i < n; ++i) {
+    const AttnSeq& s = seqs[i];
+    attention(q + s.first * q_stride, q_stride, kv_row(kv, s.row, G, D), 1, s.T, s.P, H, G, D,
+              out + s.first * int64_t(H) * D, lse ? lse + s.first * H : nullptr);
+  }
+}
+
 void Ops::kv_store(const float* src, int64_t stride, int64_t offset, int B, int T, int64_t W, float* dst, int S,
                    const int32_t* start) {
   const int64_t s0 = start[0];

@@ -32,6 +32,16 @@ struct KVView {
   bool bf16() const { return k16 != nullptr; }
 };
 
+// One sequence of Ops::attention_seqs: T new queries in rows first .. first + T − 1 of q, out and lse,
+// at slots P .. P + T − 1 of row `row` of the cache.
+struct AttnSeq {
+  int row = 0, P = 0, T = 0;
+  int64_t first = 0;
+};
+
+// The one row b of a cache view, as a view of batch 1 (G groups of D dims per slot).
+KVView kv_row(const KVView& kv, int b, int G, int D);
+
 class Ops {
  public:
   virtual ~Ops() = default;
@@ -59,6 +69,12 @@ class Ops {
   // scores for the backward pass. A row with no valid key gets zeros. Scale 1/√D.
   virtual void attention(const float* q, int64_t q_stride, const KVView& kv, int B, int T, int P, int H, int G,
                          int D, float* out, float* lse) = 0;
+
+  // attention() for sequences of different lengths in one call (continuous batching): sequence i is
+  // attention(q + first·q_stride, q_stride, kv_row(kv, row), 1, T, P, …) with out and lse at row first.
+  // Default: one attention() call per sequence; the fast CPU back end runs them as one parallel job list.
+  virtual void attention_seqs(const float* q, int64_t q_stride, const KVView& kv, const AttnSeq* seqs, int n, int H,
+                              int G, int D, float* out, float* lse);
 
   // out[N, F] = silu(u[:, :F]) · u[:, F:], u[N, 2F] (gate first, as ChatGLM3's torch.chunk).
   virtual void swiglu(const float* u, int64_t N, int64_t F, float* out) = 0;

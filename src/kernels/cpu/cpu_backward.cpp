@@ -161,12 +161,12 @@ inline bool visible(const KVView& kv, int b, int i, int j) {
 }
 }  // namespace
 
-int attention_block_scores(const float* q, int64_t q_stride, const KVView& kv, const float* kb, int64_t ldk, int b,
-                           int T, int P, int H, int G, int D, int g, int t0, int t1, float scale, float* qp,
+int attention_block_scores(const float* qb, int64_t q_stride, const KVView& kv, const float* kb, int64_t ldk, int b,
+                           int P, int H, int G, int D, int g, int t0, int t1, float scale, float* qp,
                            std::vector<float>& sc) {
   const int HG = H / G, rows = (t1 - t0) * HG, nk = P + t1;
   for (int r = 0; r < rows; ++r)
-    std::copy_n(q + int64_t(b * T + t0 + r / HG) * q_stride + int64_t(g * HG + r % HG) * D, D,
+    std::copy_n(qb + int64_t(t0 + r / HG) * q_stride + int64_t(g * HG + r % HG) * D, D,
                 qp + int64_t(r) * D);
   sc.resize(size_t(rows) * size_t(nk));
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, scale, qp, D, kb, int(ldk), 0.0f, sc.data(), nk);
@@ -207,7 +207,8 @@ void attention_backward(const float* q, int64_t q_stride, const KVView& kv, int 
       for (int t0 = 0; t0 < T; t0 += kTB) {
         const int t1 = std::min(T, t0 + kTB), rows = (t1 - t0) * HG;
         const int nk =
-            attention_block_scores(q, q_stride, kv, kb, ldkv, b, T, P, H, G, D, g, t0, t1, scale, qp.data(), pm);
+            attention_block_scores(q + int64_t(b) * T * q_stride, q_stride, kv, kb, ldkv, b, P, H, G, D, g, t0, t1, scale,
+                                   qp.data(), pm);
         ds.resize(pm.size());
         for (int r = 0; r < rows; ++r) {
           const int64_t rr = (int64_t(b) * T + t0 + r / HG) * H + g * HG + r % HG;

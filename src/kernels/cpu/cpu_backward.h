@@ -31,8 +31,9 @@ double cross_entropy(float* z, const int32_t* labels, int64_t N, int64_t V, floa
 // not see (after its own slot, padding, another packed segment) get −∞. Returns nk. kb: key 0 of
 // (b, g) in fp32, consecutive keys ldk floats apart (the cache itself, or a bf16 cache widened).
 constexpr int kAttnBlockTokens = 16;
-int attention_block_scores(const float* q, int64_t q_stride, const KVView& kv, const float* kb, int64_t ldk, int b,
-                           int T, int P, int H, int G, int D, int g, int t0, int t1, float scale, float* qp,
+// qb: the query row of the sequence's token 0 (rows q_stride apart); b: its row of the cache (masks).
+int attention_block_scores(const float* qb, int64_t q_stride, const KVView& kv, const float* kb, int64_t ldk, int b,
+                           int P, int H, int G, int D, int g, int t0, int t1, float scale, float* qp,
                            std::vector<float>& sc);
 
 }  // namespace glmlab::cpu

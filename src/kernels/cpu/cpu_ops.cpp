@@ -115,46 +115,63 @@ class CpuOps final : public Ops {
 
   void attention(const float* q, int64_t q_stride, const KVView& kv, int B, int T, int P, int H, int G, int D,
                  float* out, float* lse) override {
-    // Per job: one sequence, one KV group, a block of up to kTB query tokens. The block's queries (tokens ×
-    // the group's heads) meet the keys 0 .. P + t1 − 1 in two sgemm calls — masked scores S = Q·Kᵀ
-    // (cpu::attention_block_scores, shared with the backward), then O = softmax(S)·V (keys past a row's
-    // own position are computed and masked: at most kTB − 1 a row).
+    std::vector<AttnSeq> seqs(static_cast<size_t>(B));
+    for (int b = 0; b < B; ++b) seqs[size_t(b)] = AttnSeq{b, P, T, int64_t(b) * T};
+    attention_seqs(q, q_stride, kv, seqs.data(), B, H, G, D, out, lse);
+  }
+
+  void attention_seqs(const float* q, int64_t q_stride, const KVView& kv, const AttnSeq* seqs, int n, int H, int G,
+                      int D, float* out, float* lse) override {
+    // Per job: one sequence, one KV group, a block of up to kTB query tokens, all sequences' jobs in one
+    // parallel loop. The block's queries (tokens × the group's heads) meet the keys 0 .. P + t1 − 1 in
+    // two sgemm calls — masked scores S = Q·Kᵀ (cpu::attention_block_scores, shared with the backward),
+    // then O = softmax(S)·V (keys past a row's own position are computed and masked: at most kTB − 1 a
+    // row). A bf16 cache's keys and values of the job's (sequence, group) are widened first.
     constexpr int kTB = cpu::kAttnBlockTokens;
     const float scale = 1.0f / std::sqrt(float(D));
     const float ninf = -std::numeric_limits<float>::infinity();
-    const int HG = H / G, nblk = (T + kTB - 1) / kTB;
-    const int64_t jobs = int64_t(B) * G * nblk, ldkv = int64_t(G) * D;
-#pragma omp parallel
+    const int HG = H / G;
+    const int64_t ldkv = int64_t(G) * D;
+    struct Job {
+      int seq, g, t0;
+    };
+    std::vector<Job> jobs;
+    for (int i = 0; i < n; ++i)
+      for (int g = 0; g < G; ++g)
+        for (int t0 = 0; t0 < seqs[i].T; t0 += kTB) jobs.push_back({i, g, t0});
+    const int64_t njobs = int64_t(jobs.size());
+#pragma omp parallel if (njobs > 1)
     {
       std::vector<float> qp(static_cast<size_t>(kTB * HG * D)), op(qp.size()), sc, inv(static_cast<size_t>(kTB * HG));
-      std::vector<float> kw, vw;  // a bf16 cache's keys and values of one (b, g), widened
+      std::vector<float> kw, vw;  // a bf16 cache's keys and values of one (sequence, group), widened
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t job = 0; job < jobs; ++job) {
-        const int blk = int(job % nblk), g = int((job / nblk) % G), b = int(job / (int64_t(nblk) * G));
-        const int t0 = blk * kTB, t1 = std::min(T, t0 + kTB), rows = (t1 - t0) * HG;
-        const int64_t first = (int64_t(b) * kv.S * G + g) * D;
-        const float* kb = kv.k ? kv.k + first : nullptr;
-        const float* vb = kv.v ? kv.v + first : nullptr;
+      for (int64_t j = 0; j < njobs; ++j) {
+        const Job job = jobs[size_t(j)];
+        const AttnSeq& sq = seqs[job.seq];
+        const int b = sq.row, P = sq.P, g = job.g, t0 = job.t0, t1 = std::min(sq.T, t0 + kTB), rows = (t1 - t0) * HG;
+        const int64_t kv0 = (int64_t(b) * kv.S * G + g) * D;
+        const float* kb = kv.k ? kv.k + kv0 : nullptr;
+        const float* vb = kv.v ? kv.v + kv0 : nullptr;
         int64_t ld = ldkv;
         if (kv.bf16()) {
-          const int n = P + t1;
-          kw.resize(size_t(n) * D);
-          vw.resize(size_t(n) * D);
-          for (int j = 0; j < n; ++j) {
-            simd::to_f32(kv.k16 + first + int64_t(j) * ldkv, DType::BF16, kw.data() + int64_t(j) * D, size_t(D));
-            simd::to_f32(kv.v16 + first + int64_t(j) * ldkv, DType::BF16, vw.data() + int64_t(j) * D, size_t(D));
+          const int nk = P + t1;
+          kw.resize(size_t(nk) * D);
+          vw.resize(size_t(nk) * D);
+          for (int k = 0; k < nk; ++k) {
+            simd::to_f32(kv.k16 + kv0 + int64_t(k) * ldkv, DType::BF16, kw.data() + int64_t(k) * D, size_t(D));
+            simd::to_f32(kv.v16 + kv0 + int64_t(k) * ldkv, DType::BF16, vw.data() + int64_t(k) * D, size_t(D));
           }
           kb = kw.data();
           vb = vw.data();
           ld = D;
         }
-        const int nk =
-            cpu::attention_block_scores(q, q_stride, kv, kb, ld, b, T, P, H, G, D, g, t0, t1, scale, qp.data(), sc);
+        const int nk = cpu::attention_block_scores(q + sq.first * q_stride, q_stride, kv, kb, ld, b, P, H, G, D, g, t0,
+                                                   t1, scale, qp.data(), sc);
         for (int r = 0; r < rows; ++r) {
           const int t = t0 + r / HG;
           float* row = sc.data() + int64_t(r) * nk;
           const float mx = simd::max_of(row, size_t(nk));
-          float* l = lse ? lse + int64_t(b * T + t) * H + g * HG + r % HG : nullptr;
+          float* l = lse ? lse + (sq.first + t) * H + g * HG + r % HG : nullptr;
           if (mx == ninf) {  // no visible key: output zeros
             std::fill(row, row + nk, 0.0f);
             inv[size_t(r)] = 0.0f;
@@ -168,7 +185,7 @@ class CpuOps final : public Ops {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, nk, 1.0f, sc.data(), nk, vb, int(ld), 0.0f,
                     op.data(), D);
         for (int r = 0; r < rows; ++r) {
-          float* o = out + int64_t(b * T + t0 + r / HG) * H * D + int64_t(g * HG + r % HG) * D;
+          float* o = out + (sq.first + t0 + r / HG) * H * D + int64_t(g * HG + r % HG) * D;
           for (int d = 0; d < D; ++d) o[d] = op[size_t(int64_t(r) * D + d)] * inv[size_t(r)];
         }
       }
