@@ -41,6 +41,7 @@ struct BenchArgs {
   size_t records = 0;
   std::vector<int> batches = {1};
   std::vector<std::string> schedules = {"static"};
+  std::string static_groups = "sorted";
   int prefill_chunk = 256;
   std::string kv_dtype;
   int reps = 1, warmup = 1, max_new_tokens = 0;
@@ -90,6 +91,7 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
   o.dtypes = split_list(a.m.dtype);
   o.batches = a.batches;
   o.schedules = a.schedules;
+  o.static_sorted = a.static_groups == "sorted";
   o.prefill_chunk = a.prefill_chunk;
   // --fp32-activations keeps every activation fp32, the cached keys and values included.
   o.kv_dtype = kv_dtype_from_name(!a.kv_dtype.empty() ? a.kv_dtype : a.m.fp32_activations ? "fp32" : "bf16");
@@ -211,6 +213,11 @@ RegisterCommand reg([](CLI::App& app) {
                     "next record at once; host engine), or both comma-separated")
       ->delimiter(',')
       ->check(CLI::IsMember({"static", "continuous"}))
+      ->capture_default_str();
+  infer->add_option("--static-groups", a->static_groups,
+                    "static batches: sorted (records sorted by length first: needs the reply lengths, as only a "
+                    "benchmark knows them) or arrival (the records' order, as a server forms them)")
+      ->check(CLI::IsMember({"sorted", "arrival"}))
       ->capture_default_str();
   infer->add_option("--prefill-chunk", a->prefill_chunk,
                     "continuous: most prompt tokens prefilled in one step beside the running decodes")

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "util/dtype.h"
 #include "util/error.h"
 #include "util/parse.h"
 
@@ -228,16 +229,15 @@ bool Scheduler::step() {
     Seq& s = *want[k];
     if (s.done) continue;
     const float* row = logits_.data() + int64_t(k) * V;
-    bool finite = true;
-    for (int i = 0; i < V && finite; ++i) finite = std::isfinite(row[i]);
-    if (!finite) {
+    if (size_t bad = first_non_finite(row, DType::F32, size_t(V)); bad < size_t(V)) {  // vectorized scan
       finish(s, FinishReason::Error,
-             "the model's logits are not finite: its weights or adapter overflow in this dtype");
+             fmt::format("the model's logits are not finite (id {}: {}): its weights or adapter overflow in this dtype",
+                         bad, row[bad]));
       continue;
     }
     int32_t id;
     if (s.req.sampling.greedy || s.req.sampling.temperature <= 0.0f)
-      id = int32_t(std::max_element(row, row + V) - row);
+      ops_.argmax(row, 1, V, &id);  // the first maximum, as generate()
     else
       id = sample_token(std::vector<float>(row, row + V), s.req.sampling, s.rng);
     const bool is_stop = std::find(s.req.stop_ids.begin(), s.req.stop_ids.end(), id) != s.req.stop_ids.end();

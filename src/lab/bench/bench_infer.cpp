@@ -55,10 +55,10 @@ double prefill_flops(const ModelConfig& c, int64_t T) {
 namespace {
 
 // The groups of one batch size: indices into prompts.
-std::vector<std::vector<size_t>> make_groups(const std::vector<BenchPrompt>& prompts, int batch) {
+std::vector<std::vector<size_t>> make_groups(const std::vector<BenchPrompt>& prompts, int batch, bool sorted) {
   std::vector<size_t> order(prompts.size());
   std::iota(order.begin(), order.end(), size_t(0));
-  if (batch > 1)
+  if (batch > 1 && sorted)
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
       const auto &pa = prompts[a], &pb = prompts[b];
       if (pa.target_tokens != pb.target_tokens) return pa.target_tokens < pb.target_tokens;
@@ -219,7 +219,8 @@ std::pair<int, int> group_extent(const std::vector<BenchPrompt>& prompts, const 
   return {T, N};
 }
 
-ModelFacts model_facts(const BenchModel& bm, const std::vector<BenchPrompt>& prompts, const std::vector<int>& batches) {
+ModelFacts model_facts(const BenchModel& bm, const std::vector<BenchPrompt>& prompts, const std::vector<int>& batches,
+                       bool sorted) {
   ModelFacts f;
   const ModelWeights& w = bm.model->weights();
   f.dtype = std::string(dtype_name(w.dtype));
@@ -227,7 +228,7 @@ ModelFacts model_facts(const BenchModel& bm, const std::vector<BenchPrompt>& pro
   f.decode_bytes_per_step = f.weight_bytes - w.embedding.nbytes();
   f.load_s = bm.load_seconds;
   for (int batch : batches)
-    for (const auto& grp : make_groups(prompts, batch)) {
+    for (const auto& grp : make_groups(prompts, batch, sorted)) {
       const auto [T, N] = group_extent(prompts, grp);
       f.kv_cache_bytes = std::max(f.kv_cache_bytes, KVCache::bytes_needed(bm.model->config(), int(grp.size()), T + N));
     }
@@ -236,12 +237,12 @@ ModelFacts model_facts(const BenchModel& bm, const std::vector<BenchPrompt>& pro
 
 }  // namespace
 
-EngineLimits bench_limits(const std::vector<BenchPrompt>& prompts, const std::vector<int>& batches) {
+EngineLimits bench_limits(const std::vector<BenchPrompt>& prompts, const std::vector<int>& batches, bool sorted) {
   EngineLimits l;
   l.capacity = 1;
   l.step_tokens = 1;
   for (int batch : batches)
-    for (const auto& grp : make_groups(prompts, batch)) {
+    for (const auto& grp : make_groups(prompts, batch, sorted)) {
       const auto [T, N] = group_extent(prompts, grp);
       l.batch = std::max(l.batch, int(grp.size()));
       l.capacity = std::max(l.capacity, T + N);
@@ -281,7 +282,7 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
       if (sch == "continuous") {
         for (size_t m = 0; m < prompts.size() && m < size_t(o.warmup) * size_t(batch); ++m) total += prompts[m].target_tokens;
       } else {
-        auto groups = make_groups(prompts, batch);
+        auto groups = make_groups(prompts, batch, o.static_sorted);
         for (int w = 0; w < o.warmup && w < int(groups.size()); ++w)
           for (size_t m : groups[size_t(w)]) total += prompts[m].target_tokens;
       }
@@ -294,7 +295,7 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
   for (const std::string& dtype : o.dtypes) {
     progress.pause();
     bool phase_rss = reset_peak_rss();
-    BenchModel bm = load(dtype, bench_limits(prompts, o.batches));
+    BenchModel bm = load(dtype, bench_limits(prompts, o.batches, o.static_sorted));
     if (!bm.model || (!bm.ops && !bm.engine)) fail("bench: the loader returned no model for dtype \"{}\"", dtype);
     std::unique_ptr<Engine> host_engine;
     if (!bm.engine) host_engine = std::make_unique<HostEngine>(*bm.model, *bm.ops);
@@ -315,14 +316,14 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
     }
     progress.resume();
     if (rep.config.name.empty()) rep.config = bm.model->config();
-    ModelFacts facts = model_facts(bm, prompts, o.batches);
+    ModelFacts facts = model_facts(bm, prompts, o.batches, o.static_sorted);
     facts.peak_rss_is_phase = phase_rss;
     if (auto* de = dynamic_cast<DeviceEngine*>(bm.engine.get())) facts.device_bytes = de->plan().total();
     std::vector<size_t> run_index;
     for (int batch : o.batches)
       for (const std::string& schedule : o.schedules) {
         const bool continuous = schedule == "continuous";
-        auto groups = continuous ? std::vector<std::vector<size_t>>{} : make_groups(prompts, batch);
+        auto groups = continuous ? std::vector<std::vector<size_t>>{} : make_groups(prompts, batch, o.static_sorted);
         std::vector<size_t> all(prompts.size());
         std::iota(all.begin(), all.end(), size_t(0));
         if (continuous) {

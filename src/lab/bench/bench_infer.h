@@ -7,7 +7,8 @@
 //
 // Batching (batch > 1) is static with left padding: the prompts are sorted by (target length, prompt
 // length), so sequences that finish together share a batch and little padding is computed, then cut
-// into groups of `batch`. A group runs until its longest target; a sequence that has reached its own
+// into groups of `batch` (static_sorted = false: groups in the records' order, as a server that cannot
+// know the reply lengths forms them). A group runs until its longest target; a sequence that has reached its own
 // target keeps its slot (its extra tokens are computed but not counted). Per record: prefill time =
 // the group's prefill (time to first token), total = until the record's own last token.
 //
@@ -70,6 +71,7 @@ struct BenchInferOptions {
   std::vector<std::string> dtypes = {""};  // "" = the model's default dtype
   std::vector<int> batches = {1};
   std::vector<std::string> schedules = {"static"};  // static | continuous (host engine only)
+  bool static_sorted = true;               // static groups sorted by length (knows the lengths), or arrival order
   int prefill_chunk = 256;                 // continuous: most prompt tokens per step
   KvDtype kv_dtype = KvDtype::BF16;        // continuous: the KV slots' dtype (static runs keep fp32)
   int reps = 1;
@@ -173,7 +175,7 @@ struct BenchReport {
 double prefill_flops(const ModelConfig& cfg, int64_t T);
 
 // The engine limits covering every group of every batch size.
-EngineLimits bench_limits(const std::vector<BenchPrompt>& prompts, const std::vector<int>& batches);
+EngineLimits bench_limits(const std::vector<BenchPrompt>& prompts, const std::vector<int>& batches, bool sorted = true);
 
 // Runs the benchmark: probes, then for each dtype: load, then for each batch size: warm-up, reps.
 BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader& load, const BenchInferOptions& o);

@@ -120,7 +120,7 @@ nlohmann::json summary_json(const BenchReport& r, const BenchMeta& meta) {
            {{"source", meta.data}, {"records", r.prompts.size()}, {"forced", !o.stop_at_eos},
             {"max_new_tokens", meta.max_new_tokens}, {"tokenizer", meta.tokenizer}}},
           {"options",
-           {{"dtypes", o.dtypes}, {"batches", o.batches}, {"schedules", o.schedules},
+           {{"dtypes", o.dtypes}, {"batches", o.batches}, {"schedules", o.schedules}, {"static_groups", o.static_sorted ? "sorted" : "arrival"},
             {"prefill_chunk", o.prefill_chunk}, {"kv_dtype", kv_dtype_name(o.kv_dtype)}, {"reps", o.reps},
             {"warmup", o.warmup},
             {"stop_at_eos", o.stop_at_eos}, {"device", o.device}}},
