@@ -2,6 +2,8 @@
 #include "lab/bench/bench_compare.h"
 
 #include <cmath>
+#include <functional>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -39,27 +41,18 @@ namespace {
 
 bool is_train(const nlohmann::json& s) { return s.value("schema", std::string()).rfind("glmlab-bench-train/", 0) == 0; }
 
-// bench train summaries: runs matched by (method, qat, dtype).
-std::string compare_train(const nlohmann::json& a, const nlohmann::json& b) {
-  struct Metric {
-    const char* key;
-    const char* name;
-    bool rate;
-    double scale;
-  };
-  const Metric metrics[] = {{"samples_per_s", "samples/s", true, 1},     {"tokens_per_s", "tokens/s", true, 1},
-                            {"step_s", "step s", false, 1},              {"forward_s", "forward s", false, 1},
-                            {"backward_s", "backward s", false, 1},      {"optimizer_s", "optimizer s", false, 1},
-                            {"backward_over_forward", "bwd ÷ fwd", false, 1}, {"gflops", "GFLOP/s", true, 1},
-                            {"peak_rss_bytes", "peak RSS GB", false, 1e9}};
-  auto key = [](const nlohmann::json& r) {
-    return fmt::format("{} {}{}", r.value("method", std::string("?")), r.value("dtype", std::string("?")),
-                       r.value("qat", std::string("none")) != "none" ? " QAT" : "");
-  };
-  std::string out = fmt::format("A = {}\nB = {}\n(ratios: how many times A is better — A/B for rates, B/A for times, "
-                                "ratios and memory)\n\n",
-                                label(a), label(b));
-  out += "| run | metric | A | B | A vs B |\n|---|---|--:|--:|--:|\n";
+// The ratio table of runs matched by `key`: `| run | metric | A | B | A vs B |` rows for every metric either
+// side has, then a row naming the missing match (`what`: what runs must share), then the unmatched runs.
+struct Metric {
+  const char* key;
+  const char* name;
+  bool rate;          // higher is better (A/B); otherwise lower is better (B/A)
+  double scale = 1;   // shown divided by this
+};
+std::string matched_table(const nlohmann::json& a, const nlohmann::json& b,
+                          const std::function<std::string(const nlohmann::json&)>& key, const std::vector<Metric>& metrics,
+                          const char* what) {
+  std::string out = "| run | metric | A | B | A vs B |\n|---|---|--:|--:|--:|\n";
   size_t matched = 0;
   std::vector<std::string> unmatched;
   for (const auto& ra : a["runs"]) {
@@ -83,12 +76,30 @@ std::string compare_train(const nlohmann::json& a, const nlohmann::json& b) {
     for (const auto& ra : a["runs"]) found |= key(ra) == key(x);
     if (!found) unmatched.push_back("B " + key(x));
   }
-  if (!matched) out += "| – | no run of A matches a run of B (same method, dtype and QAT) | | | |\n";
+  if (!matched) out += fmt::format("| – | no run of A matches a run of B ({}) | | | |\n", what);
   if (!unmatched.empty()) {
     out += "\nunmatched runs:";
     for (const auto& u : unmatched) out += " " + u + ";";
     out += "\n";
   }
+  return out;
+}
+
+// bench train summaries: runs matched by (method, qat, dtype).
+std::string compare_train(const nlohmann::json& a, const nlohmann::json& b) {
+  const std::vector<Metric> metrics = {{"samples_per_s", "samples/s", true},     {"tokens_per_s", "tokens/s", true},
+                                       {"step_s", "step s", false},              {"forward_s", "forward s", false},
+                                       {"backward_s", "backward s", false},      {"optimizer_s", "optimizer s", false},
+                                       {"backward_over_forward", "bwd ÷ fwd", false}, {"gflops", "GFLOP/s", true},
+                                       {"peak_rss_bytes", "peak RSS GB", false, 1e9}};
+  auto key = [](const nlohmann::json& r) {
+    return fmt::format("{} {}{}", r.value("method", std::string("?")), r.value("dtype", std::string("?")),
+                       r.value("qat", std::string("none")) != "none" ? " QAT" : "");
+  };
+  std::string out = fmt::format("A = {}\nB = {}\n(ratios: how many times A is better — A/B for rates, B/A for times, "
+                                "ratios and memory)\n\n",
+                                label(a), label(b));
+  out += matched_table(a, b, key, metrics, "same method, dtype and QAT");
   for (const auto* s : {&a, &b})
     if (s->contains("skipped") && (*s)["skipped"].is_array())
       for (const auto& k : (*s)["skipped"])
@@ -100,16 +111,11 @@ bool is_serve(const nlohmann::json& s) { return s.value("schema", std::string())
 
 // bench serve summaries: runs matched by their name (c4 = concurrency 4, r2.5 = 2.5 requests/s).
 std::string compare_serve(const nlohmann::json& a, const nlohmann::json& b) {
-  struct Metric {
-    const char* key;
-    const char* name;
-    bool rate;
-  };
-  const Metric metrics[] = {{"output_tps", "output tok/s", true}, {"requests_per_s", "requests/s", true},
-                            {"ttft_p50_s", "TTFT p50 s", false},  {"ttft_p90_s", "TTFT p90 s", false},
-                            {"tpot_p50_s", "TPOT p50 s", false},  {"tpot_p90_s", "TPOT p90 s", false},
-                            {"e2e_p50_s", "e2e p50 s", false},    {"e2e_p90_s", "e2e p90 s", false},
-                            {"errors", "errors", false}};
+  const std::vector<Metric> metrics = {{"output_tps", "output tok/s", true}, {"requests_per_s", "requests/s", true},
+                                       {"ttft_p50_s", "TTFT p50 s", false},  {"ttft_p90_s", "TTFT p90 s", false},
+                                       {"tpot_p50_s", "TPOT p50 s", false},  {"tpot_p90_s", "TPOT p90 s", false},
+                                       {"e2e_p50_s", "e2e p50 s", false},    {"e2e_p90_s", "e2e p90 s", false},
+                                       {"errors", "errors", false}};
   auto name = [](const nlohmann::json& s) {
     std::string out = "glmlab bench serve";
     if (s.contains("server") && s["server"].is_object()) {
@@ -123,36 +129,7 @@ std::string compare_serve(const nlohmann::json& a, const nlohmann::json& b) {
   std::string out = fmt::format("A = {}\nB = {}\n(ratios: how many times A is better — A/B for rates, B/A for times "
                                 "and errors)\n\n",
                                 name(a), name(b));
-  out += "| run | metric | A | B | A vs B |\n|---|---|--:|--:|--:|\n";
-  size_t matched = 0;
-  std::vector<std::string> unmatched;
-  for (const auto& ra : a["runs"]) {
-    const nlohmann::json* rb = nullptr;
-    for (const auto& x : b["runs"])
-      if (key(x) == key(ra)) rb = &x;
-    if (!rb) {
-      unmatched.push_back("A " + key(ra));
-      continue;
-    }
-    ++matched;
-    for (const auto& m : metrics) {
-      double va = median_of(ra, m.key), vb = median_of(*rb, m.key);
-      if (std::isnan(va) && std::isnan(vb)) continue;
-      out += fmt::format("| {} | {} | {} | {} | {} |\n", key(ra), m.name, cell(va), cell(vb),
-                         m.rate ? ratio(va, vb) : ratio(vb, va));
-    }
-  }
-  for (const auto& x : b["runs"]) {
-    bool found = false;
-    for (const auto& ra : a["runs"]) found |= key(ra) == key(x);
-    if (!found) unmatched.push_back("B " + key(x));
-  }
-  if (!matched) out += "| – | no run of A matches a run of B (same concurrency or rate) | | | |\n";
-  if (!unmatched.empty()) {
-    out += "\nunmatched runs:";
-    for (const auto& u : unmatched) out += " " + u + ";";
-    out += "\n";
-  }
+  out += matched_table(a, b, key, metrics, "same concurrency or rate");
   return out;
 }
 

@@ -70,6 +70,26 @@ std::vector<std::vector<size_t>> make_groups(const std::vector<BenchPrompt>& pro
   return groups;
 }
 
+// One record's result: its counted ids, and its first-token and last-token times since its start.
+// A forced run that did not produce exactly the target is an error.
+RecordResult record_of(const BenchPrompt& p, std::vector<int32_t> ids, bool stop_at_eos, bool stopped, double prefill_s,
+                       double total_s) {
+  RecordResult r;
+  r.index = p.index;
+  r.input_tokens = int32_t(p.input.size());
+  r.target_tokens = p.target_tokens;
+  r.output_tokens = int32_t(ids.size());
+  r.output_ids = std::move(ids);
+  r.forced = !stop_at_eos;
+  r.stopped = stopped;
+  r.prefill_s = prefill_s;
+  r.total_s = total_s;
+  r.decode_s = std::max(0.0, total_s - prefill_s);
+  if (!stop_at_eos && r.output_tokens != r.target_tokens)
+    fail("bench: record {} generated {} tokens, forced length {}", p.index, r.output_tokens, r.target_tokens);
+  return r;
+}
+
 struct GroupRun {
   GroupResult group;
   std::vector<RecordResult> records;
@@ -113,21 +133,11 @@ GroupRun run_group(Engine& engine, const std::vector<BenchPrompt>& prompts,
   g.input_tokens = res.prefill_tokens;
   for (size_t b = 0; b < B; ++b) {
     const BenchPrompt& p = prompts[members[b]];
-    RecordResult r;
-    r.index = p.index;
-    r.input_tokens = int32_t(p.input.size());
-    r.target_tokens = p.target_tokens;
-    r.output_tokens = count[b];
-    r.output_ids = std::move(ids[b]);
-    r.forced = !stop_at_eos;
-    r.stopped = res.stopped[b] && count[b] < p.target_tokens;
-    r.prefill_s = res.prefill_seconds;
-    r.total_s = count[b] > 0 ? std::chrono::duration<double>(last[b] - t0).count() : res.prefill_seconds;
-    r.decode_s = std::max(0.0, r.total_s - r.prefill_s);
-    if (!stop_at_eos && r.output_tokens != r.target_tokens)
-      fail("bench: record {} generated {} tokens, forced length {}", p.index, r.output_tokens, r.target_tokens);
+    const double total = count[b] > 0 ? std::chrono::duration<double>(last[b] - t0).count() : res.prefill_seconds;
+    RecordResult r = record_of(p, std::move(ids[b]), stop_at_eos, res.stopped[b] && count[b] < p.target_tokens,
+                               res.prefill_seconds, total);
     g.output_tokens += r.output_tokens;
-    run.records.push_back(r);
+    run.records.push_back(std::move(r));
   }
   return run;
 }
@@ -189,19 +199,10 @@ GroupRun run_continuous(const Model& model, Ops& ops, const std::vector<BenchPro
   g.sequences = int(n);
   for (size_t i = 0; i < n; ++i) {
     const BenchPrompt& p = prompts[members[i]];
-    RecordResult r;
-    r.index = p.index;
-    r.input_tokens = int32_t(p.input.size());
-    r.target_tokens = p.target_tokens;
-    r.output_tokens = int32_t(ids[i].size());
-    r.output_ids = std::move(ids[i]);
-    r.forced = !stop_at_eos;
-    r.stopped = stopped[i];
-    r.prefill_s = r.output_tokens > 0 ? std::chrono::duration<double>(first[i] - t0).count() : g.wall_s;
-    r.total_s = r.output_tokens > 0 ? std::chrono::duration<double>(last[i] - t0).count() : g.wall_s;
-    r.decode_s = std::max(0.0, r.total_s - r.prefill_s);
-    if (!stop_at_eos && r.output_tokens != r.target_tokens)
-      fail("bench: record {} generated {} tokens, forced length {}", p.index, r.output_tokens, r.target_tokens);
+    const bool any = !ids[i].empty();
+    RecordResult r = record_of(p, std::move(ids[i]), stop_at_eos, stopped[i],
+                               any ? std::chrono::duration<double>(first[i] - t0).count() : g.wall_s,
+                               any ? std::chrono::duration<double>(last[i] - t0).count() : g.wall_s);
     g.input_tokens += r.input_tokens;
     g.output_tokens += r.output_tokens;
     run.records.push_back(std::move(r));
