@@ -67,6 +67,29 @@ void expect_refused(const std::string& args, const std::vector<std::string>& nee
   EXPECT_EQ(r.out.find("internal error"), std::string::npos) << args << "\n" << r.out;
 }
 
+TEST(CliNumbers, ServingAndSchedulingOptionsAreChecked) {
+  // The options of continuous batching and of the server: out of range, NaN, wrong words, a context
+  // beyond the model's: exit 1 naming the option, before a port is opened or a run starts.
+  const std::string serve = "serve --model random:tiny --threads 1 ";
+  expect_refused(serve + "--max-batch 0", {"--max-batch"});
+  expect_refused(serve + "--max-batch 4294967297", {"--max-batch"});
+  expect_refused(serve + "--max-queue -1", {"--max-queue"});
+  expect_refused(serve + "--port 65536", {"--port"});
+  expect_refused(serve + "--port -1", {"--port"});
+  expect_refused(serve + "--prefill-chunk 0", {"--prefill-chunk"});
+  expect_refused(serve + "--context -5", {"--context"});
+  expect_refused(serve + "--context 100000", {"context", "512"});  // random:tiny's seq_length
+  expect_refused(serve + "--kv-dtype fp8", {"--kv-dtype"});
+  expect_refused(serve + "--shutdown-timeout nan", {"--shutdown-timeout"});
+  const std::string bench = "bench infer --model random:tiny --tokenizer bytes --records 2 --probe off --no-progress ";
+  expect_refused(bench + "--schedule dynamic", {"--schedule"});
+  expect_refused(bench + "--schedule continuous --prefill-chunk 0", {"--prefill-chunk"});
+  expect_refused(bench + "--schedule continuous --prefill-chunk 99999999999", {"--prefill-chunk"});
+  expect_refused(bench + "--schedule continuous --kv-dtype fp16", {"--kv-dtype"});
+  expect_refused(bench + "--static-groups random", {"--static-groups"});
+  expect_refused(bench + "--schedule continuous --batch 0", {"--batch"});
+}
+
 TEST(CliNumbers, TokenIdsAreNotWrappedToInt32) {
   // 4294967297 = 2^32 + 1 used to be read as id 1.
   expect_refused("generate --model random:tiny -n 2 --threads 1 --ids 4294967297", {"4294967297", "--ids"});
