@@ -69,11 +69,12 @@ TEST_F(OpsVsRef, MatmulEveryDtypeBothPaths) {
 }
 
 TEST_F(OpsVsRef, MatmulBF16PrefillPathRoundsActivationsOnly) {
-  // From 32 rows on, bf16 weights may go through AMX tiles or AVX512-BF16 with activations rounded to bf16: the
-  // result must equal the reference fed the same rounded activations (only the summation order differs).
+  // bf16 weights go through AVX512-BF16 dot products (the GEMV up to 16 rows, AMX tiles or the AVX512-BF16 GEMM
+  // beyond) with activations rounded to bf16: the result must equal the reference fed the same rounded
+  // activations (only the summation order differs).
   const int64_t M = 96, K = 160;
   auto w = store(randv(size_t(M * K), 21), M, K, DType::BF16);
-  for (int64_t N : {32, 45, 100}) {
+  for (int64_t N : {1, 3, 8, 16, 32, 45, 100}) {
     auto x = randv(size_t(N * K), 22);
     auto bias = randv(size_t(M), 23);
     std::vector<float> xr(x.size());
@@ -119,6 +120,32 @@ TEST(Dpbf16Gemm, ForwardAndInputGradientMatchTheReferenceOnRoundedOperands) {
           M, K, [&](int64_t m0, int64_t, uint16_t*) -> const uint16_t* { return wb.data() + m0 * K; }, dy.data(), N,
           dxg.data());
       EXPECT_LT(nerr(dxg, dxw), 1e-5) << "backward M " << M << " K " << K << " N " << N;
+    }
+}
+
+// The AVX512-BF16 decode GEMV called directly: every token count up to 8 (one pass) and beyond (groups of
+// 8 over L2 blocks of rows), row ranges that start and end off the 4-row tiles, and K up to ChatGLM3's
+// 13696, against the fp32 reference fed the same bf16-rounded activations.
+TEST(Dpbf16Gemv, MatchesTheReferenceOnRoundedActivations) {
+  if (!dpbf16::available()) GTEST_SKIP() << "this CPU has no AVX512-BF16";
+  auto ref = make_ref_ops();
+  for (auto [M, K] : {std::pair<int64_t, int64_t>{37, 64}, {70, 4096}, {9, 13696}})
+    for (int N : {1, 2, 3, 4, 5, 7, 8, 9, 16, 23, 64}) {
+      auto wf = randv(size_t(M * K), 41);
+      std::vector<uint16_t> wb(wf.size());
+      for (size_t i = 0; i < wf.size(); ++i) wb[i] = f32_to_bf16(wf[i]);
+      Matrix W{DType::BF16, M, K, wb.data()};
+      auto x = randv(size_t(N) * size_t(K), 42);
+      std::vector<float> xr(x.size());
+      for (size_t i = 0; i < x.size(); ++i) xr[i] = bf16_to_f32(f32_to_bf16(x[i]));
+      std::vector<float> want(size_t(N * M)), got(size_t(N * M), std::nanf(""));
+      ref->matmul(xr.data(), N, W, nullptr, want.data());
+      dpbf16::Bf16Acts a;
+      dpbf16::pack_acts(x.data(), N, K, K, a);
+      const int64_t cut = M / 3 + 1;  // two calls, as two threads would split the rows
+      dpbf16::gemv(wb.data(), 0, cut, a, got.data(), M);
+      dpbf16::gemv(wb.data(), cut, M, a, got.data(), M);
+      EXPECT_LT(nerr(got, want), 1e-5) << "M " << M << " K " << K << " N " << N;
     }
 }
 

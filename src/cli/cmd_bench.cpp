@@ -169,9 +169,21 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
                   "run; no GEMM probe on the device\n",
                   report.device_name.c_str(), report.memory_gbs.median, report.memory_gbs.min, report.memory_gbs.max);
     else if (report.probed)
-      std::printf("limits:  memory read %.2f GB/s (%.2f–%.2f), fp32 GEMM %.1f GFLOP/s (%.1f–%.1f), measured in this run\n",
-                  report.memory_gbs.median, report.memory_gbs.min, report.memory_gbs.max, report.gemm_gflops.median,
-                  report.gemm_gflops.min, report.gemm_gflops.max);
+    {
+      const ComputeProbe& c = report.compute;
+      std::printf("limits:  memory read %.2f GB/s (%.2f–%.2f; best of: %s); peaks: fp32 FMA %.0f, bf16 dot %.0f%s, "
+                  "int8 dot %.0f GOP/s; fp32 sgemm %.1f GFLOP/s (%.1f–%.1f); %d threads, measured in this run\n",
+                  report.memory_gbs.median, report.memory_gbs.min, report.memory_gbs.max, report.memory_pattern.c_str(),
+                  c.fp32_fma.median, c.bf16_dot.median, c.bf16_unit.empty() ? "" : (" (" + c.bf16_unit + ")").c_str(),
+                  c.int8_dot.median, report.gemm_gflops.median, report.gemm_gflops.min, report.gemm_gflops.max, c.threads);
+      for (const auto& s : report.runs)
+        if (s.decode_gbs_of_probe > 1.0 || s.prefill_gflops_of_probe > 1.0)
+          std::fprintf(stderr,
+                       "bench: warning: %s batch %d reads above a probed limit (decode %.0f%%, prefill %.0f%% of %s): "
+                       "the probe is not the machine's best; do not quote these percentages\n",
+                       s.dtype.c_str(), s.batch, 100 * s.decode_gbs_of_probe, 100 * s.prefill_gflops_of_probe,
+                       s.prefill_limit.c_str());
+    }
     std::printf("\n%s\n", lab::markdown_table(report, a.m.model).c_str());
     if (report.dist.ranks > 1) {
       std::printf("%d ranks (%s): throughput = all ranks' tokens / the slowest rank's wall time; per rank:\n",

@@ -1,6 +1,12 @@
 // Machine limits measured in the same run as a benchmark, so every speed reads as a fraction of the
-// possible: read bandwidth of main memory (what decode is bound by) and fp32 GEMM throughput (what
-// prefill is bound by). Each is the median of several repetitions after a warm-up.
+// best this machine does (docs/BENCH.md, "Limits"):
+// - memory: the read bandwidth of main memory (what decode is bound by), the best of several access
+//   patterns (one stream per thread; several streams with software prefetch; the bf16 GEMV's rows side
+//   by side) on several allocations, on 4 KiB pages and on transparent huge pages;
+// - compute: the register-resident peak of each instruction the matrix kernels use (fp32 FMA,
+//   AVX512-BF16 or AMX bf16 dot products, AVX512-VNNI int8 dot products) and the fp32 sgemm of the
+//   BLAS beside them.
+// Every figure is the median of several repetitions after a warm-up, all threads at once.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -12,11 +18,39 @@ struct ProbeResult {
   double median = 0, min = 0, max = 0;  // GB/s or GFLOP/s
   std::vector<double> samples;
 };
+ProbeResult summarize(std::vector<double> samples);
 
-// Streams `bytes` (default 1 GiB, far beyond the caches) with all threads, `reps` times.
-ProbeResult probe_memory_bandwidth(uint64_t bytes = 1ull << 30, int reps = 7);
+// One access pattern on one allocation.
+struct MemoryPattern {
+  std::string pattern;  // e.g. "4 streams, prefetch 1 KiB"
+  bool huge_pages = false;
+  int allocation = 0;
+  ProbeResult gbs;
+};
+struct MemoryProbe {
+  ProbeResult best;          // the pattern and allocation with the highest median
+  std::string best_pattern;  // "<pattern>, <4 KiB|huge> pages, allocation <i>"
+  std::vector<MemoryPattern> rows;
+  int threads = 0;
+  double spread_low = 0, spread_high = 0;  // lowest and highest median over all rows
+};
+// Reads `bytes` per allocation (default 1 GiB, far beyond the caches) with all threads, `reps` times
+// per pattern, on `allocations` fresh allocations of each page kind.
+MemoryProbe probe_memory(uint64_t bytes = 1ull << 30, int reps = 5, int allocations = 2);
+// The best median of probe_memory (what a decode is measured against).
+ProbeResult probe_memory_bandwidth(uint64_t bytes = 1ull << 30, int reps = 5);
+
+// Register-resident instruction peaks, GFLOP/s (int8: 10⁹ int ops/s), all threads; 0 where the CPU
+// lacks the instruction.
+struct ComputeProbe {
+  ProbeResult fp32_fma;   // VFMADD231PS zmm
+  ProbeResult bf16_dot;   // AMX TDPBF16PS where the CPU has AMX, else VDPBF16PS zmm
+  std::string bf16_unit;  // "AMX" | "AVX512-BF16" | ""
+  ProbeResult int8_dot;   // VPDPBUSD zmm
+  int threads = 0;
+};
+ComputeProbe probe_compute(int reps = 5);
 // sgemm of n×n×n through the same BLAS the engine uses.
 ProbeResult probe_gemm(int n = 2048, int reps = 5);
-ProbeResult summarize(std::vector<double> samples);
 
 }  // namespace glmlab

@@ -56,6 +56,10 @@ class Ops {
 
   // y[N, W.rows] = x[N, W.cols] · Wᵀ (+ bias[W.rows] when bias != nullptr).
   virtual void matmul(const float* x, int64_t N, const Matrix& W, const float* bias, float* y) = 0;
+  // The instruction family a matmul of many rows (a prefill) of weights in `weights` runs on, so that a
+  // benchmark sets it against the right peak (lab/probe.h): "bf16" (bf16 dot products: AVX512-BF16 or
+  // AMX), "int8" (integer dot products) or "fp32" (fp32 FMA), "" where no host peak applies.
+  virtual std::string_view matmul_unit(DType weights) const { return "fp32"; }
 
   // Rotary embedding in place on the first `nheads` heads of each row of x (row stride `stride`, head
   // dim D): the first R = D/2 dims of a head, interleaved pairs (2i, 2i+1) rotated by

@@ -51,6 +51,33 @@ bool available() {
   return ok;
 }
 
+double peak_bf16(int64_t iters, float* sink) {
+  configure_tiles();
+  alignas(64) uint16_t ab[16 * 32];
+  for (auto& v : ab) v = 0x3f80;  // 1.0
+  alignas(64) float c[16 * 16];
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_loadd(4, ab, 64);
+  _tile_loadd(5, ab, 64);
+  _tile_loadd(6, ab, 64);
+  _tile_loadd(7, ab, 64);
+  for (int64_t it = 0; it < iters; ++it) {
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, c, 64);
+  *sink = c[0];
+  _tile_stored(3, c, 64);
+  *sink += c[255];
+  _tile_release();
+  return double(iters) * 4 * 16 * 16 * 32 * 2;
+}
+
 void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y) {
   const int64_t NB = (N + 31) / 32 * 32;  // rows of x padded to whole pairs of 16-row tiles
   const int64_t KP = K / 2;

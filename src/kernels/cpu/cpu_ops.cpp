@@ -23,6 +23,9 @@ namespace {
 
 // Up to this many rows, one pass of the GEMV kernel reads each weight row once for all of them.
 constexpr int64_t kGemvMaxRows = 8;
+// Up to this many rows, bf16 weights with bf16 activations go through the AVX512-BF16 GEMV
+// (dpbf16::gemv: weights read once per call, in L2-sized blocks of rows for every group of 8 tokens).
+constexpr int64_t kBf16GemvMaxRows = 16;
 // From this many rows on, bf16 weights go through AMX tiles with activations rounded to bf16 (what a
 // bf16 model does anyway), unless the back end was made with exact fp32 activations.
 constexpr int64_t kAmxMinRows = 8;
@@ -31,6 +34,12 @@ class CpuOps final : public Ops {
  public:
   explicit CpuOps(bool bf16_activations) : bf16_activations_(bf16_activations) {}
   std::string_view name() const override { return "cpu"; }
+  std::string_view matmul_unit(DType weights) const override {
+    // bf16 weights, and int8/int4 weights dequantized into bf16 tiles, run on bf16 dot products when the
+    // activations may be rounded; everything else widens to fp32 (sgemm).
+    const bool bf16_weights = weights == DType::BF16 || weights == DType::Q8 || weights == DType::Q4;
+    return bf16_activations_ && bf16_weights && bf16gemm::available(4096, 4096) ? "bf16" : "fp32";
+  }
 
   void embedding(const Matrix& table, const int32_t* ids, int64_t N, float* out) override {
     const size_t es = dtype_size(table.dtype);
@@ -53,6 +62,16 @@ class CpuOps final : public Ops {
     const int64_t M = W.rows, K = W.cols;
     if (W.quantized()) {
       quant_matmul(x, N, W, y, bf16_activations_);  // int8 / int4 weights: kernels/cpu/quant_matmul.cpp
+    } else if (W.dtype == DType::BF16 && bf16_activations_ && N <= kBf16GemvMaxRows && dpbf16::gemv_fits(K) &&
+               dpbf16::available()) {
+      // bf16 dot products on whole 64-byte weight chunks, activations rounded to bf16 once.
+      dpbf16::pack_acts(x, int(N), K, K, bf16_acts_);
+#pragma omp parallel
+      {
+        int nth = omp_get_num_threads(), id = omp_get_thread_num();
+        int64_t per = (M + nth - 1) / nth, r0 = std::min(M, per * id), r1 = std::min(M, r0 + per);
+        dpbf16::gemv(static_cast<const uint16_t*>(W.data), r0, r1, bf16_acts_, y, M);
+      }
     } else if (N <= kGemvMaxRows) {
       // Threads split the weight rows; each row is read once for all N tokens.
 #pragma omp parallel
@@ -236,6 +255,7 @@ class CpuOps final : public Ops {
  private:
   bool bf16_activations_;
   std::vector<float> scratch_;
+  dpbf16::Bf16Acts bf16_acts_;
 };
 
 }  // namespace

@@ -5,6 +5,10 @@
 #include <immintrin.h>
 #include <omp.h>
 
+// GCC 12 warns about the "undefined" pass-through operand inside its own AVX-512 reduce intrinsics.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -199,6 +203,94 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const amx::RowSource& rows, 
           for (int64_t t = 0; t < N; t += 8) backward_tiles(N - t, dq + t * MP, MP, panel, pairs, dxk + t * K, K);
         }
       }
+    }
+  }
+}
+
+// ---- decode GEMV -------------------------------------------------------------------------------
+
+void pack_acts(const float* x, int nt, int64_t K, int64_t xs, Bf16Acts& out) {
+  out.nt = nt;
+  out.K = K;
+  out.x.resize(size_t(nt) * size_t(K));
+  for (int t = 0; t < nt; ++t)
+    to_bf16_pairs(x + t * xs, K, reinterpret_cast<uint32_t*>(out.x.data() + size_t(t) * size_t(K)));
+}
+
+namespace {
+
+#ifndef GLMLAB_BF16_GEMV_PREFETCH
+#define GLMLAB_BF16_GEMV_PREFETCH 2048
+#endif
+// How far ahead along each weight row its lines are prefetched (bytes).
+constexpr int64_t kGemvPrefetch = GLMLAB_BF16_GEMV_PREFETCH;
+
+// out[r][t] = W row r · token t, for NR consecutive rows and NT tokens; K % 32 == 0.
+template <int NR, int NT>
+inline void gemv_tile(const uint16_t* W, int64_t K, const uint16_t* x, int64_t K_x, float* out, int64_t ys,
+                      bool prefetch) {
+  __m512 acc[NR][NT];
+  for (int r = 0; r < NR; ++r)
+    for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < K; i += 32) {
+    __m512bh w[NR];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; ++r) {
+      if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(W + r * K + i) + kGemvPrefetch, _MM_HINT_T0);
+      w[r] = (__m512bh)_mm512_loadu_si512(W + r * K + i);
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) {
+      const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + t * K_x + i);
+#pragma GCC unroll 8
+      for (int r = 0; r < NR; ++r) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], w[r], xv);
+    }
+  }
+  for (int r = 0; r < NR; ++r)
+    for (int t = 0; t < NT; ++t) out[t * ys + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+// Rows [r0, r1) against NT tokens: NR rows at a time, then single rows.
+template <int NT>
+void gemv_rows_nt(const uint16_t* W, int64_t K, int64_t r0, int64_t r1, const uint16_t* x, float* y, int64_t ys,
+                  bool prefetch) {
+  constexpr int NR = NT == 1 ? 4 : NT <= 2 ? 4 : NT <= 4 ? 4 : 2;
+  int64_t r = r0;
+  for (; r + NR <= r1; r += NR) gemv_tile<NR, NT>(W + r * K, K, x, K, y + r, ys, prefetch);
+  for (; r < r1; ++r) gemv_tile<1, NT>(W + r * K, K, x, K, y + r, ys, prefetch);
+}
+
+void gemv_rows_any(int nt, const uint16_t* W, int64_t K, int64_t r0, int64_t r1, const uint16_t* x, float* y,
+                   int64_t ys, bool prefetch) {
+  switch (nt) {
+    case 1: gemv_rows_nt<1>(W, K, r0, r1, x, y, ys, prefetch); break;
+    case 2: gemv_rows_nt<2>(W, K, r0, r1, x, y, ys, prefetch); break;
+    case 3: gemv_rows_nt<3>(W, K, r0, r1, x, y, ys, prefetch); break;
+    case 4: gemv_rows_nt<4>(W, K, r0, r1, x, y, ys, prefetch); break;
+    case 5: gemv_rows_nt<5>(W, K, r0, r1, x, y, ys, prefetch); break;
+    case 6: gemv_rows_nt<6>(W, K, r0, r1, x, y, ys, prefetch); break;
+    case 7: gemv_rows_nt<7>(W, K, r0, r1, x, y, ys, prefetch); break;
+    default: gemv_rows_nt<8>(W, K, r0, r1, x, y, ys, prefetch); break;
+  }
+}
+
+}  // namespace
+
+void gemv(const uint16_t* W, int64_t r0, int64_t r1, const Bf16Acts& a, float* y, int64_t ys) {
+  const int64_t K = a.K;
+  constexpr int kTokensPerPass = 8;
+  if (a.nt <= kTokensPerPass) {
+    gemv_rows_any(a.nt, W, K, r0, r1, a.x.data(), y, ys, true);
+    return;
+  }
+  // Blocks of rows that stay in L2 (≤ ~128 KB) while every group of tokens passes over them; only the
+  // first group streams them from memory (and prefetches).
+  const int64_t block = std::max<int64_t>(2, (131072 / (2 * K)) / 2 * 2);
+  for (int64_t b0 = r0; b0 < r1; b0 += block) {
+    const int64_t b1 = std::min(r1, b0 + block);
+    for (int t0 = 0; t0 < a.nt; t0 += kTokensPerPass) {
+      const int n = std::min(kTokensPerPass, a.nt - t0);
+      gemv_rows_any(n, W, K, b0, b1, a.x.data() + size_t(t0) * size_t(K), y + t0 * ys, ys, t0 == 0);
     }
   }
 }

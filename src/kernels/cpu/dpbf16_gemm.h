@@ -13,6 +13,7 @@
 // Roughly 2× the fp32 sgemm of the same cores (twice the products per instruction).
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "kernels/cpu/amx_gemm.h"  // RowSource
 
@@ -26,6 +27,25 @@ inline bool fits(int64_t M, int64_t K) { return M % 32 == 0 && K % 32 == 0; }
 void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y);
 void gemm_bf16_backward_input(int64_t M, int64_t K, const amx::RowSource& rows, const float* dy, int64_t N,
                               float* dx);
+
+// Decode GEMV on bf16 dot products (as llama.cpp's bf16 dot): the weights stay bf16 and are read in
+// whole 64-byte chunks, each multiplied with VDPBF16PS against the activation rows rounded to bf16
+// once per call (what a bf16 model does anyway; runs only where approximate activations are allowed).
+// Several weight rows are read at once, each prefetched a fixed distance ahead, so that enough loads
+// are in flight to reach the memory bandwidth with one thread per core.
+struct Bf16Acts {
+  int nt = 0;
+  int64_t K = 0;
+  std::vector<uint16_t> x;  // [nt, K] bf16, rounded to nearest even
+};
+// Requires available(); K % 32 == 0 (gemv_fits).
+void pack_acts(const float* x, int nt, int64_t K, int64_t xs, Bf16Acts& out);
+inline bool gemv_fits(int64_t K) { return K % 32 == 0; }
+// y[t·ys + r] = Σ_k x[t, k] · W[r, k] for weight rows [r0, r1) of the bf16 [M, K] matrix W, tokens
+// t < a.nt. Up to 8 tokens share one pass over a weight row; more tokens pass in groups over blocks of
+// rows that stay in L2, so W is read from memory once per call whatever the batch. Single-threaded:
+// callers split the rows between threads.
+void gemv(const uint16_t* W, int64_t r0, int64_t r1, const Bf16Acts& a, float* y, int64_t ys);
 
 // The layout both backward kernels read W in (AMX's B tiles, 16 pairs × 16 columns at a 128-byte
 // stride, and this file's broadcast panels): word (j, q, c) of `out` is the bf16 pair

@@ -145,8 +145,12 @@ void gather_bench_infer(dist::Communicator& comm, BenchReport& rep, const std::v
       }
     }
     // The pooled per-group figures, then the aggregate wall and throughput.
-    RunSummary agg = summarize_run(gs, rs, s.facts, s.batch, reps, rep.probed ? rep.memory_gbs.median : 0,
-                                   rep.probed && !rep.device_probe ? rep.gemm_gflops.median : 0);
+    RunSummary agg = summarize_run(gs, rs, s.facts, s.batch, reps, rep.probed ? s.decode_limit_gbs : 0,
+                                   rep.probed && !rep.device_probe ? s.prefill_limit_gflops : 0);
+    agg.prefill_limit = s.prefill_limit;
+    agg.prefill_limit_gflops = s.prefill_limit_gflops;
+    agg.decode_limit = s.decode_limit;
+    agg.decode_limit_gbs = s.decode_limit_gbs;
     std::vector<double> wall, tps;
     for (int r = 0; r < reps; ++r) {
       double w = 0;

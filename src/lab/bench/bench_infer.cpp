@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <numeric>
 
 #include <fmt/format.h>
@@ -238,6 +239,14 @@ ModelFacts model_facts(const BenchModel& bm, const std::vector<BenchPrompt>& pro
 
 }  // namespace
 
+PrefillLimit prefill_limit(const BenchReport& r, std::string_view unit) {
+  const ComputeProbe& c = r.compute;
+  if (unit == "bf16" && c.bf16_dot.median > 0) return {c.bf16_dot.median, fmt::format("bf16 dot peak ({})", c.bf16_unit)};
+  if (unit == "int8" && c.int8_dot.median > 0) return {c.int8_dot.median, "int8 dot peak (AVX512-VNNI)"};
+  if (unit == "fp32" && c.fp32_fma.median > 0) return {c.fp32_fma.median, "fp32 FMA peak"};
+  return {r.gemm_gflops.median, "fp32 sgemm"};
+}
+
 EngineLimits bench_limits(const std::vector<BenchPrompt>& prompts, const std::vector<int>& batches, bool sorted) {
   EngineLimits l;
   l.capacity = 1;
@@ -269,7 +278,10 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
   if (o.probe != ProbeLevel::Off && !o.device_engine) {
     if (o.progress) std::fprintf(stderr, "bench: probing memory bandwidth and GEMM throughput...\n");
     bool quick = o.probe == ProbeLevel::Quick;
-    rep.memory_gbs = quick ? probe_memory_bandwidth(256ull << 20, 3) : probe_memory_bandwidth();
+    const MemoryProbe mem = quick ? probe_memory(256ull << 20, 3, 1) : probe_memory();
+    rep.memory_gbs = mem.best;
+    rep.memory_pattern = mem.best_pattern;
+    rep.compute = probe_compute(quick ? 3 : 5);
     rep.gemm_gflops = quick ? probe_gemm(1024, 3) : probe_gemm();
     rep.probed = true;
   }
@@ -293,6 +305,9 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
   Progress progress(total, "tok", o.progress);
   progress.pause();  // probes are done; loading is not generation
 
+  // Read bandwidth probed on buffers of each model's decode bytes per step, where they are smaller than
+  // the main probe's: a working set that partly fits the caches reads faster than main memory.
+  std::map<uint64_t, ProbeResult> small_probes;
   for (const std::string& dtype : o.dtypes) {
     progress.pause();
     bool phase_rss = reset_peak_rss();
@@ -320,6 +335,24 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
     ModelFacts facts = model_facts(bm, prompts, o.batches, o.static_sorted);
     facts.peak_rss_is_phase = phase_rss;
     if (auto* de = dynamic_cast<DeviceEngine*>(bm.engine.get())) facts.device_bytes = de->plan().total();
+    struct {
+      double gbs = 0;
+      std::string name;
+    } decode_limit;
+    if (rep.probed) {
+      decode_limit = {rep.memory_gbs.median,
+                      rep.device_probe ? "device copy" : fmt::format("memory read ({})", rep.memory_pattern)};
+      const uint64_t main_bytes = o.probe == ProbeLevel::Quick ? 256ull << 20 : 1ull << 30;
+      const uint64_t ws = (facts.decode_bytes_per_step + (1u << 20) - 1) >> 20 << 20;  // whole MiB
+      if (!rep.device_probe && ws > 0 && ws < main_bytes) {
+        auto it = small_probes.find(ws);
+        if (it == small_probes.end()) {
+          if (o.progress) std::fprintf(stderr, "bench: probing the read bandwidth of %llu MiB...\n", (unsigned long long)(ws >> 20));
+          it = small_probes.emplace(ws, probe_memory(ws, 5, 1).best).first;
+        }
+        decode_limit = {it->second.median, fmt::format("memory read of {} MiB (the decode's bytes per step)", ws >> 20)};
+      }
+    }
     std::vector<size_t> run_index;
     for (int batch : o.batches)
       for (const std::string& schedule : o.schedules) {
@@ -373,8 +406,13 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
         std::stable_sort(rs.begin(), rs.end(), [](const RecordResult& a, const RecordResult& b) {
           return a.rep != b.rep ? a.rep < b.rep : a.index < b.index;
         });
-        RunSummary s = summarize_run(gs, rs, facts, batch, o.reps, rep.probed ? rep.memory_gbs.median : 0,
-                                     rep.probed && !rep.device_probe ? rep.gemm_gflops.median : 0);
+        const PrefillLimit limit = prefill_limit(rep, bm.ops ? bm.ops->matmul_unit(bm.model->weights().dtype) : "");
+        RunSummary s = summarize_run(gs, rs, facts, batch, o.reps, rep.probed ? decode_limit.gbs : 0,
+                                     rep.probed && !rep.device_probe ? limit.gflops : 0);
+        s.decode_limit = decode_limit.name;
+        s.decode_limit_gbs = decode_limit.gbs;
+        s.prefill_limit = limit.name;
+        s.prefill_limit_gflops = limit.gflops;
         s.schedule = schedule;
         run_index.push_back(rep.runs.size());
         rep.runs.push_back(std::move(s));

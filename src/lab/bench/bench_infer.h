@@ -135,6 +135,10 @@ struct RunSummary {
   Spread wall_s, throughput_tps, prefill_tps, decode_tps, latency_p50_s, latency_p90_s, ttft_p50_s;
   Spread decode_gbs, prefill_gflops;
   double decode_gbs_of_probe = 0, prefill_gflops_of_probe = 0;  // median ÷ probe median (0: no probe)
+  std::string prefill_limit;        // the peak prefill_gflops_of_probe is against, e.g. "bf16 dot peak (AVX512-BF16)"
+  double prefill_limit_gflops = 0;  // its median
+  std::string decode_limit;         // the read bandwidth decode_gbs_of_probe is against
+  double decode_limit_gbs = 0;      // its median
   double batch_gain = 0;                          // throughput ÷ batch-1 throughput of the same dtype (0: none)
   ModelFacts facts;
 };
@@ -160,6 +164,8 @@ struct BenchReport {
   MachineInfo machine;
   bool probed = false;
   ProbeResult memory_gbs, gemm_gflops;  // on a device: memory_gbs = the device's copy probe, no GEMM probe
+  std::string memory_pattern;           // the access pattern and allocation memory_gbs is the best of
+  ComputeProbe compute;                 // instruction peaks (host runs)
   std::string device_name;              // the Device of a device-engine run ("" = host engine)
   bool device_probe = false;            // memory_gbs is the device's probe
   std::vector<BenchPrompt> prompts;
@@ -173,6 +179,14 @@ struct BenchReport {
 // FLOPs of one prompt of T tokens: 2·(layer matrix params)·T + attention 2·L·H·D·T(T+1) (QKᵀ and PV
 // over the causal triangle) + the output layer for the last token 2·V·C.
 double prefill_flops(const ModelConfig& cfg, int64_t T);
+
+// The peak a prefill on `unit` (Ops::matmul_unit) is set against: the probed peak of that instruction,
+// else the fp32 sgemm (a CPU without it, or no unit).
+struct PrefillLimit {
+  double gflops = 0;
+  std::string name;
+};
+PrefillLimit prefill_limit(const BenchReport& r, std::string_view unit);
 
 // The engine limits covering every group of every batch size.
 EngineLimits bench_limits(const std::vector<BenchPrompt>& prompts, const std::vector<int>& batches, bool sorted = true);

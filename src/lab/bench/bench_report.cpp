@@ -71,6 +71,10 @@ nlohmann::json run_json(const RunSummary& s) {
           {"decode_gbs_of_probe", s.decode_gbs_of_probe},
           {"prefill_gflops", spread_json(s.prefill_gflops)},
           {"prefill_gflops_of_probe", s.prefill_gflops_of_probe},
+          {"prefill_limit", s.prefill_limit},
+          {"prefill_limit_gflops", s.prefill_limit_gflops},
+          {"decode_limit", s.decode_limit},
+          {"decode_limit_gbs", s.decode_limit_gbs},
           {"batch_gain", s.batch_gain},
           {"weight_bytes", f.weight_bytes},
           {"decode_bytes_per_step", f.decode_bytes_per_step},
@@ -103,6 +107,11 @@ nlohmann::json summary_json(const BenchReport& r, const BenchMeta& meta) {
   if (r.probed)
     probes = {{"memory_gbs", {{"median", r.memory_gbs.median}, {"min", r.memory_gbs.min}, {"max", r.memory_gbs.max}}},
               {"gemm_gflops", {{"median", r.gemm_gflops.median}, {"min", r.gemm_gflops.min}, {"max", r.gemm_gflops.max}}},
+              {"memory_pattern", r.memory_pattern},
+              {"fp32_fma_gflops", {{"median", r.compute.fp32_fma.median}, {"min", r.compute.fp32_fma.min}, {"max", r.compute.fp32_fma.max}}},
+              {"bf16_dot_gflops", {{"median", r.compute.bf16_dot.median}, {"min", r.compute.bf16_dot.min}, {"max", r.compute.bf16_dot.max}}},
+              {"bf16_unit", r.compute.bf16_unit},
+              {"int8_dot_gops", {{"median", r.compute.int8_dot.median}, {"min", r.compute.int8_dot.min}, {"max", r.compute.int8_dot.max}}},
               // device runs: memory_gbs is the device's copy probe (read + written bytes), no GEMM probe
               {"memory_kind", r.device_probe ? "device copy" : "host read"},
               {"device", r.device_name}};
@@ -198,7 +207,7 @@ static std::string batch_label(int batch, const std::string& schedule) {
 std::string markdown_table(const BenchReport& r, const std::string& model_spec) {
   std::string out =
       "| model | dtype | batch | records | tokens | tok/s | prefill tok/s | decode tok/s | p50 s | p90 s | weights GB | "
-      "peak RSS GB | decode GB/s (of probe) | prefill GFLOP/s (of probe) | ×batch 1 | ×first |\n"
+      "peak RSS GB | decode GB/s (of probe) | prefill GFLOP/s (of peak) | ×batch 1 | ×first |\n"
       "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
   double first = r.runs.empty() ? 0 : r.runs.front().throughput_tps.median;
   auto pct = [&](double frac) { return r.probed ? fmt::format(" ({:.0f}%)", 100 * frac) : std::string(); };
