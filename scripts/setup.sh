@@ -23,12 +23,12 @@ if ((${#missing[@]})); then
 fi
 
 if ((want_oracle)); then
-  py_pkgs=(torch==2.13.0 transformers peft safetensors sentencepiece numpy pytest openai)
+  py_pkgs=(torch==2.13.0 transformers peft safetensors sentencepiece numpy pytest openai gguf)
   if [[ ! -x .venv/bin/python ]]; then python3 -m venv .venv; fi
-  if ! .venv/bin/python -c "import torch, transformers, peft, safetensors, sentencepiece, numpy, pytest, openai" 2>/dev/null; then
+  if ! .venv/bin/python -c "import torch, transformers, peft, safetensors, sentencepiece, numpy, pytest, openai, gguf" 2>/dev/null; then
     echo "setup: installing the oracle's Python packages into .venv"
     .venv/bin/pip install -q --disable-pip-version-check "${py_pkgs[@]}" 2>&1 | grep -v "is ignored: it is neither" || true
-    .venv/bin/python -c "import torch, transformers, peft, safetensors, sentencepiece, numpy, pytest, openai"
+    .venv/bin/python -c "import torch, transformers, peft, safetensors, sentencepiece, numpy, pytest, openai, gguf"
   fi
   # NCCL's headers and library for the CUDA build's NCCL communicator (compiled in CI, run on a GPU):
   # only where the CUDA toolkit is, since nothing else needs them.
