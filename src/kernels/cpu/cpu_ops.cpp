@@ -25,7 +25,7 @@ namespace {
 constexpr int64_t kGemvMaxRows = 8;
 // Up to this many rows, bf16 weights with bf16 activations go through the AVX512-BF16 GEMV
 // (dpbf16::gemv: weights read once per call, in L2-sized blocks of rows for every group of 8 tokens).
-constexpr int64_t kBf16GemvMaxRows = 16;
+constexpr int64_t kBf16GemvMaxRows = 8;
 // From this many rows on, bf16 weights go through AMX tiles with activations rounded to bf16 (what a
 // bf16 model does anyway), unless the back end was made with exact fp32 activations.
 constexpr int64_t kAmxMinRows = 8;
@@ -78,8 +78,7 @@ class CpuOps final : public Ops {
       {
         int nth = omp_get_num_threads(), id = omp_get_thread_num();
         int64_t per = (M + nth - 1) / nth, r0 = std::min(M, per * id), r1 = std::min(M, r0 + per);
-        for (int64_t r = r0; r < r1; r += 64)
-          simd::gemv_rows(W.data, W.dtype, K, r, std::min(r1, r + 64), x, K, int(N), y, M);
+        simd::gemv_rows(W.data, W.dtype, K, r0, r1, x, K, int(N), y, M);
       }
     } else if (W.dtype == DType::BF16 && bf16_activations_ && N >= kAmxMinRows && bf16gemm::available(M, K)) {
       bf16gemm::forward(static_cast<const uint16_t*>(W.data), M, K, x, N, bias, y);  // AMX or AVX512-BF16

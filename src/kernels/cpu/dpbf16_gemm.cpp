@@ -225,39 +225,54 @@ namespace {
 // How far ahead along each weight row its lines are prefetched (bytes).
 constexpr int64_t kGemvPrefetch = GLMLAB_BF16_GEMV_PREFETCH;
 
-// out[r][t] = W row r · token t, for NR consecutive rows and NT tokens; K % 32 == 0.
+// out[r · rs][t] = row w[r] · token t, for NR weight rows (anywhere in W) and NT tokens; K % 32 == 0.
 template <int NR, int NT>
-inline void gemv_tile(const uint16_t* W, int64_t K, const uint16_t* x, int64_t K_x, float* out, int64_t ys,
+inline void gemv_tile(const uint16_t* const* w, int64_t K, const uint16_t* x, float* const* out, int64_t ys,
                       bool prefetch) {
   __m512 acc[NR][NT];
   for (int r = 0; r < NR; ++r)
     for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
   for (int64_t i = 0; i < K; i += 32) {
-    __m512bh w[NR];
+    __m512bh wv[NR];
 #pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) {
-      if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(W + r * K + i) + kGemvPrefetch, _MM_HINT_T0);
-      w[r] = (__m512bh)_mm512_loadu_si512(W + r * K + i);
+      if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(w[r] + i) + kGemvPrefetch, _MM_HINT_T0);
+      wv[r] = (__m512bh)_mm512_loadu_si512(w[r] + i);
     }
 #pragma GCC unroll 8
     for (int t = 0; t < NT; ++t) {
-      const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + t * K_x + i);
+      const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + t * K + i);
 #pragma GCC unroll 8
-      for (int r = 0; r < NR; ++r) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], w[r], xv);
+      for (int r = 0; r < NR; ++r) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], xv);
     }
   }
   for (int r = 0; r < NR; ++r)
-    for (int t = 0; t < NT; ++t) out[t * ys + r] = _mm512_reduce_add_ps(acc[r][t]);
+    for (int t = 0; t < NT; ++t) out[r][t * ys] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-// Rows [r0, r1) against NT tokens: NR rows at a time, then single rows.
+// Rows [r0, r1) against NT tokens. The range is cut into kStreams equal parts read side by side, one
+// row of each at a time: each part is a long sequential stream through consecutive rows (the hardware
+// prefetchers and the software prefetch, which runs on into a part's next row, both keep up), where
+// neighbouring rows side by side would restart every stream at every row. Rows left over go one by one.
 template <int NT>
 void gemv_rows_nt(const uint16_t* W, int64_t K, int64_t r0, int64_t r1, const uint16_t* x, float* y, int64_t ys,
                   bool prefetch) {
-  constexpr int NR = NT == 1 ? 4 : NT <= 2 ? 4 : NT <= 4 ? 4 : 2;
-  int64_t r = r0;
-  for (; r + NR <= r1; r += NR) gemv_tile<NR, NT>(W + r * K, K, x, K, y + r, ys, prefetch);
-  for (; r < r1; ++r) gemv_tile<1, NT>(W + r * K, K, x, K, y + r, ys, prefetch);
+  constexpr int kStreams = NT <= 4 ? 4 : 2;
+  const int64_t part = (r1 - r0) / kStreams;
+  for (int64_t j = 0; j < part; ++j) {
+    const uint16_t* w[kStreams];
+    float* out[kStreams];
+    for (int s = 0; s < kStreams; ++s) {
+      w[s] = W + (r0 + s * part + j) * K;
+      out[s] = y + r0 + s * part + j;
+    }
+    gemv_tile<kStreams, NT>(w, K, x, out, ys, prefetch);
+  }
+  for (int64_t r = r0 + kStreams * part; r < r1; ++r) {
+    const uint16_t* w[1] = {W + r * K};
+    float* out[1] = {y + r};
+    gemv_tile<1, NT>(w, K, x, out, ys, prefetch);
+  }
 }
 
 void gemv_rows_any(int nt, const uint16_t* W, int64_t K, int64_t r0, int64_t r1, const uint16_t* x, float* y,

@@ -79,10 +79,10 @@ HWY_INLINE void RowDot(const T* w, int64_t K, const float* x, int64_t xs, float*
   }
 }
 
-// NR weight rows against NT token rows at once: NR concurrent weight streams (more memory-level
-// parallelism for the memory-bound decode) and each activation vector loaded once for NR rows.
+// NR weight rows (anywhere in W) against NT token rows at once: NR concurrent weight streams (more
+// memory-level parallelism for the memory-bound decode) and each activation vector loaded once for NR rows.
 template <int NR, int NT, typename T>
-HWY_INLINE void RowsDot(const T* w, int64_t K, const float* x, int64_t xs, float* out /* [NR][NT] */) {
+HWY_INLINE void RowsDot(const T* const* w, int64_t K, const float* x, int64_t xs, float* out /* [NR][NT] */) {
   const DF df;
   const int64_t L = int64_t(hn::Lanes(df));
   hn::Vec<DF> acc[NR][NT];
@@ -91,10 +91,10 @@ HWY_INLINE void RowsDot(const T* w, int64_t K, const float* x, int64_t xs, float
   int64_t i = 0;
   for (; i + L <= K; i += L) {
     hn::Vec<DF> wv[NR];
-    // The next NR rows at the same offset: rows are short streams (8 KB for ChatGLM3) that the
-    // hardware prefetcher alone ramps up too late at every row start (Zen 5 read 45% of the bandwidth).
-    for (int r = 0; r < NR; ++r) hwy::Prefetch(w + (NR + r) * K + i);
-    for (int r = 0; r < NR; ++r) wv[r] = load_as_f32(df, w + r * K + i);
+    // Each stream 2 KiB ahead: rows are short (8 KB for ChatGLM3) and the prefetch runs on into the
+    // stream's next row, which the hardware prefetcher alone ramps up too late at every row start.
+    for (int r = 0; r < NR; ++r) hwy::Prefetch(reinterpret_cast<const char*>(w[r] + i) + 2048);
+    for (int r = 0; r < NR; ++r) wv[r] = load_as_f32(df, w[r] + i);
     for (int t = 0; t < NT; ++t) {
       const auto xv = hn::LoadU(df, x + t * xs + i);
       for (int r = 0; r < NR; ++r) acc[r][t] = hn::MulAdd(wv[r], xv, acc[r][t]);
@@ -103,22 +103,29 @@ HWY_INLINE void RowsDot(const T* w, int64_t K, const float* x, int64_t xs, float
   for (int r = 0; r < NR; ++r)
     for (int t = 0; t < NT; ++t) {
       float s = hn::GetLane(hn::SumOfLanes(df, acc[r][t]));
-      for (int64_t j = i; j < K; ++j) s += scalar(w[r * K + j]) * x[t * xs + j];
+      for (int64_t j = i; j < K; ++j) s += scalar(w[r][j]) * x[t * xs + j];
       out[r * NT + t] = s;
     }
 }
 
+// Rows [r0, r1): cut into NR equal parts read side by side, one row of each at a time, so that each part
+// is one long sequential stream through consecutive rows (neighbouring rows side by side would restart
+// every stream at every row); rows left over go one by one.
 template <int NT, typename T>
 void GemvT(const T* W, int64_t K, int64_t r0, int64_t r1, const float* x, int64_t xs, float* y, int64_t ys) {
   constexpr int NR = NT <= 2 ? 4 : NT <= 4 ? 2 : 1;
   float out[NR * NT];
   int64_t r = r0;
   if constexpr (NR > 1) {
-    for (; r + NR <= r1; r += NR) {
-      RowsDot<NR, NT>(W + r * K, K, x, xs, out);
+    const int64_t part = (r1 - r0) / NR;
+    for (int64_t j = 0; j < part; ++j) {
+      const T* w[NR];
+      for (int i = 0; i < NR; ++i) w[i] = W + (r0 + i * part + j) * K;
+      RowsDot<NR, NT>(w, K, x, xs, out);
       for (int i = 0; i < NR; ++i)
-        for (int t = 0; t < NT; ++t) y[t * ys + r + i] = out[i * NT + t];
+        for (int t = 0; t < NT; ++t) y[t * ys + r0 + i * part + j] = out[i * NT + t];
     }
+    r = r0 + NR * part;
   }
   for (; r < r1; ++r) {
     RowDot<NT>(W + r * K, K, x, xs, out);
