@@ -10,14 +10,15 @@
 #include <vector>
 
 #include "model/weights.h"
+#include "util/large_pages.h"
 
 namespace glmlab {
 
 // A Q8/Q4 matrix and the storage it owns (both empty when `m` is a view into a mapped file).
 struct QuantizedMatrix {
   Matrix m;
-  std::vector<uint8_t> data;    // [rows, row_bytes]
-  std::vector<uint8_t> scales;  // fp16 bits [rows, groups]
+  WeightBytes data;    // [rows, row_bytes], on huge pages where large
+  WeightBytes scales;  // fp16 bits [rows, groups]
 };
 
 // The group size a Q8/Q4 matrix of `cols` inputs gets for a requested size: 0 (per row) or one ≥ cols

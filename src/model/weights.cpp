@@ -69,7 +69,7 @@ uint64_t hash_name(const std::string& s) {
 
 // Owns the buffers of random or converted matrices.
 struct OwnedStorage {
-  std::vector<std::vector<uint8_t>> buffers;
+  std::vector<WeightBytes> buffers;  // on huge pages where large (util/large_pages.h)
   std::shared_ptr<SafetensorsSet> files;
 };
 
