@@ -12,7 +12,7 @@ case "$mode" in
     scripts/setup.sh
     cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
     ninja -C build -j "$jobs" glmlab
-    ./build/glmlab bench infer   # the embedded default: random:small on the built-in AdvertiseGen sample
+    ./build/glmlab bench infer   # the embedded default: random:small in fp16, bf16, int8, int4 on the built-in AdvertiseGen sample
     ;;
   test)
     scripts/setup.sh --oracle

@@ -4,6 +4,7 @@
 // script error; plus the summary arithmetic, prompt lengths, the comparison table and the plot writer.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -210,7 +211,8 @@ TEST(BenchInfer, TinyRunWritesWellFormedConsistentOutputs) {
 TEST(BenchInfer, JsonFlagPrintsTheSummaryAndStopAtEosRunsFree) {
   fs::path dir = test::temp_dir("bench-free");
   std::string out = shell_output(std::string(GLMLAB_CLI) +
-                                 " bench infer --model random:tiny --tokenizer bytes --records 2 --max-new-tokens 5 "
+                                 " bench infer --model random:tiny --tokenizer bytes --records 2 "
+                                 "--dtype bf16 --max-new-tokens 5 "
                                  "--stop-at-eos --probe off --warmup 0 --no-progress --json --out " +
                                  (dir / "o").string() + " 2>/dev/null");
   json s = json::parse(out);  // stdout holds nothing but the summary
@@ -229,7 +231,8 @@ TEST(BenchInfer, ContinuousScheduleGivesEveryRecordItsStaticTokens) {
   // Static and continuous at batch 4 over 9 records with fp32 activations: the same tokens per record
   // (forced reference lengths), one run each in the summary with its schedule, every record once.
   fs::path dir = test::temp_dir("bench-cont");
-  auto r = test::run_cli("bench infer --model random:tiny --tokenizer bytes --records 9 --max-new-tokens 24 --batch 4 "
+  auto r = test::run_cli("bench infer --model random:tiny --tokenizer bytes --records 9 "
+                         "--dtype bf16 --max-new-tokens 24 --batch 4 "
                          "--schedule static,continuous --prefill-chunk 40 --fp32-activations --probe off --warmup 0 "
                          "--no-progress --out " + (dir / "o").string());
   ASSERT_EQ(r.rc, 0) << r.out;
@@ -265,6 +268,63 @@ TEST(BenchInfer, BadOptionsAreErrors) {
   r = test::run_cli("bench infer --model random:tiny --data /nonexistent.json --probe off");
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.out.find("/nonexistent.json"), std::string::npos) << r.out;
+}
+
+TEST(BenchInfer, EmbeddedDefaultSetsFourDtypesSideBySideAtReferenceLengths) {
+  // The README's first command (`glmlab bench infer`, issue 16 §6): with no --data and no --dtype, fp16,
+  // bf16, int8 and int4 side by side on 6 sample records, each forced to its full reference length (no
+  // 32-token cap), so the 3-D plot shows the spread of output lengths. Here on random:tiny, probes and
+  // warm-up off, 3 records; the dtypes and lengths are left to their defaults.
+  fs::path dir = test::temp_dir("bench-default");
+  auto r = test::run_cli("bench infer --model random:tiny --tokenizer bytes --records 3 --probe off --warmup 0 "
+                         "--no-progress --out " + (dir / "o").string());
+  ASSERT_EQ(r.rc, 0) << r.out;
+  json s = json::parse(read_file((dir / "o" / "summary.json").string()));
+  const std::vector<std::string> dtypes = {"fp16", "bf16", "int8", "int4"};
+  EXPECT_EQ(s["options"]["dtypes"].get<std::vector<std::string>>(), dtypes);
+  ASSERT_EQ(s["runs"].size(), dtypes.size());
+  for (size_t k = 0; k < dtypes.size(); ++k) EXPECT_EQ(s["runs"][k]["dtype"], dtypes[k]);
+  EXPECT_EQ(s["data"]["max_new_tokens"], 0);
+  EXPECT_TRUE(s["data"]["forced"].get<bool>());
+  const int seq_length = json::parse(read_file((dir / "o" / "config.json").string()))["seq_length"];
+  auto prompts = lines_of(read_file((dir / "o" / "prompts.jsonl").string()));
+  ASSERT_EQ(prompts.size(), 3u);
+  int lo = 1 << 30, hi = 0;
+  int64_t targets = 0;
+  for (const auto& line : prompts) {
+    json p = json::parse(line);
+    const int target = p["target_tokens"], reference = p["reference_tokens"];
+    const int room = seq_length - int(p["input_ids"].size());  // the only cut: the model's context
+    EXPECT_EQ(target, std::min(reference, room)) << line.substr(0, 200);
+    EXPECT_GT(target, 32);
+    lo = std::min(lo, target);
+    hi = std::max(hi, target);
+    targets += target;
+  }
+  EXPECT_GE(hi - lo, 100) << "the default records should spread their output lengths";
+  for (const auto& run : s["runs"]) EXPECT_EQ(run["output_tokens"].get<int64_t>(), targets) << run["dtype"];
+  for (const auto& line : lines_of(read_file((dir / "o" / "records.jsonl").string()))) {
+    json x = json::parse(line);
+    EXPECT_EQ(x["output_tokens"], x["target_tokens"]);
+  }
+
+  // Each default yields to its option: --dtype picks the dtypes, --max-new-tokens caps, --data keeps the
+  // model's own dtype (bf16 for random models) and all of the file's records.
+  fs::path data = dir / "two.json";
+  write_file_atomic(data.string(), R"({"content": "类型#裙*颜色#白色", "summary": "这款白色的裙子很好看。"})" "\n"
+                                   R"({"content": "类型#上衣", "summary": "简约的上衣。"})" "\n");
+  const std::string base = "bench infer --model random:tiny --tokenizer bytes --probe off --warmup 0 --no-progress ";
+  r = test::run_cli(base + "--dtype int8 --records 2 --max-new-tokens 8 --json --out " + (dir / "a").string());
+  ASSERT_EQ(r.rc, 0) << r.out;
+  s = json::parse(read_file((dir / "a" / "summary.json").string()));
+  EXPECT_EQ(s["options"]["dtypes"], json::array({"int8"}));
+  EXPECT_EQ(s["runs"][0]["output_tokens"], 16);
+  r = test::run_cli(base + "--data " + data.string() + " --out " + (dir / "b").string());
+  ASSERT_EQ(r.rc, 0) << r.out;
+  s = json::parse(read_file((dir / "b" / "summary.json").string()));
+  ASSERT_EQ(s["runs"].size(), 1u);
+  EXPECT_EQ(s["runs"][0]["dtype"], "bf16");
+  EXPECT_EQ(s["runs"][0]["records"], 2);
 }
 
 // ------------------------------------------------------------------------------------- HTML in Chromium

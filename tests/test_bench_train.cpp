@@ -1,8 +1,9 @@
 // glmlab bench train (issue 5 §6): the no-argument default writes every output, well-formed and
 // consistent (runs, CSV rows, one JSON line per timed step, PNG), each step's split adds up to its time,
 // the tokens counted are the data's real tokens and the FLOPs follow the documented formula; packed
-// batches count each sample; bad options give clear errors; the PyTorch + PEFT peer (train_peer.py) runs
-// glmlab's very micro-batches and writes the same schema, which `bench compare` reads.
+// batches count each sample; bad options give clear errors; the PyTorch + PEFT peer (train_peer.py:
+// transformers' GlmForCausalLM with SDPA attention) runs glmlab's very micro-batches and writes the same
+// schema, which `bench compare` reads.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -213,8 +214,12 @@ TEST(BenchTrain, PeerRunsTheSameBatchesAndCompareReadsBoth) {
 
   json g = json::parse(read_file((dir / "glm" / "summary.json").string()));
   json q = json::parse(read_file((dir / "peer" / "summary.json").string()));
+  json cfg = json::parse(read_file((dir / "glm" / "config.json").string()));
   EXPECT_EQ(q["schema"], "glmlab-bench-train/1");
-  EXPECT_EQ(q["engine"], "pytorch+peft");
+  // The default peer is what users run: transformers' GlmForCausalLM, SDPA attention, bf16 autocast.
+  EXPECT_EQ(q["engine"], "transformers+peft");
+  EXPECT_EQ(q["impl"]["model"], "GlmForCausalLM");
+  EXPECT_EQ(q["impl"]["attention"], "sdpa");
   ASSERT_EQ(q["runs"].size(), 2u);       // the QAT runs have no PyTorch peer here ...
   ASSERT_EQ(q["skipped"].size(), 2u);    // ... and say so
   for (size_t k = 0; k < 2; ++k) {
@@ -226,7 +231,15 @@ TEST(BenchTrain, PeerRunsTheSameBatchesAndCompareReadsBoth) {
     for (const char* key : {"samples", "tokens", "labelled_tokens", "steps"}) EXPECT_EQ(a[key], b[key]) << key;
     EXPECT_NEAR(a["flops_per_step"].get<double>(), b["flops_per_step"].get<double>(),
                 1e-9 * a["flops_per_step"].get<double>());
-    EXPECT_EQ(a["trainable_params"], b["trainable_params"]);  // PEFT's parameter count = ours
+    EXPECT_EQ(b["autocast"], "bfloat16");
+    // GLM has no fused QKV: glmlab's query_key_value adapter is three PEFT adapters (q, k, v_proj), which
+    // train r·hidden (LoRA: two more A matrices) or 2·r (VeRA: two more λ_d) more parameters a layer.
+    ASSERT_EQ(a["targets"], json::array({"query_key_value"}));
+    EXPECT_EQ(b["peer_targets"], json::array({"q_proj", "k_proj", "v_proj"}));
+    const int64_t L = cfg["num_layers"].get<int64_t>(), C = cfg["hidden_size"].get<int64_t>();
+    const int64_t r = a["rank"].get<int64_t>();
+    EXPECT_EQ(b["trainable_params"].get<int64_t>() - a["trainable_params"].get<int64_t>(),
+              a["method"] == "lora" ? L * 2 * r * C : L * 2 * r);
     EXPECT_GT(b["samples_per_s"].get<double>(), 0);
   }
   auto c = test::run_cli("bench compare " + (dir / "glm").string() + " " + (dir / "peer").string());

@@ -322,7 +322,8 @@ TEST(DistCli, FailureOfOneRankInsideAStepEndsEveryRank) {
 TEST(DistCli, BenchInferWithTwoRanksCoversEveryRecordOnceAndItsTotalsAddUp) {
   if (!have_mpirun()) GTEST_SKIP() << "no mpirun (apt-get install openmpi-bin)";
   auto out = test::temp_dir("dist-bench-infer");
-  auto r = glmlab_on(2, "bench infer --model random:tiny --tokenizer bytes --records 7 --max-new-tokens 6 --reps 2 "
+  auto r = glmlab_on(2, "bench infer --model random:tiny --tokenizer bytes --records 7 "
+                        "--dtype bf16 --max-new-tokens 6 --reps 2 "
                         "--batch 1,2 --probe off --threads 1 --no-progress --out " + out.string());
   ASSERT_EQ(r.rc, 0) << r.out;
   auto s = nlohmann::json::parse(std::ifstream(out / "summary.json"));

@@ -241,7 +241,8 @@ TEST(EngineCli, GenerateOnTheDeviceEngineGivesTheHostTokens) {
 
 TEST(EngineCli, BenchInferOnTheDeviceEngine) {
   auto out = test::temp_dir("engine-bench");
-  auto r = test::run_cli("bench infer --model random:tiny --tokenizer bytes --records 2 --max-new-tokens 6 --probe quick "
+  auto r = test::run_cli("bench infer --model random:tiny --tokenizer bytes --records 2 "
+                         "--dtype bf16 --max-new-tokens 6 --probe quick "
                          "--batch 1,2 --engine device --no-progress --json -o " + out.string());
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_CONTAINS(r.out, "\"memory_kind\": \"device copy\"");

@@ -146,7 +146,7 @@ TEST(Safetensors, RoundTripExactBytesShapesAndMetadata) {
 }
 
 TEST(Safetensors, ReadableByPythonSafetensors) {
-  fs::path py = fs::path(GLMLAB_SOURCE_DIR) / ".venv/bin/python";
+  fs::path py = GLMLAB_PYTHON;  // the oracle's Python that CMake was given (-DGLMLAB_PYTHON; default .venv)
   ASSERT_TRUE(fs::exists(py)) << py << " is missing: run scripts/setup.sh";
   auto dir = test::temp_dir("safetensors_python");
   Sample s;

@@ -116,8 +116,8 @@ TEST(FinetuneCli, BenchInferTakesAnAdapter) {
 
   auto bench = [&](const std::string& extra, const std::string& name) {
     auto out = test::temp_dir(name);
-    auto r = run_cli("bench infer --model random:tiny --tokenizer bytes --records 2 --max-new-tokens 6 --probe off "
-                     "--no-progress --json -o " + out.string() + extra);
+    auto r = run_cli("bench infer --model random:tiny --tokenizer bytes --records 2 --dtype bf16 --max-new-tokens 6 "
+                     "--probe off --no-progress --json -o " + out.string() + extra);
     EXPECT_EQ(r.rc, 0) << r.out;
     return out;
   };

@@ -31,9 +31,12 @@
 namespace glmlab::cli {
 namespace {
 
-// The no-argument default: small enough to finish in well under a minute on 2 cores.
-constexpr size_t kDefaultSampleRecords = 16;
-constexpr int kDefaultSampleCap = 32;
+// The embedded default (no --data): the plan's question, every weight dtype side by side on records
+// generated to their full reference lengths (no cap), so the 3-D plot shows the spread of output
+// lengths; 6 records keep the no-argument run (random:small, byte tokenizer: 268–442 output tokens a
+// record, 4 dtypes) near a minute on 2 cores. Each applies only where its option is not given.
+constexpr size_t kDefaultSampleRecords = 6;
+constexpr const char* kDefaultSampleDtypes = "fp16,bf16,int8,int4";
 
 struct BenchArgs {
   ModelArgs m;
@@ -65,7 +68,7 @@ std::vector<std::string> split_list(const std::string& s) {
 void run_infer(BenchArgs& a, const CLI::App& cmd) {
   bool embedded = a.data.empty();
   if (embedded && cmd.count("--records") == 0) a.records = kDefaultSampleRecords;
-  if (embedded && cmd.count("--max-new-tokens") == 0) a.max_new_tokens = kDefaultSampleCap;
+  if (embedded && cmd.count("--dtype") == 0) a.m.dtype = kDefaultSampleDtypes;
   if (a.max_new_tokens < 0) fail("--max-new-tokens must be at least 0 (0 = no cap)");
 
   Tokenizer tok = load_tokenizer(a.m.tokenizer, a.m.model);
@@ -211,9 +214,10 @@ RegisterCommand reg([](CLI::App& app) {
                "GFLOP/s against this machine's measured limits; JSON/CSV, 3-D scatter (PNG + HTML), tokens/s chart");
   add_model_options(infer, a->m);
   if (auto* d = infer->get_option_no_throw("--dtype"))
-    d->description("weight dtypes, comma-separated (fp32, fp16, bf16, int8, int4); one run each, compared in one table");
+    d->description("weight dtypes, comma-separated (fp32, fp16, bf16, int8, int4); one run each, compared in one "
+                   "table (default: fp16,bf16,int8,int4 on the embedded sample, the model's own dtype with --data)");
   infer->add_option("--data", a->data, "AdvertiseGen JSON-lines file (default: the embedded sample)");
-  infer->add_option("--records", a->records, "use the first N records (default: all of --data; 16 of the sample)")
+  infer->add_option("--records", a->records, "use the first N records (default: all of --data; 6 of the sample)")
       ->check(UintIn());
   infer->add_option("--batch", a->batches,
                     "batch sizes, comma-separated (static: groups left-padded together; continuous: the most "
@@ -244,7 +248,7 @@ RegisterCommand reg([](CLI::App& app) {
   infer->add_flag("--stop-at-eos", a->stop_at_eos,
                   "free-running generation (stop ids end a record) instead of the forced reference length");
   infer->add_option("--max-new-tokens", a->max_new_tokens,
-                    "cap on tokens per record (0 = none; default 32 on the embedded sample)")
+                    "cap on tokens per record (0 = none, the default: each record's reference length)")
       ->check(IntAtLeast(0));
   infer->add_option("--out,-o", a->out, "output folder (default: out/bench-infer-<timestamp>)");
   infer->add_option("--probe", a->probe, "machine-limit probes: full, quick, off")

@@ -22,7 +22,8 @@
 namespace glmlab::cli {
 namespace {
 
-// The no-argument defaults, as bench infer's: the embedded sample's first 16 records, at most 32 tokens.
+// The no-argument defaults: the embedded sample's first 16 records, at most 32 tokens (bench infer's own
+// default compares four dtypes on 6 records at their reference lengths since issue 16).
 constexpr size_t kDefaultSampleRecords = 16;
 constexpr int kDefaultSampleCap = 32;
 

@@ -10,16 +10,34 @@ same way and written in the same summary schema ("glmlab-bench-train/1"), so tha
   # the peer alone, for an existing glmlab bench train folder:
   train_peer.py --from out/bench-train-20250101-120000 --out out/train-peer/peer
 
+The model (--impl):
+  transformers  (default) what users run: transformers' GlmForCausalLM (the GLM-4 layout, glm_hf.py) with
+                attn_implementation="sdpa" (torch's scaled_dot_product_attention), in the run's dtype, under
+                torch.autocast("cpu", bfloat16) for bf16 runs (fp16 runs: autocast float16). ChatGLM3's
+                adapter targets map to GLM's linears: query_key_value -> q_proj, k_proj, v_proj (three
+                adapters where glmlab has one on the fused matrix: PEFT cannot adapt a matrix the model
+                does not have, so the peer trains a few more parameters: LoRA r·hidden more per layer,
+                VeRA 2·r more), dense -> o_proj, dense_h_to_4h -> gate_up_proj, dense_4h_to_h -> down_proj.
+                Padded batches pass the 0/1 padding mask as users do (transformers builds the causal mask;
+                SDPA's causal kernel when nothing is padded); packed batches pass a 4-D boolean mask that
+                keeps attention inside each segment.
+  oracle        the oracle of this folder (chatglm3.py): attention as an explicit fp32 softmax, written for
+                exactness, not speed (the peer of glmlab sessions 2-4), no autocast.
+Both build the same random weights for a seed (the oracle's, mapped to GLM's names with glm_hf.py), so the
+two compute the same losses up to rounding (tests/test_train_peer.py); speed does not depend on the values.
+The summary names the implementation: "engine" is "transformers+peft" or "torch-oracle+peft", and
+options.impl says the model class, attention and autocast.
+
 What runs: for every run of glmlab's summary.json with qat "none" (PyTorch + PEFT has no CPU training path
-on int8/int4 weights here: bitsandbytes is CUDA-only, so QAT runs are listed under "skipped"), the oracle
-(chatglm3.py) at glmlab's config.json with its own random weights in the run's dtype (speed does not
-depend on the values), PEFT LoRA (r, alpha, dropout, rsLoRA, targets as glmlab's run) or VeRA (r, targets,
-d_initial 0.1), adapters in fp32 on the 16-bit base (the recipe's). Each micro-batch of glmlab's
-batches.jsonl (ids, position ids, padding mask, packed segments, labels) in glmlab's order; each step:
-forward + mean masked cross-entropy over the shifted labels (forward_s), backward (backward_s),
-clip_grad_norm_(max_grad_norm) + AdamW (lr with linear decay over the steps, weight decay as glmlab's)
-+ zero_grad (optimizer_s). The first warm-up steps are run and not counted. FLOPs per step: glmlab's
-formula (lab::train_step_flops, docs/FINETUNE.md), so GFLOP/s ratios equal speed ratios.
+on int8/int4 weights here: bitsandbytes is CUDA-only, so QAT runs are listed under "skipped"), the model
+above at glmlab's config.json with its own random weights in the run's dtype, PEFT LoRA (r, alpha, dropout,
+rsLoRA, targets as glmlab's run) or VeRA (r, targets, d_initial 0.1), adapters in fp32 on the 16-bit base
+(the recipe's). Each micro-batch of glmlab's batches.jsonl (ids, position ids, padding mask, packed
+segments, labels) in glmlab's order; each step: forward + mean masked cross-entropy over the shifted labels
+(forward_s), backward (backward_s), clip_grad_norm_(max_grad_norm) + AdamW (lr with linear decay over the
+steps, weight decay as glmlab's) + zero_grad (optimizer_s). The first warm-up steps are run and not
+counted. FLOPs per step: glmlab's formula (lab::train_step_flops, docs/FINETUNE.md), so GFLOP/s ratios
+equal speed ratios.
 
 OpenMP: like glmlab, a short OpenMP spin (GOMP_SPINCOUNT=10000) unless GOMP_SPINCOUNT or OMP_WAIT_POLICY
 is set. Models over 4 GB of weights need --allow-large.
@@ -27,6 +45,7 @@ is set. Models over 4 GB of weights need --allow-large.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -44,8 +63,15 @@ import torch.nn.functional as F  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_peer import (DTYPES, LARGE_BYTES, machine, matrix_bytes, merge_rounds, oracle_model,  # noqa: E402
                         peak_rss_bytes, reset_peak_rss, spread, write_atomic)
+from chatglm3 import ChatGLM3Config, attention_allowed  # noqa: E402
+from glm_hf import glm_config, glm_state_dict  # noqa: E402
 
 SCHEMA = "glmlab-bench-train/1"
+IMPLS = ("transformers", "oracle")
+ENGINE = {"transformers": "transformers+peft", "oracle": "torch-oracle+peft"}
+# glmlab's (ChatGLM3's) adapter targets -> GlmForCausalLM's linears.
+HF_TARGETS = {"query_key_value": ("q_proj", "k_proj", "v_proj"), "dense": ("o_proj",),
+              "dense_h_to_4h": ("gate_up_proj",), "dense_4h_to_h": ("down_proj",)}
 TARGET_DIMS = {  # (in, out) of each linear, from a config dict
     "query_key_value": lambda c: (c["hidden_size"], qkv_dim(c)),
     "dense": lambda c: (c["num_attention_heads"] * c["kv_channels"], c["hidden_size"]),
@@ -108,6 +134,56 @@ def train_step_flops(c: dict, rank: int, targets, b) -> tuple[float, float]:
     return fwd + 2.0 * V * C * M, bwd + 2.0 * V * C * M
 
 
+# ------------------------------------------------------------------------------------------ models
+
+@torch.no_grad()
+def transformers_model(cfg: dict, dtype: torch.dtype, seed: int):
+    """transformers' GlmForCausalLM (SDPA attention) holding the oracle's random weights for `seed`: the
+    oracle's tensors are handed over (load_state_dict(assign=True): views, no second copy of a 6B model)."""
+    from transformers import GlmForCausalLM
+
+    c = ChatGLM3Config.from_dict(cfg)
+    state = oracle_model(cfg, dtype, seed).state_dict()
+    with torch.device("meta"):
+        model = GlmForCausalLM(glm_config(c, attn="sdpa"))
+    model.load_state_dict(glm_state_dict(c, state), strict=True, assign=True)
+    del state
+    model.model.rotary_emb = type(model.model.rotary_emb)(model.config)  # its buffers were made on meta
+    if model.config._attn_implementation != "sdpa":
+        raise SystemExit(f"train_peer: transformers chose attention {model.config._attn_implementation!r}, "
+                         f"not sdpa")
+    return model.eval()
+
+
+def build_model(impl: str, cfg: dict, dtype: torch.dtype, seed: int):
+    return transformers_model(cfg, dtype, seed) if impl == "transformers" else oracle_model(cfg, dtype, seed)
+
+
+def peer_targets(impl: str, targets) -> list[str]:
+    """PEFT target_modules of the implementation for glmlab's targets (ChatGLM3 names)."""
+    if impl == "oracle":
+        return list(targets)
+    unknown = [t for t in targets if t not in HF_TARGETS]
+    if unknown:
+        raise SystemExit(f"train_peer: no GlmForCausalLM linear for target(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(HF_TARGETS)})")
+    return [m for t in targets for m in HF_TARGETS[t]]
+
+
+def autocast_dtype(impl: str, dt: str):
+    """The autocast dtype of a run: the 16-bit dtype of a bf16/fp16 run on the transformers model, else None."""
+    return DTYPES[dt] if impl == "transformers" and dt in ("bf16", "fp16") else None
+
+
+def impl_facts(impl: str) -> dict:
+    if impl == "transformers":
+        import transformers
+        return {"name": "transformers", "model": "GlmForCausalLM", "attention": "sdpa",
+                "autocast": "the run's dtype (bf16/fp16 runs)", "transformers": transformers.__version__}
+    return {"name": "oracle", "model": "tools/reference/chatglm3.py", "attention": "explicit fp32 softmax",
+            "autocast": None}
+
+
 # ------------------------------------------------------------------------------------------ one run
 
 def tensors(b):
@@ -117,14 +193,26 @@ def tensors(b):
     return shape("input_ids"), shape("position_ids"), shape("valid"), seg, shape("labels")
 
 
-def run_one(cfg, run, batches, opts, seed, log, allow_large):
+def forward_logits(impl, model, b):
+    """The logits [B, T, V] of one micro-batch."""
+    ids, pos, mask, seg, _ = tensors(b)
+    if impl == "oracle":
+        logits, _ = model(ids, pos, mask, segment_ids=seg)
+        return logits
+    # Packed samples: a 4-D boolean mask [B, 1, T, T] (causal, inside a segment, pads hidden); transformers
+    # passes it to SDPA as it is. Padded batches: the 0/1 mask, as users pass it.
+    attn = attention_allowed(mask, mask.shape[1], seg)[:, None] if seg is not None else mask
+    return model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False).logits
+
+
+def run_one(cfg, run, batches, opts, seed, log, allow_large, impl="transformers"):
     from peft import LoraConfig, VeraConfig, get_peft_model
 
     dt = run["dtype"]
     if dt not in DTYPES:
         raise SystemExit(f"train_peer: dtype {dt!r} has no PyTorch peer (supported: {', '.join(DTYPES)})")
     t = time.perf_counter()
-    model = oracle_model(cfg, DTYPES[dt], seed)
+    model = build_model(impl, cfg, DTYPES[dt], seed)
     load_s = time.perf_counter() - t
     wbytes, _ = matrix_bytes(model.named_parameters())
     if wbytes > LARGE_BYTES and not allow_large:
@@ -134,11 +222,12 @@ def run_one(cfg, run, batches, opts, seed, log, allow_large):
     for p in model.parameters():
         p.requires_grad_(False)
     targets = run["targets"]
+    modules = peer_targets(impl, targets)
     if run["method"] == "lora":
         pc = LoraConfig(r=run["rank"], lora_alpha=run.get("alpha", 32), lora_dropout=run.get("dropout", 0.0),
-                        use_rslora=run.get("rslora", False), target_modules=targets)
+                        use_rslora=run.get("rslora", False), target_modules=modules)
     else:
-        pc = VeraConfig(r=run["rank"], target_modules=targets, vera_dropout=run.get("dropout", 0.0),
+        pc = VeraConfig(r=run["rank"], target_modules=modules, vera_dropout=run.get("dropout", 0.0),
                         d_initial=0.1, save_projection=True)
     torch.manual_seed(seed)
     model = get_peft_model(model, pc)
@@ -152,15 +241,19 @@ def run_one(cfg, run, batches, opts, seed, log, allow_large):
     total_steps = len(batches)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, (total_steps - s) / total_steps))
     warm = opts["warmup_steps"]
-    log(f"{run['method']} {dt}: {wbytes / 1e9:.3f} GB of weights built in {load_s:.2f} s, {trainable} trainable")
+    amp = autocast_dtype(impl, dt)
+    log(f"{run['method']} {dt} ({ENGINE[impl]}): {wbytes / 1e9:.3f} GB of weights built in {load_s:.2f} s, "
+        f"{trainable} trainable")
     phase = reset_peak_rss()
     steps = []
     for i, b in enumerate(batches):
-        ids, pos, mask, seg, labels = tensors(b)
+        labels = tensors(b)[4]
         t0 = time.perf_counter()
-        logits, _ = model(ids, pos, mask, segment_ids=seg)
-        Vv = logits.shape[-1]
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, Vv).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
+        with torch.autocast("cpu", dtype=amp) if amp is not None else contextlib.nullcontext():
+            logits = forward_logits(impl, model, b)
+            Vv = logits.shape[-1]
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, Vv).float(), labels[:, 1:].reshape(-1),
+                                   ignore_index=-100)
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
@@ -190,6 +283,7 @@ def run_one(cfg, run, batches, opts, seed, log, allow_large):
     div = lambda a, b: a / b if b > 0 else 0.0  # noqa: E731
     summary = {
         "method": run["method"], "qat": "none", "dtype": dt, "rank": run["rank"], "targets": targets,
+        "peer_targets": modules, "autocast": str(amp).replace("torch.", "") if amp is not None else None,
         "alpha": run.get("alpha", 32), "dropout": run.get("dropout", 0.0), "rslora": run.get("rslora", False),
         "trainable_params": trainable, "batch_size": run["batch_size"], "steps": len(steps), "warmup_steps": warm,
         "pack": run.get("pack", False), "samples": sum(s["samples"] for s in steps),
@@ -223,15 +317,15 @@ def peer_round(src: Path, dest: Path, args, threads, log):
                             "reason": "no CPU training path on int8/int4 weights in PyTorch + PEFT here "
                                       "(bitsandbytes is CUDA-only)"})
             continue
-        s, st = run_one(cfg, run, batches, opts, args.seed, log, args.allow_large)
+        s, st = run_one(cfg, run, batches, opts, args.seed, log, args.allow_large, args.impl)
         runs.append(s)
         steps += st
     mach["load_end"] = list(os.getloadavg())
     summary = {
-        "schema": SCHEMA, "engine": "pytorch+peft", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "schema": SCHEMA, "engine": ENGINE[args.impl], "impl": impl_facts(args.impl), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join(sys.argv), "model": {**glm["model"], "spec": glm["model"]["spec"] + " (own random weights)"},
         "data": {**glm["data"], "source": str(src / "batches.jsonl")},
-        "options": {**opts, "device": "cpu", "threads": threads, "torch": torch.__version__,
+        "options": {**opts, "device": "cpu", "threads": threads, "impl": args.impl, "torch": torch.__version__,
                     "peft": __import__("peft").__version__, "gomp_spincount": os.environ.get("GOMP_SPINCOUNT")},
         "flops": glm.get("flops"), "machine": mach, "probes": None, "runs": runs, "skipped": skipped,
         "wall_s": time.perf_counter() - t}
@@ -239,7 +333,7 @@ def peer_round(src: Path, dest: Path, args, threads, log):
     write_atomic(dest / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_atomic(dest / "steps.jsonl", "".join(json.dumps(x) + "\n" for x in steps))
     for r in runs:
-        log(f"{r['method']} {r['dtype']}: {r['samples_per_s']:.3f} samples/s, {r['tokens_per_s']:.1f} tokens/s, "
+        log(f"{r['method']} {r['dtype']} ({ENGINE[args.impl]}): {r['samples_per_s']:.3f} samples/s, {r['tokens_per_s']:.1f} tokens/s, "
             f"step {r['step_s']['median']:.2f} s (forward {r['forward_s']['median']:.2f}, backward "
             f"{r['backward_s']['median']:.2f}, optimizer {r['optimizer_s']['median']:.3f})")
     return summary
@@ -277,6 +371,9 @@ def main(argv=None):
                     help="with --glmlab: glmlab and the peer this many times, interleaved in alternating order; "
                          "the median round is reported")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = all usable cores)")
+    ap.add_argument("--impl", choices=IMPLS, default="transformers",
+                    help="the PyTorch model: transformers (GlmForCausalLM, SDPA attention, bf16 autocast: what "
+                         "users run; default) or oracle (chatglm3.py, explicit fp32 softmax attention)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--allow-large", action="store_true", help="allow models over 4 GB of weights")
     g = ap.add_argument_group("with --glmlab: the glmlab bench train run")
@@ -329,7 +426,7 @@ def main(argv=None):
     write_atomic(out / "compare.md", table)
     what = f"median of {rounds} interleaved rounds; min-max over rounds in each summary.json" \
         if rounds > 1 else "one round"
-    print(f"\n## glmlab vs PyTorch + PEFT ({what})\n\n{table}")
+    print(f"\n## glmlab vs {ENGINE[args.impl]} ({what})\n\n{table}")
 
 
 if __name__ == "__main__":
