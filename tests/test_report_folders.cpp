@@ -148,7 +148,8 @@ INSTANTIATE_TEST_SUITE_P(PublishFolder, PublishSwap, ::testing::Values(false, tr
 
 TEST_P(PublishSwap, RerunReplacesThePreviousReportCompletely) {
   WithoutExchange mode(GetParam());
-  fs::path root = test::temp_dir("publish-replace");
+  // One folder per parameter: ctest -j runs the two instances at once, in two processes.
+  fs::path root = test::temp_dir(std::string("publish-replace-") + (GetParam() ? "renames" : "exchange"));
   fs::path dir = root / "report";
   // The previous report had c.txt and a temporary file a crashed atomic write left; the new one has neither.
   make_folder(dir, {{"a.txt", "old A"}, {"b.txt", "old B"}, {"c.txt", "old C"}, {"a.txt.tmp.Xy12Zq", "half"}});
