@@ -168,7 +168,7 @@ bool available() {
 }
 
 bool fits(const Matrix& W) {
-  if (!W.quantized() || W.cols % kBlock != 0) return false;
+  if (!W.quantized()) return false;  // any cols: a last partial block of activations, a masked last chunk
   const int64_t CI = chunk_inputs(W.dtype), IPL = lane_inputs(W.dtype), G = W.group_size;
   return W.groups() == 1 || G % CI == 0 || (CI % G == 0 && G % IPL == 0);
 }
@@ -176,7 +176,7 @@ bool fits(const Matrix& W) {
 void quantize_acts(const float* x, int nt, int64_t K, DType wtype, QuantizedActs& a) {
   a.wtype = wtype;
   a.nt = nt;
-  a.units = wtype == DType::Q4 ? K / 2 : K;
+  a.units = wtype == DType::Q4 ? (K + 1) / 2 : K;  // = the row bytes (odd K: a padded nibble)
   a.lanes = (a.units + 63) / 64 * 16;
   const int parts = wtype == DType::Q4 ? 2 : 1;
   a.q.assign(size_t(nt * parts * a.lanes * 4), 0);
@@ -187,10 +187,11 @@ void quantize_acts(const float* x, int nt, int64_t K, DType wtype, QuantizedActs
     const float* xr = x + t * K;
     uint8_t* q = a.q.data() + t * parts * a.lanes * 4;
     for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+      const int64_t k1 = std::min(K, k0 + kBlock);  // inputs past K stay 0 (their weights are masked off too)
       float amax = 0;
-      for (int64_t i = k0; i < k0 + kBlock; ++i) amax = std::max(amax, std::fabs(xr[i]));
+      for (int64_t i = k0; i < k1; ++i) amax = std::max(amax, std::fabs(xr[i]));
       const float d = amax / 127.0f;
-      for (int64_t i = k0; i < k0 + kBlock; ++i) {
+      for (int64_t i = k0; i < k1; ++i) {
         int v = d == 0 ? 0 : int(std::clamp(std::nearbyint(xr[i] / d), -127.0f, 127.0f));
         if (wtype == DType::Q8)
           q[i] = uint8_t(v + 128);
@@ -198,7 +199,7 @@ void quantize_acts(const float* x, int nt, int64_t K, DType wtype, QuantizedActs
           q[(i % 2) * a.lanes * 4 + i / 2] = uint8_t(int8_t(v));
         if (wtype == DType::Q4) a.corr[size_t(t * a.lanes + i / IPL)] += 8 * v;
       }
-      for (int64_t l = k0 / IPL; l < (k0 + kBlock) / IPL; ++l) a.scale[size_t(t * a.lanes + l)] = d;
+      for (int64_t l = k0 / IPL; l < std::min(a.lanes, (k0 + kBlock) / IPL); ++l) a.scale[size_t(t * a.lanes + l)] = d;
     }
   }
 }

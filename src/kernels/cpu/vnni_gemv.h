@@ -16,7 +16,8 @@ namespace glmlab::vnni {
 
 // True when the CPU has AVX512-F/BW/VL and AVX512-VNNI.
 bool available();
-// Shapes this kernel takes: cols % 32 == 0 and a group size that either divides the inputs of a
+// Shapes this kernel takes: any cols (a last partial block of 32 activations, a masked last chunk of
+// weights) and a group size that either divides the inputs of a
 // 64-byte chunk (Q4: 128, Q8: 64) or is a multiple of them (every ChatGLM3 matrix, groups 32/64/128/row).
 bool fits(const Matrix& W);
 
