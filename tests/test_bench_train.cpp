@@ -190,7 +190,15 @@ TEST(BenchTrain, DefaultRunWritesWellFormedConsistentOutputs) {
     EXPECT_NEAR(run["tokens_per_s"].get<double>(), tokens / secs, 1e-9 * tokens / secs);
     EXPECT_NEAR(run["backward_over_forward"].get<double>(), bwd / fwd, 1e-9 * bwd / fwd);
     EXPECT_NEAR(run["gflops"].get<double>(), flops / secs / 1e9, 1e-9 * flops / secs / 1e9);
-    EXPECT_NEAR(run["gflops_of_probe"].get<double>(), run["gflops"].get<double>() / probe, 1e-9);
+    // Against the peak of the unit the products run on: bf16 dot products for bf16 and int8 bases
+    // (dequantized into bf16 tiles) where the CPU has them, else the fp32 FMA peak or the sgemm.
+    const json& pr = s["probes"];
+    const double bf16 = pr["bf16_dot_gflops"], fma = pr["fp32_fma_gflops"];
+    const double want = bf16 > 0 ? bf16 : fma > 0 ? fma : probe;
+    EXPECT_DOUBLE_EQ(run["limit_gflops"].get<double>(), want);
+    EXPECT_EQ(run["limit"], bf16 > 0 ? "bf16 dot peak (" + pr["bf16_unit"].get<std::string>() + ")"
+                            : fma > 0 ? "fp32 FMA peak" : "fp32 sgemm");
+    EXPECT_NEAR(run["gflops_of_probe"].get<double>(), run["gflops"].get<double>() / want, 1e-9);
   }
 }
 

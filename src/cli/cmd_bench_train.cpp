@@ -121,8 +121,11 @@ void run_bench_train(BenchTrainArgs& a, const CLI::App& cmd) {
   }
   std::printf("machine: %s\n", lab::one_line(report.machine).c_str());
   if (report.probed)
-    std::printf("limit:   fp32 GEMM %.1f GFLOP/s (%.1f–%.1f), measured in this run\n", report.gemm_gflops.median,
-                report.gemm_gflops.min, report.gemm_gflops.max);
+    std::printf("limits:  peaks fp32 FMA %.0f, bf16 dot %.0f%s GFLOP/s; fp32 sgemm %.1f GFLOP/s (%.1f–%.1f); each run "
+                "against the peak of the unit its products run on; measured in this run\n",
+                report.compute.fp32_fma.median, report.compute.bf16_dot.median,
+                report.compute.bf16_unit.empty() ? "" : (" (" + report.compute.bf16_unit + ")").c_str(),
+                report.gemm_gflops.median, report.gemm_gflops.min, report.gemm_gflops.max);
   std::printf("model:   %s; data %s, %zu samples; batch %d%s, %d warm-up + %d timed steps per run\n\n",
               a.m.model.c_str(), meta.data.c_str(), samples.size(), o.train.batch_size,
               o.train.pack ? " packed" : " padded", o.warmup_steps, o.steps);

@@ -160,6 +160,13 @@ ComputeProbe probe_compute(int reps) {
   return c;
 }
 
+ComputeLimit compute_limit(const ComputeProbe& c, const ProbeResult& sgemm, std::string_view unit) {
+  if (unit == "bf16" && c.bf16_dot.median > 0) return {c.bf16_dot.median, fmt::format("bf16 dot peak ({})", c.bf16_unit)};
+  if (unit == "int8" && c.int8_dot.median > 0) return {c.int8_dot.median, "int8 dot peak (AVX512-VNNI)"};
+  if (unit == "fp32" && c.fp32_fma.median > 0) return {c.fp32_fma.median, "fp32 FMA peak"};
+  return {sgemm.median, "fp32 sgemm"};
+}
+
 ProbeResult probe_gemm(int n, int reps) {
   std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), c(size_t(n) * n);
   std::vector<double> gf;

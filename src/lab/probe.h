@@ -10,6 +10,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace glmlab {
@@ -50,6 +51,14 @@ struct ComputeProbe {
   int threads = 0;
 };
 ComputeProbe probe_compute(int reps = 5);
+
+// The peak a matrix product on `unit` (Ops::matmul_unit: "bf16", "int8", "fp32") is set against: the
+// probed peak of that instruction, else the fp32 sgemm (a CPU without it, or no unit).
+struct ComputeLimit {
+  double gflops = 0;
+  std::string name;  // e.g. "bf16 dot peak (AVX512-BF16)", "fp32 FMA peak", "fp32 sgemm"
+};
+ComputeLimit compute_limit(const ComputeProbe& c, const ProbeResult& sgemm, std::string_view unit);
 // sgemm of n×n×n through the same BLAS the engine uses.
 ProbeResult probe_gemm(int n = 2048, int reps = 5);
 

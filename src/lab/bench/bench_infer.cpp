@@ -239,14 +239,6 @@ ModelFacts model_facts(const BenchModel& bm, const std::vector<BenchPrompt>& pro
 
 }  // namespace
 
-PrefillLimit prefill_limit(const BenchReport& r, std::string_view unit) {
-  const ComputeProbe& c = r.compute;
-  if (unit == "bf16" && c.bf16_dot.median > 0) return {c.bf16_dot.median, fmt::format("bf16 dot peak ({})", c.bf16_unit)};
-  if (unit == "int8" && c.int8_dot.median > 0) return {c.int8_dot.median, "int8 dot peak (AVX512-VNNI)"};
-  if (unit == "fp32" && c.fp32_fma.median > 0) return {c.fp32_fma.median, "fp32 FMA peak"};
-  return {r.gemm_gflops.median, "fp32 sgemm"};
-}
-
 EngineLimits bench_limits(const std::vector<BenchPrompt>& prompts, const std::vector<int>& batches, bool sorted) {
   EngineLimits l;
   l.capacity = 1;
@@ -406,7 +398,8 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
         std::stable_sort(rs.begin(), rs.end(), [](const RecordResult& a, const RecordResult& b) {
           return a.rep != b.rep ? a.rep < b.rep : a.index < b.index;
         });
-        const PrefillLimit limit = prefill_limit(rep, bm.ops ? bm.ops->matmul_unit(bm.model->weights().dtype) : "");
+        const ComputeLimit limit = compute_limit(rep.compute, rep.gemm_gflops,
+                                                 bm.ops ? bm.ops->matmul_unit(bm.model->weights().dtype) : "");
         RunSummary s = summarize_run(gs, rs, facts, batch, o.reps, rep.probed ? decode_limit.gbs : 0,
                                      rep.probed && !rep.device_probe ? limit.gflops : 0);
         s.decode_limit = decode_limit.name;

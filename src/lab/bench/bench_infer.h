@@ -180,14 +180,6 @@ struct BenchReport {
 // over the causal triangle) + the output layer for the last token 2·V·C.
 double prefill_flops(const ModelConfig& cfg, int64_t T);
 
-// The peak a prefill on `unit` (Ops::matmul_unit) is set against: the probed peak of that instruction,
-// else the fp32 sgemm (a CPU without it, or no unit).
-struct PrefillLimit {
-  double gflops = 0;
-  std::string name;
-};
-PrefillLimit prefill_limit(const BenchReport& r, std::string_view unit);
-
 // The engine limits covering every group of every batch size.
 EngineLimits bench_limits(const std::vector<BenchPrompt>& prompts, const std::vector<int>& batches, bool sorted = true);
 

@@ -130,7 +130,8 @@ BenchTrainReport run_bench_train(const std::vector<TrainSample>& samples, const 
   dist::Communicator* comm = o.train.comm && o.train.comm->size() > 1 ? o.train.comm : nullptr;
   const int R = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
   if (o.probe != ProbeLevel::Off && rank == 0) {  // with several ranks, rank 0 probes alone
-    if (o.progress) std::fprintf(stderr, "bench train: probing fp32 GEMM throughput...\n");
+    if (o.progress) std::fprintf(stderr, "bench train: probing instruction peaks and fp32 GEMM throughput...\n");
+    rep.compute = probe_compute(o.probe == ProbeLevel::Quick ? 3 : 5);
     rep.gemm_gflops = o.probe == ProbeLevel::Quick ? probe_gemm(1024, 3) : probe_gemm();
     rep.probed = true;
   }
@@ -304,7 +305,12 @@ BenchTrainReport run_bench_train(const std::vector<TrainSample>& samples, const 
     }
     s.backward_over_forward = fwd_sum > 0 ? bwd_sum / fwd_sum : 0;
     s.flops_per_step = recs.empty() ? 0 : flop_sum / double(recs.size());
-    s.gflops_of_probe = rep.probed && rep.gemm_gflops.median > 0 ? s.gflops / rep.gemm_gflops.median : 0;
+    if (rep.probed) {
+      const ComputeLimit lim = compute_limit(rep.compute, rep.gemm_gflops, bm.ops->matmul_unit(bm.model->weights().dtype));
+      s.limit = lim.name;
+      s.limit_gflops = lim.gflops;
+      s.gflops_of_probe = lim.gflops > 0 ? s.gflops / lim.gflops : 0;
+    }
     if (!recs.empty()) {
       s.loss_first = recs.front().loss;
       s.loss_last = recs.back().loss;

@@ -101,7 +101,9 @@ struct TrainRunSummary {
   Spread step_s, forward_s, backward_s, optimizer_s, other_s;  // per step
   double backward_over_forward = 0;               // Σ backward / Σ forward
   double flops_per_step = 0;                      // mean over the timed steps
-  double gflops = 0, gflops_of_probe = 0;         // Σ FLOPs / Σ step time; ÷ the GEMM probe's median
+  double gflops = 0, gflops_of_probe = 0;         // Σ FLOPs / Σ step time; ÷ limit_gflops
+  std::string limit;                              // the peak of the unit the products run on (lab/probe.h)
+  double limit_gflops = 0;
   double loss_first = 0, loss_last = 0;
   uint64_t weight_bytes = 0, peak_rss_bytes = 0;  // peak over this run's steps (model resident)
   bool peak_rss_is_phase = true;
@@ -126,6 +128,7 @@ struct BenchTrainReport {
   MachineInfo machine;
   bool probed = false;
   ProbeResult gemm_gflops;
+  ComputeProbe compute;  // instruction peaks
   std::vector<TrainRunSummary> runs;
   std::vector<TrainStepRecord> steps;
   std::vector<TrainBatch> batches;  // micro-batch 0 .. warm-up + steps − 1 (the same for every run)

@@ -53,6 +53,8 @@ nlohmann::json train_run_json(const TrainRunSummary& s) {
           {"flops_per_step", s.flops_per_step},
           {"gflops", s.gflops},
           {"gflops_of_probe", s.gflops_of_probe},
+          {"limit", s.limit},
+          {"limit_gflops", s.limit_gflops},
           {"loss_first", s.loss_first},
           {"loss_last", s.loss_last},
           {"weight_bytes", s.weight_bytes},
@@ -80,7 +82,11 @@ nlohmann::json train_summary_json(const BenchTrainReport& r, const BenchTrainMet
   for (const auto& s : r.runs) runs.push_back(train_run_json(s));
   nlohmann::json probes = nullptr;
   if (r.probed)
-    probes = {{"gemm_gflops", {{"median", r.gemm_gflops.median}, {"min", r.gemm_gflops.min}, {"max", r.gemm_gflops.max}}}};
+    probes = {{"gemm_gflops", {{"median", r.gemm_gflops.median}, {"min", r.gemm_gflops.min}, {"max", r.gemm_gflops.max}}},
+              {"fp32_fma_gflops", r.compute.fp32_fma.median},
+              {"bf16_dot_gflops", r.compute.bf16_dot.median},
+              {"bf16_unit", r.compute.bf16_unit},
+              {"int8_dot_gops", r.compute.int8_dot.median}};
   const ModelConfig& c = r.config;
   const auto& o = meta.options;
   const auto& t = o.train;
@@ -181,7 +187,7 @@ std::string train_batches_jsonl(const BenchTrainReport& r, int warmup_steps, int
 std::string train_table(const BenchTrainReport& r) {
   std::string out =
       "| run | trainable | samples/s | tokens/s | step s | forward s | backward s | optimizer s | bwd ÷ fwd | "
-      "GFLOP/s (of probe) | peak RSS GB | loss first → last |\n"
+      "GFLOP/s (of peak) | peak RSS GB | loss first → last |\n"
       "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
   for (const auto& s : r.runs)
     out += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {:.2f} | {}{} | {:.3f} | {:.4f} → {:.4f} |\n",
