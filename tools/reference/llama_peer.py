@@ -43,8 +43,8 @@ Cells (--cells, comma-separated; a kind alone means all four dtypes; default dec
 Both engines: --threads (2). llama.cpp: -fa 1, weights read into memory at load (-lm none: no mmap, so
 no page faults inside a timed run), its defaults otherwise (f16 KV cache, weight repacking, --poll 50;
 --llama-poll N changes the last). glmlab: --dtype DTYPE (int8/int4 with --group-size, default 128), its
-default CPU engine, OPENBLAS_CORETYPE removed from its environment (docs/BENCH.md, "Reading the
-fractions") unless --keep-openblas-coretype.
+default CPU engine, OPENBLAS_CORETYPE removed from its environment (docs/BENCH.md,
+"Limits") unless --keep-openblas-coretype.
 """
 from __future__ import annotations
 
