@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/cpu/runtime.h"
+#include "model/quantize.h"
 #include "ops/ops.h"
 #include "util/dtype.h"
 
@@ -111,6 +112,42 @@ BENCHMARK(BM_MatmulBf16)->Apply([](auto* b) { shapes(b, {1, 110, 512}); });
 BENCHMARK(BM_MatmulBackwardInputBf16)->Apply([](auto* b) { shapes(b, {110, 512}); });
 BENCHMARK(BM_SgemmF32)->Apply([](auto* b) { shapes(b, {110, 512}); });
 
+// Batched decode (issue 16): N sequences' activation rows against one 27392 × 4096 matrix (ChatGLM3-6B's
+// dense_h_to_4h) in bf16, int8 or int4 (group 128) through Ops::matmul with approximate activations, as a
+// model's decode step runs it. Counter "rows/s" = N × calls per second: it grows with N while the weights
+// are read once per call and stops growing where compute binds.
+void BM_DecodeBatch(benchmark::State& st) {
+  const int64_t N = st.range(0), M = 27392, K = 4096;
+  const DType dt = st.range(1) == 16 ? DType::BF16 : st.range(1) == 8 ? DType::Q8 : DType::Q4;
+  std::vector<QuantizedMatrix> qpool;
+  Pool pool;
+  if (dt == DType::BF16) {
+    pool = make_pool(M, K, false);
+  } else {
+    auto src = make_pool(M, K, false);  // the same random values, quantized
+    for (const auto& b : src.bf16) qpool.push_back(quantize(Matrix{DType::BF16, M, K, b.data()}, dt, 128));
+  }
+  auto ops = make_ops(Backend::Cpu, true);
+  auto x = random_vec(N * K, 1);
+  std::vector<float> y(static_cast<size_t>(N * M));
+  size_t i = 0;
+  const size_t copies = dt == DType::BF16 ? pool.bf16.size() : qpool.size();
+  for (auto _ : st) {
+    const size_t c = i++ % copies;
+    const Matrix W = dt == DType::BF16 ? Matrix{DType::BF16, M, K, pool.bf16[c].data()} : qpool[c].m;
+    ops->matmul(x.data(), N, W, nullptr, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  const Matrix W0 = dt == DType::BF16 ? Matrix{DType::BF16, M, K, pool.bf16[0].data()} : qpool[0].m;
+  st.counters["rows/s"] = benchmark::Counter(double(st.iterations()) * double(N), benchmark::Counter::kIsRate);
+  st.counters["GB/s"] = benchmark::Counter(double(st.iterations()) * double(W0.nbytes()) / 1e9, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_DecodeBatch)
+    ->ArgsProduct({{1, 2, 4, 8, 16, 32, 64}, {16, 8, 4}})
+    ->ArgNames({"N", "bits"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
 }  // namespace
 }  // namespace glmlab
 
@@ -122,3 +159,4 @@ int main(int argc, char** argv) {
   benchmark::Shutdown();
   return 0;
 }
+
