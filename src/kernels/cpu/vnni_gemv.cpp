@@ -67,35 +67,62 @@ struct LaneScales {
   }
 };
 
+// One 64-byte chunk c of a Q4 row against NT tokens, into acc (the caller alternates two sets of
+// accumulators between even and odd chunks, so that one token's chain of FMAs does not serialize).
+template <int NT>
+GLMLAB_VNNI inline void chunk_q4(const uint8_t* p, int64_t c, __mmask64 mask, __m512 sw, const QuantizedActs& a, int t0,
+                                 int64_t qs, __m512 (&acc)[NT]) {
+  const __m512i m88 = _mm512_set1_epi8(char(0x88)), m0f = _mm512_set1_epi8(0x0F);
+  _mm_prefetch(reinterpret_cast<const char*>(p + 64 * c + kPrefetch), _MM_HINT_T0);
+  const __m512i b = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, p + 64 * c), m88);
+  const __m512i lo = _mm512_and_si512(b, m0f), hi = _mm512_and_si512(_mm512_srli_epi16(b, 4), m0f);
+  for (int t = 0; t < NT; ++t) {
+    const int64_t tt = t0 + t;
+    const uint8_t* xq = a.q.data() + tt * qs + 64 * c;
+    __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, _mm512_loadu_si512(xq));
+    s = _mm512_dpbusd_epi32(s, lo, _mm512_loadu_si512(xq + a.lanes * 4));
+    s = _mm512_sub_epi32(s, _mm512_loadu_si512(a.corr.data() + tt * a.lanes + 16 * c));
+    const __m512 f = _mm512_mul_ps(_mm512_loadu_ps(a.scale.data() + tt * a.lanes + 16 * c), sw);
+    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), f, acc[t]);
+  }
+}
+
 template <int NT>
 GLMLAB_VNNI void rows_q4(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, int t0, float* y,
                          int64_t ys, float* sf) {
   const int64_t Kh = a.units, chunks = a.lanes / 16, ng = W.groups(), G = W.group_size, rem = Kh - (chunks - 1) * 64;
-  const __mmask64 tail = rem == 64 ? ~__mmask64(0) : (__mmask64(1) << rem) - 1;
-  const __m512i m88 = _mm512_set1_epi8(char(0x88)), m0f = _mm512_set1_epi8(0x0F);
+  const __mmask64 tail = rem == 64 ? ~__mmask64(0) : (__mmask64(1) << rem) - 1, all = ~__mmask64(0);
   const int64_t qs = a.lanes * 8;  // bytes per token: even part, then odd part
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* p = static_cast<const uint8_t*>(W.data) + r * Kh;
     for (int64_t g = 0; g < ng; ++g) sf[g] = _cvtsh_ss(W.scales[r * ng + g]);
     LaneScales ls(sf, 128, 8, G, ng);
-    __m512 acc[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-    for (int64_t c = 0; c < chunks; ++c) {
-      _mm_prefetch(reinterpret_cast<const char*>(p + 64 * c + kPrefetch), _MM_HINT_T0);
-      const __m512i b = _mm512_xor_si512(_mm512_maskz_loadu_epi8(c + 1 == chunks ? tail : ~__mmask64(0), p + 64 * c), m88);
-      const __m512i lo = _mm512_and_si512(b, m0f), hi = _mm512_and_si512(_mm512_srli_epi16(b, 4), m0f);
-      const __m512 sw = ls.next(c);
-      for (int t = 0; t < NT; ++t) {
-        const int64_t tt = t0 + t;
-        const uint8_t* xq = a.q.data() + tt * qs + 64 * c;
-        __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, _mm512_loadu_si512(xq));
-        s = _mm512_dpbusd_epi32(s, lo, _mm512_loadu_si512(xq + a.lanes * 4));
-        s = _mm512_sub_epi32(s, _mm512_loadu_si512(a.corr.data() + tt * a.lanes + 16 * c));
-        const __m512 f = _mm512_mul_ps(_mm512_loadu_ps(a.scale.data() + tt * a.lanes + 16 * c), sw);
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), f, acc[t]);
-      }
+    __m512 acc[NT], acc2[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = acc2[t] = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 2 < chunks; c += 2) {
+      const __m512 s0 = ls.next(c), s1 = ls.next(c + 1);
+      chunk_q4<NT>(p, c, all, s0, a, t0, qs, acc);
+      chunk_q4<NT>(p, c + 1, all, s1, a, t0, qs, acc2);
     }
-    for (int t = 0; t < NT; ++t) y[(t0 + t) * ys + r] = _mm512_reduce_add_ps(acc[t]);
+    for (; c < chunks; ++c) chunk_q4<NT>(p, c, c + 1 == chunks ? tail : all, ls.next(c), a, t0, qs, acc);
+    for (int t = 0; t < NT; ++t) y[(t0 + t) * ys + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t], acc2[t]));
+  }
+}
+
+template <int NT>
+GLMLAB_VNNI inline void chunk_q8(const uint8_t* p, int64_t c, __mmask64 mask, __m512 sw, const QuantizedActs& a, int t0,
+                                 int64_t qs, __m512 (&acc)[NT]) {
+  const __m512i ones = _mm512_set1_epi8(1);
+  _mm_prefetch(reinterpret_cast<const char*>(p + 64 * c + kPrefetch), _MM_HINT_T0);
+  const __m512i w = _mm512_maskz_loadu_epi8(mask, p + 64 * c);
+  const __m512i ws = _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, w), 7);  // 128·Σw
+  for (int t = 0; t < NT; ++t) {
+    const int64_t tt = t0 + t;
+    __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(a.q.data() + tt * qs + 64 * c), w);
+    s = _mm512_sub_epi32(s, ws);
+    const __m512 f = _mm512_mul_ps(_mm512_loadu_ps(a.scale.data() + tt * a.lanes + 16 * c), sw);
+    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), f, acc[t]);
   }
 }
 
@@ -103,29 +130,22 @@ template <int NT>
 GLMLAB_VNNI void rows_q8(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, int t0, float* y,
                          int64_t ys, float* sf) {
   const int64_t K = a.units, chunks = a.lanes / 16, ng = W.groups(), G = W.group_size, rem = K - (chunks - 1) * 64;
-  const __mmask64 tail = rem == 64 ? ~__mmask64(0) : (__mmask64(1) << rem) - 1;
-  const __m512i ones = _mm512_set1_epi8(1);
+  const __mmask64 tail = rem == 64 ? ~__mmask64(0) : (__mmask64(1) << rem) - 1, all = ~__mmask64(0);
   const int64_t qs = a.lanes * 4;
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* p = static_cast<const uint8_t*>(W.data) + r * K;
     for (int64_t g = 0; g < ng; ++g) sf[g] = _cvtsh_ss(W.scales[r * ng + g]);
     LaneScales ls(sf, 64, 4, G, ng);
-    __m512 acc[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-    for (int64_t c = 0; c < chunks; ++c) {
-      _mm_prefetch(reinterpret_cast<const char*>(p + 64 * c + kPrefetch), _MM_HINT_T0);
-      const __m512i w = _mm512_maskz_loadu_epi8(c + 1 == chunks ? tail : ~__mmask64(0), p + 64 * c);
-      const __m512i ws = _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, w), 7);  // 128·Σw
-      const __m512 sw = ls.next(c);
-      for (int t = 0; t < NT; ++t) {
-        const int64_t tt = t0 + t;
-        __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(a.q.data() + tt * qs + 64 * c), w);
-        s = _mm512_sub_epi32(s, ws);
-        const __m512 f = _mm512_mul_ps(_mm512_loadu_ps(a.scale.data() + tt * a.lanes + 16 * c), sw);
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), f, acc[t]);
-      }
+    __m512 acc[NT], acc2[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = acc2[t] = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 2 < chunks; c += 2) {
+      const __m512 s0 = ls.next(c), s1 = ls.next(c + 1);
+      chunk_q8<NT>(p, c, all, s0, a, t0, qs, acc);
+      chunk_q8<NT>(p, c + 1, all, s1, a, t0, qs, acc2);
     }
-    for (int t = 0; t < NT; ++t) y[(t0 + t) * ys + r] = _mm512_reduce_add_ps(acc[t]);
+    for (; c < chunks; ++c) chunk_q8<NT>(p, c, c + 1 == chunks ? tail : all, ls.next(c), a, t0, qs, acc);
+    for (int t = 0; t < NT; ++t) y[(t0 + t) * ys + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t], acc2[t]));
   }
 }
 
