@@ -10,6 +10,7 @@
 
 #include "kernels/cpu/bf16_gemm.h"
 #include "kernels/cpu/simd_quant.h"
+#include "kernels/cpu/vnni_gemm.h"
 #include "kernels/cpu/vnni_gemv.h"
 
 namespace glmlab {
@@ -25,6 +26,8 @@ constexpr int64_t kAmxMinRows = kGemvMaxRows + 1;
 // call. On a 27392 × 4096 matrix (2 Zen 5 cores, group 128) the GEMV took 18–23 ms at 16–24 rows of
 // Q4 and 12–18 ms at 8–12 rows of Q8, the tiles 18–25 ms at any batch up to 32 (docs/BENCHMARKS.md).
 int64_t vnni_max_rows(DType t) { return t == DType::Q4 ? 16 : 8; }
+// Prefill (more rows than the GEMV takes): the VNNI GEMM (vnni_gemm.h) against the bf16 tiles.
+bool vnni_gemm_wins(DType) { return true; }
 
 // Threads take blocks of 64 rows as they come (dynamic): on a shared machine a thread that loses its
 // core for a while does not hold the others up at the end of the matmul.
@@ -35,7 +38,7 @@ void split_rows(int64_t M, F&& f) {
 }
 }  // namespace
 
-void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool approx) {
+void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool approx, QuantPrefill path) {
   const int64_t M = W.rows, K = W.cols;
   // Buffers are the calling thread's; OpenMP workers must use them through these pointers, never
   // by naming the thread_local variables (each worker would get its own, empty, copy).
@@ -47,6 +50,13 @@ void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool app
     vnni::quantize_acts(x, int(N), K, W.dtype, qacts);
     const vnni::QuantizedActs* qa = &qacts;
     split_rows(M, [&](int64_t r0, int64_t r1) { vnni::gemv(W, r0, r1, *qa, y, M); });
+    return;
+  }
+  if (approx && N > vnni_max_rows(W.dtype) && path != QuantPrefill::Tiles && vnni::available() && vnni::fits(W) &&
+      (path == QuantPrefill::Vnni || vnni_gemm_wins(W.dtype))) {
+    vnni::quantize_acts(x, int(N), K, W.dtype, qacts);
+    const vnni::QuantizedActs* qa = &qacts;
+    split_rows(M, [&](int64_t r0, int64_t r1) { vnni::gemm(W, r0, r1, *qa, y, M); });
     return;
   }
   // Q4: activations split once per call into even / odd inputs; the kernels' K is then 2·ceil(K/2).

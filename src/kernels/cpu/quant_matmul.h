@@ -12,7 +12,12 @@
 
 namespace glmlab {
 
+// The prefill path (more token rows than the decode GEMVs take) with `approx`: the back end's choice,
+// or forced (tests and benchmarks) to the bf16 tiles or to the VNNI GEMM (where the CPU and W allow it).
+enum class QuantPrefill { Auto, Tiles, Vnni };
+
 // y[N, W.rows] = x[N, W.cols] · Wᵀ (no bias) for a Q8/Q4 W.
-void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool approx);
+void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool approx,
+                  QuantPrefill path = QuantPrefill::Auto);
 
 }  // namespace glmlab
