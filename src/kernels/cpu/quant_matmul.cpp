@@ -26,8 +26,13 @@ constexpr int64_t kAmxMinRows = kGemvMaxRows + 1;
 // call. On a 27392 × 4096 matrix (2 Zen 5 cores, group 128) the GEMV took 18–23 ms at 16–24 rows of
 // Q4 and 12–18 ms at 8–12 rows of Q8, the tiles 18–25 ms at any batch up to 32 (docs/BENCHMARKS.md).
 int64_t vnni_max_rows(DType t) { return t == DType::Q4 ? 16 : 8; }
-// Prefill (more rows than the GEMV takes): the VNNI GEMM (vnni_gemm.h) against the bf16 tiles.
-bool vnni_gemm_wins(DType) { return true; }
+// Prefill (more rows than the GEMV takes): the VNNI GEMM (vnni_gemm.h) or the bf16 tiles, whichever
+// measured faster (2 shared Zen 5 cores, AVX512-BF16 tiles, group 128, docs/QUANTIZATION.md): Q4 at 32
+// rows 16 ms against 24 ms on 27392 × 4096 (even to mixed on 4096 × 13696), but the tiles ahead from 128
+// rows on (Q4 512 rows: 154 ms against 176–212 ms) and for Q8 at every size (Q8 512 rows: 128–145 ms
+// against 217–256 ms): the GEMM pays a convert, a multiply and an FMA per 64-byte chunk and pair of
+// (row, token) for the activations' per-32 scales, about as many vector ops as its integer dot products.
+bool vnni_gemm_wins(DType t, int64_t N) { return t == DType::Q4 && N <= 32; }
 
 // Threads take blocks of 64 rows as they come (dynamic): on a shared machine a thread that loses its
 // core for a while does not hold the others up at the end of the matmul.
@@ -53,7 +58,7 @@ void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool app
     return;
   }
   if (approx && N > vnni_max_rows(W.dtype) && path != QuantPrefill::Tiles && vnni::available() && vnni::fits(W) &&
-      (path == QuantPrefill::Vnni || vnni_gemm_wins(W.dtype))) {
+      (path == QuantPrefill::Vnni || vnni_gemm_wins(W.dtype, N))) {
     vnni::quantize_acts(x, int(N), K, W.dtype, qacts);
     const vnni::QuantizedActs* qa = &qacts;
     split_rows(M, [&](int64_t r0, int64_t r1) { vnni::gemm(W, r0, r1, *qa, y, M); });
