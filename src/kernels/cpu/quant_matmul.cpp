@@ -32,7 +32,11 @@ int64_t vnni_max_rows(DType t) { return t == DType::Q4 ? 16 : 8; }
 // rows on (Q4 512 rows: 154 ms against 176–212 ms) and for Q8 at every size (Q8 512 rows: 128–145 ms
 // against 217–256 ms): the GEMM pays a convert, a multiply and an FMA per 64-byte chunk and pair of
 // (row, token) for the activations' per-32 scales, about as many vector ops as its integer dot products.
-bool vnni_gemm_wins(DType t, int64_t N) { return t == DType::Q4 && N <= 32; }
+// It won only int4 at 32 rows on the larger matrix, and there its int8 activations (coarser than the
+// tiles' bf16) flipped a top-1 of tiny-gptq-int4 against the oracle (QuantGolden.ThudmAndGptq...: prefill
+// of 27 rows; max_rel 2.3e-2, within bound, but step 2's top-1 changed): off by default until the
+// accuracy is understood; QuantPrefill::Vnni forces it.
+bool vnni_gemm_wins(DType, int64_t) { return false; }
 
 // Threads take blocks of 64 rows as they come (dynamic): on a shared machine a thread that loses its
 // core for a while does not hold the others up at the end of the matmul.

@@ -4,8 +4,7 @@
 // 32 inputs and multiplied in integers (vnni_gemv.h); otherwise the fp32 kernels of simd_quant.h
 // (exact: the activations stay fp32). More rows (prefill): a tile of weight rows is dequantized and
 // multiplied — with `approx` and AMX as bf16 on AMX tiles (amx_gemm.h), else as fp32 with OpenBLAS
-// sgemm; except that int4 prefill of up to 32 rows with `approx` runs on the VNNI GEMM (vnni_gemm.h),
-// which measured faster there. Q4 activations are first split into even / odd inputs (simd_quant.h) for every path.
+// sgemm. The VNNI GEMM (vnni_gemm.h) runs only when forced (QuantPrefill::Vnni): see quant_matmul.cpp. Q4 activations are first split into even / odd inputs (simd_quant.h) for every path.
 #pragma once
 #include <cstdint>
 
