@@ -36,7 +36,9 @@ class CpuOps final : public Ops {
   std::string_view name() const override { return "cpu"; }
   std::string_view matmul_unit(DType weights) const override {
     // bf16 weights, and int8/int4 weights dequantized into bf16 tiles, run on bf16 dot products when the
-    // activations may be rounded; everything else widens to fp32 (sgemm).
+    // activations may be rounded; everything else widens to fp32 (sgemm). int8/int4 prefill stays on bf16
+    // tiles: the VNNI GEMM (vnni_gemm.h, "int8") measured slower from 128 rows on and is not dispatched
+    // by default (quant_matmul.cpp), so a prefill is set against the bf16 peak.
     const bool bf16_weights = weights == DType::BF16 || weights == DType::Q8 || weights == DType::Q4;
     return bf16_activations_ && bf16_weights && bf16gemm::available(4096, 4096) ? "bf16" : "fp32";
   }

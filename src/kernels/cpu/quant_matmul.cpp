@@ -10,6 +10,7 @@
 
 #include "kernels/cpu/bf16_gemm.h"
 #include "kernels/cpu/simd_quant.h"
+#include "kernels/cpu/vnni_gemm.h"
 #include "kernels/cpu/vnni_gemv.h"
 
 namespace glmlab {
@@ -25,6 +26,17 @@ constexpr int64_t kAmxMinRows = kGemvMaxRows + 1;
 // call. On a 27392 × 4096 matrix (2 Zen 5 cores, group 128) the GEMV took 18–23 ms at 16–24 rows of
 // Q4 and 12–18 ms at 8–12 rows of Q8, the tiles 18–25 ms at any batch up to 32 (docs/BENCHMARKS.md).
 int64_t vnni_max_rows(DType t) { return t == DType::Q4 ? 16 : 8; }
+// Prefill (more rows than the GEMV takes): the VNNI GEMM (vnni_gemm.h) or the bf16 tiles, whichever
+// measured faster (2 shared Zen 5 cores, AVX512-BF16 tiles, group 128, docs/QUANTIZATION.md): Q4 at 32
+// rows 16 ms against 24 ms on 27392 × 4096 (even to mixed on 4096 × 13696), but the tiles ahead from 128
+// rows on (Q4 512 rows: 154 ms against 176–212 ms) and for Q8 at every size (Q8 512 rows: 128–145 ms
+// against 217–256 ms): the GEMM pays a convert, a multiply and an FMA per 64-byte chunk and pair of
+// (row, token) for the activations' per-32 scales, about as many vector ops as its integer dot products.
+// It won only int4 at 32 rows on the larger matrix, and there its int8 activations (coarser than the
+// tiles' bf16) flipped a top-1 of tiny-gptq-int4 against the oracle (QuantGolden.ThudmAndGptq...: prefill
+// of 27 rows; max_rel 2.3e-2, within bound, but step 2's top-1 changed): off by default until the
+// accuracy is understood; QuantPrefill::Vnni forces it.
+bool vnni_gemm_wins(DType, int64_t) { return false; }
 
 // Threads take blocks of 64 rows as they come (dynamic): on a shared machine a thread that loses its
 // core for a while does not hold the others up at the end of the matmul.
@@ -35,7 +47,7 @@ void split_rows(int64_t M, F&& f) {
 }
 }  // namespace
 
-void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool approx) {
+void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool approx, QuantPrefill path) {
   const int64_t M = W.rows, K = W.cols;
   // Buffers are the calling thread's; OpenMP workers must use them through these pointers, never
   // by naming the thread_local variables (each worker would get its own, empty, copy).
@@ -47,6 +59,13 @@ void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool app
     vnni::quantize_acts(x, int(N), K, W.dtype, qacts);
     const vnni::QuantizedActs* qa = &qacts;
     split_rows(M, [&](int64_t r0, int64_t r1) { vnni::gemv(W, r0, r1, *qa, y, M); });
+    return;
+  }
+  if (approx && N > vnni_max_rows(W.dtype) && path != QuantPrefill::Tiles && vnni::available() && vnni::fits(W) &&
+      (path == QuantPrefill::Vnni || vnni_gemm_wins(W.dtype, N))) {
+    vnni::quantize_acts(x, int(N), K, W.dtype, qacts);
+    const vnni::QuantizedActs* qa = &qacts;
+    split_rows(M, [&](int64_t r0, int64_t r1) { vnni::gemm(W, r0, r1, *qa, y, M); });
     return;
   }
   // Q4: activations split once per call into even / odd inputs; the kernels' K is then 2·ceil(K/2).

@@ -4,7 +4,7 @@
 // 32 inputs and multiplied in integers (vnni_gemv.h); otherwise the fp32 kernels of simd_quant.h
 // (exact: the activations stay fp32). More rows (prefill): a tile of weight rows is dequantized and
 // multiplied — with `approx` and AMX as bf16 on AMX tiles (amx_gemm.h), else as fp32 with OpenBLAS
-// sgemm. Q4 activations are first split into even / odd inputs (simd_quant.h) for every path.
+// sgemm. The VNNI GEMM (vnni_gemm.h) runs only when forced (QuantPrefill::Vnni): see quant_matmul.cpp. Q4 activations are first split into even / odd inputs (simd_quant.h) for every path.
 #pragma once
 #include <cstdint>
 
@@ -12,7 +12,12 @@
 
 namespace glmlab {
 
+// The prefill path (more token rows than the decode GEMVs take) with `approx`: the back end's choice,
+// or forced (tests and benchmarks) to the bf16 tiles or to the VNNI GEMM (where the CPU and W allow it).
+enum class QuantPrefill { Auto, Tiles, Vnni };
+
 // y[N, W.rows] = x[N, W.cols] · Wᵀ (no bias) for a Q8/Q4 W.
-void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool approx);
+void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool approx,
+                  QuantPrefill path = QuantPrefill::Auto);
 
 }  // namespace glmlab

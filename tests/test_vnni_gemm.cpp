@@ -1,0 +1,181 @@
+// The VNNI prefill GEMM for Q8/Q4 weights (kernels/cpu/vnni_gemm.h) against the fp32 reference fed the
+// SAME int8-rounded activations: the kernel's integer sums are exact, so what remains is fp32 summation
+// order (normalized max error < 1e-5) — shapes with tails in tokens and rows, ChatGLM3's K = 4096 and
+// 13696, groups 32/64/128/per row, Q8 and Q4. Mutated references (scales of the next group, nibbles read
+// unsigned or swapped) and un-rounded activations must be far outside that bound, so a kernel with such
+// a bug fails.
+#include <gtest/gtest.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "kernels/cpu/quant_matmul.h"
+#include "kernels/cpu/vnni_gemm.h"
+#include "model/quantize.h"
+#include "ops/ops.h"
+
+namespace glmlab {
+namespace {
+
+// Rows of normal values whose scale changes by up to 2^±3 from group to group (a wrong group's scale shows).
+std::vector<float> group_weights(int64_t M, int64_t K, int64_t G, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::uniform_real_distribution<float> e(-3.0f, 3.0f);
+  std::vector<float> w(size_t(M * K));
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t c0 = 0; c0 < K; c0 += G) {
+      const float f = std::exp2(e(g));
+      for (int64_t c = c0; c < std::min(K, c0 + G); ++c) w[size_t(r * K + c)] = n(g) * f;
+    }
+  return w;
+}
+
+// Activations whose magnitude changes from block to block of 32 (a wrong block's scale shows).
+std::vector<float> acts(int64_t N, int64_t K, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::uniform_real_distribution<float> e(-2.0f, 2.0f);
+  std::vector<float> x(size_t(N * K));
+  for (int64_t i = 0; i < N * K; i += 32) {
+    const float f = std::exp2(e(g));
+    for (int64_t j = i; j < i + 32; ++j) x[size_t(j)] = n(g) * f;
+  }
+  return x;
+}
+
+// The exact fp32 inputs the kernel multiplies: int8 value × its block's scale (layout in vnni_gemv.h).
+std::vector<float> dequantize_acts(const vnni::QuantizedActs& a, int64_t K) {
+  std::vector<float> x(size_t(a.nt * K));
+  for (int64_t t = 0; t < a.nt; ++t)
+    for (int64_t i = 0; i < K; ++i) {
+      int v;
+      float d;
+      if (a.wtype == DType::Q8) {
+        v = int(a.q[size_t(t * a.lanes * 4 + i)]) - 128;
+        d = a.scale[size_t(t * a.lanes + i / 4)];
+      } else {
+        v = int8_t(a.q[size_t(t * 2 * a.lanes * 4 + (i % 2) * a.lanes * 4 + i / 2)]);
+        d = a.scale[size_t(t * a.lanes + i / 8)];
+      }
+      x[size_t(t * K + i)] = float(v) * d;
+    }
+  return x;
+}
+
+double nmax(const std::vector<float>& a, const std::vector<float>& b) {
+  double e = 0, m = 0;
+  for (size_t i = 0; i < a.size(); ++i) e = std::max(e, double(std::fabs(a[i] - b[i]))), m = std::max(m, double(std::fabs(b[i])));
+  return e / m;
+}
+
+struct Copy {  // a quantized matrix's bytes and scales, to mutate
+  std::vector<uint8_t> data;
+  std::vector<uint16_t> scales;
+  Matrix m;
+  explicit Copy(const Matrix& s)
+      : data(static_cast<const uint8_t*>(s.data), static_cast<const uint8_t*>(s.data) + s.data_bytes()),
+        scales(s.scales, s.scales + s.rows * s.groups()), m(s) {
+    m.data = data.data();
+    m.scales = scales.data();
+  }
+};
+
+std::vector<float> ref_matmul(Ops& ref, const std::vector<float>& x, int64_t N, const Matrix& W) {
+  std::vector<float> y(size_t(N * W.rows));
+  ref.matmul(x.data(), N, W, nullptr, y.data());
+  return y;
+}
+
+TEST(VnniGemm, MatchesReferenceOnTheSameInt8ActivationsWithTails) {
+  if (!vnni::available()) GTEST_SKIP() << "no AVX512-VNNI on this CPU: the VNNI GEMM does not run here";
+  auto ref = make_ref_ops();
+  // M = 70: a partial block of 4 rows and (through quant_matmul) blocks of 64 rows; N = 9: a partial
+  // block of 4 tokens; N = 101: several groups of tokens (48 for Q4, 96 for Q8) and a partial one.
+  const int64_t M = 70;
+  double worst = 0;
+  for (DType q : {DType::Q8, DType::Q4})
+    for (int64_t K : {4096, 13696})
+      for (int64_t G : {32, 64, 128, 0}) {
+        auto w = group_weights(M, K, G ? G : K, uint32_t(K + G));
+        QuantizedMatrix qm = quantize(Matrix{DType::F32, M, K, w.data()}, q, G);
+        ASSERT_TRUE(vnni::fits(qm.m));
+        for (int64_t N : {9, 101}) {
+          SCOPED_TRACE(fmt::format("{} K={} G={} N={}", dtype_name(q), K, G, N));
+          auto x = acts(N, K, uint32_t(N + K));
+          vnni::QuantizedActs qa;
+          vnni::quantize_acts(x.data(), int(N), K, q, qa);
+          const auto xd = dequantize_acts(qa, K);
+          const auto yr = ref_matmul(*ref, xd, N, qm.m);
+          std::vector<float> y(yr.size(), NAN), y2(yr.size(), NAN);
+          vnni::gemm(qm.m, 0, M, qa, y.data(), M);
+          quant_matmul(x.data(), N, qm.m, y2.data(), true, QuantPrefill::Vnni);
+          EXPECT_LT(nmax(y, yr), 1e-5);
+          EXPECT_LT(nmax(y2, yr), 1e-5);
+          worst = std::max(worst, nmax(y, yr));
+          // Rows [5, 38) alone: a range that starts inside a block of 4 rows and ends inside another.
+          std::vector<float> y3(yr.size(), 0.0f);
+          vnni::gemm(qm.m, 5, 38, qa, y3.data(), M);
+          double e = 0;
+          for (int64_t t = 0; t < N; ++t)
+            for (int64_t r = 0; r < M; ++r) {
+              const size_t i = size_t(t * M + r);
+              e = std::max(e, double(std::fabs((r >= 5 && r < 38 ? y[i] : 0.0f) - y3[i])));
+            }
+          EXPECT_EQ(e, 0.0) << "a row range must give exactly the rows of the whole call, and nothing else";
+        }
+      }
+  std::printf("[ info ] worst normalized max error against the reference: %.3g (bound 1e-5)\n", worst);
+}
+
+TEST(VnniGemm, WrongScalesNibblesOrActivationsAreFarOutsideTheBound) {
+  if (!vnni::available()) GTEST_SKIP() << "no AVX512-VNNI on this CPU: the VNNI GEMM does not run here";
+  auto ref = make_ref_ops();
+  const int64_t M = 37, K = 4096, N = 19;
+  for (DType q : {DType::Q8, DType::Q4})
+    for (int64_t G : {32, 128}) {
+      SCOPED_TRACE(fmt::format("{} G={}", dtype_name(q), G));
+      auto w = group_weights(M, K, G, 7);
+      QuantizedMatrix qm = quantize(Matrix{DType::F32, M, K, w.data()}, q, G);
+      auto x = acts(N, K, 3);
+      vnni::QuantizedActs qa;
+      vnni::quantize_acts(x.data(), int(N), K, q, qa);
+      std::vector<float> y(size_t(N * M));
+      vnni::gemm(qm.m, 0, M, qa, y.data(), M);
+      const auto xd = dequantize_acts(qa, K);
+      ASSERT_LT(nmax(y, ref_matmul(*ref, xd, N, qm.m)), 1e-5);
+      // What the kernel would compute with each bug, as the reference computes it: all ≫ 1e-5.
+      std::vector<std::pair<const char*, Copy>> bad;
+      Copy shift(qm.m);
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t g = 0; g < qm.m.groups(); ++g)
+          shift.scales[size_t(r * qm.m.groups() + g)] = qm.m.scales[r * qm.m.groups() + (g + 1) % qm.m.groups()];
+      bad.emplace_back("scale of the next group", std::move(shift));
+      if (q == DType::Q4) {
+        Copy us(qm.m), sw(qm.m);
+        for (auto& b : us.data) b ^= 0x88;                          // nibbles without their offset of 8
+        for (auto& b : sw.data) b = uint8_t((b << 4) | (b >> 4));  // even / odd nibbles swapped
+        bad.emplace_back("unsigned nibbles", std::move(us));
+        bad.emplace_back("swapped nibbles", std::move(sw));
+      } else {
+        Copy off(qm.m);
+        for (auto& b : off.data) b ^= 0x80;  // the +128 offset left on the weights
+        bad.emplace_back("offset int8", std::move(off));
+      }
+      for (auto& [what, c] : bad) {
+        const double e = nmax(y, ref_matmul(*ref, xd, N, c.m));
+        EXPECT_GT(e, 1e-2) << what;
+        std::printf("[ info ] %s G=%ld: %s gives %.3g\n", std::string(dtype_name(q)).c_str(), long(G), what, e);
+      }
+      // The activations before int8 rounding: the rounding itself (≈ 0.3% RMS) is 100× the bound, so
+      // the first test really compares against the rounded inputs (and a wrong activation scale shows).
+      const double e = nmax(y, ref_matmul(*ref, x, N, qm.m));
+      EXPECT_GT(e, 1e-4);
+      EXPECT_LT(e, 5e-2);
+    }
+}
+
+}  // namespace
+}  // namespace glmlab
