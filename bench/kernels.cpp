@@ -112,12 +112,12 @@ BENCHMARK(BM_MatmulBf16)->Apply([](auto* b) { shapes(b, {1, 110, 512}); });
 BENCHMARK(BM_MatmulBackwardInputBf16)->Apply([](auto* b) { shapes(b, {110, 512}); });
 BENCHMARK(BM_SgemmF32)->Apply([](auto* b) { shapes(b, {110, 512}); });
 
-// Batched decode (issue 16): N sequences' activation rows against one 27392 × 4096 matrix (ChatGLM3-6B's
-// dense_h_to_4h) in bf16, int8 or int4 (group 128) through Ops::matmul with approximate activations, as a
+// Batched decode (issue 16): N sequences' activation rows against one of ChatGLM3-6B's two largest matrices
+// (k13696 = 0: dense_h_to_4h, 27392 × 4096; 1: dense_4h_to_h, 4096 × 13696) in bf16, int8 or int4 (group 128) through Ops::matmul with approximate activations, as a
 // model's decode step runs it. Counter "rows/s" = N × calls per second: it grows with N while the weights
 // are read once per call and stops growing where compute binds.
 void BM_DecodeBatch(benchmark::State& st) {
-  const int64_t N = st.range(0), M = 27392, K = 4096;
+  const int64_t N = st.range(0), M = st.range(2) ? 4096 : 27392, K = st.range(2) ? 13696 : 4096;
   const DType dt = st.range(1) == 16 ? DType::BF16 : st.range(1) == 8 ? DType::Q8 : DType::Q4;
   std::vector<QuantizedMatrix> qpool;
   Pool pool;
@@ -143,8 +143,8 @@ void BM_DecodeBatch(benchmark::State& st) {
   st.counters["GB/s"] = benchmark::Counter(double(st.iterations()) * double(W0.nbytes()) / 1e9, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_DecodeBatch)
-    ->ArgsProduct({{1, 2, 4, 8, 16, 32, 64}, {16, 8, 4}})
-    ->ArgNames({"N", "bits"})
+    ->ArgsProduct({{1, 2, 4, 8, 16, 32, 64}, {16, 8, 4}, {0, 1}})
+    ->ArgNames({"N", "bits", "k13696"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

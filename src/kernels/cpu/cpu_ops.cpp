@@ -23,12 +23,15 @@ namespace {
 
 // Up to this many rows, one pass of the GEMV kernel reads each weight row once for all of them.
 constexpr int64_t kGemvMaxRows = 8;
-// Up to this many rows, bf16 weights with bf16 activations go through the AVX512-BF16 GEMV
-// (dpbf16::gemv: weights read once per call, in L2-sized blocks of rows for every group of 8 tokens).
+// Up to this many rows, bf16 weights with bf16 activations go through the AVX512-BF16 GEMV (dpbf16::gemv),
+// beyond through the AVX512-BF16 GEMM. Per matrix the GEMM is faster from 8 rows (27392 × 4096: 9.0 ms
+// GEMV, 7.3 GEMM; 4096 × 13696: 3.7 and ~3.1; glmlab_kernel_bench BM_DecodeBatch), but a whole 6B decode
+// step at batch 8 ran 13% slower with the GEMM from 5 rows (llama_peer.py batch8-bf16: 19.3 against 22.1
+// tokens/s, docs/BENCHMARKS.md session 7), so the GEMV keeps 8.
 constexpr int64_t kBf16GemvMaxRows = 8;
 // From this many rows on, bf16 weights go through AMX tiles with activations rounded to bf16 (what a
 // bf16 model does anyway), unless the back end was made with exact fp32 activations.
-constexpr int64_t kAmxMinRows = 8;
+constexpr int64_t kAmxMinRows = kBf16GemvMaxRows + 1;
 
 class CpuOps final : public Ops {
  public:
@@ -74,6 +77,9 @@ class CpuOps final : public Ops {
         int64_t per = (M + nth - 1) / nth, r0 = std::min(M, per * id), r1 = std::min(M, r0 + per);
         dpbf16::gemv(static_cast<const uint16_t*>(W.data), r0, r1, bf16_acts_, y, M);
       }
+    } else if (W.dtype == DType::BF16 && bf16_activations_ && N >= kAmxMinRows && bf16gemm::available(M, K)) {
+      bf16gemm::forward(static_cast<const uint16_t*>(W.data), M, K, x, N, bias, y);  // AMX or AVX512-BF16
+      return;
     } else if (N <= kGemvMaxRows) {
       // Threads split the weight rows; each row is read once for all N tokens.
 #pragma omp parallel
@@ -82,9 +88,6 @@ class CpuOps final : public Ops {
         int64_t per = (M + nth - 1) / nth, r0 = std::min(M, per * id), r1 = std::min(M, r0 + per);
         simd::gemv_rows(W.data, W.dtype, K, r0, r1, x, K, int(N), y, M);
       }
-    } else if (W.dtype == DType::BF16 && bf16_activations_ && N >= kAmxMinRows && bf16gemm::available(M, K)) {
-      bf16gemm::forward(static_cast<const uint16_t*>(W.data), M, K, x, N, bias, y);  // AMX or AVX512-BF16
-      return;
     } else if (W.dtype == DType::F32) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(N), int(M), int(K), 1.0f, x, int(K),
                   static_cast<const float*>(W.data), int(K), 0.0f, y, int(M));

@@ -23,8 +23,11 @@ constexpr int64_t kTileBytes = 8 << 20;  // dequantized weight tile: stays in L2
 constexpr int64_t kAmxMinRows = kGemvMaxRows + 1;
 // The VNNI GEMV reads the weights once per call for any number of rows (groups of 8 tokens over blocks
 // of rows in L1), at a cost per token; the bf16 tiles pay for dequantizing the whole matrix once per
-// call. On a 27392 × 4096 matrix (2 Zen 5 cores, group 128) the GEMV took 18–23 ms at 16–24 rows of
-// Q4 and 12–18 ms at 8–12 rows of Q8, the tiles 18–25 ms at any batch up to 32 (docs/BENCHMARKS.md).
+// call. Which wins depends on the shape (2 Zen 5 cores, group 128, quiet machine, glmlab_kernel_bench
+// BM_DecodeBatch, docs/BENCHMARKS.md session 7): Q4 at 16 rows took 15.2 ms in the GEMV and 12.2 ms in
+// tiles on 27392 × 4096, but ~8 ms (GEMV, 4.2 ms at 8 rows) against 15.2 ms (tiles) on 4096 × 13696; the
+// GEMV up to 16 rows of Q4 is the better sum over a layer. Q8: the GEMV 13.6 ms at 8 rows, the tiles
+// 18.6 ms at 16 (27392 × 4096).
 int64_t vnni_max_rows(DType t) { return t == DType::Q4 ? 16 : 8; }
 // Prefill (more rows than the GEMV takes): the VNNI GEMM (vnni_gemm.h) or the bf16 tiles, whichever
 // measured faster (2 shared Zen 5 cores, AVX512-BF16 tiles, group 128, docs/QUANTIZATION.md): Q4 at 32
