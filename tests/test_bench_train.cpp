@@ -193,7 +193,7 @@ TEST(BenchTrain, DefaultRunWritesWellFormedConsistentOutputs) {
     // Against the peak of the unit the products run on: bf16 dot products for bf16 and int8 bases
     // (dequantized into bf16 tiles) where the CPU has them, else the fp32 FMA peak or the sgemm.
     const json& pr = s["probes"];
-    const double bf16 = pr["bf16_dot_gflops"], fma = pr["fp32_fma_gflops"];
+    const double bf16 = pr["bf16_dot_gflops"]["median"], fma = pr["fp32_fma_gflops"]["median"];
     const double want = bf16 > 0 ? bf16 : fma > 0 ? fma : probe;
     EXPECT_DOUBLE_EQ(run["limit_gflops"].get<double>(), want);
     EXPECT_EQ(run["limit"], bf16 > 0 ? "bf16 dot peak (" + pr["bf16_unit"].get<std::string>() + ")"

@@ -456,6 +456,8 @@ def merge_rounds(summaries):
                 run[key] = spread(vals)["median"]
     if m.get("probes"):
         for key in m["probes"]:
+            if not (isinstance(m["probes"][key], dict) and "median" in m["probes"][key]):
+                continue  # names (memory_pattern, bf16_unit, ...) stay the first round's
             meds = [s["probes"][key]["median"] for s in summaries]
             m["probes"][key] = {"median": spread(meds)["median"], "min": min(meds), "max": max(meds)}
     m["wall_s"] = sum(s["wall_s"] for s in summaries)
