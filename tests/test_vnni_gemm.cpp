@@ -15,23 +15,12 @@
 #include "kernels/cpu/vnni_gemm.h"
 #include "model/quantize.h"
 #include "ops/ops.h"
+#include "test_quant_util.h"
 
 namespace glmlab {
 namespace {
 
-// Rows of normal values whose scale changes by up to 2^±3 from group to group (a wrong group's scale shows).
-std::vector<float> group_weights(int64_t M, int64_t K, int64_t G, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> n(0.0f, 1.0f);
-  std::uniform_real_distribution<float> e(-3.0f, 3.0f);
-  std::vector<float> w(size_t(M * K));
-  for (int64_t r = 0; r < M; ++r)
-    for (int64_t c0 = 0; c0 < K; c0 += G) {
-      const float f = std::exp2(e(g));
-      for (int64_t c = c0; c < std::min(K, c0 + G); ++c) w[size_t(r * K + c)] = n(g) * f;
-    }
-  return w;
-}
+using test::group_weights;
 
 // Activations whose magnitude changes from block to block of 32 (a wrong block's scale shows).
 std::vector<float> acts(int64_t N, int64_t K, uint32_t seed) {

@@ -88,29 +88,6 @@ GLMLAB_VNNI inline void chunk_q4(const uint8_t* p, int64_t c, __mmask64 mask, __
 }
 
 template <int NT>
-GLMLAB_VNNI void rows_q4(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, int t0, float* y,
-                         int64_t ys, float* sf) {
-  const int64_t Kh = a.units, chunks = a.lanes / 16, ng = W.groups(), G = W.group_size, rem = Kh - (chunks - 1) * 64;
-  const __mmask64 tail = rem == 64 ? ~__mmask64(0) : (__mmask64(1) << rem) - 1, all = ~__mmask64(0);
-  const int64_t qs = a.lanes * 8;  // bytes per token: even part, then odd part
-  for (int64_t r = r0; r < r1; ++r) {
-    const uint8_t* p = static_cast<const uint8_t*>(W.data) + r * Kh;
-    for (int64_t g = 0; g < ng; ++g) sf[g] = _cvtsh_ss(W.scales[r * ng + g]);
-    LaneScales ls(sf, 128, 8, G, ng);
-    __m512 acc[NT], acc2[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = acc2[t] = _mm512_setzero_ps();
-    int64_t c = 0;
-    for (; c + 2 < chunks; c += 2) {
-      const __m512 s0 = ls.next(c), s1 = ls.next(c + 1);
-      chunk_q4<NT>(p, c, all, s0, a, t0, qs, acc);
-      chunk_q4<NT>(p, c + 1, all, s1, a, t0, qs, acc2);
-    }
-    for (; c < chunks; ++c) chunk_q4<NT>(p, c, c + 1 == chunks ? tail : all, ls.next(c), a, t0, qs, acc);
-    for (int t = 0; t < NT; ++t) y[(t0 + t) * ys + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t], acc2[t]));
-  }
-}
-
-template <int NT>
 GLMLAB_VNNI inline void chunk_q8(const uint8_t* p, int64_t c, __mmask64 mask, __m512 sw, const QuantizedActs& a, int t0,
                                  int64_t qs, __m512 (&acc)[NT]) {
   const __m512i ones = _mm512_set1_epi8(1);
@@ -126,25 +103,33 @@ GLMLAB_VNNI inline void chunk_q8(const uint8_t* p, int64_t c, __mmask64 mask, __
   }
 }
 
-template <int NT>
-GLMLAB_VNNI void rows_q8(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, int t0, float* y,
-                         int64_t ys, float* sf) {
-  const int64_t K = a.units, chunks = a.lanes / 16, ng = W.groups(), G = W.group_size, rem = K - (chunks - 1) * 64;
+// Rows [r0, r1) against tokens [t0, t0 + NT): chunk by chunk, even and odd chunks into two sets of
+// accumulators so that one token's FMA chain does not serialize the row.
+template <int NT, bool kQ4>
+GLMLAB_VNNI void rows_vnni(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, int t0, float* y,
+                           int64_t ys, float* sf) {
+  const int64_t rb = a.units, chunks = a.lanes / 16, ng = W.groups(), G = W.group_size, rem = rb - (chunks - 1) * 64;
   const __mmask64 tail = rem == 64 ? ~__mmask64(0) : (__mmask64(1) << rem) - 1, all = ~__mmask64(0);
-  const int64_t qs = a.lanes * 4;
+  const int64_t qs = a.lanes * (kQ4 ? 8 : 4);  // activation bytes per token (Q4: even part, then odd part)
+  auto chunk = [&](const uint8_t* p, int64_t c, __mmask64 m, __m512 sw, __m512(&acc)[NT]) GLMLAB_VNNI {
+    if constexpr (kQ4)
+      chunk_q4<NT>(p, c, m, sw, a, t0, qs, acc);
+    else
+      chunk_q8<NT>(p, c, m, sw, a, t0, qs, acc);
+  };
   for (int64_t r = r0; r < r1; ++r) {
-    const uint8_t* p = static_cast<const uint8_t*>(W.data) + r * K;
+    const uint8_t* p = static_cast<const uint8_t*>(W.data) + r * rb;
     for (int64_t g = 0; g < ng; ++g) sf[g] = _cvtsh_ss(W.scales[r * ng + g]);
-    LaneScales ls(sf, 64, 4, G, ng);
+    LaneScales ls(sf, kQ4 ? 128 : 64, kQ4 ? 8 : 4, G, ng);
     __m512 acc[NT], acc2[NT];
     for (int t = 0; t < NT; ++t) acc[t] = acc2[t] = _mm512_setzero_ps();
     int64_t c = 0;
     for (; c + 2 < chunks; c += 2) {
       const __m512 s0 = ls.next(c), s1 = ls.next(c + 1);
-      chunk_q8<NT>(p, c, all, s0, a, t0, qs, acc);
-      chunk_q8<NT>(p, c + 1, all, s1, a, t0, qs, acc2);
+      chunk(p, c, all, s0, acc);
+      chunk(p, c + 1, all, s1, acc2);
     }
-    for (; c < chunks; ++c) chunk_q8<NT>(p, c, c + 1 == chunks ? tail : all, ls.next(c), a, t0, qs, acc);
+    for (; c < chunks; ++c) chunk(p, c, c + 1 == chunks ? tail : all, ls.next(c), acc);
     for (int t = 0; t < NT; ++t) y[(t0 + t) * ys + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t], acc2[t]));
   }
 }
@@ -152,9 +137,9 @@ GLMLAB_VNNI void rows_q8(const Matrix& W, int64_t r0, int64_t r1, const Quantize
 template <int NT>
 void rows(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, int t0, float* y, int64_t ys, float* sf) {
   if (W.dtype == DType::Q4)
-    rows_q4<NT>(W, r0, r1, a, t0, y, ys, sf);
+    rows_vnni<NT, true>(W, r0, r1, a, t0, y, ys, sf);
   else
-    rows_q8<NT>(W, r0, r1, a, t0, y, ys, sf);
+    rows_vnni<NT, false>(W, r0, r1, a, t0, y, ys, sf);
 }
 
 // Tokens [t0, t0 + n), n ≤ kTokensPerPass, of rows [r0, r1).
