@@ -95,8 +95,10 @@ __attribute__((target("avx512f,avx512vnni"))) double dot_u8s8(int64_t iters, flo
   const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
   GLMLAB_PEAK_LOOP(__m512i acc[16]; for (auto& v : acc) v = _mm512_setzero_si512(),
                    acc[c] = _mm512_dpbusd_epi32(acc[c], a, b),
-                   __m512i t = acc[0]; for (int c = 1; c < 16; ++c) t = _mm512_add_epi32(t, acc[c]);
-                   *sink = float(_mm512_reduce_add_epi32(t)));
+                   // Summed as floats: the 256 int32 lanes of a long run add up past INT_MAX.
+                   __m512 t = _mm512_cvtepi32_ps(acc[0]);
+                   for (int c = 1; c < 16; ++c) t = _mm512_add_ps(t, _mm512_cvtepi32_ps(acc[c]));
+                   *sink = _mm512_reduce_add_ps(t));
   return double(iters) * 16 * 128;
 }
 
