@@ -74,50 +74,46 @@ struct Mapping {
   Mapping& operator=(const Mapping&) = delete;
 };
 
-ProbeResult time_reads(const Mapping& m, const ReadPattern& pat, int reps) {
-  std::vector<double> gbs;
-  volatile float sink = 0;
-  for (int r = 0; r <= reps; ++r) {
-    float total = 0;
-    size_t read_bytes = 0;
-    const auto t0 = Clock::now();
-#pragma omp parallel reduction(+ : total, read_bytes)
-    {
-      const int nth = omp_get_num_threads(), id = omp_get_thread_num();
-      // Whole units of the pattern per thread (streams × row or × 64 bytes).
-      const size_t unit = size_t(pat.streams) * (pat.row_bytes ? pat.row_bytes : 64 * 1024);
-      const size_t per = m.bytes / size_t(nth) / unit * unit;
-      total += probek::read(static_cast<const char*>(m.p) + per * size_t(id), per, pat.streams, pat.row_bytes,
-                            pat.prefetch);
-      read_bytes += per;
-    }
-    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-    sink = sink + total;
-    if (r > 0) gbs.push_back(double(read_bytes) / s / 1e9);  // r = 0 is the warm-up
-  }
-  return summarize(gbs);
-}
-
-// Runs `one(iters, sink)` on every thread at once, `reps` times after a warm-up; GFLOP/s.
+// Runs `work(sink)` on every thread at once, `reps` times after a warm-up. Each call returns how much it
+// did (bytes read, operations) and writes a value derived from its work to *sink, so that nothing is
+// optimized away. Result: 10⁹ units per second, all threads together.
 template <class F>
-ProbeResult time_peak(F one, int64_t iters, int reps) {
-  std::vector<double> gf;
+ProbeResult time_all_threads(int reps, F work) {
+  std::vector<double> rates;
   volatile float sink = 0;
   for (int r = 0; r <= reps; ++r) {
-    double ops = 0;
+    double done = 0;
     float s = 0;
     const auto t0 = Clock::now();
-#pragma omp parallel reduction(+ : ops, s)
+#pragma omp parallel reduction(+ : done, s)
     {
       float k = 0;
-      ops += one(iters, &k);
+      done += work(&k);
       s += k;
     }
     const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
     sink = sink + s;
-    if (r > 0) gf.push_back(ops / sec / 1e9);
+    if (r > 0) rates.push_back(done / sec / 1e9);  // r = 0 is the warm-up
   }
-  return summarize(gf);
+  return summarize(rates);
+}
+
+// GB/s of one read pattern: each thread reads whole units of the pattern (streams × row, or × 64 KiB).
+ProbeResult time_reads(const Mapping& m, const ReadPattern& pat, int reps) {
+  return time_all_threads(reps, [&](float* sink) {
+    const int nth = omp_get_num_threads(), id = omp_get_thread_num();
+    const size_t unit = size_t(pat.streams) * (pat.row_bytes ? pat.row_bytes : 64 * 1024);
+    const size_t per = m.bytes / size_t(nth) / unit * unit;
+    *sink = probek::read(static_cast<const char*>(m.p) + per * size_t(id), per, pat.streams, pat.row_bytes,
+                         pat.prefetch);
+    return double(per);
+  });
+}
+
+// GFLOP/s (or 10⁹ int ops/s) of a register-resident peak loop `one(iters, sink)` on every thread.
+template <class F>
+ProbeResult time_peak(F one, int64_t iters, int reps) {
+  return time_all_threads(reps, [&](float* sink) { return one(iters, sink); });
 }
 
 }  // namespace

@@ -225,7 +225,7 @@ namespace {
 // How far ahead along each weight row its lines are prefetched (bytes).
 constexpr int64_t kGemvPrefetch = GLMLAB_BF16_GEMV_PREFETCH;
 
-// out[r · rs][t] = row w[r] · token t, for NR weight rows (anywhere in W) and NT tokens; K % 32 == 0.
+// out[r][t · ys] = row w[r] · token t, for NR weight rows (anywhere in W) and NT tokens; K % 32 == 0.
 template <int NR, int NT>
 inline void gemv_tile(const uint16_t* const* w, int64_t K, const uint16_t* x, float* const* out, int64_t ys,
                       bool prefetch) {
