@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/cpu/runtime.h"
+#include "kernels/cpu/vnni_packed.h"
 #include "model/quantize.h"
 #include "ops/ops.h"
 #include "util/dtype.h"
@@ -127,24 +128,36 @@ void BM_DecodeBatch(benchmark::State& st) {
     auto src = make_pool(M, K, false);  // the same random values, quantized
     for (const auto& b : src.bf16) qpool.push_back(quantize(Matrix{DType::BF16, M, K, b.data()}, dt, 128));
   }
+  std::vector<vnni::PackedMatrix> packed;  // the layout the engine packs quantized weights into at load
+  if (st.range(3) && dt != DType::BF16) {
+    if (!vnni::packable(qpool[0].m)) return st.SkipWithError("no VNNI packing on this CPU");
+    for (const auto& q : qpool) packed.push_back(vnni::pack(q.m));
+    qpool.clear();
+  }
   auto ops = make_ops(Backend::Cpu, true);
   auto x = random_vec(N * K, 1);
   std::vector<float> y(static_cast<size_t>(N * M));
   size_t i = 0;
-  const size_t copies = dt == DType::BF16 ? pool.bf16.size() : qpool.size();
+  const size_t copies = dt == DType::BF16 ? pool.bf16.size() : !packed.empty() ? packed.size() : qpool.size();
+  auto qm = [&](size_t c) { return !packed.empty() ? packed[c].m : qpool[c].m; };
   for (auto _ : st) {
     const size_t c = i++ % copies;
-    const Matrix W = dt == DType::BF16 ? Matrix{DType::BF16, M, K, pool.bf16[c].data()} : qpool[c].m;
+    const Matrix W = dt == DType::BF16 ? Matrix{DType::BF16, M, K, pool.bf16[c].data()} : qm(c);
     ops->matmul(x.data(), N, W, nullptr, y.data());
     benchmark::DoNotOptimize(y.data());
   }
-  const Matrix W0 = dt == DType::BF16 ? Matrix{DType::BF16, M, K, pool.bf16[0].data()} : qpool[0].m;
+  const Matrix W0 = dt == DType::BF16 ? Matrix{DType::BF16, M, K, pool.bf16[0].data()} : qm(0);
   st.counters["rows/s"] = benchmark::Counter(double(st.iterations()) * double(N), benchmark::Counter::kIsRate);
   st.counters["GB/s"] = benchmark::Counter(double(st.iterations()) * double(W0.nbytes()) / 1e9, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_DecodeBatch)
-    ->ArgsProduct({{1, 2, 4, 8, 16, 32, 64}, {16, 8, 4}, {0, 1}})
-    ->ArgNames({"N", "bits", "k13696"})
+    ->Apply([](benchmark::internal::Benchmark* b) {
+      for (int bits : {16, 8, 4})
+        for (int k : {0, 1})
+          for (int packed : bits == 16 ? std::vector<int>{0} : std::vector<int>{0, 1})
+            for (int n : {1, 2, 4, 8, 16, 32, 64, 128, 512}) b->Args({n, bits, k, packed});
+    })
+    ->ArgNames({"N", "bits", "k13696", "packed"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -113,6 +113,23 @@ TEST(ModelGoldenMutation, EachMutationBreaksTheComparison) {
   }
 }
 
+// A different argmax counts as agreeing only where the reference's two best logits are within twice the
+// row's own error (a near-tie that error explains), and the table says which rows those are.
+TEST(ModelGoldenMutation, NearTiesAreTheOnlyTopOneDisagreementsForgiven) {
+  ParityRow tie, wrong;
+  tie.max_abs = wrong.max_abs = 0.1;
+  tie.ref_margin = 0.15;
+  wrong.ref_margin = 0.25;
+  tie.top1 = wrong.top1 = false;
+  EXPECT_TRUE(tie.near_tie());
+  EXPECT_FALSE(wrong.near_tie());
+  ParityReport r;
+  r.rows = {tie, wrong};
+  const std::string t = parity_table(r, false);
+  EXPECT_NE(t.find("tie (reference margin 0.15"), std::string::npos) << t;
+  EXPECT_NE(t.find("NO (reference margin 0.25"), std::string::npos) << t;
+}
+
 // Greedy generation reproduces the oracle's greedy ids (step ids are the fp32 argmax of the previous step).
 TEST(ModelGenerate, GreedyMatchesOracleSteps) {
   Model m = load_model(golden_path("tiny-f32"), "");

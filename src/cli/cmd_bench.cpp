@@ -142,7 +142,7 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
   lab::BenchLoader loader = [&](const std::string& dtype, const EngineLimits& limits) {
     ModelArgs one = a.m;
     one.dtype = dtype;
-    Loaded L = load(one, /*allow_device=*/true);
+    Loaded L = load(one, /*allow_device=*/true, /*inference=*/true);
     lab::BenchModel bm;
     bm.load_seconds = L.load_seconds;
     bm.keep_alive = L.adapter;

@@ -88,7 +88,7 @@ RegisterCommand reg_generate([](CLI::App& app) {
   add_generation_options(cmd, *a);
   cmd->callback([a] {
     if (a->batch < 1) fail("--batch must be at least 1");
-    Loaded L = load(a->m, /*allow_device=*/true);
+    Loaded L = load(a->m, /*allow_device=*/true, /*inference=*/true);
     Tokenizer tok = load_tokenizer(a->m.tokenizer, a->m.model);
     std::vector<ChatMessage> history;
     if (a->system) history.push_back({"system", *a->system, ""});
@@ -126,7 +126,7 @@ RegisterCommand reg_chat([](CLI::App& app) {
   add_model_options(cmd, a->m);
   add_generation_options(cmd, *a);
   cmd->callback([a] {
-    Loaded L = load(a->m, /*allow_device=*/true);
+    Loaded L = load(a->m, /*allow_device=*/true, /*inference=*/true);
     Tokenizer tok = load_tokenizer(a->m.tokenizer, a->m.model);
     std::vector<ChatMessage> history;
     if (a->system) history.push_back({"system", *a->system, ""});

@@ -32,7 +32,7 @@ RegisterCommand reg([](CLI::App& app) {
   cmd->add_flag("--all", a->all, "print every position, not only the worst and the disagreeing ones");
   cmd->callback([a] {
     GoldenShape gs = golden_shape(a->ref);
-    Loaded L = load(a->m, /*allow_device=*/true);
+    Loaded L = load(a->m, /*allow_device=*/true, /*inference=*/true);
     auto engine = make_engine(L, EngineLimits{gs.B, gs.T + gs.steps, gs.B * gs.T, gs.B * gs.T});
     ParityReport r = run_parity(*engine, a->ref, a->opt);
     std::fputs(parity_table(r, a->all).c_str(), stdout);

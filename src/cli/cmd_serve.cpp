@@ -90,7 +90,7 @@ RegisterCommand reg_serve([](CLI::App& app) {
   cmd->callback([a] {
     if (a->api_key.empty())
       if (const char* env = std::getenv("GLMLAB_API_KEY"); env && *env) a->api_key = env;
-    Loaded L = load(a->m);
+    Loaded L = load(a->m, /*allow_device=*/false, /*inference=*/true);
     Tokenizer tok = load_tokenizer(a->m.tokenizer, a->m.model);
     const ModelConfig& c = L.model.config();
     if (a->sched.context > c.seq_length)

@@ -65,7 +65,7 @@ bool wants_device_engine(const ModelArgs& a) {
   return backend_from_name(a.device) == Backend::Cuda;
 }
 
-Loaded load(const ModelArgs& a, bool allow_device) {
+Loaded load(const ModelArgs& a, bool allow_device, bool inference) {
   apply_threads(a.threads);
   std::unique_ptr<Ops> ops;
   std::unique_ptr<Device> device;
@@ -79,12 +79,15 @@ Loaded load(const ModelArgs& a, bool allow_device) {
   }
   auto t0 = std::chrono::steady_clock::now();
   Model m = load_model(a.model, a.dtype, a.seed, a.group_size);
+  const int packed = inference && ops ? m.pack_weights(*ops) : 0;
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::fprintf(stderr, "glmlab: loaded %s (%s, %.2f GB of weights) in %.2f s on %s (%s, OpenBLAS %s, %d threads)\n",
                a.model.c_str(), describe_weights(m.weights()).c_str(),
                double(m.weights().matrix_bytes()) / 1e9, secs,
                device ? fmt::format("{} (device engine)", device->name()).c_str() : std::string(ops->name()).c_str(),
                simd::target_name(), blas_core_name(), omp_get_max_threads());
+  if (packed)
+    std::fprintf(stderr, "glmlab: %d quantized matrices repacked for the VNNI kernels (16 rows interleaved)\n", packed);
   std::shared_ptr<Adapter> adapter;
   if (!a.adapter.empty()) {
     adapter = std::make_shared<Adapter>(load_adapter(a.adapter, m.config()));

@@ -43,8 +43,11 @@ struct Loaded {
   std::unique_ptr<Device> device;    // device engine: the Device, opened before the model is loaded
 };
 // Prints one line about what was loaded to stderr. allow_device: the command can run the device
-// engine (otherwise --device cuda is an Error naming the commands that can).
-Loaded load(const ModelArgs& a, bool allow_device = false);
+// engine (otherwise --device cuda is an Error naming the commands that can). inference: the command
+// only runs the model forward (generate, chat, bench infer, parity, serve), so the host back end may
+// repack the weights for its inference kernels (Model::pack_weights); training, quantize and merge
+// keep them row-major.
+Loaded load(const ModelArgs& a, bool allow_device = false, bool inference = false);
 
 // The engine of a loaded model: a DeviceEngine (takes `device`) sized by `limits`, or (no device) a
 // HostEngine over model and *ops. The model and ops must outlive it.

@@ -55,7 +55,12 @@ ParityRow compare_row(const float* got, const float* ref, int V) {
     r.max_ref = std::max(r.max_ref, double(std::fabs(ref[i])));
   }
   r.rel = r.max_abs / std::max(r.max_ref, 1e-30);
-  r.top1 = std::max_element(got, got + V) - got == std::max_element(ref, ref + V) - ref;
+  const int64_t best = std::max_element(ref, ref + V) - ref;
+  r.top1 = std::max_element(got, got + V) - got == best;
+  double second = -INFINITY;
+  for (int i = 0; i < V; ++i)
+    if (i != best) second = std::max(second, double(ref[i]));
+  r.ref_margin = double(ref[best]) - second;
   return r;
 }
 
@@ -136,7 +141,7 @@ ParityReport run_parity(Engine& engine, const std::string& path, const ParityOpt
   for (auto& r : rep.rows) {
     rep.max_abs = std::max(rep.max_abs, r.max_abs);
     rep.max_rel = std::max(rep.max_rel, r.rel);
-    agree += r.top1;
+    agree += r.top1 || r.near_tie();
     within &= r.max_abs <= opt.atol + opt.rtol * r.max_ref;
   }
   rep.top1_rate = rep.rows.empty() ? 1.0 : double(agree) / double(rep.rows.size());
@@ -149,7 +154,9 @@ std::string parity_table(const ParityReport& r, bool all_rows) {
   for (auto& row : r.rows)
     if (all_rows || !row.top1 || row.max_abs == r.max_abs)
       s += fmt::format("{:<8} {:>5} {:>5} {:>12.3e} {:>12.3e} {:>5}\n", row.phase, row.batch, row.pos, row.max_abs, row.rel,
-                       row.top1 ? "yes" : "NO");
+                       row.top1       ? "yes"
+                       : row.near_tie() ? fmt::format("tie (reference margin {:.3g} ≤ 2·max_abs)", row.ref_margin)
+                                        : fmt::format("NO (reference margin {:.3g})", row.ref_margin));
   s += fmt::format("rows {}  max_abs {:.3e}  max_rel {:.3e}  top-1 agreement {:.1f}%  → {}\n", r.rows.size(), r.max_abs,
                    r.max_rel, 100.0 * r.top1_rate, r.pass ? "PASS" : "FAIL");
   return s;

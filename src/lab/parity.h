@@ -16,6 +16,10 @@ struct ParityRow {
   int batch = 0, pos = 0;
   double max_abs = 0, max_ref = 0, rel = 0;  // rel = max_abs / max|ref| of the row
   bool top1 = true;
+  double ref_margin = 0;  // the reference's top-1 logit minus its second (how near a tie the row is)
+  // A near-tie: the reference's two best logits are closer than the row's own error could move them
+  // apart (each by max_abs), so a different argmax there is explained by an error the bound allows.
+  bool near_tie() const { return ref_margin <= 2 * max_abs; }
 };
 
 struct ParityReport {
@@ -27,7 +31,7 @@ struct ParityReport {
 struct ParityOptions {
   double atol = 1e-4;        // a row passes when max_abs <= atol + rtol · max|ref|
   double rtol = 1e-4;
-  double min_top1 = 1.0;     // fraction of rows whose argmax must agree
+  double min_top1 = 1.0;     // fraction of rows whose argmax must agree (a near-tie row counts as agreeing)
   // Which golden logits: "" = the reference runtime in the checkpoint's dtype; "_fp32ref" = the
   // reference computing in fp32 on the same (rounded) weights, as glmlab's CPU back end does.
   std::string suffix;

@@ -40,6 +40,8 @@ void write_checkpoint(const ModelConfig& cfg, const ModelWeights& w, const std::
 
   std::vector<TensorToWrite> t;
   auto matrix = [&](const std::string& name, const Matrix& m) {
+    if (m.layout != MatrixLayout::RowMajor)
+      fail("{}: repacked for inference; checkpoints are written from row-major weights", name);
     if (!m.quantized()) {
       t.push_back({name + ".weight", m.dtype, {m.rows, m.cols}, m.data, m.nbytes()});
       return;

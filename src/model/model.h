@@ -104,6 +104,8 @@ class Model {
   Model(ModelConfig cfg, ModelWeights w) : cfg_(std::move(cfg)), w_(std::move(w)) {}
   const ModelConfig& config() const { return cfg_; }
   const ModelWeights& weights() const { return w_; }
+  // Repacks the matrices for `ops`'s inference kernels (glmlab::pack_weights); before an engine is made.
+  int pack_weights(const Ops& ops) { return glmlab::pack_weights(w_, ops); }
   // An adapter (LoRA / VeRA, model/adapters.h) applied unmerged by forward(); not owned, nullptr = none.
   void set_adapter(const Adapter* a) { adapter_ = a; }
   const Adapter* adapter() const { return adapter_; }

@@ -10,6 +10,7 @@
 #include "model/quant_load.h"
 #include "model/quantize.h"
 #include "model/safetensors.h"
+#include "ops/ops.h"
 #include "util/error.h"
 #include "util/file.h"
 
@@ -67,7 +68,7 @@ uint64_t hash_name(const std::string& s) {
   return h;
 }
 
-// Owns the buffers of random or converted matrices.
+// Owns the buffers of random or converted matrices (every ModelWeights::storage is one).
 struct OwnedStorage {
   std::vector<WeightBytes> buffers;  // on huge pages where large (util/large_pages.h)
   std::shared_ptr<SafetensorsSet> files;
@@ -363,6 +364,29 @@ ModelWeights load_weights(const std::string& dir, const ModelConfig& c, DType dt
            set.find(n)->shape_str());
   w.storage = st;
   return w;
+}
+
+int pack_weights(ModelWeights& w, const Ops& ops) {
+  auto* st = static_cast<OwnedStorage*>(w.storage.get());
+  if (!st) fail("pack_weights: the weights have no storage");
+  auto release = [&](const void* p) {  // frees the owned buffer at p (none for a mapped file's bytes)
+    for (auto& b : st->buffers)
+      if (!b.empty() && b.data() == p) WeightBytes().swap(b);
+  };
+  int n = 0;
+  for (auto& l : w.layers)
+    for (Matrix* m : {&l.qkv, &l.dense, &l.h_to_4h, &l.four_h_to_h}) {
+      PackedWeights p;
+      if (!ops.pack_weights(*m, p)) continue;
+      const Matrix old = *m;
+      *m = p.m;
+      st->buffers.push_back(std::move(p.data));
+      st->buffers.push_back(std::move(p.scales));
+      release(old.data);
+      release(old.scales);
+      ++n;
+    }
+  return n;
 }
 
 }  // namespace glmlab

@@ -12,8 +12,15 @@
 #include <string_view>
 
 #include "model/weights.h"
+#include "util/large_pages.h"
 
 namespace glmlab {
+
+// A matrix repacked for one back end's inference kernels (Ops::pack_weights); data and scales own its bytes.
+struct PackedWeights {
+  Matrix m;
+  WeightBytes data, scales;
+};
 
 // Where attention reads its keys and values: one layer of a KV cache.
 // k and v are [B, S, G, D]; key_valid is [B, S] (1 = a real token, 0 = padding or empty).
@@ -56,10 +63,14 @@ class Ops {
 
   // y[N, W.rows] = x[N, W.cols] · Wᵀ (+ bias[W.rows] when bias != nullptr).
   virtual void matmul(const float* x, int64_t N, const Matrix& W, const float* bias, float* y) = 0;
-  // The instruction family a matmul of many rows (a prefill) of weights in `weights` runs on, so that a
-  // benchmark sets it against the right peak (lab/probe.h): "bf16" (bf16 dot products: AVX512-BF16 or
-  // AMX), "int8" (integer dot products) or "fp32" (fp32 FMA), "" where no host peak applies.
-  virtual std::string_view matmul_unit(DType weights) const { return "fp32"; }
+  // The instruction family a matmul of many rows (a prefill) of W runs on, so that a benchmark sets it
+  // against the right peak (lab/probe.h): "bf16" (bf16 dot products: AVX512-BF16 or AMX), "int8"
+  // (integer dot products) or "fp32" (fp32 FMA), "" where no host peak applies.
+  virtual std::string_view matmul_unit(const Matrix& W) const { return "fp32"; }
+  // Repacks W for this back end's forward matmul where it has a faster layout (the fast CPU back end:
+  // Q8/Q4 for the VNNI kernels, kernels/cpu/vnni_packed.h) and returns true; false leaves W as it is.
+  // Inference only: the backward ops, the CUDA back end and the checkpoint writers refuse packed matrices.
+  virtual bool pack_weights(const Matrix& W, PackedWeights& out) const { return false; }
 
   // Rotary embedding in place on the first `nheads` heads of each row of x (row stride `stride`, head
   // dim D): the first R = D/2 dims of a head, interleaved pairs (2i, 2i+1) rotated by

@@ -46,6 +46,9 @@ void dequantize_row(const Matrix& W, int64_t r, float* dst) {
 
 void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* dx, std::vector<float>& scratch,
                            bool bf16_activations) {
+  if (W.layout != MatrixLayout::RowMajor)  // checked before the threads start: an exception must not leave them
+    fail("backward: a [{}, {}] {} matrix repacked for inference (training needs the row-major layout)", W.rows, W.cols,
+         dtype_name(W.dtype));
   // dx[N, K] += dy[N, M] · W[M, K]
   const int64_t M = W.rows, K = W.cols;
   if (N == 0) return;

@@ -15,6 +15,7 @@
 #include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/simd_softmax.h"
+#include "kernels/cpu/vnni_packed.h"
 #include "ops/ops.h"
 #include "util/error.h"
 
@@ -37,11 +38,22 @@ class CpuOps final : public Ops {
  public:
   explicit CpuOps(bool bf16_activations) : bf16_activations_(bf16_activations) {}
   std::string_view name() const override { return "cpu"; }
-  std::string_view matmul_unit(DType weights) const override {
-    // bf16 weights, and int8/int4 weights dequantized into bf16 tiles, run on bf16 dot products when the
-    // activations may be rounded; everything else widens to fp32 (sgemm). int8/int4 prefill stays on bf16
-    // tiles: the VNNI GEMM (vnni_gemm.h, "int8") measured slower from 128 rows on and is not dispatched
-    // by default (quant_matmul.cpp), so a prefill is set against the bf16 peak.
+  bool pack_weights(const Matrix& W, PackedWeights& out) const override {
+    // Packed quantized weights are read only with approximate (int8) activations; exact activations
+    // keep the row-major fp32 kernels.
+    if (!bf16_activations_ || !vnni::packable(W)) return false;
+    vnni::PackedMatrix p = vnni::pack(W);
+    out.m = p.m;
+    out.data = std::move(p.data);
+    out.scales = std::move(p.scales);
+    return true;
+  }
+  std::string_view matmul_unit(const Matrix& W) const override {
+    // int8/int4 weights packed at load run every matmul on VNNI integer dot products (quant_matmul.cpp);
+    // bf16 weights, and row-major int8/int4 weights dequantized into bf16 tiles, run on bf16 dot products
+    // when the activations may be rounded; everything else widens to fp32 (sgemm).
+    if (W.layout == MatrixLayout::Vnni16 && bf16_activations_) return "int8";
+    const DType weights = W.dtype;
     const bool bf16_weights = weights == DType::BF16 || weights == DType::Q8 || weights == DType::Q4;
     return bf16_activations_ && bf16_weights && bf16gemm::available(4096, 4096) ? "bf16" : "fp32";
   }

@@ -12,6 +12,7 @@
 #include "kernels/cpu/simd_quant.h"
 #include "kernels/cpu/vnni_gemm.h"
 #include "kernels/cpu/vnni_gemv.h"
+#include "kernels/cpu/vnni_packed.h"
 
 namespace glmlab {
 
@@ -29,6 +30,11 @@ constexpr int64_t kAmxMinRows = kGemvMaxRows + 1;
 // GEMV up to 16 rows of Q4 is the better sum over a layer. Q8: the GEMV 13.6 ms at 8 rows, the tiles
 // 18.6 ms at 16 (27392 × 4096).
 int64_t vnni_max_rows(DType t) { return t == DType::Q4 ? 16 : 8; }
+// Weights packed at load (vnni_packed.h) take the packed GEMV at every number of rows with approximate
+// activations: it read the weights once per call and beat the bf16 tiles from 1 to 512 rows on both
+// large 6B shapes (2 Zen 5 cores, group 128, glmlab_kernel_bench BM_DecodeBatch packed:1, session 8):
+// int4 27392 × 4096 at 8 rows 1.9 ms against 8.3 (row-major VNNI GEMV), at 512 rows 82–85 ms against
+// 131–144 (tiles); int8 at 512 rows 104–106 against 130–155 ms. QuantPrefill::Tiles still forces the tiles.
 // Prefill (more rows than the GEMV takes): the VNNI GEMM (vnni_gemm.h) or the bf16 tiles, whichever
 // measured faster (2 shared Zen 5 cores, AVX512-BF16 tiles, group 128, docs/QUANTIZATION.md): Q4 at 32
 // rows 16 ms against 24 ms on 27392 × 4096 (even to mixed on 4096 × 13696), but the tiles ahead from 128
@@ -57,14 +63,23 @@ void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool app
   thread_local std::vector<float> xsplit, tile, ytile;
   thread_local std::vector<uint16_t> tile16;
   thread_local vnni::QuantizedActs qacts;
+  thread_local vnni::PackedActs pacts;
 
-  if (N <= vnni_max_rows(W.dtype) && approx && vnni::available() && vnni::fits(W)) {
+  if (W.layout == MatrixLayout::Vnni16 && approx && path != QuantPrefill::Tiles) {
+    vnni::quantize_acts(x, int(N), W, pacts);
+    const vnni::PackedActs* pa = &pacts;
+    split_rows(M, [&](int64_t r0, int64_t r1) { vnni::gemv(W, r0, r1, *pa, y, M); });
+    return;
+  }
+  // A packed matrix anywhere else is read through simd::dequant_rows / gemv_q_rows, which unpack it.
+  const bool row_major = W.layout == MatrixLayout::RowMajor;
+  if (row_major && N <= vnni_max_rows(W.dtype) && approx && vnni::available() && vnni::fits(W)) {
     vnni::quantize_acts(x, int(N), K, W.dtype, qacts);
     const vnni::QuantizedActs* qa = &qacts;
     split_rows(M, [&](int64_t r0, int64_t r1) { vnni::gemv(W, r0, r1, *qa, y, M); });
     return;
   }
-  if (approx && N > vnni_max_rows(W.dtype) && path != QuantPrefill::Tiles && vnni::available() && vnni::fits(W) &&
+  if (row_major && approx && N > vnni_max_rows(W.dtype) && path != QuantPrefill::Tiles && vnni::available() && vnni::fits(W) &&
       (path == QuantPrefill::Vnni || vnni_gemm_wins(W.dtype, N))) {
     vnni::quantize_acts(x, int(N), K, W.dtype, qacts);
     const vnni::QuantizedActs* qa = &qacts;

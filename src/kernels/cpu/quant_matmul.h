@@ -1,10 +1,15 @@
 // Matmul with Q8 / Q4 weights for the fast CPU back end (cpu_ops.cpp calls it for quantized W).
-// ≤ 4 token rows (decode): threads split the weight rows and stream them once. With `approx` (the
-// back end's bf16_activations, the default) and AVX512-VNNI the activations are quantized to int8 per
-// 32 inputs and multiplied in integers (vnni_gemv.h); otherwise the fp32 kernels of simd_quant.h
-// (exact: the activations stay fp32). More rows (prefill): a tile of weight rows is dequantized and
-// multiplied — with `approx` and AMX as bf16 on AMX tiles (amx_gemm.h), else as fp32 with OpenBLAS
-// sgemm. The VNNI GEMM (vnni_gemm.h) runs only when forced (QuantPrefill::Vnni): see quant_matmul.cpp. Q4 activations are first split into even / odd inputs (simd_quant.h) for every path.
+// - Weights packed at load for inference (vnni_packed.h; with `approx`, the back end's bf16_activations,
+//   the default, and AVX512-VNNI): every number of token rows runs the packed VNNI GEMV, activations
+//   quantized to int8 per 128 inputs; the weights are read once per call.
+// - Row-major weights: ≤ 16 (Q4) / 8 (Q8) rows with `approx` and VNNI, the row-major VNNI GEMV
+//   (vnni_gemv.h, int8 activations per 32 inputs); ≤ 4 rows otherwise, the exact fp32 kernels of
+//   simd_quant.h. More rows (prefill): a tile of weight rows is dequantized and multiplied — with
+//   `approx` as bf16 (AMX or AVX512-BF16, bf16_gemm.h), else as fp32 with OpenBLAS sgemm. The row-major
+//   VNNI GEMM (vnni_gemm.h) runs only when forced (QuantPrefill::Vnni). Q4 activations are first split
+//   into even / odd inputs (simd_quant.h) for the tile and fp32 paths.
+// - A packed matrix on any other path (exact activations, QuantPrefill::Tiles) is unpacked a block of
+//   rows at a time into the row-major kernels, which then give exactly what they give on row-major W.
 #pragma once
 #include <cstdint>
 
@@ -12,8 +17,8 @@
 
 namespace glmlab {
 
-// The prefill path (more token rows than the decode GEMVs take) with `approx`: the back end's choice,
-// or forced (tests and benchmarks) to the bf16 tiles or to the VNNI GEMM (where the CPU and W allow it).
+// The path with `approx`: the back end's choice, or forced (tests and benchmarks) to the bf16 tiles (any
+// layout, beyond the row-major GEMV's rows) or to the row-major VNNI GEMM (where the CPU and W allow it).
 enum class QuantPrefill { Auto, Tiles, Vnni };
 
 // y[N, W.rows] = x[N, W.cols] · Wᵀ (no bias) for a Q8/Q4 W.

@@ -7,6 +7,7 @@
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "kernels/cpu/simd_quant.h"
+#include "kernels/cpu/vnni_packed.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace glmlab::simd {
@@ -199,14 +200,40 @@ HWY_EXPORT(GemvQRows);
 HWY_EXPORT(DequantRows);
 HWY_EXPORT(DequantRowsBF16);
 
+namespace {
+// Rows [r0, r1) of a packed (Vnni16, vnni_packed.h) matrix as a row-major matrix of r1 − r0 rows in the
+// calling thread's buffers; r0 and r1 become 0 and r1 − r0. Row-major matrices pass through.
+Matrix row_major(const Matrix& W, int64_t& r0, int64_t& r1) {
+  if (W.layout == MatrixLayout::RowMajor) return W;
+  thread_local std::vector<uint8_t> data;
+  thread_local std::vector<uint16_t> scales;
+  const int64_t n = r1 - r0;
+  data.resize(size_t(n * W.row_bytes()));
+  scales.resize(size_t(n * W.groups()));
+  vnni::unpack_rows(W, r0, r1, data.data(), scales.data());
+  Matrix m = W;
+  m.layout = MatrixLayout::RowMajor;
+  m.rows = n;
+  m.data = data.data();
+  m.scales = scales.data();
+  r0 = 0;
+  r1 = n;
+  return m;
+}
+}  // namespace
+
 void gemv_q_rows(const Matrix& W, int64_t r0, int64_t r1, const float* x, int64_t xs, int nt, float* y, int64_t ys) {
-  HWY_DYNAMIC_DISPATCH(GemvQRows)(W, r0, r1, x, xs, nt, y, ys);
+  const int64_t first = r0;
+  const Matrix m = row_major(W, r0, r1);
+  HWY_DYNAMIC_DISPATCH(GemvQRows)(m, r0, r1, x, xs, nt, y + (first - r0), ys);
 }
 void dequant_rows(const Matrix& W, int64_t r0, int64_t r1, float* out, int64_t ld) {
-  HWY_DYNAMIC_DISPATCH(DequantRows)(W, r0, r1, out, ld);
+  const Matrix m = row_major(W, r0, r1);
+  HWY_DYNAMIC_DISPATCH(DequantRows)(m, r0, r1, out, ld);
 }
 void dequant_rows_bf16(const Matrix& W, int64_t r0, int64_t r1, uint16_t* out, int64_t ld) {
-  HWY_DYNAMIC_DISPATCH(DequantRowsBF16)(W, r0, r1, out, ld);
+  const Matrix m = row_major(W, r0, r1);
+  HWY_DYNAMIC_DISPATCH(DequantRowsBF16)(m, r0, r1, out, ld);
 }
 void split_q4(const float* x, int64_t K, float* out) {
   const int64_t Kh = (K + 1) / 2;

@@ -72,6 +72,9 @@ k::WView view_of(const Matrix& W) {
            "or int4)",
            W.rows, W.cols, dtype_name(W.dtype));
   }
+  if (W.layout != MatrixLayout::RowMajor)
+    fail("cuda: a [{}, {}] {} matrix repacked for the CPU's kernels (the CUDA back end reads row-major weights)",
+         W.rows, W.cols, dtype_name(W.dtype));
   if (W.quantized() && (!W.scales || W.group_size <= 0))
     fail("cuda: a [{}, {}] {} matrix without scales or with group size {} (expected fp16 scales and a positive "
          "group size)",

@@ -29,7 +29,7 @@ class CudaOps final : public Ops {
   CudaOps(cudaStream_t stream, bool bf16_activations);
   ~CudaOps() override;
   std::string_view name() const override { return "cuda"; }
-  std::string_view matmul_unit(DType) const override { return ""; }  // no host peak applies
+  std::string_view matmul_unit(const Matrix&) const override { return ""; }  // no host peak applies
 
   void embedding(const Matrix& table, const int32_t* ids, int64_t N, float* out) override;
   void rmsnorm(const float* x, const float* w, int64_t N, int64_t C, float eps, float* y, float* inv_rms) override;

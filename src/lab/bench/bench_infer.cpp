@@ -399,7 +399,7 @@ BenchReport run_bench_infer(std::vector<BenchPrompt> prompts, const BenchLoader&
           return a.rep != b.rep ? a.rep < b.rep : a.index < b.index;
         });
         const ComputeLimit limit = compute_limit(rep.compute, rep.gemm_gflops,
-                                                 bm.ops ? bm.ops->matmul_unit(bm.model->weights().dtype) : "");
+                                                 bm.ops ? bm.ops->matmul_unit(bm.model->weights().layers.at(0).h_to_4h) : "");
         RunSummary s = summarize_run(gs, rs, facts, batch, o.reps, rep.probed ? decode_limit.gbs : 0,
                                      rep.probed && !rep.device_probe ? limit.gflops : 0);
         s.decode_limit = decode_limit.name;

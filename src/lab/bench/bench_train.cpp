@@ -306,7 +306,7 @@ BenchTrainReport run_bench_train(const std::vector<TrainSample>& samples, const 
     s.backward_over_forward = fwd_sum > 0 ? bwd_sum / fwd_sum : 0;
     s.flops_per_step = recs.empty() ? 0 : flop_sum / double(recs.size());
     if (rep.probed) {
-      const ComputeLimit lim = compute_limit(rep.compute, rep.gemm_gflops, bm.ops->matmul_unit(bm.model->weights().dtype));
+      const ComputeLimit lim = compute_limit(rep.compute, rep.gemm_gflops, bm.ops->matmul_unit(bm.model->weights().layers.at(0).h_to_4h));
       s.limit = lim.name;
       s.limit_gflops = lim.gflops;
       s.gflops_of_probe = lim.gflops > 0 ? s.gflops / lim.gflops : 0;

@@ -1,0 +1,251 @@
+// Packed-layout VNNI GEMV (see vnni_packed.h).
+//
+// Lane l of a 64-byte load at (block, unit u) holds bytes 4u..4u+3 of row 16·block + l:
+//   Q4: 8 inputs 8u..8u+7; the high nibbles are the even inputs 8u, 8u+2, 8u+4, 8u+6, the low nibbles
+//       the odd ones. (w >> 4) & 15 and w & 15 are two u8 operands of VPDPBUSD, against the 4 even and the
+//       4 odd activation bytes (s8) broadcast to all lanes. Σ (q + 8)·x = Σ q·x + 8·Σ x.
+//   Q8: 4 inputs 4u..4u+3 as q + 128 (u8) against 4 activation bytes. Σ (q + 128)·x = Σ q·x + 128·Σ x.
+// Per block of activations (128 inputs) a lane's int32 sum is exact; the offset term is one int per
+// (token, block) (corr), subtracted before the conversion to fp32, which is then scaled by the 16 rows'
+// group scales times the token's block scale.
+#include "kernels/cpu/vnni_packed.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/cpu/vnni_gemv.h"
+#include "util/error.h"
+
+namespace glmlab::vnni {
+
+namespace {
+
+constexpr int64_t kRows = 16;         // rows interleaved in a block (int32 lanes of a zmm)
+constexpr int64_t kActBlock = 128;    // activation inputs per int8 scale
+constexpr int kTokensPerPass = 8;
+constexpr int64_t kBlocksPerTile = 4;  // row blocks (64 rows) that groups of 8 tokens pass over in turn
+#ifndef GLMLAB_VNNI_PACKED_PREFETCH
+#define GLMLAB_VNNI_PACKED_PREFETCH 2048
+#endif
+constexpr int64_t kPrefetch = GLMLAB_VNNI_PACKED_PREFETCH;
+
+
+#define GLMLAB_VNNI_P __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
+
+int64_t unit_inputs(DType t) { return t == DType::Q4 ? 8 : 4; }
+uint8_t offset_mask(DType t) { return t == DType::Q4 ? 0x88 : 0x80; }
+
+int64_t act_block(const Matrix& W) {
+  if (W.groups() == 1 || W.group_size % kActBlock == 0) return kActBlock;
+  return W.group_size;  // a divisor of 128 holding whole units (packable)
+}
+
+// Row blocks [b0, b0 + RB) against tokens [t0, t0 + NT), all units, into y.
+template <int RB, int NT, bool kQ4>
+GLMLAB_VNNI_P void tile(const Matrix& P, int64_t b0, const PackedActs& a, int t0, float* y, int64_t ys) {
+  constexpr int kS = kQ4 ? 8 : 4;       // activation bytes per unit
+  const int64_t U = a.units, UB = a.block / unit_inputs(a.wtype), ng = P.groups(), G = P.group_size;
+  const uint8_t* base = static_cast<const uint8_t*>(P.data) + b0 * U * 64;
+  const __m512i m0f = _mm512_set1_epi8(0x0F);
+  __m512 acc[RB][NT];
+  _Pragma("GCC unroll 8")
+  for (int r = 0; r < RB; ++r)
+    _Pragma("GCC unroll 8")
+    for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < a.blocks; ++b) {
+    const int64_t u0 = b * UB, u1 = std::min(U, u0 + UB);
+    // One chain of VPDPBUSD per (row block, token): splitting them further (even / odd units) measured
+    // no faster at one token and slower for Q8.
+    __m512i s[RB][NT];
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < RB; ++r)
+      _Pragma("GCC unroll 8")
+      for (int t = 0; t < NT; ++t) s[r][t] = _mm512_setzero_si512();
+    for (int64_t u = u0; u < u1; ++u) {
+      const int8_t* xq = a.q.data() + (int64_t(t0) * U + u) * kS;
+      _Pragma("GCC unroll 8")
+      for (int r = 0; r < RB; ++r) {
+        const uint8_t* p = base + (r * U + u) * 64;
+        _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch), _MM_HINT_T0);
+        const __m512i w = _mm512_loadu_si512(p);
+        if constexpr (kQ4) {
+          const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m0f), lo = _mm512_and_si512(w, m0f);
+          _Pragma("GCC unroll 8")
+          for (int t = 0; t < NT; ++t) {
+            int32_t e, o;
+            std::memcpy(&e, xq + t * U * kS, 4);
+            std::memcpy(&o, xq + t * U * kS + 4, 4);
+            s[r][t] = _mm512_dpbusd_epi32(s[r][t], hi, _mm512_set1_epi32(e));
+            s[r][t] = _mm512_dpbusd_epi32(s[r][t], lo, _mm512_set1_epi32(o));
+          }
+        } else {
+          _Pragma("GCC unroll 8")
+          for (int t = 0; t < NT; ++t) {
+            int32_t e;
+            std::memcpy(&e, xq + t * U * kS, 4);
+            s[r][t] = _mm512_dpbusd_epi32(s[r][t], w, _mm512_set1_epi32(e));
+          }
+        }
+      }
+    }
+    const int64_t g = ng == 1 ? 0 : b * a.block / G;
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < RB; ++r) {
+      const __m512 sw = _mm512_cvtph_ps(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(P.scales + ((b0 + r) * ng + g) * kRows)));
+      _Pragma("GCC unroll 8")
+      for (int t = 0; t < NT; ++t) {
+        const int64_t i = int64_t(t0 + t) * a.blocks + b;
+        const __m512i si = _mm512_sub_epi32(s[r][t], _mm512_set1_epi32(a.corr[size_t(i)]));
+        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si), _mm512_mul_ps(sw, _mm512_set1_ps(a.scale[size_t(i)])),
+                                    acc[r][t]);
+      }
+    }
+  }
+  _Pragma("GCC unroll 8")
+  for (int r = 0; r < RB; ++r) {
+    const int64_t row = (b0 + r) * kRows, left = P.rows - row;
+    const __mmask16 m = left >= kRows ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    _Pragma("GCC unroll 8")
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + int64_t(t0 + t) * ys + row, m, acc[r][t]);
+  }
+}
+
+// Row blocks [b0, b1) against tokens [t0, t0 + nt), nt ≤ 8: RB blocks side by side (RB streams).
+template <int NT, bool kQ4>
+void tiles_nt(const Matrix& P, int64_t b0, int64_t b1, const PackedActs& a, int t0, float* y, int64_t ys) {
+  constexpr int RB = NT <= 2 ? 4 : NT <= 4 ? 2 : 1;
+  int64_t b = b0;
+  for (; b + RB <= b1; b += RB) tile<RB, NT, kQ4>(P, b, a, t0, y, ys);
+  for (; b < b1; ++b) tile<1, NT, kQ4>(P, b, a, t0, y, ys);
+}
+
+template <bool kQ4>
+void tiles(const Matrix& P, int64_t b0, int64_t b1, const PackedActs& a, int t0, int nt, float* y, int64_t ys) {
+  switch (nt) {
+    case 1: tiles_nt<1, kQ4>(P, b0, b1, a, t0, y, ys); break;
+    case 2: tiles_nt<2, kQ4>(P, b0, b1, a, t0, y, ys); break;
+    case 3: tiles_nt<3, kQ4>(P, b0, b1, a, t0, y, ys); break;
+    case 4: tiles_nt<4, kQ4>(P, b0, b1, a, t0, y, ys); break;
+    case 5: tiles_nt<5, kQ4>(P, b0, b1, a, t0, y, ys); break;
+    case 6: tiles_nt<6, kQ4>(P, b0, b1, a, t0, y, ys); break;
+    case 7: tiles_nt<7, kQ4>(P, b0, b1, a, t0, y, ys); break;
+    default: tiles_nt<8, kQ4>(P, b0, b1, a, t0, y, ys); break;
+  }
+}
+
+}  // namespace
+
+bool packable(const Matrix& W) {
+  if (!W.quantized() || W.layout != MatrixLayout::RowMajor || !available()) return false;
+  const int64_t ui = unit_inputs(W.dtype);
+  if (W.cols % ui != 0 || W.rows <= 0) return false;
+  const int64_t G = W.group_size;
+  return W.groups() == 1 || G % kActBlock == 0 || (kActBlock % G == 0 && G % ui == 0);
+}
+
+PackedMatrix pack(const Matrix& W) {
+  if (!packable(W)) fail("vnni::pack: a {}x{} matrix (group {}) cannot be packed", W.rows, W.cols, W.group_size);
+  const int64_t rb = W.row_bytes(), U = rb / 4, ng = W.groups(), nb = (W.rows + kRows - 1) / kRows;
+  PackedMatrix out;
+  out.data.resize(size_t(nb * kRows * rb));
+  out.scales.resize(size_t(nb * kRows * ng * 2));
+  const uint8_t* src = static_cast<const uint8_t*>(W.data);
+  const uint8_t x = offset_mask(W.dtype);
+  uint8_t* dst = out.data.data();
+  uint16_t* sc = reinterpret_cast<uint16_t*>(out.scales.data());
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t l = 0; l < kRows; ++l) {
+      const int64_t r = b * kRows + l;
+      if (r >= W.rows) {  // padding rows: zero bytes (kept out of y by the kernel), zero scales
+        for (int64_t u = 0; u < U; ++u) std::memset(dst + ((b * U + u) * kRows + l) * 4, 0, 4);
+        for (int64_t g = 0; g < ng; ++g) sc[(b * ng + g) * kRows + l] = 0;
+        continue;
+      }
+      const uint8_t* row = src + r * rb;
+      for (int64_t u = 0; u < U; ++u) {
+        uint8_t* d = dst + ((b * U + u) * kRows + l) * 4;
+        for (int j = 0; j < 4; ++j) d[j] = row[4 * u + j] ^ x;
+      }
+      for (int64_t g = 0; g < ng; ++g) sc[(b * ng + g) * kRows + l] = W.scales[r * ng + g];
+    }
+  }
+  out.m = W;
+  out.m.layout = MatrixLayout::Vnni16;
+  out.m.data = out.data.data();
+  out.m.scales = sc;
+  return out;
+}
+
+void unpack_rows(const Matrix& P, int64_t r0, int64_t r1, uint8_t* data, uint16_t* scales) {
+  const int64_t rb = P.row_bytes(), U = rb / 4, ng = P.groups();
+  const uint8_t* src = static_cast<const uint8_t*>(P.data);
+  const uint8_t x = offset_mask(P.dtype);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t b = r / kRows, l = r % kRows;
+    uint8_t* row = data + (r - r0) * rb;
+    for (int64_t u = 0; u < U; ++u) {
+      const uint8_t* s = src + ((b * U + u) * kRows + l) * 4;
+      for (int j = 0; j < 4; ++j) row[4 * u + j] = s[j] ^ x;
+    }
+    for (int64_t g = 0; g < ng; ++g) scales[(r - r0) * ng + g] = P.scales[(b * ng + g) * kRows + l];
+  }
+}
+
+void quantize_acts(const float* x, int nt, const Matrix& P, PackedActs& a) {
+  const int64_t K = P.cols, ui = unit_inputs(P.dtype), kS = P.dtype == DType::Q4 ? 8 : 4;
+  a.wtype = P.dtype;
+  a.nt = nt;
+  a.units = P.row_bytes() / 4;
+  a.block = act_block(P);
+  a.blocks = (K + a.block - 1) / a.block;
+  a.q.assign(size_t(nt * a.units * kS), 0);
+  a.scale.assign(size_t(nt * a.blocks), 0.0f);
+  a.corr.assign(size_t(nt * a.blocks), 0);
+  const int offset = P.dtype == DType::Q4 ? 8 : 128;
+  for (int t = 0; t < nt; ++t) {
+    const float* xr = x + int64_t(t) * K;
+    int8_t* q = a.q.data() + int64_t(t) * a.units * kS;
+    for (int64_t b = 0; b < a.blocks; ++b) {
+      const int64_t k0 = b * a.block, k1 = std::min(K, k0 + a.block);
+      float amax = 0;
+      for (int64_t i = k0; i < k1; ++i) amax = std::max(amax, std::fabs(xr[i]));
+      const float d = amax / 127.0f;
+      int32_t sum = 0;
+      for (int64_t i = k0; i < k1; ++i) {
+        const int v = d == 0 ? 0 : int(std::clamp(std::nearbyint(xr[i] / d), -127.0f, 127.0f));
+        sum += v;
+        const int64_t u = i / ui, j = i % ui;
+        // Q4: the 4 even inputs of a unit, then its 4 odd ones; Q8: the unit's 4 inputs in order.
+        q[u * kS + (P.dtype == DType::Q4 ? (j % 2) * 4 + j / 2 : j)] = int8_t(v);
+      }
+      a.scale[size_t(t * a.blocks + b)] = d;
+      a.corr[size_t(t * a.blocks + b)] = offset * sum;
+    }
+  }
+}
+
+void gemv(const Matrix& P, int64_t r0, int64_t r1, const PackedActs& a, float* y, int64_t ys) {
+  const int64_t b0 = r0 / kRows, b1 = (r1 + kRows - 1) / kRows;
+  const bool q4 = P.dtype == DType::Q4;
+  auto run = [&](int64_t c0, int64_t c1, int t0, int n) {
+    if (q4)
+      tiles<true>(P, c0, c1, a, t0, n, y, ys);
+    else
+      tiles<false>(P, c0, c1, a, t0, n, y, ys);
+  };
+  if (a.nt <= kTokensPerPass) return run(b0, b1, 0, a.nt);
+  for (int64_t c = b0; c < b1; c += kBlocksPerTile) {
+    const int64_t c1 = std::min(b1, c + kBlocksPerTile);
+    for (int t0 = 0; t0 < a.nt; t0 += kTokensPerPass) run(c, c1, t0, std::min(kTokensPerPass, a.nt - t0));
+  }
+}
+
+}  // namespace glmlab::vnni
