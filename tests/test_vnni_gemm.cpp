@@ -23,17 +23,7 @@ namespace {
 using test::group_weights;
 
 // Activations whose magnitude changes from block to block of 32 (a wrong block's scale shows).
-std::vector<float> acts(int64_t N, int64_t K, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> n(0.0f, 1.0f);
-  std::uniform_real_distribution<float> e(-2.0f, 2.0f);
-  std::vector<float> x(size_t(N * K));
-  for (int64_t i = 0; i < N * K; i += 32) {
-    const float f = std::exp2(e(g));
-    for (int64_t j = i; j < i + 32; ++j) x[size_t(j)] = n(g) * f;
-  }
-  return x;
-}
+constexpr auto acts = test::block_acts;
 
 // The exact fp32 inputs the kernel multiplies: int8 value × its block's scale (layout in vnni_gemv.h).
 std::vector<float> dequantize_acts(const vnni::QuantizedActs& a, int64_t K) {

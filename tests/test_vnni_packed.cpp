@@ -26,17 +26,8 @@ namespace {
 
 using test::group_weights;
 
-std::vector<float> acts(int64_t N, int64_t K, uint32_t seed) {  // block magnitudes vary (×1/4..×4 per 32)
-  std::mt19937 g(seed);
-  std::normal_distribution<float> n(0.0f, 1.0f);
-  std::uniform_real_distribution<float> e(-2.0f, 2.0f);
-  std::vector<float> x(size_t(N * K));
-  for (int64_t i = 0; i < N * K; i += 32) {
-    const float f = std::exp2(e(g));
-    for (int64_t j = i; j < std::min(N * K, i + 32); ++j) x[size_t(j)] = n(g) * f;
-  }
-  return x;
-}
+// Activations whose magnitude changes from block to block of 32 (a wrong block's scale shows).
+constexpr auto acts = test::block_acts;
 
 // The fp32 inputs the kernel multiplies, read from PackedActs' documented layout.
 std::vector<float> dequantize_acts(const vnni::PackedActs& a, int64_t K) {
