@@ -210,6 +210,8 @@ void quantize_acts(const float* x, int nt, const Matrix& P, PackedActs& a) {
   a.scale.assign(size_t(nt * a.blocks), 0.0f);
   a.corr.assign(size_t(nt * a.blocks), 0);
   const int offset = P.dtype == DType::Q4 ? 8 : 128;
+  // Rows are independent: a prefill's hundreds of rows are quantized on every thread.
+#pragma omp parallel for schedule(static) if (nt >= 4)
   for (int t = 0; t < nt; ++t) {
     const float* xr = x + int64_t(t) * K;
     int8_t* q = a.q.data() + int64_t(t) * a.units * kS;
