@@ -433,7 +433,7 @@ TEST(QuantRoundTrip, RandomQuantizedIsTheQuantizedRandomModel) {
   EXPECT_EQ(got.nbytes(), size_t(got.rows * got.cols / 2 + got.rows * got.cols / 32 * 2));  // 4.5 bits a weight
 }
 
-TEST(QuantPacked, PackingIsForInferenceOnlyAndFreesTheRowMajorBytes) {
+TEST(QuantPacked, PackedWeightsReadTheSameAndAreRefusedByTrainingAndWriters) {
   Model m = load_model("random:tiny", "int4", 3, 32);
   const Model same = load_model("random:tiny", "int4", 3, 32);
   auto ops = make_ops(Backend::Cpu, true);
