@@ -95,24 +95,6 @@ QuantizedMatrix quantize(const Matrix& src, DType q, int64_t group_size) {
   return qm;
 }
 
-int quantized_value(const Matrix& w, int64_t r, int64_t c) {
-  if (w.layout == MatrixLayout::Vnni16) {  // kernels/cpu/vnni_packed.h: [block][unit][16 rows][4 bytes], unsigned
-    const int64_t byte = w.dtype == DType::Q8 ? c : c / 2, u = byte / 4;
-    const uint8_t b = static_cast<const uint8_t*>(w.data)[((r / 16 * (w.row_bytes() / 4) + u) * 16 + r % 16) * 4 + byte % 4];
-    if (w.dtype == DType::Q8) return int(b) - 128;
-    return (c % 2 == 0 ? b >> 4 : b & 15) - 8;
-  }
-  const auto* row = static_cast<const uint8_t*>(w.data) + r * w.row_bytes();
-  if (w.dtype == DType::Q8) return int8_t(row[c]);
-  const uint8_t b = row[c / 2];
-  return c % 2 == 0 ? int8_t(b) >> 4 : int8_t(uint8_t(b << 4)) >> 4;  // sign-extending shifts
-}
-
-float quantized_scale(const Matrix& w, int64_t r, int64_t c) {
-  if (w.layout == MatrixLayout::Vnni16) return f16_to_f32(w.scales[(r / 16 * w.groups() + c / w.group_size) * 16 + r % 16]);
-  return f16_to_f32(w.scales[r * w.groups() + c / w.group_size]);
-}
-
 void read_row(const Matrix& w, int64_t r, float* out) {
   if (w.quantized()) {
     for (int64_t c = 0; c < w.cols; ++c) out[c] = float(quantized_value(w, r, c)) * quantized_scale(w, r, c);

@@ -37,9 +37,6 @@ QuantizedMatrix quantize(const Matrix& src, DType q, int64_t group_size);
 
 // Row r of any matrix (F32/F16/BF16, or Q8/Q4 dequantized: exact q·scale products) into out[cols].
 void read_row(const Matrix& w, int64_t r, float* out);
-// The quantized value q[r, c] of a Q8/Q4 matrix and its scale.
-int quantized_value(const Matrix& w, int64_t r, int64_t c);
-float quantized_scale(const Matrix& w, int64_t r, int64_t c);
 
 // "int4 (group 128, fp16 scales; embedding/output bf16)" or "bf16": what a loaded model holds.
 std::string describe_weights(const ModelWeights& w);

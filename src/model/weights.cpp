@@ -16,17 +16,6 @@
 
 namespace glmlab {
 
-float Matrix::at(int64_t r, int64_t c) const {
-  size_t i = size_t(r * cols + c);
-  switch (dtype) {
-    case DType::F32: return static_cast<const float*>(data)[i];
-    case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(data)[i]);
-    case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(data)[i]);
-    case DType::Q8: case DType::Q4: return float(quantized_value(*this, r, c)) * quantized_scale(*this, r, c);
-    default: fail("Matrix::at: unsupported dtype {}", dtype_name(dtype));
-  }
-}
-
 uint64_t ModelWeights::matrix_bytes() const {
   uint64_t n = embedding.nbytes() + output.nbytes();
   for (auto& l : layers) n += l.qkv.nbytes() + l.dense.nbytes() + l.h_to_4h.nbytes() + l.four_h_to_h.nbytes();

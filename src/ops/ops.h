@@ -11,7 +11,7 @@
 #include <string>
 #include <string_view>
 
-#include "model/weights.h"
+#include "util/matrix.h"
 #include "util/large_pages.h"
 
 namespace glmlab {

@@ -8,7 +8,7 @@
 #pragma once
 #include <cstdint>
 
-#include "model/weights.h"
+#include "util/matrix.h"
 
 namespace glmlab::simd {
 

@@ -12,7 +12,7 @@
 #include <cstdint>
 
 #include "kernels/cpu/vnni_gemv.h"
-#include "model/weights.h"
+#include "util/matrix.h"
 
 namespace glmlab::vnni {
 

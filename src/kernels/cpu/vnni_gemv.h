@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "model/weights.h"
+#include "util/matrix.h"
 
 namespace glmlab::vnni {
 

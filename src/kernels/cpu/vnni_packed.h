@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "model/weights.h"
+#include "util/matrix.h"
 #include "util/large_pages.h"
 
 namespace glmlab::vnni {
