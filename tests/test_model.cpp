@@ -81,6 +81,26 @@ TEST(ModelGolden16, F16AndBF16StorageMatchOracleInTheirDtype) {
   }
 }
 
+TEST(ModelGolden16, BF16PackedForTheDotProductKernelsMatchesOracleInItsDtype) {
+  // As generate, serve, bench infer and parity load it: every layer matrix and the output layer packed
+  // 16 rows × input pairs for AVX512-BF16 (kernels/cpu/dpbf16_packed.h), the same bound as row-major.
+  Model m = load_model(golden_path("tiny-bf16"), "");
+  auto ops = make_ops(Backend::Cpu, true);
+  const int packed = m.pack_weights(*ops);
+  if (packed == 0) GTEST_SKIP() << "no AVX512-BF16 packing on this CPU (or AMX keeps bf16 row-major)";
+  EXPECT_EQ(packed, 4 * int(m.weights().layers.size()) + 1);
+  EXPECT_EQ(m.weights().layers[0].four_h_to_h.layout, MatrixLayout::Pairs16);
+  EXPECT_EQ(m.weights().output.layout, MatrixLayout::Pairs16);
+  EXPECT_EQ(m.weights().embedding.layout, MatrixLayout::RowMajor);  // rows are gathered, never multiplied
+  ParityOptions o;
+  o.atol = 0;
+  o.rtol = 4e-2;
+  ParityReport r = run_parity(m, *ops, golden_path("tiny-bf16/golden.safetensors"), o);
+  EXPECT_TRUE(r.pass) << parity_table(r, true);
+  EXPECT_EQ(r.top1_rate, 1.0);
+  std::printf("[ info ] tiny-bf16 packed: max_rel %.2e\n", r.max_rel);
+}
+
 TEST(ModelGolden16, LoadingF32CheckpointAsBF16RoundsLikeTorch) {
   // Converting at load time must give the bytes torch's .to(bfloat16) / .half() stored (round to nearest
   // even); the bf16 checkpoint's matrices are zero-copy views of its file.

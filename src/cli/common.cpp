@@ -87,7 +87,8 @@ Loaded load(const ModelArgs& a, bool allow_device, bool inference) {
                device ? fmt::format("{} (device engine)", device->name()).c_str() : std::string(ops->name()).c_str(),
                simd::target_name(), blas_core_name(), omp_get_max_threads());
   if (packed)
-    std::fprintf(stderr, "glmlab: %d quantized matrices repacked for the VNNI kernels (16 rows interleaved)\n", packed);
+    std::fprintf(stderr, "glmlab: %d matrices repacked for the dot-product kernels (16 rows interleaved; int8/int4 "
+                 "for VNNI, bf16 for AVX512-BF16)\n", packed);
   std::shared_ptr<Adapter> adapter;
   if (!a.adapter.empty()) {
     adapter = std::make_shared<Adapter>(load_adapter(a.adapter, m.config()));

@@ -362,18 +362,21 @@ int pack_weights(ModelWeights& w, const Ops& ops) {
     for (auto& b : st->buffers)
       if (!b.empty() && b.data() == p) WeightBytes().swap(b);
   };
-  int n = 0;
+  std::vector<Matrix*> all;
   for (auto& l : w.layers)
-    for (Matrix* m : {&l.qkv, &l.dense, &l.h_to_4h, &l.four_h_to_h}) {
-      PackedWeights p;
-      if (!ops.pack_weights(*m, p)) continue;
-      const Matrix old = *m;
-      *m = p.m;
-      st->buffers.push_back(std::move(p.data));
-      st->buffers.push_back(std::move(p.scales));
-      release(old.data);
-      release(old.scales);
-      ++n;
+    for (Matrix* m : {&l.qkv, &l.dense, &l.h_to_4h, &l.four_h_to_h}) all.push_back(m);
+  if (w.output.data != w.embedding.data) all.push_back(&w.output);  // never a table the embedding shares
+  int n = 0;
+  for (Matrix* m : all) {
+    PackedWeights p;
+    if (!ops.pack_weights(*m, p)) continue;
+    const Matrix old = *m;
+    *m = p.m;
+    st->buffers.push_back(std::move(p.data));
+    st->buffers.push_back(std::move(p.scales));
+    release(old.data);
+    release(old.scales);
+    ++n;
     }
   return n;
 }

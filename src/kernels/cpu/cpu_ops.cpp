@@ -1,7 +1,9 @@
-// The fast CPU back end: OpenMP threads over Highway SIMD kernels, OpenBLAS sgemm for prefill.
-// Matmul: up to 4 token rows read each weight row once (decode is memory-bound, so weights are
-// streamed in their storage dtype and widened in registers); more rows go to sgemm, 16-bit weights
-// widened tile by tile into a scratch buffer. Tested op by op against the reference (cpu_ref).
+// The fast CPU back end: OpenMP threads over SIMD kernels. Matmul, with approximate activations (the
+// default): weights packed at load run on dot-product kernels at every batch size (int8/int4 on VNNI,
+// vnni_packed.h; bf16 on AVX512-BF16, dpbf16_packed.h); row-major bf16 weights take the AVX512-BF16 GEMV
+// up to 8 rows and AMX / AVX512-BF16 GEMMs beyond. Exact activations: up to 8 token rows read each
+// weight row once (streamed in their storage dtype, widened in registers), more go to OpenBLAS sgemm
+// with 16-bit weights widened tile by tile. Tested op by op against the reference (cpu_ref).
 #include <cblas.h>
 #include <omp.h>
 
@@ -12,6 +14,7 @@
 
 #include "kernels/cpu/bf16_gemm.h"
 #include "kernels/cpu/cpu_backward.h"
+#include "kernels/cpu/dpbf16_packed.h"
 #include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/simd_softmax.h"
@@ -41,7 +44,15 @@ class CpuOps final : public Ops {
   bool pack_weights(const Matrix& W, PackedWeights& out) const override {
     // Packed quantized weights are read only with approximate (int8) activations; exact activations
     // keep the row-major fp32 kernels.
-    if (!bf16_activations_ || !vnni::packable(W)) return false;
+    if (!bf16_activations_) return false;
+    if (dpbf16::packable(W) && !bf16gemm::use_amx(W.rows, W.cols)) {
+      // bf16 for AVX512-BF16 (AMX's prefill reads row-major tiles, so an AMX CPU keeps row-major).
+      dpbf16::PackedMatrix p = dpbf16::pack(W);
+      out.m = p.m;
+      out.data = std::move(p.data);
+      return true;
+    }
+    if (!vnni::packable(W)) return false;
     vnni::PackedMatrix p = vnni::pack(W);
     out.m = p.m;
     out.data = std::move(p.data);
@@ -53,6 +64,7 @@ class CpuOps final : public Ops {
     // bf16 weights, and row-major int8/int4 weights dequantized into bf16 tiles, run on bf16 dot products
     // when the activations may be rounded; everything else widens to fp32 (sgemm).
     if (W.layout == MatrixLayout::Vnni16 && bf16_activations_) return "int8";
+    if (W.layout == MatrixLayout::Pairs16 && bf16_activations_) return "bf16";
     const DType weights = W.dtype;
     const bool bf16_weights = weights == DType::BF16 || weights == DType::Q8 || weights == DType::Q4;
     return bf16_activations_ && bf16_weights && bf16gemm::available(4096, 4096) ? "bf16" : "fp32";
@@ -79,6 +91,18 @@ class CpuOps final : public Ops {
     const int64_t M = W.rows, K = W.cols;
     if (W.quantized()) {
       quant_matmul(x, N, W, y, bf16_activations_);  // int8 / int4 weights: kernels/cpu/quant_matmul.cpp
+    } else if (W.layout == MatrixLayout::Pairs16 && bf16_activations_) {
+      dpbf16::packed_matmul(W, x, N, y, bf16_acts_);  // bf16 packed at load: every N (dpbf16_packed.h)
+    } else if (W.layout == MatrixLayout::Pairs16) {
+      // Only this back end with approximate activations packs; exact activations on a packed matrix
+      // (tests) read a row-major copy.
+      std::vector<uint16_t> rm(size_t(M * K));
+      dpbf16::unpack_rows(W, 0, M, rm.data());
+      Matrix R = W;
+      R.layout = MatrixLayout::RowMajor;
+      R.data = rm.data();
+      matmul(x, N, R, bias, y);
+      return;
     } else if (W.dtype == DType::BF16 && bf16_activations_ && N <= kBf16GemvMaxRows && dpbf16::gemv_fits(K) &&
                dpbf16::available()) {
       // bf16 dot products on whole 64-byte weight chunks, activations rounded to bf16 once.

@@ -213,6 +213,7 @@ void pack_acts(const float* x, int nt, int64_t K, int64_t xs, Bf16Acts& out) {
   out.nt = nt;
   out.K = K;
   out.x.resize(size_t(nt) * size_t(K));
+#pragma omp parallel for schedule(static) if (nt >= 8)
   for (int t = 0; t < nt; ++t)
     to_bf16_pairs(x + t * xs, K, reinterpret_cast<uint32_t*>(out.x.data() + size_t(t) * size_t(K)));
 }

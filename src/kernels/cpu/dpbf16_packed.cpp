@@ -1,0 +1,156 @@
+// Packed-layout AVX512-BF16 products (see dpbf16_packed.h). Compiled with -mavx512f/bw/vl/bf16
+// (CMakeLists.txt); nothing here runs unless packable() said yes, which asks dpbf16::available().
+//
+// Word (b, q, l) of the packed data is the bf16 pair (W[16b + l][2q], W[16b + l][2q + 1]). One 64-byte
+// load at (b, q) is 16 lanes of pairs; VDPBF16PS against the token's pair (x[2q], x[2q + 1]) broadcast
+// to all lanes adds W[r][2q]·x[2q] + W[r][2q + 1]·x[2q + 1] to lane r: the accumulator of (block, token)
+// ends as 16 consecutive outputs of that token.
+#include "kernels/cpu/dpbf16_packed.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "util/error.h"
+
+namespace glmlab::dpbf16 {
+
+namespace {
+
+constexpr int64_t kRows = 16;          // rows interleaved in a block (fp32 lanes of a zmm)
+constexpr int kTokensPerPass = 8;
+constexpr int64_t kChunkPairs = 1024;  // input pairs of a prefill tile (2048 inputs)
+constexpr int64_t kTileBlocks = 6;     // row blocks of a prefill tile: 96 rows × 2048 inputs = 384 KB (L2)
+#ifndef GLMLAB_BF16_PACKED_PREFETCH
+#define GLMLAB_BF16_PACKED_PREFETCH 2048
+#endif
+constexpr int64_t kPrefetch = GLMLAB_BF16_PACKED_PREFETCH;  // bytes ahead along each block's stream
+
+// Row blocks [b, b + RB) × pairs [q0, q1) against NT tokens; y holds 16 outputs per block and token at
+// y + t·ys + 16·r. `add`: onto what y holds (a later chunk of the inputs), else stored.
+template <int RB, int NT>
+inline void tile(const uint32_t* w, int64_t bstride, int64_t q0, int64_t q1, const uint32_t* x, int64_t xs,
+                 float* y, int64_t ys, bool add, bool prefetch) {
+  __m512 acc[RB][NT];
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (int64_t q = q0; q < q1; ++q) {
+    __m512bh wv[RB];
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) {
+      const uint32_t* p = w + r * bstride + q * kRows;
+      if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetch, _MM_HINT_T0);
+      wv[r] = (__m512bh)_mm512_loadu_si512(p);
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) {
+      const __m512bh xb = (__m512bh)_mm512_set1_epi32(int(x[t * xs + q]));
+#pragma GCC unroll 8
+      for (int r = 0; r < RB; ++r) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], xb);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) {
+      float* o = y + t * ys + r * kRows;
+      _mm512_storeu_ps(o, add ? _mm512_add_ps(_mm512_loadu_ps(o), acc[r][t]) : acc[r][t]);
+    }
+}
+
+// Row blocks [b0, b1) × pairs [q0, q1) against NT tokens: RB blocks side by side (RB weight streams).
+// 3 × 8 accumulators + 3 weights + 1 broadcast fill 28 of the 32 registers.
+template <int NT>
+void blocks_nt(const uint32_t* P, int64_t pairs, int64_t b0, int64_t b1, int64_t q0, int64_t q1,
+               const uint32_t* x, int64_t xs, float* y, int64_t ys, bool add, bool prefetch) {
+  constexpr int RB = NT <= 4 ? 4 : 3;
+  const int64_t bs = pairs * kRows;
+  int64_t b = b0;
+  for (; b + RB <= b1; b += RB) tile<RB, NT>(P + b * bs, bs, q0, q1, x, xs, y + b * kRows, ys, add, prefetch);
+  for (; b < b1; ++b) tile<1, NT>(P + b * bs, bs, q0, q1, x, xs, y + b * kRows, ys, add, prefetch);
+}
+
+void blocks(int nt, const uint32_t* P, int64_t pairs, int64_t b0, int64_t b1, int64_t q0, int64_t q1,
+            const uint32_t* x, int64_t xs, float* y, int64_t ys, bool add, bool prefetch) {
+  switch (nt) {
+    case 1: blocks_nt<1>(P, pairs, b0, b1, q0, q1, x, xs, y, ys, add, prefetch); break;
+    case 2: blocks_nt<2>(P, pairs, b0, b1, q0, q1, x, xs, y, ys, add, prefetch); break;
+    case 3: blocks_nt<3>(P, pairs, b0, b1, q0, q1, x, xs, y, ys, add, prefetch); break;
+    case 4: blocks_nt<4>(P, pairs, b0, b1, q0, q1, x, xs, y, ys, add, prefetch); break;
+    case 5: blocks_nt<5>(P, pairs, b0, b1, q0, q1, x, xs, y, ys, add, prefetch); break;
+    case 6: blocks_nt<6>(P, pairs, b0, b1, q0, q1, x, xs, y, ys, add, prefetch); break;
+    case 7: blocks_nt<7>(P, pairs, b0, b1, q0, q1, x, xs, y, ys, add, prefetch); break;
+    default: blocks_nt<8>(P, pairs, b0, b1, q0, q1, x, xs, y, ys, add, prefetch); break;
+  }
+}
+
+}  // namespace
+
+bool packable(const Matrix& W) {
+  return W.dtype == DType::BF16 && W.layout == MatrixLayout::RowMajor && W.rows > 0 && W.rows % kRows == 0 &&
+         W.cols > 0 && W.cols % 32 == 0 && available();
+}
+
+PackedMatrix pack(const Matrix& W) {
+  if (!packable(W)) fail("dpbf16::pack: a {} {}x{} matrix cannot be packed", dtype_name(W.dtype), W.rows, W.cols);
+  const int64_t pairs = W.cols / 2, nb = W.rows / kRows;
+  PackedMatrix out;
+  out.data.resize(size_t(W.rows * W.cols * 2));
+  const auto* src = static_cast<const uint32_t*>(W.data);  // a row's pairs as words
+  auto* dst = reinterpret_cast<uint32_t*>(out.data.data());
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t q = 0; q < pairs; ++q)
+      for (int64_t l = 0; l < kRows; ++l) dst[(b * pairs + q) * kRows + l] = src[(b * kRows + l) * pairs + q];
+  out.m = W;
+  out.m.layout = MatrixLayout::Pairs16;
+  out.m.data = out.data.data();
+  return out;
+}
+
+void unpack_rows(const Matrix& P, int64_t r0, int64_t r1, uint16_t* out) {
+  const int64_t pairs = P.cols / 2;
+  const auto* src = static_cast<const uint32_t*>(P.data);
+  auto* dst = reinterpret_cast<uint32_t*>(out);
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t q = 0; q < pairs; ++q) dst[(r - r0) * pairs + q] = src[(r / kRows * pairs + q) * kRows + r % kRows];
+}
+
+void packed_matmul(const Matrix& P, const float* x, int64_t N, float* y, Bf16Acts& acts) {
+  if (P.layout != MatrixLayout::Pairs16 || P.dtype != DType::BF16)
+    fail("dpbf16::packed_matmul: the matrix is not a packed bf16 matrix");
+  const int64_t K = P.cols, M = P.rows, pairs = K / 2, nb = M / kRows;
+  pack_acts(x, int(N), K, K, acts);
+  const auto* W = static_cast<const uint32_t*>(P.data);
+  const auto* xw = reinterpret_cast<const uint32_t*>(acts.x.data());
+  if (N <= kTokensPerPass) {
+    // Decode: the threads split the row blocks; each reads its blocks once, for every token, all inputs.
+#pragma omp parallel
+    {
+      const int nth = omp_get_num_threads(), id = omp_get_thread_num();
+      const int64_t per = (nb + nth - 1) / nth, b0 = std::min(nb, per * id), b1 = std::min(nb, b0 + per);
+      if (b0 < b1) blocks(int(N), W, pairs, b0, b1, 0, pairs, xw, pairs, y, M, false, true);
+    }
+    return;
+  }
+  // Prefill: tiles of kTileBlocks row blocks × kChunkPairs pairs, each read from memory once (the first
+  // group of tokens, with prefetch) and from L2 by the groups after it; the threads split the tiles' rows.
+  const int64_t ntiles = (nb + kTileBlocks - 1) / kTileBlocks;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t i = 0; i < ntiles; ++i) {
+    const int64_t b0 = i * kTileBlocks, b1 = std::min(nb, b0 + kTileBlocks);
+    for (int64_t q0 = 0; q0 < pairs; q0 += kChunkPairs) {
+      const int64_t q1 = std::min(pairs, q0 + kChunkPairs);
+      for (int64_t t0 = 0; t0 < N; t0 += kTokensPerPass) {
+        const int n = int(std::min<int64_t>(kTokensPerPass, N - t0));
+        blocks(n, W, pairs, b0, b1, q0, q1, xw + t0 * pairs, pairs, y + t0 * M, M, q0 > 0, t0 == 0);
+      }
+    }
+  }
+}
+
+}  // namespace glmlab::dpbf16

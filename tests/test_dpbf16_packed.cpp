@@ -1,0 +1,149 @@
+// The packed bf16 layout and its AVX512-BF16 products (kernels/cpu/dpbf16_packed.h):
+// - pack() keeps every value where the layout says: Matrix::at and unpack_rows give back the row-major
+//   matrix bit for bit; shapes it cannot take are refused;
+// - packed_matmul against an fp64 reference fed the SAME bf16-rounded activations: bf16 products are
+//   exact in fp32, so only fp32 summation order remains (< 1e-5 relative to the row's scale), for every
+//   token count (1–8 in one pass, more in groups), row counts that leave tails of every tile, and inputs
+//   spanning several prefill chunks; a reference on unrounded activations, or one that swaps the two
+//   inputs of a pair, is far outside;
+// - only the CPU back end with approximate activations packs; exact activations on a packed matrix give
+//   bit for bit what they give on the row-major one.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/dpbf16_packed.h"
+#include "ops/ops.h"
+#include "util/dtype.h"
+#include "util/error.h"
+
+namespace glmlab {
+namespace {
+
+struct Bf16 {
+  int64_t M, K;
+  std::vector<uint16_t> w;
+  Matrix m() const { return Matrix{DType::BF16, M, K, w.data()}; }
+};
+
+Bf16 make(int64_t M, int64_t K, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  Bf16 b{M, K, std::vector<uint16_t>(size_t(M * K))};
+  for (auto& v : b.w) v = f32_to_bf16(u(rng));
+  return b;
+}
+
+std::vector<float> acts(int64_t N, int64_t K, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  std::vector<float> x(size_t(N * K));
+  for (auto& v : x) v = u(rng);
+  return x;
+}
+
+// y[n, r] = Σ_k x'[n, k] · W[r, k] in fp64, x' = x rounded to bf16 (round) or not; `swap` reads the two
+// inputs of each pair the wrong way round (a layout bug).
+std::vector<double> reference(const Bf16& b, const std::vector<float>& x, int64_t N, bool round, bool swap) {
+  std::vector<double> y(size_t(N * b.M));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t r = 0; r < b.M; ++r) {
+      double s = 0;
+      for (int64_t k = 0; k < b.K; ++k) {
+        const float xv = x[size_t(n * b.K + (swap ? k ^ 1 : k))];
+        s += double(round ? bf16_to_f32(f32_to_bf16(xv)) : xv) * double(bf16_to_f32(b.w[size_t(r * b.K + k)]));
+      }
+      y[size_t(n * b.M + r)] = s;
+    }
+  return y;
+}
+
+// max |y − ref| / (max |ref| of the row's token), over all outputs.
+double nerr(const std::vector<float>& y, const std::vector<double>& ref, int64_t N, int64_t M) {
+  double worst = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    double scale = 1e-30, e = 0;
+    for (int64_t r = 0; r < M; ++r) {
+      scale = std::max(scale, std::fabs(ref[size_t(n * M + r)]));
+      e = std::max(e, std::fabs(double(y[size_t(n * M + r)]) - ref[size_t(n * M + r)]));
+    }
+    worst = std::max(worst, e / scale);
+  }
+  return worst;
+}
+
+TEST(Dpbf16Packed, PackKeepsEveryValueAndRefusesOtherShapes) {
+  const Bf16 b = make(48, 96, 1);
+  if (!dpbf16::packable(b.m())) GTEST_SKIP() << "no AVX512-BF16 on this CPU: the packed bf16 kernels never run";
+  const auto p = dpbf16::pack(b.m());
+  EXPECT_EQ(p.m.layout, MatrixLayout::Pairs16);
+  EXPECT_EQ(p.m.nbytes(), b.m().nbytes());
+  for (int64_t r = 0; r < b.M; ++r)
+    for (int64_t c = 0; c < b.K; ++c) ASSERT_EQ(p.m.at(r, c), b.m().at(r, c)) << r << "," << c;
+  std::vector<uint16_t> back(size_t(20 * b.K));
+  dpbf16::unpack_rows(p.m, 17, 37, back.data());
+  EXPECT_TRUE(std::equal(back.begin(), back.end(), b.w.begin() + 17 * b.K));
+  // The documented layout: (r, c) = (21, 7) is pair 3 of block 1, lane 5, high half.
+  EXPECT_EQ(static_cast<const uint16_t*>(p.m.data)[((1 * 48 + 3) * 16 + 5) * 2 + 1], b.w[size_t(21 * b.K + 7)]);
+  EXPECT_FALSE(dpbf16::packable(make(40, 96, 2).m()));   // rows not a multiple of 16
+  EXPECT_FALSE(dpbf16::packable(make(48, 80, 2).m()));   // inputs not a multiple of 32
+  EXPECT_FALSE(dpbf16::packable(p.m));                   // never twice
+  Matrix f16 = b.m();
+  f16.dtype = DType::F16;
+  EXPECT_FALSE(dpbf16::packable(f16));
+  EXPECT_THROW(dpbf16::pack(make(40, 96, 2).m()), Error);
+}
+
+TEST(Dpbf16Packed, ProductsMatchTheReferenceOnTheSameRoundedActivations) {
+  // 7 and 13 row blocks leave tails after tiles of 3, 4 and 6 blocks; 2112 inputs span two prefill
+  // chunks of 2048.
+  struct Shape { int64_t M, K; };
+  for (Shape s : {Shape{112, 2112}, Shape{208, 64}}) {
+    const Bf16 b = make(s.M, s.K, uint32_t(s.M + s.K));
+    if (!dpbf16::packable(b.m())) GTEST_SKIP() << "no AVX512-BF16 on this CPU: the packed bf16 kernels never run";
+    const auto p = dpbf16::pack(b.m());
+    dpbf16::Bf16Acts a;
+    for (int64_t N : {1, 2, 3, 4, 5, 7, 8, 9, 16, 19}) {
+      SCOPED_TRACE(testing::Message() << s.M << "x" << s.K << " N " << N);
+      const auto x = acts(N, s.K, uint32_t(N));
+      std::vector<float> y(size_t(N * s.M), -1.0f);
+      dpbf16::packed_matmul(p.m, x.data(), N, y.data(), a);
+      EXPECT_LT(nerr(y, reference(b, x, N, true, false), N, s.M), 1e-5);
+      // Unrounded activations (bf16 keeps 8 bits: ~2e-3 per product) and swapped pairs are far outside.
+      EXPECT_GT(nerr(y, reference(b, x, N, false, false), N, s.M), 1e-4);
+      EXPECT_GT(nerr(y, reference(b, x, N, true, true), N, s.M), 1e-2);
+    }
+  }
+}
+
+TEST(Dpbf16Packed, OnlyTheApproximateCpuBackEndPacksAndExactActivationsReadItRowMajor) {
+  const Bf16 b = make(64, 128, 5);
+  if (!dpbf16::packable(b.m())) GTEST_SKIP() << "no AVX512-BF16 on this CPU: the packed bf16 kernels never run";
+  PackedWeights pw;
+  auto exact = make_ops(Backend::Cpu, false);
+  EXPECT_FALSE(exact->pack_weights(b.m(), pw));
+  EXPECT_FALSE(make_ops(Backend::CpuRef, true)->pack_weights(b.m(), pw));
+  auto ops = make_ops(Backend::Cpu, true);
+  ASSERT_TRUE(ops->pack_weights(b.m(), pw));
+  EXPECT_EQ(pw.m.layout, MatrixLayout::Pairs16);
+  EXPECT_EQ(ops->matmul_unit(pw.m), "bf16");
+  EXPECT_FALSE(ops->pack_weights(pw.m, pw));
+  // The back end's matmul on the packed matrix is the packed kernel (bit for bit)...
+  for (int64_t N : {3, 12}) {
+    const auto x = acts(N, b.K, 9);
+    std::vector<float> y(size_t(N * b.M)), yk(y.size()), ye(y.size()), yr(y.size());
+    ops->matmul(x.data(), N, pw.m, nullptr, y.data());
+    dpbf16::Bf16Acts a;
+    dpbf16::packed_matmul(pw.m, x.data(), N, yk.data(), a);
+    EXPECT_EQ(y, yk) << N;
+    // ...and exact activations give on it what they give on the row-major matrix.
+    exact->matmul(x.data(), N, pw.m, nullptr, ye.data());
+    exact->matmul(x.data(), N, b.m(), nullptr, yr.data());
+    EXPECT_EQ(ye, yr) << N;
+  }
+}
+
+}  // namespace
+}  // namespace glmlab
