@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/cpu/dpbf16_packed.h"
+#include "kernels/cpu/f16_packed.h"
 #include "kernels/cpu/runtime.h"
 #include "kernels/cpu/vnni_packed.h"
 #include "model/quantize.h"
@@ -167,6 +168,39 @@ BENCHMARK(BM_DecodeBatch)
             for (int n : {1, 2, 4, 8, 16, 32, 64, 128, 512}) b->Args({n, bits, k, packed});
     })
     ->ArgNames({"N", "bits", "k13696", "packed"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// fp16 weights (an fp16 model's matrices, and the output layer of an int8/int4 one) through Ops with
+// approximate activations, as decode runs them: [M, K] = 27392 × 4096 (k13696:0), 4096 × 13696 (1), or
+// the 65024 × 4096 output layer (2).
+void BM_DecodeF16(benchmark::State& st) {
+  const int64_t N = st.range(0), shape = st.range(1);
+  const int64_t M = shape == 0 ? 27392 : shape == 1 ? 4096 : 65024, K = shape == 1 ? 13696 : 4096;
+  auto pool = make_pool(M, K, false);
+  for (auto& c : pool.bf16)
+    for (auto& v : c) v = f32_to_f16(bf16_to_f32(v));
+  auto ops = make_ops(Backend::Cpu, true);
+  std::vector<f16p::PackedMatrix> packed;  // the layout the engine packs fp16 weights into at load
+  if (st.range(2)) {
+    if (!f16p::packable(Matrix{DType::F16, M, K, pool.bf16[0].data()})) return st.SkipWithError("no AVX-512");
+    for (const auto& c : pool.bf16) packed.push_back(f16p::pack(Matrix{DType::F16, M, K, c.data()}));
+  }
+  auto x = random_vec(N * K, 1);
+  std::vector<float> y(static_cast<size_t>(N * M));
+  size_t i = 0;
+  for (auto _ : st) {
+    const size_t c = i++ % pool.bf16.size();
+    const Matrix W = packed.empty() ? Matrix{DType::F16, M, K, pool.bf16[c].data()} : packed[c].m;
+    ops->matmul(x.data(), N, W, nullptr, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["rows/s"] = benchmark::Counter(double(st.iterations()) * double(N), benchmark::Counter::kIsRate);
+  st.counters["GB/s"] = benchmark::Counter(double(st.iterations()) * double(M * K * 2) / 1e9, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_DecodeF16)
+    ->ArgsProduct({{1, 2, 4, 8, 16, 512}, {0, 1, 2}, {0, 1}})
+    ->ArgNames({"N", "shape", "packed"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <set>
+#include <tuple>
 
 #include "lab/parity.h"
 #include "model/generate.h"
@@ -81,24 +82,31 @@ TEST(ModelGolden16, F16AndBF16StorageMatchOracleInTheirDtype) {
   }
 }
 
-TEST(ModelGolden16, BF16PackedForTheDotProductKernelsMatchesOracleInItsDtype) {
-  // As generate, serve, bench infer and parity load it: every layer matrix and the output layer packed
-  // 16 rows × input pairs for AVX512-BF16 (kernels/cpu/dpbf16_packed.h), the same bound as row-major.
-  Model m = load_model(golden_path("tiny-bf16"), "");
-  auto ops = make_ops(Backend::Cpu, true);
-  const int packed = m.pack_weights(*ops);
-  if (packed == 0) GTEST_SKIP() << "no AVX512-BF16 packing on this CPU (or AMX keeps bf16 row-major)";
-  EXPECT_EQ(packed, 4 * int(m.weights().layers.size()) + 1);
-  EXPECT_EQ(m.weights().layers[0].four_h_to_h.layout, MatrixLayout::Pairs16);
-  EXPECT_EQ(m.weights().output.layout, MatrixLayout::Pairs16);
-  EXPECT_EQ(m.weights().embedding.layout, MatrixLayout::RowMajor);  // rows are gathered, never multiplied
-  ParityOptions o;
-  o.atol = 0;
-  o.rtol = 4e-2;
-  ParityReport r = run_parity(m, *ops, golden_path("tiny-bf16/golden.safetensors"), o);
-  EXPECT_TRUE(r.pass) << parity_table(r, true);
-  EXPECT_EQ(r.top1_rate, 1.0);
-  std::printf("[ info ] tiny-bf16 packed: max_rel %.2e\n", r.max_rel);
+TEST(ModelGolden16, F16AndBF16PackedForTheDotProductKernelsMatchOracleInTheirDtype) {
+  // As generate, serve, bench infer and parity load them: every layer matrix and the output layer packed
+  // 16 rows interleaved (bf16 for AVX512-BF16, kernels/cpu/dpbf16_packed.h; fp16 for AVX-512 FMA,
+  // kernels/cpu/f16_packed.h), the same bounds as row-major.
+  for (auto [name, rtol, layout] : {std::tuple{"tiny-f16", 5e-3, MatrixLayout::Rows16},
+                                    std::tuple{"tiny-bf16", 4e-2, MatrixLayout::Pairs16}}) {
+    Model m = load_model(golden_path(name), "");
+    auto ops = make_ops(Backend::Cpu, true);
+    const int packed = m.pack_weights(*ops);
+    if (packed == 0) {
+      std::printf("[ skip ] %s: no packing on this CPU (no AVX-512, or AMX keeps bf16 row-major)\n", name);
+      continue;
+    }
+    EXPECT_EQ(packed, 4 * int(m.weights().layers.size()) + 1) << name;
+    EXPECT_EQ(m.weights().layers[0].four_h_to_h.layout, layout) << name;
+    EXPECT_EQ(m.weights().output.layout, layout) << name;
+    EXPECT_EQ(m.weights().embedding.layout, MatrixLayout::RowMajor) << name;  // rows are gathered, never multiplied
+    ParityOptions o;
+    o.atol = 0;
+    o.rtol = rtol;
+    ParityReport r = run_parity(m, *ops, golden_path(std::string(name) + "/golden.safetensors"), o);
+    EXPECT_TRUE(r.pass) << name << "\n" << parity_table(r, true);
+    EXPECT_EQ(r.top1_rate, 1.0) << name;
+    std::printf("[ info ] %s packed: max_rel %.2e\n", name, r.max_rel);
+  }
 }
 
 TEST(ModelGolden16, LoadingF32CheckpointAsBF16RoundsLikeTorch) {

@@ -439,7 +439,8 @@ TEST(QuantPacked, PackedWeightsReadTheSameAndAreRefusedByTrainingAndWriters) {
   auto ops = make_ops(Backend::Cpu, true);
   const int n = m.pack_weights(*ops);
   if (n == 0) GTEST_SKIP() << "no AVX512-VNNI on this CPU";
-  EXPECT_EQ(n, 4 * m.config().num_layers);
+  EXPECT_EQ(n, 4 * m.config().num_layers + 1);  // and the fp16 output layer (kernels/cpu/f16_packed.h)
+  EXPECT_EQ(m.weights().output.layout, MatrixLayout::Rows16);
   const Matrix& p = m.weights().layers[1].h_to_4h;
   const Matrix& r = same.weights().layers[1].h_to_4h;
   EXPECT_EQ(p.layout, MatrixLayout::Vnni16);

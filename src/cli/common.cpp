@@ -88,7 +88,7 @@ Loaded load(const ModelArgs& a, bool allow_device, bool inference) {
                simd::target_name(), blas_core_name(), omp_get_max_threads());
   if (packed)
     std::fprintf(stderr, "glmlab: %d matrices repacked for the dot-product kernels (16 rows interleaved; int8/int4 "
-                 "for VNNI, bf16 for AVX512-BF16)\n", packed);
+                 "for VNNI, bf16 for AVX512-BF16, fp16 for AVX-512 FMA)\n", packed);
   std::shared_ptr<Adapter> adapter;
   if (!a.adapter.empty()) {
     adapter = std::make_shared<Adapter>(load_adapter(a.adapter, m.config()));

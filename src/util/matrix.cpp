@@ -26,6 +26,8 @@ float Matrix::at(int64_t r, int64_t c) const {
   size_t i = size_t(r * cols + c);
   if (layout == MatrixLayout::Pairs16)  // kernels/cpu/dpbf16_packed.h: [block][pair][16 rows][2 halves]
     i = size_t(((r / 16 * (cols / 2) + c / 2) * 16 + r % 16) * 2 + c % 2);
+  if (layout == MatrixLayout::Rows16)  // kernels/cpu/f16_packed.h: [block][input][16 rows]
+    i = size_t((r / 16 * cols + c) * 16 + r % 16);
   switch (dtype) {
     case DType::F32: return static_cast<const float*>(data)[i];
     case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(data)[i]);

@@ -9,8 +9,9 @@ namespace glmlab {
 
 // How a matrix's bytes are laid out: row-major (below), or repacked at load for an inference kernel of
 // the fast CPU back end, 16 rows interleaved: Q8/Q4 for VNNI (Vnni16, kernels/cpu/vnni_packed.h), bf16
-// for AVX512-BF16 (Pairs16, kernels/cpu/dpbf16_packed.h). Only CPU inference reads the packed layouts.
-enum class MatrixLayout : uint8_t { RowMajor, Vnni16, Pairs16 };
+// for AVX512-BF16 (Pairs16, kernels/cpu/dpbf16_packed.h), fp16 for AVX-512 FMA (Rows16,
+// kernels/cpu/f16_packed.h). Only CPU inference reads the packed layouts.
+enum class MatrixLayout : uint8_t { RowMajor, Vnni16, Pairs16, Rows16 };
 
 // A row-major [rows, cols] matrix; as in nn.Linear, rows are outputs and cols are inputs (y = x·Wᵀ).
 // Q8 / Q4 (weight-only quantization, docs/QUANTIZATION.md): data holds int8 [rows, cols] (Q8) or two

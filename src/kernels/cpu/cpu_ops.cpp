@@ -1,6 +1,6 @@
 // The fast CPU back end: OpenMP threads over SIMD kernels. Matmul, with approximate activations (the
 // default): weights packed at load run on dot-product kernels at every batch size (int8/int4 on VNNI,
-// vnni_packed.h; bf16 on AVX512-BF16, dpbf16_packed.h); row-major bf16 weights take the AVX512-BF16 GEMV
+// vnni_packed.h; bf16 on AVX512-BF16, dpbf16_packed.h; fp16 widened onto fp32 FMA, f16_packed.h); row-major bf16 weights take the AVX512-BF16 GEMV
 // up to 8 rows and AMX / AVX512-BF16 GEMMs beyond. Exact activations: up to 8 token rows read each
 // weight row once (streamed in their storage dtype, widened in registers), more go to OpenBLAS sgemm
 // with 16-bit weights widened tile by tile. Tested op by op against the reference (cpu_ref).
@@ -15,6 +15,7 @@
 #include "kernels/cpu/bf16_gemm.h"
 #include "kernels/cpu/cpu_backward.h"
 #include "kernels/cpu/dpbf16_packed.h"
+#include "kernels/cpu/f16_packed.h"
 #include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/simd_softmax.h"
@@ -48,6 +49,12 @@ class CpuOps final : public Ops {
     if (dpbf16::packable(W) && !bf16gemm::use_amx(W.rows, W.cols)) {
       // bf16 for AVX512-BF16 (AMX's prefill reads row-major tiles, so an AMX CPU keeps row-major).
       dpbf16::PackedMatrix p = dpbf16::pack(W);
+      out.m = p.m;
+      out.data = std::move(p.data);
+      return true;
+    }
+    if (f16p::packable(W)) {
+      f16p::PackedMatrix p = f16p::pack(W);
       out.m = p.m;
       out.data = std::move(p.data);
       return true;
@@ -93,11 +100,16 @@ class CpuOps final : public Ops {
       quant_matmul(x, N, W, y, bf16_activations_);  // int8 / int4 weights: kernels/cpu/quant_matmul.cpp
     } else if (W.layout == MatrixLayout::Pairs16 && bf16_activations_) {
       dpbf16::packed_matmul(W, x, N, y, bf16_acts_);  // bf16 packed at load: every N (dpbf16_packed.h)
-    } else if (W.layout == MatrixLayout::Pairs16) {
+    } else if (W.layout == MatrixLayout::Rows16 && bf16_activations_) {
+      f16p::packed_matmul(W, x, N, y);  // fp16 packed at load: every N (f16_packed.h)
+    } else if (W.layout == MatrixLayout::Pairs16 || W.layout == MatrixLayout::Rows16) {
       // Only this back end with approximate activations packs; exact activations on a packed matrix
       // (tests) read a row-major copy.
       std::vector<uint16_t> rm(size_t(M * K));
-      dpbf16::unpack_rows(W, 0, M, rm.data());
+      if (W.layout == MatrixLayout::Pairs16)
+        dpbf16::unpack_rows(W, 0, M, rm.data());
+      else
+        f16p::unpack_rows(W, 0, M, rm.data());
       Matrix R = W;
       R.layout = MatrixLayout::RowMajor;
       R.data = rm.data();

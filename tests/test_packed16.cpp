@@ -1,4 +1,5 @@
-// The packed bf16 layout and its AVX512-BF16 products (kernels/cpu/dpbf16_packed.h):
+// The packed 16-bit layouts: bf16 for AVX512-BF16 (kernels/cpu/dpbf16_packed.h) and fp16 for AVX-512 FMA
+// (kernels/cpu/f16_packed.h). For bf16:
 // - pack() keeps every value where the layout says: Matrix::at and unpack_rows give back the row-major
 //   matrix bit for bit; shapes it cannot take are refused;
 // - packed_matmul against an fp64 reference fed the SAME bf16-rounded activations: bf16 products are
@@ -8,13 +9,17 @@
 //   inputs of a pair, is far outside;
 // - only the CPU back end with approximate activations packs; exact activations on a packed matrix give
 //   bit for bit what they give on the row-major one.
+// For fp16 the same, with fp32 activations (nothing rounded): against the fp64 reference < 1e-5, a
+// reference that reads the wrong row of a block or the wrong input is far outside.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include "kernels/cpu/dpbf16_packed.h"
+#include "kernels/cpu/f16_packed.h"
 #include "ops/ops.h"
 #include "util/dtype.h"
 #include "util/error.h"
@@ -141,6 +146,92 @@ TEST(Dpbf16Packed, OnlyTheApproximateCpuBackEndPacksAndExactActivationsReadItRow
     // ...and exact activations give on it what they give on the row-major matrix.
     exact->matmul(x.data(), N, pw.m, nullptr, ye.data());
     exact->matmul(x.data(), N, b.m(), nullptr, yr.data());
+    EXPECT_EQ(ye, yr) << N;
+  }
+}
+
+// fp16 weights: W[r, k] = f16(values of make()), the reference on unrounded activations; `shift`
+// reads row (r + 1) % M's weights for odd rows (a lane mix-up inside a block).
+struct F16 {
+  int64_t M, K;
+  std::vector<uint16_t> w;
+  Matrix m() const { return Matrix{DType::F16, M, K, w.data()}; }
+};
+F16 make_f16(int64_t M, int64_t K, uint32_t seed) {
+  Bf16 b = make(M, K, seed);
+  F16 f{M, K, std::vector<uint16_t>(b.w.size())};
+  for (size_t i = 0; i < b.w.size(); ++i) f.w[i] = f32_to_f16(bf16_to_f32(b.w[i]) * 0.75f + 0.001f * float(i % 7));
+  return f;
+}
+std::vector<double> reference_f16(const F16& f, const std::vector<float>& x, int64_t N, bool shift) {
+  std::vector<double> y(size_t(N * f.M));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t r = 0; r < f.M; ++r) {
+      const int64_t wr = shift && r % 2 ? (r + 1) % f.M : r;
+      double s = 0;
+      for (int64_t k = 0; k < f.K; ++k) s += double(x[size_t(n * f.K + k)]) * double(f16_to_f32(f.w[size_t(wr * f.K + k)]));
+      y[size_t(n * f.M + r)] = s;
+    }
+  return y;
+}
+
+TEST(F16Packed, PackKeepsEveryValueAndRefusesOtherShapes) {
+  const F16 f = make_f16(48, 40, 3);
+  if (!f16p::packable(f.m())) GTEST_SKIP() << "no AVX-512 on this CPU: the packed fp16 kernels never run";
+  const auto p = f16p::pack(f.m());
+  EXPECT_EQ(p.m.layout, MatrixLayout::Rows16);
+  EXPECT_EQ(p.m.nbytes(), f.m().nbytes());
+  for (int64_t r = 0; r < f.M; ++r)
+    for (int64_t c = 0; c < f.K; ++c) ASSERT_EQ(p.m.at(r, c), f.m().at(r, c)) << r << "," << c;
+  std::vector<uint16_t> back(size_t(20 * f.K));
+  f16p::unpack_rows(p.m, 17, 37, back.data());
+  EXPECT_TRUE(std::equal(back.begin(), back.end(), f.w.begin() + 17 * f.K));
+  // The documented layout: (r, c) = (21, 7) is input 7 of block 1, lane 5.
+  EXPECT_EQ(static_cast<const uint16_t*>(p.m.data)[(1 * 40 + 7) * 16 + 5], f.w[size_t(21 * f.K + 7)]);
+  EXPECT_FALSE(f16p::packable(make_f16(40, 40, 2).m()));  // rows not a multiple of 16
+  EXPECT_FALSE(f16p::packable(p.m));                      // never twice
+  EXPECT_FALSE(f16p::packable(make(48, 64, 2).m()));      // bf16
+  EXPECT_THROW(f16p::pack(make_f16(40, 40, 2).m()), Error);
+}
+
+TEST(F16Packed, ProductsMatchTheFp32Reference) {
+  // 7 and 13 row blocks leave tails after tiles of 3, 4 and 6 blocks; 2100 inputs span three prefill
+  // chunks of 1024, the last one partial.
+  struct Shape { int64_t M, K; };
+  for (Shape s : {Shape{112, 2100}, Shape{208, 24}}) {
+    const F16 f = make_f16(s.M, s.K, uint32_t(s.M * 3 + s.K));
+    if (!f16p::packable(f.m())) GTEST_SKIP() << "no AVX-512 on this CPU: the packed fp16 kernels never run";
+    const auto p = f16p::pack(f.m());
+    for (int64_t N : {1, 2, 3, 4, 5, 7, 8, 9, 16, 19}) {
+      SCOPED_TRACE(testing::Message() << s.M << "x" << s.K << " N " << N);
+      const auto x = acts(N, s.K, uint32_t(N + 40));
+      std::vector<float> y(size_t(N * s.M), -1.0f);
+      f16p::packed_matmul(p.m, x.data(), N, y.data());
+      EXPECT_LT(nerr(y, reference_f16(f, x, N, false), N, s.M), 1e-5);
+      EXPECT_GT(nerr(y, reference_f16(f, x, N, true), N, s.M), 1e-2);
+    }
+  }
+}
+
+TEST(F16Packed, OnlyTheApproximateCpuBackEndPacksAndExactActivationsReadItRowMajor) {
+  const F16 f = make_f16(64, 72, 5);
+  if (!f16p::packable(f.m())) GTEST_SKIP() << "no AVX-512 on this CPU: the packed fp16 kernels never run";
+  PackedWeights pw;
+  auto exact = make_ops(Backend::Cpu, false);
+  EXPECT_FALSE(exact->pack_weights(f.m(), pw));
+  EXPECT_FALSE(make_ops(Backend::CpuRef, true)->pack_weights(f.m(), pw));
+  auto ops = make_ops(Backend::Cpu, true);
+  ASSERT_TRUE(ops->pack_weights(f.m(), pw));
+  EXPECT_EQ(pw.m.layout, MatrixLayout::Rows16);
+  EXPECT_FALSE(ops->pack_weights(pw.m, pw));
+  for (int64_t N : {3, 12}) {
+    const auto x = acts(N, f.K, 9);
+    std::vector<float> y(size_t(N * f.M)), yk(y.size()), ye(y.size()), yr(y.size());
+    ops->matmul(x.data(), N, pw.m, nullptr, y.data());
+    f16p::packed_matmul(pw.m, x.data(), N, yk.data());
+    EXPECT_EQ(y, yk) << N;
+    exact->matmul(x.data(), N, pw.m, nullptr, ye.data());
+    exact->matmul(x.data(), N, f.m(), nullptr, yr.data());
     EXPECT_EQ(ye, yr) << N;
   }
 }
