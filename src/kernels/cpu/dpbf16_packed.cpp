@@ -31,8 +31,8 @@ constexpr int64_t kPrefetch = GLMLAB_BF16_PACKED_PREFETCH;  // bytes ahead along
 // Row blocks [b, b + RB) × pairs [q0, q1) against NT tokens; y holds 16 outputs per block and token at
 // y + t·ys + 16·r. `add`: onto what y holds (a later chunk of the inputs), else stored.
 template <int RB, int NT>
-inline void tile(const uint32_t* w, int64_t bstride, int64_t q0, int64_t q1, const uint32_t* x, int64_t xs,
-                 float* y, int64_t ys, bool add, bool prefetch) {
+inline void tile(const uint32_t* const* w, int64_t q0, int64_t q1, const uint32_t* x, int64_t xs, float* const* y,
+                 int64_t ys, bool add, bool prefetch) {
   __m512 acc[RB][NT];
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r)
@@ -42,7 +42,7 @@ inline void tile(const uint32_t* w, int64_t bstride, int64_t q0, int64_t q1, con
     __m512bh wv[RB];
 #pragma GCC unroll 8
     for (int r = 0; r < RB; ++r) {
-      const uint32_t* p = w + r * bstride + q * kRows;
+      const uint32_t* p = w[r] + q * kRows;
       if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetch, _MM_HINT_T0);
       wv[r] = (__m512bh)_mm512_loadu_si512(p);
     }
@@ -57,7 +57,7 @@ inline void tile(const uint32_t* w, int64_t bstride, int64_t q0, int64_t q1, con
   for (int r = 0; r < RB; ++r)
 #pragma GCC unroll 8
     for (int t = 0; t < NT; ++t) {
-      float* o = y + t * ys + r * kRows;
+      float* o = y[r] + t * ys;
       _mm512_storeu_ps(o, add ? _mm512_add_ps(_mm512_loadu_ps(o), acc[r][t]) : acc[r][t]);
     }
 }
@@ -69,9 +69,25 @@ void blocks_nt(const uint32_t* P, int64_t pairs, int64_t b0, int64_t b1, int64_t
                const uint32_t* x, int64_t xs, float* y, int64_t ys, bool add, bool prefetch) {
   constexpr int RB = NT <= 4 ? 4 : 3;
   const int64_t bs = pairs * kRows;
-  int64_t b = b0;
-  for (; b + RB <= b1; b += RB) tile<RB, NT>(P + b * bs, bs, q0, q1, x, xs, y + b * kRows, ys, add, prefetch);
-  for (; b < b1; ++b) tile<1, NT>(P + b * bs, bs, q0, q1, x, xs, y + b * kRows, ys, add, prefetch);
+  // The RB blocks of a tile come from RB equal parts of [b0, b1), each part read block after block: every
+  // part is one long sequential stream (its prefetch runs on into the block it reads next), where RB
+  // neighbouring blocks would restart all RB streams at every tile: with short rows (random:small's 512
+  // inputs) its bf16 decode ran at 792 tokens/s that way and 923 this way. Blocks left over go one by one.
+  const int64_t part = (b1 - b0) / RB;
+  for (int64_t j = 0; j < part; ++j) {
+    const uint32_t* w[RB];
+    float* o[RB];
+    for (int r = 0; r < RB; ++r) {
+      w[r] = P + (b0 + r * part + j) * bs;
+      o[r] = y + (b0 + r * part + j) * kRows;
+    }
+    tile<RB, NT>(w, q0, q1, x, xs, o, ys, add, prefetch);
+  }
+  for (int64_t b = b0 + RB * part; b < b1; ++b) {
+    const uint32_t* w[1] = {P + b * bs};
+    float* o[1] = {y + b * kRows};
+    tile<1, NT>(w, q0, q1, x, xs, o, ys, add, prefetch);
+  }
 }
 
 void blocks(int nt, const uint32_t* P, int64_t pairs, int64_t b0, int64_t b1, int64_t q0, int64_t q1,

@@ -30,8 +30,8 @@ constexpr int64_t kPrefetch = GLMLAB_F16_PACKED_PREFETCH;  // bytes ahead along 
 // Row blocks [b, b + RB) × inputs [k0, k1) against NT tokens (token t's inputs at x + t·xs); 16 outputs
 // per block and token at y + t·ys + 16·r, stored, or added onto y (`add`: a later chunk of the inputs).
 template <int RB, int NT>
-GLMLAB_F16P inline void tile(const uint16_t* w, int64_t bstride, int64_t k0, int64_t k1, const float* x, int64_t xs,
-                             float* y, int64_t ys, bool add, bool prefetch) {
+GLMLAB_F16P inline void tile(const uint16_t* const* w, int64_t k0, int64_t k1, const float* x, int64_t xs,
+                             float* const* y, int64_t ys, bool add, bool prefetch) {
   __m512 acc[RB][NT];
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r)
@@ -41,7 +41,7 @@ GLMLAB_F16P inline void tile(const uint16_t* w, int64_t bstride, int64_t k0, int
     __m512 wv[RB];
 #pragma GCC unroll 8
     for (int r = 0; r < RB; ++r) {
-      const uint16_t* p = w + r * bstride + k * kRows;
+      const uint16_t* p = w[r] + k * kRows;
       if (prefetch && (k & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetch, _MM_HINT_T0);
       wv[r] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     }
@@ -56,7 +56,7 @@ GLMLAB_F16P inline void tile(const uint16_t* w, int64_t bstride, int64_t k0, int
   for (int r = 0; r < RB; ++r)
 #pragma GCC unroll 8
     for (int t = 0; t < NT; ++t) {
-      float* o = y + t * ys + r * kRows;
+      float* o = y[r] + t * ys;
       _mm512_storeu_ps(o, add ? _mm512_add_ps(_mm512_loadu_ps(o), acc[r][t]) : acc[r][t]);
     }
 }
@@ -66,9 +66,25 @@ void blocks_nt(const uint16_t* P, int64_t K, int64_t b0, int64_t b1, int64_t k0,
                int64_t xs, float* y, int64_t ys, bool add, bool prefetch) {
   constexpr int RB = NT <= 4 ? 4 : 3;  // 3 × 8 accumulators + 3 weights + 1 broadcast: 28 registers
   const int64_t bs = K * kRows;
-  int64_t b = b0;
-  for (; b + RB <= b1; b += RB) tile<RB, NT>(P + b * bs, bs, k0, k1, x, xs, y + b * kRows, ys, add, prefetch);
-  for (; b < b1; ++b) tile<1, NT>(P + b * bs, bs, k0, k1, x, xs, y + b * kRows, ys, add, prefetch);
+  // The RB blocks of a tile come from RB equal parts of [b0, b1), each part read block after block: every
+  // part is one long sequential stream (its prefetch runs on into the block it reads next), where RB
+  // neighbouring blocks would restart all RB streams at every tile: with short rows (random:small's 512
+  // inputs) its bf16 decode ran at 792 tokens/s that way and 923 this way. Blocks left over go one by one.
+  const int64_t part = (b1 - b0) / RB;
+  for (int64_t j = 0; j < part; ++j) {
+    const uint16_t* w[RB];
+    float* o[RB];
+    for (int r = 0; r < RB; ++r) {
+      w[r] = P + (b0 + r * part + j) * bs;
+      o[r] = y + (b0 + r * part + j) * kRows;
+    }
+    tile<RB, NT>(w, k0, k1, x, xs, o, ys, add, prefetch);
+  }
+  for (int64_t b = b0 + RB * part; b < b1; ++b) {
+    const uint16_t* w[1] = {P + b * bs};
+    float* o[1] = {y + b * kRows};
+    tile<1, NT>(w, k0, k1, x, xs, o, ys, add, prefetch);
+  }
 }
 
 void blocks(int nt, const uint16_t* P, int64_t K, int64_t b0, int64_t b1, int64_t k0, int64_t k1, const float* x,
