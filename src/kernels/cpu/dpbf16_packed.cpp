@@ -72,7 +72,7 @@ void blocks_nt(const uint32_t* P, int64_t pairs, int64_t b0, int64_t b1, int64_t
   // The RB blocks of a tile come from RB equal parts of [b0, b1), each part read block after block: every
   // part is one long sequential stream (its prefetch runs on into the block it reads next), where RB
   // neighbouring blocks would restart all RB streams at every tile: with short rows (random:small's 512
-  // inputs) its bf16 decode ran at 792 tokens/s that way and 923 this way. Blocks left over go one by one.
+  // inputs) its bf16 model generated 792 tokens/s that way and 923 this way. Blocks left over go one by one.
   const int64_t part = (b1 - b0) / RB;
   for (int64_t j = 0; j < part; ++j) {
     const uint32_t* w[RB];
