@@ -26,12 +26,8 @@ namespace {
 
 using test::golden_path;
 
-// Normalized errors of a against b: max|a-b| / max|b| and ‖a-b‖₂ / ‖b‖₂.
-double nmax(const std::vector<float>& a, const std::vector<float>& b) {
-  double m = 0, r = 1e-30;
-  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, double(std::fabs(a[i] - b[i]))), r = std::max(r, double(std::fabs(b[i])));
-  return m / r;
-}
+// Normalized errors of a against b: max|a-b| / max|b| (test::nmax) and ‖a-b‖₂ / ‖b‖₂.
+using test::nmax;
 double nrms(const std::vector<float>& a, const std::vector<float>& b) {
   double e = 0, r = 1e-30;
   for (size_t i = 0; i < a.size(); ++i) e += double(a[i] - b[i]) * (a[i] - b[i]), r += double(b[i]) * b[i];
@@ -53,18 +49,7 @@ std::vector<float> matmul(Ops& ops, const std::vector<float>& x, int64_t N, cons
   return y;
 }
 
-// A Matrix over a copy of qm's storage, for mutations.
-struct Copy {
-  std::vector<uint8_t> data, scales;
-  Matrix m;
-  explicit Copy(const Matrix& src) : data(static_cast<const uint8_t*>(src.data), static_cast<const uint8_t*>(src.data) + src.data_bytes()),
-        scales(reinterpret_cast<const uint8_t*>(src.scales), reinterpret_cast<const uint8_t*>(src.scales) + src.rows * src.groups() * 2),
-        m(src) {
-    m.data = data.data();
-    m.scales = reinterpret_cast<const uint16_t*>(scales.data());
-  }
-  uint16_t* s() { return reinterpret_cast<uint16_t*>(scales.data()); }
-};
+using Copy = test::MatrixCopy;
 
 // Error bounds of quantized matmul against the fp32 matmul of the unquantized weights (relative RMS
 // over the outputs). Round-to-nearest noise is about step/√12 per weight, step = max|w|/qmax of a
@@ -103,11 +88,11 @@ TEST_F(QuantKernels, EveryKernelWithinItsBoundOfFp32AndMutationsAreNot) {
       std::vector<std::pair<const char*, Copy>> bad;
       Copy shift(qm.m);  // every group reads the scale of the next one (the last wraps around)
       for (int64_t r = 0; r < M; ++r)
-        for (int64_t g = 0; g < qm.m.groups(); ++g) shift.s()[r * qm.m.groups() + g] = qm.m.scales[r * qm.m.groups() + (g + 1) % qm.m.groups()];
+        for (int64_t g = 0; g < qm.m.groups(); ++g) shift.scales[size_t(r * qm.m.groups() + g)] = qm.m.scales[r * qm.m.groups() + (g + 1) % qm.m.groups()];
       bad.emplace_back("scale of the next group", std::move(shift));
       Copy tr(qm.m);  // scales read as [groups, rows] (GPTQ's order) instead of [rows, groups]
       for (int64_t r = 0; r < M; ++r)
-        for (int64_t g = 0; g < qm.m.groups(); ++g) tr.s()[r * qm.m.groups() + g] = qm.m.scales[(g * M + r) % (M * qm.m.groups())];
+        for (int64_t g = 0; g < qm.m.groups(); ++g) tr.scales[size_t(r * qm.m.groups() + g)] = qm.m.scales[(g * M + r) % (M * qm.m.groups())];
       bad.emplace_back("transposed scales", std::move(tr));
       if (q == DType::Q4) {
         Copy sw(qm.m), us(qm.m);

@@ -1,4 +1,5 @@
-// Shared by the quantized-kernel tests: weights whose groups differ in magnitude (×1/8..×8), so that
+// Shared by the quantized-kernel tests: an error measure, a mutable copy of a matrix, the int8 GEMVs'
+// activations as fp32, and weights whose groups differ in magnitude (×1/8..×8), so that
 // reading the scale of another group, or of another row, is a large error, not a small one.
 #pragma once
 #include <algorithm>
@@ -7,7 +8,50 @@
 #include <random>
 #include <vector>
 
+#include "kernels/cpu/vnni_gemv.h"
+#include "util/matrix.h"
+
 namespace glmlab::test {
+
+// Normalized max error of a against b: max|a − b| / max|b|.
+inline double nmax(const std::vector<float>& a, const std::vector<float>& b) {
+  double m = 0, r = 1e-30;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, double(std::fabs(a[i] - b[i]))), r = std::max(r, double(std::fabs(b[i])));
+  return m / r;
+}
+
+// A quantized Matrix over a copy of another's bytes and scales, to mutate.
+struct MatrixCopy {
+  std::vector<uint8_t> data;
+  std::vector<uint16_t> scales;
+  Matrix m;
+  explicit MatrixCopy(const Matrix& s)
+      : data(static_cast<const uint8_t*>(s.data), static_cast<const uint8_t*>(s.data) + s.data_bytes()),
+        scales(s.scales, s.scales + s.rows * s.groups()), m(s) {
+    m.data = data.data();
+    m.scales = scales.data();
+  }
+};
+
+// The exact fp32 inputs the row-major int8 GEMVs (vnni_gemv.h, avx2_qgemv.h) multiply: each int8
+// value × its block's scale.
+inline std::vector<float> dequantize_acts(const vnni::QuantizedActs& a, int64_t K) {
+  std::vector<float> x(size_t(a.nt * K));
+  for (int64_t t = 0; t < a.nt; ++t)
+    for (int64_t i = 0; i < K; ++i) {
+      int v;
+      float d;
+      if (a.wtype == DType::Q8) {
+        v = int(a.q[size_t(t * a.lanes * 4 + i)]) - 128;
+        d = a.scale[size_t(t * a.lanes + i / 4)];
+      } else {
+        v = int8_t(a.q[size_t(t * 2 * a.lanes * 4 + (i % 2) * a.lanes * 4 + i / 2)]);
+        d = a.scale[size_t(t * a.lanes + i / 8)];
+      }
+      x[size_t(t * K + i)] = float(v) * d;
+    }
+  return x;
+}
 
 inline std::vector<float> group_weights(int64_t M, int64_t K, int64_t G, uint32_t seed) {
   std::mt19937 g(seed);

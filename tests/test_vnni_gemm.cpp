@@ -20,47 +20,13 @@
 namespace glmlab {
 namespace {
 
+using test::dequantize_acts;
 using test::group_weights;
+using test::nmax;
+using Copy = test::MatrixCopy;
 
 // Activations whose magnitude changes from block to block of 32 (a wrong block's scale shows).
 constexpr auto acts = test::block_acts;
-
-// The exact fp32 inputs the kernel multiplies: int8 value × its block's scale (layout in vnni_gemv.h).
-std::vector<float> dequantize_acts(const vnni::QuantizedActs& a, int64_t K) {
-  std::vector<float> x(size_t(a.nt * K));
-  for (int64_t t = 0; t < a.nt; ++t)
-    for (int64_t i = 0; i < K; ++i) {
-      int v;
-      float d;
-      if (a.wtype == DType::Q8) {
-        v = int(a.q[size_t(t * a.lanes * 4 + i)]) - 128;
-        d = a.scale[size_t(t * a.lanes + i / 4)];
-      } else {
-        v = int8_t(a.q[size_t(t * 2 * a.lanes * 4 + (i % 2) * a.lanes * 4 + i / 2)]);
-        d = a.scale[size_t(t * a.lanes + i / 8)];
-      }
-      x[size_t(t * K + i)] = float(v) * d;
-    }
-  return x;
-}
-
-double nmax(const std::vector<float>& a, const std::vector<float>& b) {
-  double e = 0, m = 0;
-  for (size_t i = 0; i < a.size(); ++i) e = std::max(e, double(std::fabs(a[i] - b[i]))), m = std::max(m, double(std::fabs(b[i])));
-  return e / m;
-}
-
-struct Copy {  // a quantized matrix's bytes and scales, to mutate
-  std::vector<uint8_t> data;
-  std::vector<uint16_t> scales;
-  Matrix m;
-  explicit Copy(const Matrix& s)
-      : data(static_cast<const uint8_t*>(s.data), static_cast<const uint8_t*>(s.data) + s.data_bytes()),
-        scales(s.scales, s.scales + s.rows * s.groups()), m(s) {
-    m.data = data.data();
-    m.scales = scales.data();
-  }
-};
 
 std::vector<float> ref_matmul(Ops& ref, const std::vector<float>& x, int64_t N, const Matrix& W) {
   std::vector<float> y(size_t(N * W.rows));

@@ -56,12 +56,7 @@ std::vector<float> reference(const std::vector<float>& x, int64_t N, int64_t M, 
   return y;
 }
 
-double nmax(const std::vector<float>& a, const std::vector<float>& b) {
-  double e = 0, m = 0;
-  for (size_t i = 0; i < a.size(); ++i)
-    e = std::max(e, double(std::fabs(a[i] - b[i]))), m = std::max(m, double(std::fabs(b[i])));
-  return e / m;
-}
+using test::nmax;
 
 struct Shape {
   DType q;

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/avx2_qgemv.h"
 #include "kernels/cpu/bf16_gemm.h"
 #include "kernels/cpu/simd_quant.h"
 #include "kernels/cpu/vnni_gemm.h"
@@ -30,6 +31,11 @@ constexpr int64_t kAmxMinRows = kGemvMaxRows + 1;
 // GEMV up to 16 rows of Q4 is the better sum over a layer. Q8: the GEMV 13.6 ms at 8 rows, the tiles
 // 18.6 ms at 16 (27392 × 4096).
 int64_t vnni_max_rows(DType t) { return t == DType::Q4 ? 16 : 8; }
+// Without AVX512-VNNI (Zen 2/3, Haswell to Comet Lake) the AVX2 GEMV (avx2_qgemv.h) takes up to this many
+// rows, beyond them the fp32 tiles and sgemm, whichever measured faster (2 Zen 2 cores, group 128,
+// glmlab_kernel_bench BM_DecodeBatch, docs/BENCHMARKS.md session 10): Q4 27392 × 4096 at 32 rows 55 ms
+// against 87 (tiles), at 128 rows 238 against 223; Q8 at 32 rows 80 against 88, at 128 311 against 230.
+int64_t avx2_max_rows(DType t) { return t == DType::Q4 ? 64 : 32; }
 // Weights packed at load (vnni_packed.h) take the packed GEMV at every number of rows with approximate
 // activations: it read the weights once per call and beat the bf16 tiles from 1 to 512 rows on both
 // large 6B shapes (2 Zen 5 cores, group 128, glmlab_kernel_bench BM_DecodeBatch packed:1, session 8):
@@ -77,6 +83,13 @@ void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool app
     vnni::quantize_acts(x, int(N), K, W.dtype, qacts);
     const vnni::QuantizedActs* qa = &qacts;
     split_rows(M, [&](int64_t r0, int64_t r1) { vnni::gemv(W, r0, r1, *qa, y, M); });
+    return;
+  }
+  if (row_major && N <= avx2_max_rows(W.dtype) && approx && !vnni::available() && path != QuantPrefill::Tiles &&
+      avx2q::available() && vnni::fits(W)) {
+    vnni::quantize_acts(x, int(N), K, W.dtype, qacts);
+    const vnni::QuantizedActs* qa = &qacts;
+    split_rows(M, [&](int64_t r0, int64_t r1) { avx2q::gemv(W, r0, r1, *qa, y, M); });
     return;
   }
   if (row_major && approx && N > vnni_max_rows(W.dtype) && path != QuantPrefill::Tiles && vnni::available() && vnni::fits(W) &&

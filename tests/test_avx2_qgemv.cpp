@@ -1,0 +1,169 @@
+// The AVX2 GEMV for row-major Q8/Q4 weights (kernels/cpu/avx2_qgemv.h) against the fp32 reference fed the
+// SAME int8-rounded activations: its integer sums are exact, so what remains is fp32 summation order
+// (normalized max error < 1e-5). Shapes: ChatGLM3's K = 4096 and 13696 and odd tails (a partial last
+// chunk, Q4's padded nibble), groups 32/64/128/per row (a scale per chunk and scales gathered inside a
+// chunk), 1–4 tokens in one pass and 5–19 in groups over row blocks. Extreme values (every weight and
+// activation at ±127) would saturate a wrongly ordered VPMADDUBSW; mutated references (the next group's
+// scale, unsigned or swapped nibbles, int8 with an offset) must be far outside the bound. Where the CPU
+// has no AVX512-VNNI, quant_matmul must take this kernel for up to its row limit.
+#include <gtest/gtest.h>
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "kernels/cpu/avx2_qgemv.h"
+#include "kernels/cpu/quant_matmul.h"
+#include "model/quantize.h"
+#include "ops/ops.h"
+#include "test_quant_util.h"
+
+namespace glmlab {
+namespace {
+
+using test::dequantize_acts;
+using test::group_weights;
+using test::nmax;
+
+std::vector<float> ref_matmul(Ops& ref, const std::vector<float>& x, int64_t N, const Matrix& W) {
+  std::vector<float> y(size_t(N * W.rows));
+  ref.matmul(x.data(), N, W, nullptr, y.data());
+  return y;
+}
+
+#define SKIP_WITHOUT_AVX2() \
+  if (!avx2q::available()) GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU: the AVX2 GEMV does not run here"
+
+TEST(Avx2QGemv, MatchesReferenceOnTheSameInt8ActivationsWithTails) {
+  SKIP_WITHOUT_AVX2();
+  auto ref = make_ref_ops();
+  const int64_t M = 21;  // blocks of 4 rows and a partial one
+  double worst = 0;
+  for (DType q : {DType::Q8, DType::Q4})
+    for (int64_t K : {4096, 13696, 4097, 200})
+      for (int64_t G : {32, 64, 128, 0}) {
+        if (G > K) continue;
+        auto w = group_weights(M, K, G ? G : K, uint32_t(K + G));
+        QuantizedMatrix qm = quantize(Matrix{DType::F32, M, K, w.data()}, q, G);
+        if (!vnni::fits(qm.m)) continue;
+        for (int64_t N : {1, 3, 4, 5, 19}) {
+          SCOPED_TRACE(fmt::format("{} K={} G={} N={}", dtype_name(q), K, G, N));
+          auto x = test::block_acts(N, K, uint32_t(N + K));
+          vnni::QuantizedActs qa;
+          vnni::quantize_acts(x.data(), int(N), K, q, qa);
+          const auto yr = ref_matmul(*ref, dequantize_acts(qa, K), N, qm.m);
+          std::vector<float> y(yr.size(), NAN);
+          avx2q::gemv(qm.m, 0, M, qa, y.data(), M);
+          EXPECT_LT(nmax(y, yr), 1e-5);
+          worst = std::max(worst, nmax(y, yr));
+          // Rows [5, 14) alone: exactly those rows of the whole call, nothing else written.
+          std::vector<float> y3(yr.size(), 0.0f);
+          avx2q::gemv(qm.m, 5, 14, qa, y3.data(), M);
+          double e = 0;
+          for (int64_t t = 0; t < N; ++t)
+            for (int64_t r = 0; r < M; ++r) {
+              const size_t i = size_t(t * M + r);
+              e = std::max(e, double(std::fabs((r >= 5 && r < 14 ? y[i] : 0.0f) - y3[i])));
+            }
+          EXPECT_EQ(e, 0.0);
+        }
+      }
+  std::printf("[ info ] worst normalized max error against the reference: %.3g (bound 1e-5)\n", worst);
+}
+
+TEST(Avx2QGemv, ExtremeValuesDoNotSaturateTheInt16Pairs) {
+  SKIP_WITHOUT_AVX2();
+  auto ref = make_ref_ops();
+  const int64_t M = 4, K = 256, N = 2;
+  // Rows of +1, −1, alternating ±1 and +1/−1 halves: every weight at its largest code (Q8 ±127, Q4 ±7);
+  // activations ±1 in the same and opposite patterns (int8 ±127), so every pair product is at the limit.
+  std::vector<float> w(size_t(M * K)), x(size_t(N * K));
+  for (int64_t c = 0; c < K; ++c) {
+    w[size_t(c)] = 1.0f;
+    w[size_t(K + c)] = -1.0f;
+    w[size_t(2 * K + c)] = c % 2 ? -1.0f : 1.0f;
+    w[size_t(3 * K + c)] = c < K / 2 ? 1.0f : -1.0f;
+    x[size_t(c)] = 1.0f;
+    x[size_t(K + c)] = c % 2 ? -1.0f : 1.0f;
+  }
+  for (DType q : {DType::Q8, DType::Q4}) {
+    SCOPED_TRACE(dtype_name(q));
+    QuantizedMatrix qm = quantize(Matrix{DType::F32, M, K, w.data()}, q, 128);
+    vnni::QuantizedActs qa;
+    vnni::quantize_acts(x.data(), int(N), K, q, qa);
+    const auto yr = ref_matmul(*ref, dequantize_acts(qa, K), N, qm.m);
+    std::vector<float> y(yr.size(), NAN);
+    avx2q::gemv(qm.m, 0, M, qa, y.data(), M);
+    for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], yr[i], 1e-4 * K) << "output " << i;
+    EXPECT_NEAR(yr[0], float(K), 0.02 * K);  // the reference itself: +1 · +1 over K inputs
+  }
+}
+
+TEST(Avx2QGemv, WrongScalesNibblesOrOffsetsAreFarOutsideTheBound) {
+  SKIP_WITHOUT_AVX2();
+  auto ref = make_ref_ops();
+  const int64_t M = 9, K = 4096, N = 6;
+  for (DType q : {DType::Q8, DType::Q4})
+    for (int64_t G : {32, 128}) {
+      SCOPED_TRACE(fmt::format("{} G={}", dtype_name(q), G));
+      auto w = group_weights(M, K, G, 11);
+      QuantizedMatrix qm = quantize(Matrix{DType::F32, M, K, w.data()}, q, G);
+      auto x = test::block_acts(N, K, 5);
+      vnni::QuantizedActs qa;
+      vnni::quantize_acts(x.data(), int(N), K, q, qa);
+      std::vector<float> y(size_t(N * M));
+      avx2q::gemv(qm.m, 0, M, qa, y.data(), M);
+      const auto xd = dequantize_acts(qa, K);
+      ASSERT_LT(nmax(y, ref_matmul(*ref, xd, N, qm.m)), 1e-5);
+      std::vector<std::pair<const char*, test::MatrixCopy>> bad;
+      test::MatrixCopy shift(qm.m);
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t g = 0; g < qm.m.groups(); ++g)
+          shift.scales[size_t(r * qm.m.groups() + g)] = qm.m.scales[r * qm.m.groups() + (g + 1) % qm.m.groups()];
+      bad.emplace_back("scale of the next group", std::move(shift));
+      if (q == DType::Q4) {
+        test::MatrixCopy us(qm.m), sw(qm.m);
+        for (auto& b : us.data) b ^= 0x88;
+        for (auto& b : sw.data) b = uint8_t((b << 4) | (b >> 4));
+        bad.emplace_back("unsigned nibbles", std::move(us));
+        bad.emplace_back("swapped nibbles", std::move(sw));
+      } else {
+        test::MatrixCopy off(qm.m);
+        for (auto& b : off.data) b ^= 0x80;
+        bad.emplace_back("offset int8", std::move(off));
+      }
+      for (auto& [what, c] : bad) EXPECT_GT(nmax(y, ref_matmul(*ref, xd, N, c.m)), 1e-2) << what;
+      // Against the un-rounded activations: the int8 rounding (≈ 0.3% RMS) is far above the bound.
+      const double e = nmax(y, ref_matmul(*ref, x, N, qm.m));
+      EXPECT_GT(e, 1e-4);
+      EXPECT_LT(e, 5e-2);
+    }
+}
+
+TEST(Avx2QGemv, QuantMatmulTakesItWithoutVnniUpToItsRowLimit) {
+  SKIP_WITHOUT_AVX2();
+  if (vnni::available()) GTEST_SKIP() << "this CPU has AVX512-VNNI: quant_matmul takes the VNNI kernels instead";
+  auto ref = make_ref_ops();
+  const int64_t M = 70, K = 4096;
+  for (DType q : {DType::Q8, DType::Q4}) {
+    auto w = group_weights(M, K, 128, 3);
+    QuantizedMatrix qm = quantize(Matrix{DType::F32, M, K, w.data()}, q, 128);
+    const int64_t limit = q == DType::Q4 ? 64 : 32;
+    for (int64_t N : {int64_t(1), int64_t(8), limit, limit + 1}) {
+      SCOPED_TRACE(fmt::format("{} N={}", dtype_name(q), N));
+      auto x = test::block_acts(N, K, 9);
+      vnni::QuantizedActs qa;
+      vnni::quantize_acts(x.data(), int(N), K, q, qa);
+      std::vector<float> y(size_t(N * M), NAN), y2(size_t(N * M), NAN);
+      avx2q::gemv(qm.m, 0, M, qa, y.data(), M);
+      quant_matmul(x.data(), N, qm.m, y2.data(), true);
+      if (N <= limit)
+        EXPECT_EQ(0, std::memcmp(y.data(), y2.data(), y.size() * 4)) << "quant_matmul must be this kernel here";
+      else  // the fp32 tiles: within the activations' int8 rounding of this kernel, but not bit-equal
+        EXPECT_NE(0, std::memcmp(y.data(), y2.data(), y.size() * 4));
+      EXPECT_LT(nmax(y2, ref_matmul(*ref, x, N, qm.m)), 5e-2);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace glmlab
