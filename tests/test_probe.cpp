@@ -38,6 +38,10 @@ TEST(ProbeKernels, PeakLoopsDoTheWorkTheyCount) {
     // 16 chains × 16 lanes, each adding 1.0 · 1.0 per iteration: 100 iterations → 16 · 16 · 100 (rounded inputs aside).
     EXPECT_EQ(probek::fma_f32(100, &sink), 100.0 * 16 * 32);
     EXPECT_NEAR(sink, 16 * 16 * 100, 1.0);
+  } else if (probek::avx2_available()) {
+    EXPECT_STREQ(probek::fma_unit(), "AVX2");
+    EXPECT_EQ(probek::fma_f32(100, &sink), 100.0 * 12 * 16);  // 12 chains × 8 lanes
+    EXPECT_NEAR(sink, 12 * 8 * 100, 1.0);
   }
   if (probek::dpbf16_available()) {
     EXPECT_EQ(probek::dot_bf16(100, &sink), 100.0 * 16 * 64);
@@ -45,8 +49,21 @@ TEST(ProbeKernels, PeakLoopsDoTheWorkTheyCount) {
     EXPECT_NEAR(sink, 16 * 16 * 100 * 2 * 0.99609375, 0.5);
   }
   if (probek::vnni_available()) {
-    EXPECT_EQ(probek::dot_u8s8(100, &sink), 100.0 * 16 * 128);
+    EXPECT_EQ(probek::dot_u8s8_variants(), 1);
+    EXPECT_EQ(probek::dot_u8s8(0, 100, &sink), 100.0 * 16 * 128);
     EXPECT_EQ(sink, float(16 * 16 * 100 * 4 * (3 * -2)));
+  } else if (probek::avx2_available()) {
+    EXPECT_STREQ(probek::int8_dot_unit(), "AVX2");
+    ASSERT_EQ(probek::dot_u8s8_variants(), 3);
+    // Chain c multiplies bytes 3 + c by −2 in pairs: −4·(3 + c) per int16 lane and step. The sink is the
+    // xor of lanes 0, 5 and 15 of the xor over the chains, all lanes equal: the xor over the chains' sums.
+    const int chains[3] = {4, 5, 6};
+    for (int v = 0; v < 3; ++v) {
+      EXPECT_EQ(probek::dot_u8s8(v, 100, &sink), 100.0 * chains[v] * 64);
+      int16_t x = 0;
+      for (int c = 0; c < chains[v]; ++c) x = int16_t(x ^ int16_t(100 * -4 * (3 + c)));
+      EXPECT_EQ(sink, float(int16_t(x ^ x ^ x))) << chains[v] << " chains";
+    }
   }
   if (amx::available()) {
     EXPECT_EQ(amx::peak_bf16(10, &sink), 10.0 * 4 * 16 * 16 * 32 * 2);
@@ -69,8 +86,10 @@ TEST(Probe, MemoryProbeReportsTheBestOfItsRows) {
   EXPECT_LE(m.spread_low, m.spread_high);
   EXPECT_FALSE(m.best_pattern.empty());
   const ComputeProbe c = probe_compute(1);
-  EXPECT_EQ(c.fp32_fma.median > 0, probek::avx512_available());
-  EXPECT_EQ(c.int8_dot.median > 0, probek::vnni_available());
+  EXPECT_EQ(c.fp32_fma.median > 0, probek::avx512_available() || probek::avx2_available());
+  EXPECT_EQ(c.fma_unit, probek::avx512_available() ? "AVX-512" : probek::avx2_available() ? "AVX2" : "");
+  EXPECT_EQ(c.int8_dot.median > 0, probek::vnni_available() || probek::avx2_available());
+  EXPECT_EQ(c.int8_unit, probek::vnni_available() ? "AVX512-VNNI" : probek::avx2_available() ? "AVX2" : "");
   EXPECT_EQ(c.bf16_unit, amx::available() ? "AMX" : probek::dpbf16_available() ? "AVX512-BF16" : "");
 }
 

@@ -174,11 +174,13 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
     else if (report.probed)
     {
       const ComputeProbe& c = report.compute;
-      std::printf("limits:  memory read %.2f GB/s (%.2f–%.2f; best of: %s); peaks: fp32 FMA %.0f, bf16 dot %.0f%s, "
-                  "int8 dot %.0f GOP/s; fp32 sgemm %.1f GFLOP/s (%.1f–%.1f); %d threads, measured in this run\n",
+      std::printf("limits:  memory read %.2f GB/s (%.2f–%.2f; best of: %s); peaks: fp32 FMA %.0f%s, bf16 dot %s%s, "
+                  "int8 dot %.0f%s GOP/s; fp32 sgemm %.1f GFLOP/s (%.1f–%.1f); %d threads, measured in this run\n",
                   report.memory_gbs.median, report.memory_gbs.min, report.memory_gbs.max, report.memory_pattern.c_str(),
-                  c.fp32_fma.median, c.bf16_dot.median, c.bf16_unit.empty() ? "" : (" (" + c.bf16_unit + ")").c_str(),
-                  c.int8_dot.median, report.gemm_gflops.median, report.gemm_gflops.min, report.gemm_gflops.max, c.threads);
+                  c.fp32_fma.median, c.fma_unit.empty() ? "" : (" (" + c.fma_unit + ")").c_str(),
+                  c.bf16_unit.empty() ? "n/a" : fmt::format("{:.0f}", c.bf16_dot.median).c_str(),
+                  c.bf16_unit.empty() ? "" : (" (" + c.bf16_unit + ")").c_str(), c.int8_dot.median,
+                  c.int8_unit.empty() ? "" : (" (" + c.int8_unit + ")").c_str(), report.gemm_gflops.median, report.gemm_gflops.min, report.gemm_gflops.max, c.threads);
       for (const auto& s : report.runs)
         if (s.decode_gbs_of_probe > 1.0 || s.prefill_gflops_of_probe > 1.0)
           std::fprintf(stderr,

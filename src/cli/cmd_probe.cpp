@@ -41,6 +41,8 @@ RegisterCommand reg([](CLI::App& app) {
                           {"bf16_dot_gflops", spread(cp.bf16_dot)},
                           {"bf16_unit", cp.bf16_unit},
                           {"int8_dot_gops", spread(cp.int8_dot)},
+                          {"int8_unit", cp.int8_unit},
+                          {"fma_unit", cp.fma_unit},
                           {"gemm_gflops", spread(gm)},
                           {"simd", simd::target_name()},
                           {"blas_core", blas_core_name()}};
@@ -59,9 +61,9 @@ RegisterCommand reg([](CLI::App& app) {
       else
         std::printf("%-22s      n/a (this CPU lacks the instruction)\n", name);
     };
-    peak("fp32 FMA peak", cp.fp32_fma, "GFLOP/s");
+    peak(cp.fma_unit == "AVX2" ? "fp32 FMA peak (AVX2)" : "fp32 FMA peak", cp.fp32_fma, "GFLOP/s");
     peak(cp.bf16_unit == "AMX" ? "bf16 AMX peak" : "bf16 dot peak", cp.bf16_dot, "GFLOP/s");
-    peak("int8 VNNI peak", cp.int8_dot, "GOP/s  ");
+    peak(cp.int8_unit == "AVX2" ? "int8 AVX2 peak" : "int8 VNNI peak", cp.int8_dot, "GOP/s  ");
     std::printf("fp32 sgemm 2048³       %8.1f GFLOP/s  (min %.1f, max %.1f; OpenBLAS %s, SIMD %s)\n", gm.median, gm.min,
                 gm.max, blas_core_name(), simd::target_name());
   });

@@ -148,7 +148,8 @@ ComputeProbe probe_compute(int reps) {
   ComputeProbe c;
   c.threads = omp_get_max_threads();
   // About 0.1–0.4 s per repetition at each unit's throughput on a ~3 GHz core.
-  if (probek::avx512_available()) c.fp32_fma = time_peak(probek::fma_f32, 40'000'000, reps);
+  c.fma_unit = probek::fma_unit();
+  if (!c.fma_unit.empty()) c.fp32_fma = time_peak(probek::fma_f32, 40'000'000, reps);
   if (amx::available()) {
     c.bf16_unit = "AMX";
     c.bf16_dot = time_peak(amx::peak_bf16, 5'000'000, reps);
@@ -156,13 +157,19 @@ ComputeProbe probe_compute(int reps) {
     c.bf16_unit = "AVX512-BF16";
     c.bf16_dot = time_peak(probek::dot_bf16, 40'000'000, reps);
   }
-  if (probek::vnni_available()) c.int8_dot = time_peak(probek::dot_u8s8, 40'000'000, reps);
+  c.int8_unit = probek::int8_dot_unit();
+  if (!c.int8_unit.empty())
+    for (int v = 0; v < probek::dot_u8s8_variants(); ++v) {
+      const ProbeResult r =
+          time_peak([v](int64_t iters, float* sink) { return probek::dot_u8s8(v, iters, sink); }, 40'000'000, reps);
+      if (r.median > c.int8_dot.median) c.int8_dot = r;
+    }
   return c;
 }
 
 ComputeLimit compute_limit(const ComputeProbe& c, const ProbeResult& sgemm, std::string_view unit) {
   if (unit == "bf16" && c.bf16_dot.median > 0) return {c.bf16_dot.median, fmt::format("bf16 dot peak ({})", c.bf16_unit)};
-  if (unit == "int8" && c.int8_dot.median > 0) return {c.int8_dot.median, "int8 dot peak (AVX512-VNNI)"};
+  if (unit == "int8" && c.int8_dot.median > 0) return {c.int8_dot.median, fmt::format("int8 dot peak ({})", c.int8_unit)};
   if (unit == "fp32" && c.fp32_fma.median > 0) return {c.fp32_fma.median, "fp32 FMA peak"};
   return {sgemm.median, "fp32 sgemm"};
 }

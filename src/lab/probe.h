@@ -4,8 +4,8 @@
 //   patterns (one stream per thread; several streams with software prefetch; the bf16 GEMV's rows side
 //   by side) on several allocations, on 4 KiB pages and on transparent huge pages;
 // - compute: the register-resident peak of each instruction the matrix kernels use (fp32 FMA,
-//   AVX512-BF16 or AMX bf16 dot products, AVX512-VNNI int8 dot products) and the fp32 sgemm of the
-//   BLAS beside them.
+//   AVX512-BF16 or AMX bf16 dot products, AVX512-VNNI int8 dot products; on AVX2 CPUs the ymm FMA and
+//   VPMADDUBSW) and the fp32 sgemm of the BLAS beside them.
 // Every figure is the median of several repetitions after a warm-up, all threads at once.
 #pragma once
 #include <cstdint>
@@ -44,10 +44,12 @@ ProbeResult probe_memory_bandwidth(uint64_t bytes = 1ull << 30, int reps = 5);
 // Register-resident instruction peaks, GFLOP/s (int8: 10⁹ int ops/s), all threads; 0 where the CPU
 // lacks the instruction.
 struct ComputeProbe {
-  ProbeResult fp32_fma;   // VFMADD231PS zmm
+  ProbeResult fp32_fma;   // VFMADD231PS zmm (ymm on AVX2 CPUs)
+  std::string fma_unit;   // "AVX-512" | "AVX2" | ""
   ProbeResult bf16_dot;   // AMX TDPBF16PS where the CPU has AMX, else VDPBF16PS zmm
   std::string bf16_unit;  // "AMX" | "AVX512-BF16" | ""
-  ProbeResult int8_dot;   // VPDPBUSD zmm
+  ProbeResult int8_dot;   // VPDPBUSD zmm; VPMADDUBSW ymm on AVX2 CPUs without AVX512-VNNI
+  std::string int8_unit;  // "AVX512-VNNI" | "AVX2" | ""
   int threads = 0;
 };
 ComputeProbe probe_compute(int reps = 5);

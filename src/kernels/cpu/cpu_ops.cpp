@@ -14,6 +14,7 @@
 
 #include "kernels/cpu/bf16_gemm.h"
 #include "kernels/cpu/cpu_backward.h"
+#include "kernels/cpu/avx2_qgemv.h"
 #include "kernels/cpu/dpbf16_packed.h"
 #include "kernels/cpu/f16_packed.h"
 #include "kernels/cpu/quant_matmul.h"
@@ -72,6 +73,9 @@ class CpuOps final : public Ops {
     // when the activations may be rounded; everything else widens to fp32 (sgemm).
     if (W.layout == MatrixLayout::Vnni16 && bf16_activations_) return "int8";
     if (W.layout == MatrixLayout::Pairs16 && bf16_activations_) return "bf16";
+    // Row-major int8/int4 on an AVX2 CPU without VNNI: integer dot products up to 32/64 rows, fp32 tiles
+    // beyond (quant_matmul.cpp); the int8 peak (VPMADDUBSW) is the higher of the two limits.
+    if (W.quantized() && bf16_activations_ && !vnni::available() && avx2q::available()) return "int8";
     const DType weights = W.dtype;
     const bool bf16_weights = weights == DType::BF16 || weights == DType::Q8 || weights == DType::Q4;
     return bf16_activations_ && bf16_weights && bf16gemm::available(4096, 4096) ? "bf16" : "fp32";

@@ -111,6 +111,8 @@ nlohmann::json summary_json(const BenchReport& r, const BenchMeta& meta) {
               {"fp32_fma_gflops", {{"median", r.compute.fp32_fma.median}, {"min", r.compute.fp32_fma.min}, {"max", r.compute.fp32_fma.max}}},
               {"bf16_dot_gflops", {{"median", r.compute.bf16_dot.median}, {"min", r.compute.bf16_dot.min}, {"max", r.compute.bf16_dot.max}}},
               {"bf16_unit", r.compute.bf16_unit},
+              {"int8_unit", r.compute.int8_unit},
+              {"fma_unit", r.compute.fma_unit},
               {"int8_dot_gops", {{"median", r.compute.int8_dot.median}, {"min", r.compute.int8_dot.min}, {"max", r.compute.int8_dot.max}}},
               // device runs: memory_gbs is the device's copy probe (read + written bytes), no GEMM probe
               {"memory_kind", r.device_probe ? "device copy" : "host read"},

@@ -86,7 +86,9 @@ nlohmann::json train_summary_json(const BenchTrainReport& r, const BenchTrainMet
               {"fp32_fma_gflops", {{"median", r.compute.fp32_fma.median}, {"min", r.compute.fp32_fma.min}, {"max", r.compute.fp32_fma.max}}},
               {"bf16_dot_gflops", {{"median", r.compute.bf16_dot.median}, {"min", r.compute.bf16_dot.min}, {"max", r.compute.bf16_dot.max}}},
               {"int8_dot_gops", {{"median", r.compute.int8_dot.median}, {"min", r.compute.int8_dot.min}, {"max", r.compute.int8_dot.max}}},
-              {"bf16_unit", r.compute.bf16_unit}};
+              {"bf16_unit", r.compute.bf16_unit},
+              {"int8_unit", r.compute.int8_unit},
+              {"fma_unit", r.compute.fma_unit}};
   const ModelConfig& c = r.config;
   const auto& o = meta.options;
   const auto& t = o.train;
