@@ -58,13 +58,7 @@ TEST(Avx2QGemv, MatchesReferenceOnTheSameInt8ActivationsWithTails) {
           // Rows [5, 14) alone: exactly those rows of the whole call, nothing else written.
           std::vector<float> y3(yr.size(), 0.0f);
           avx2q::gemv(qm.m, 5, 14, qa, y3.data(), M);
-          double e = 0;
-          for (int64_t t = 0; t < N; ++t)
-            for (int64_t r = 0; r < M; ++r) {
-              const size_t i = size_t(t * M + r);
-              e = std::max(e, double(std::fabs((r >= 5 && r < 14 ? y[i] : 0.0f) - y3[i])));
-            }
-          EXPECT_EQ(e, 0.0);
+          EXPECT_EQ(test::row_range_error(y, y3, N, M, 5, 14), 0.0);
         }
       }
   std::printf("[ info ] worst normalized max error against the reference: %.3g (bound 1e-5)\n", worst);
@@ -114,24 +108,7 @@ TEST(Avx2QGemv, WrongScalesNibblesOrOffsetsAreFarOutsideTheBound) {
       avx2q::gemv(qm.m, 0, M, qa, y.data(), M);
       const auto xd = dequantize_acts(qa, K);
       ASSERT_LT(nmax(y, ref_matmul(*ref, xd, N, qm.m)), 1e-5);
-      std::vector<std::pair<const char*, test::MatrixCopy>> bad;
-      test::MatrixCopy shift(qm.m);
-      for (int64_t r = 0; r < M; ++r)
-        for (int64_t g = 0; g < qm.m.groups(); ++g)
-          shift.scales[size_t(r * qm.m.groups() + g)] = qm.m.scales[r * qm.m.groups() + (g + 1) % qm.m.groups()];
-      bad.emplace_back("scale of the next group", std::move(shift));
-      if (q == DType::Q4) {
-        test::MatrixCopy us(qm.m), sw(qm.m);
-        for (auto& b : us.data) b ^= 0x88;
-        for (auto& b : sw.data) b = uint8_t((b << 4) | (b >> 4));
-        bad.emplace_back("unsigned nibbles", std::move(us));
-        bad.emplace_back("swapped nibbles", std::move(sw));
-      } else {
-        test::MatrixCopy off(qm.m);
-        for (auto& b : off.data) b ^= 0x80;
-        bad.emplace_back("offset int8", std::move(off));
-      }
-      for (auto& [what, c] : bad) EXPECT_GT(nmax(y, ref_matmul(*ref, xd, N, c.m)), 1e-2) << what;
+      for (auto& [what, c] : test::mutations(qm.m)) EXPECT_GT(nmax(y, ref_matmul(*ref, xd, N, c.m)), 1e-2) << what;
       // Against the un-rounded activations: the int8 rounding (≈ 0.3% RMS) is far above the bound.
       const double e = nmax(y, ref_matmul(*ref, x, N, qm.m));
       EXPECT_GT(e, 1e-4);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/vnni_gemv.h"
@@ -78,6 +79,43 @@ inline std::vector<float> block_acts(int64_t N, int64_t K, uint32_t seed) {
     for (int64_t j = i; j < std::min(N * K, i + 32); ++j) x[size_t(j)] = n(g) * f;
   }
   return x;
+}
+
+// What a kernel with each classic bug would compute, as copies of m for the reference to multiply: the
+// next group's scale; Q4: nibbles without their offset of 8, even / odd nibbles swapped; Q8: the +128
+// offset left on the weights.
+inline std::vector<std::pair<const char*, MatrixCopy>> mutations(const Matrix& m) {
+  std::vector<std::pair<const char*, MatrixCopy>> bad;
+  MatrixCopy shift(m);
+  for (int64_t r = 0; r < m.rows; ++r)
+    for (int64_t g = 0; g < m.groups(); ++g)
+      shift.scales[size_t(r * m.groups() + g)] = m.scales[r * m.groups() + (g + 1) % m.groups()];
+  bad.emplace_back("scale of the next group", std::move(shift));
+  if (m.dtype == DType::Q4) {
+    MatrixCopy us(m), sw(m);
+    for (auto& b : us.data) b ^= 0x88;
+    for (auto& b : sw.data) b = uint8_t((b << 4) | (b >> 4));
+    bad.emplace_back("unsigned nibbles", std::move(us));
+    bad.emplace_back("swapped nibbles", std::move(sw));
+  } else {
+    MatrixCopy off(m);
+    for (auto& b : off.data) b ^= 0x80;
+    bad.emplace_back("offset int8", std::move(off));
+  }
+  return bad;
+}
+
+// The largest difference between `part` (a call on rows [r0, r1) into a zeroed [N, M] output) and the
+// whole call's rows there (0 elsewhere): 0 when the range gives exactly those rows and nothing else.
+inline double row_range_error(const std::vector<float>& whole, const std::vector<float>& part, int64_t N, int64_t M,
+                              int64_t r0, int64_t r1) {
+  double e = 0;
+  for (int64_t t = 0; t < N; ++t)
+    for (int64_t r = 0; r < M; ++r) {
+      const size_t i = size_t(t * M + r);
+      e = std::max(e, double(std::fabs((r >= r0 && r < r1 ? whole[i] : 0.0f) - part[i])));
+    }
+  return e;
 }
 
 }  // namespace glmlab::test

@@ -23,7 +23,6 @@ namespace {
 using test::dequantize_acts;
 using test::group_weights;
 using test::nmax;
-using Copy = test::MatrixCopy;
 
 // Activations whose magnitude changes from block to block of 32 (a wrong block's scale shows).
 constexpr auto acts = test::block_acts;
@@ -63,13 +62,8 @@ TEST(VnniGemm, MatchesReferenceOnTheSameInt8ActivationsWithTails) {
           // Rows [5, 38) alone: a range that starts inside a block of 4 rows and ends inside another.
           std::vector<float> y3(yr.size(), 0.0f);
           vnni::gemm(qm.m, 5, 38, qa, y3.data(), M);
-          double e = 0;
-          for (int64_t t = 0; t < N; ++t)
-            for (int64_t r = 0; r < M; ++r) {
-              const size_t i = size_t(t * M + r);
-              e = std::max(e, double(std::fabs((r >= 5 && r < 38 ? y[i] : 0.0f) - y3[i])));
-            }
-          EXPECT_EQ(e, 0.0) << "a row range must give exactly the rows of the whole call, and nothing else";
+          EXPECT_EQ(test::row_range_error(y, y3, N, M, 5, 38), 0.0)
+              << "a row range must give exactly the rows of the whole call, and nothing else";
         }
       }
   std::printf("[ info ] worst normalized max error against the reference: %.3g (bound 1e-5)\n", worst);
@@ -92,24 +86,7 @@ TEST(VnniGemm, WrongScalesNibblesOrActivationsAreFarOutsideTheBound) {
       const auto xd = dequantize_acts(qa, K);
       ASSERT_LT(nmax(y, ref_matmul(*ref, xd, N, qm.m)), 1e-5);
       // What the kernel would compute with each bug, as the reference computes it: all ≫ 1e-5.
-      std::vector<std::pair<const char*, Copy>> bad;
-      Copy shift(qm.m);
-      for (int64_t r = 0; r < M; ++r)
-        for (int64_t g = 0; g < qm.m.groups(); ++g)
-          shift.scales[size_t(r * qm.m.groups() + g)] = qm.m.scales[r * qm.m.groups() + (g + 1) % qm.m.groups()];
-      bad.emplace_back("scale of the next group", std::move(shift));
-      if (q == DType::Q4) {
-        Copy us(qm.m), sw(qm.m);
-        for (auto& b : us.data) b ^= 0x88;                          // nibbles without their offset of 8
-        for (auto& b : sw.data) b = uint8_t((b << 4) | (b >> 4));  // even / odd nibbles swapped
-        bad.emplace_back("unsigned nibbles", std::move(us));
-        bad.emplace_back("swapped nibbles", std::move(sw));
-      } else {
-        Copy off(qm.m);
-        for (auto& b : off.data) b ^= 0x80;  // the +128 offset left on the weights
-        bad.emplace_back("offset int8", std::move(off));
-      }
-      for (auto& [what, c] : bad) {
+      for (auto& [what, c] : test::mutations(qm.m)) {
         const double e = nmax(y, ref_matmul(*ref, xd, N, c.m));
         EXPECT_GT(e, 1e-2) << what;
         std::printf("[ info ] %s G=%ld: %s gives %.3g\n", std::string(dtype_name(q)).c_str(), long(G), what, e);
