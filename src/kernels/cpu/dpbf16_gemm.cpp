@@ -14,6 +14,15 @@
 #include <memory>
 #include <vector>
 
+// AVX-512 code generation for this file's own functions only. Not a file-wide -mavx512* flag: with one,
+// the inline functions and templates of the headers above (std::vector's growth, fmt) were compiled
+// with AVX-512 here too, and the linker may keep this copy for the whole program — the ASan build ran
+// std::vector<uint8_t, LargePageAllocator>::_M_default_append from this file and died with SIGILL on
+// a Zen 2 CPU (session 10). The pragma applies to functions defined after it; the headers' templates
+// keep the default target.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma")
+
 namespace glmlab::dpbf16 {
 
 __attribute__((target("no-avx512f"))) bool available() {
@@ -312,3 +321,5 @@ void gemv(const uint16_t* W, int64_t r0, int64_t r1, const Bf16Acts& a, float* y
 }
 
 }  // namespace glmlab::dpbf16
+
+#pragma GCC pop_options

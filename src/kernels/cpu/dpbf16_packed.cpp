@@ -15,6 +15,15 @@
 
 #include "util/error.h"
 
+// AVX-512 code generation for this file's own functions only. Not a file-wide -mavx512* flag: with one,
+// the inline functions and templates of the headers above (std::vector's growth, fmt) were compiled
+// with AVX-512 here too, and the linker may keep this copy for the whole program — the ASan build ran
+// std::vector<uint8_t, LargePageAllocator>::_M_default_append from this file and died with SIGILL on
+// a Zen 2 CPU (session 10). The pragma applies to functions defined after it; the headers' templates
+// keep the default target.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma")
+
 namespace glmlab::dpbf16 {
 
 namespace {
@@ -106,7 +115,8 @@ void blocks(int nt, const uint32_t* P, int64_t pairs, int64_t b0, int64_t b1, in
 
 }  // namespace
 
-bool packable(const Matrix& W) {
+// Called on every CPU before available() is known to hold: plain x86-64.
+__attribute__((target("no-avx512f"))) bool packable(const Matrix& W) {
   return W.dtype == DType::BF16 && W.layout == MatrixLayout::RowMajor && W.rows > 0 && W.rows % kRows == 0 &&
          W.cols > 0 && W.cols % 32 == 0 && available();
 }
@@ -170,3 +180,5 @@ void packed_matmul(const Matrix& P, const float* x, int64_t N, float* y, Bf16Act
 }
 
 }  // namespace glmlab::dpbf16
+
+#pragma GCC pop_options
