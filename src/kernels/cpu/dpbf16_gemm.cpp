@@ -14,22 +14,29 @@
 #include <memory>
 #include <vector>
 
+namespace glmlab::dpbf16 {
+bool available() {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+  return ok;
+}
+}  // namespace glmlab::dpbf16
+
 // AVX-512 code generation for this file's own functions only. Not a file-wide -mavx512* flag: with one,
 // the inline functions and templates of the headers above (std::vector's growth, fmt) were compiled
 // with AVX-512 here too, and the linker may keep this copy for the whole program — the ASan build ran
 // std::vector<uint8_t, LargePageAllocator>::_M_default_append from this file and died with SIGILL on
 // a Zen 2 CPU (session 10). The pragma applies to functions defined after it; the headers' templates
-// keep the default target.
+// keep the default target. (clang: the same by `#pragma clang attribute`.)
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma")
+#endif
 
 namespace glmlab::dpbf16 {
 
-__attribute__((target("no-avx512f"))) bool available() {
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
-  return ok;
-}
 
 namespace {
 
@@ -322,4 +329,8 @@ void gemv(const uint16_t* W, int64_t r0, int64_t r1, const Bf16Acts& a, float* y
 
 }  // namespace glmlab::dpbf16
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif

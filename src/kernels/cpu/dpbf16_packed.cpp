@@ -1,5 +1,5 @@
-// Packed-layout AVX512-BF16 products (see dpbf16_packed.h). Compiled with -mavx512f/bw/vl/bf16
-// (CMakeLists.txt); nothing here runs unless packable() said yes, which asks dpbf16::available().
+// Packed-layout AVX512-BF16 products (see dpbf16_packed.h). Compiled for AVX512-F/BW/VL/BF16 by a target
+// pragma below; nothing here runs unless packable() said yes, which asks dpbf16::available().
 //
 // Word (b, q, l) of the packed data is the bf16 pair (W[16b + l][2q], W[16b + l][2q + 1]). One 64-byte
 // load at (b, q) is 16 lanes of pairs; VDPBF16PS against the token's pair (x[2q], x[2q + 1]) broadcast
@@ -20,9 +20,13 @@
 // with AVX-512 here too, and the linker may keep this copy for the whole program — the ASan build ran
 // std::vector<uint8_t, LargePageAllocator>::_M_default_append from this file and died with SIGILL on
 // a Zen 2 CPU (session 10). The pragma applies to functions defined after it; the headers' templates
-// keep the default target.
+// keep the default target. (clang: the same by `#pragma clang attribute`.)
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma")
+#endif
 
 namespace glmlab::dpbf16 {
 
@@ -115,11 +119,22 @@ void blocks(int nt, const uint32_t* P, int64_t pairs, int64_t b0, int64_t b1, in
 
 }  // namespace
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
 // Called on every CPU before available() is known to hold: plain x86-64.
-__attribute__((target("no-avx512f"))) bool packable(const Matrix& W) {
+bool packable(const Matrix& W) {
   return W.dtype == DType::BF16 && W.layout == MatrixLayout::RowMajor && W.rows > 0 && W.rows % kRows == 0 &&
          W.cols > 0 && W.cols % 32 == 0 && available();
 }
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma")
+#endif
 
 PackedMatrix pack(const Matrix& W) {
   if (!packable(W)) fail("dpbf16::pack: a {} {}x{} matrix cannot be packed", dtype_name(W.dtype), W.rows, W.cols);
@@ -181,4 +196,8 @@ void packed_matmul(const Matrix& P, const float* x, int64_t N, float* y, Bf16Act
 
 }  // namespace glmlab::dpbf16
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
