@@ -99,7 +99,7 @@ float read(const void* p, size_t bytes, int streams, size_t row_bytes, size_t pr
 
 namespace {
 // 12 chains: with the two operands they fill 14 of AVX2's 16 ymm registers (16 chains spill).
-GLMLAB_PAVX2 __attribute__((target("fma"))) double fma_f32_avx2(int64_t iters, float* sink) {
+__attribute__((target("avx2,fma"))) double fma_f32_avx2(int64_t iters, float* sink) {
   const __m256 a = _mm256_set1_ps(1.0000001f), b = _mm256_set1_ps(0.9999999f);
   __m256 acc[12];
   for (auto& v : acc) v = _mm256_setzero_ps();
