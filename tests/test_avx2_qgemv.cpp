@@ -116,6 +116,32 @@ TEST(Avx2QGemv, WrongScalesNibblesOrOffsetsAreFarOutsideTheBound) {
     }
 }
 
+// Q4's offset terms (8·Σx per lane, folded per weight group) prepared once per call by avx2q::prepare:
+// the same result as computed inside gemv, and never reused for other activations or other groups.
+TEST(Avx2QGemv, PreparedQ4OffsetsFollowTheActivationsAndTheGroups) {
+  SKIP_WITHOUT_AVX2();
+  auto ref = make_ref_ops();
+  const int64_t M = 12, K = 4096, N = 3;
+  auto w = group_weights(M, K, 128, 21);
+  QuantizedMatrix q128 = quantize(Matrix{DType::F32, M, K, w.data()}, DType::Q4, 128);
+  QuantizedMatrix q32 = quantize(Matrix{DType::F32, M, K, w.data()}, DType::Q4, 32);
+  auto xa = test::block_acts(N, K, 1), xb = test::block_acts(N, K, 2);
+  vnni::QuantizedActs qa;
+  vnni::quantize_acts(xa.data(), int(N), K, DType::Q4, qa);
+  std::vector<float> y0(size_t(N * M)), y1(size_t(N * M));
+  avx2q::gemv(q128.m, 0, M, qa, y0.data(), M);
+  avx2q::prepare(q128.m, qa);
+  avx2q::gemv(q128.m, 0, M, qa, y1.data(), M);
+  EXPECT_EQ(0, std::memcmp(y0.data(), y1.data(), y0.size() * 4)) << "prepared offsets must be the same numbers";
+  // Prepared for groups of 128, used with groups of 32: still right.
+  avx2q::gemv(q32.m, 0, M, qa, y1.data(), M);
+  EXPECT_LT(nmax(y1, ref_matmul(*ref, dequantize_acts(qa, K), N, q32.m)), 1e-5);
+  // New activations into the same struct: the old offsets must not be used.
+  vnni::quantize_acts(xb.data(), int(N), K, DType::Q4, qa);
+  avx2q::gemv(q128.m, 0, M, qa, y1.data(), M);
+  EXPECT_LT(nmax(y1, ref_matmul(*ref, dequantize_acts(qa, K), N, q128.m)), 1e-5);
+}
+
 TEST(Avx2QGemv, QuantMatmulTakesItWithoutVnniUpToItsRowLimit) {
   SKIP_WITHOUT_AVX2();
   if (vnni::available()) GTEST_SKIP() << "this CPU has AVX512-VNNI: quant_matmul takes the VNNI kernels instead";

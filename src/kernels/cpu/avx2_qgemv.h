@@ -5,8 +5,10 @@
 // dot product on AVX2 does, then is scaled by (activation block scale × weight group scale).
 //   Q4: the unsigned nibble (q + 8, ≤ 15) is the u8 operand; two pair sums of ≤ 2·15·127 never saturate.
 //   Q8: |w| (≤ 128) is the u8 operand and x with w's sign the s8 one (2·128·127 < 32767).
+// Q4's offset (8·Σx of each lane's activations) is taken off once per weight group and row, not per lane.
 // Before it, a batch of tokens on such a CPU dequantized the whole matrix into fp32 tiles for sgemm at
-// every decode step (2 Zen 2 cores, 27392 × 4096 int4 at 8 rows: 67 ms; docs/BENCHMARKS.md session 10).
+// every decode step (2 Zen 2 cores, 27392 × 4096 int4 at 8 rows: 67 ms; 14 ms with this kernel in
+// session 10, 10 ms in session 11; docs/BENCHMARKS.md).
 // Compiled for AVX2 + FMA + F16C by target attributes; call only when available().
 #pragma once
 #include <cstdint>
@@ -22,6 +24,9 @@ bool available();
 // t < a.nt (a from vnni::quantize_acts for W's dtype and cols). Up to 4 tokens share one pass over a
 // weight row; more tokens pass in groups of 4 over blocks of 4 rows that stay in L1, so the weights are
 // read from memory once per call whatever the batch.
+// Call prepare(W, a) once before splitting W's rows over threads: it computes Q4's per-group offset terms
+// (a.goff) that every call would otherwise compute again for itself.
+void prepare(const Matrix& W, vnni::QuantizedActs& a);
 void gemv(const Matrix& W, int64_t r0, int64_t r1, const vnni::QuantizedActs& a, float* y, int64_t ys);
 
 }  // namespace glmlab::avx2q

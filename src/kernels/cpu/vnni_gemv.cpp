@@ -181,6 +181,7 @@ bool fits(const Matrix& W) {
 void quantize_acts(const float* x, int nt, int64_t K, DType wtype, QuantizedActs& a) {
   a.wtype = wtype;
   a.nt = nt;
+  a.goff_group = 0;  // new activations: offsets of the old ones are stale
   a.units = wtype == DType::Q4 ? (K + 1) / 2 : K;  // = the row bytes (odd K: a padded nibble)
   a.lanes = (a.units + 63) / 64 * 16;
   const int parts = wtype == DType::Q4 ? 2 : 1;

@@ -30,6 +30,10 @@ struct QuantizedActs {
   std::vector<uint8_t> q;      // [nt, 2 (Q4: even | odd) or 1 (Q8), lanes·4] int8 (Q4) or uint8 = int8 + 128 (Q8)
   std::vector<float> scale;    // [nt, lanes] activation scale of each lane's block
   std::vector<int32_t> corr;   // Q4: [nt, lanes] 8 · Σ of the lane's 8 int8 activations (unsigned-nibble offset)
+  // Q4 on AVX2 (avx2q::prepare): [nt, groups] Σ of corr · scale over each weight group's lanes, for
+  // weight groups of goff_group inputs (0: not computed).
+  std::vector<float> goff;
+  int64_t goff_group = 0;
 };
 void quantize_acts(const float* x, int nt, int64_t cols, DType wtype, QuantizedActs& out);
 
