@@ -52,7 +52,7 @@ struct HalfScales {
 };
 
 // One half (32 bytes) of a chunk against one token: the 8 exact int32 lane sums. Q4: Σ (q + 8)·x per lane
-// (the offset 8·Σx is taken off once per row, see Q4Offsets); Q8: Σ w·x.
+// (the offset 8·Σx is taken off once per row, see q4_offsets); Q8: Σ w·x.
 GLMLAB_AVX2 inline __m256i half_q4(__m256i hi, __m256i lo, const uint8_t* xq, int64_t odd, __m256i ones) {
   const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq))),
                                        _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + odd))));
