@@ -1,0 +1,215 @@
+// AVX2 GEMV for row-major bf16 / fp16 weights with fp32 activations (see avx2_gemv16.h). A row is read
+// in chunks of 16 weights (32 bytes), each widened into two ymm registers: bf16 as (even inputs, odd
+// inputs) — a 32-bit lane holds inputs 2j (low half) and 2j + 1 (high half), so a left shift by 16 gives
+// the even one as fp32 and masking the low half the odd one — and fp16 as (inputs 0–7, inputs 8–15).
+// pack_acts orders each 16 activations the same way; a row's last K mod 16 inputs stay in order and are
+// summed in scalar code.
+#include "kernels/cpu/avx2_gemv16.h"
+
+#include <cpuid.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace glmlab::avx2w16 {
+
+namespace {
+
+constexpr int64_t kChunk = 16;        // weights per 32-byte load
+constexpr int64_t kPrefetch = 2048;   // bytes ahead on each row stream
+constexpr int kTokensPerPass = 4;     // at most 4 tokens share a pass over a row
+constexpr int64_t kBlockBytes = 128 << 10;  // a block of rows a group of tokens passes over stays in L2
+
+#define GLMLAB_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+// Rows side by side for NT tokens: enough independent accumulators (2·NR·NT) to cover the FMA latency
+// and at most 12 of them, so that with the row's two weight vectors and the activations they fit in
+// AVX2's 16 registers.
+// Floats from one token's packed activations to the next: whole 64-byte lines, plus one line so that
+// the tokens' streams do not all fall into the same L1 sets (a K of 4096 floats is 16 KiB).
+constexpr int64_t acts_stride(int64_t K) { return (K + 15) / 16 * 16 + 16; }
+
+constexpr int rows_for(int nt) { return nt == 1 ? 4 : 2; }
+constexpr int accs_for(int nr, int nt) { return nr * nt > 6 ? 1 : 2; }
+
+template <bool kBf16>
+GLMLAB_AVX2 inline __attribute__((always_inline)) void widen(const uint16_t* p, __m256& a, __m256& b) {
+  if constexpr (kBf16) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    a = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+    b = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(int32_t(0xFFFF0000u))));
+  } else {
+    a = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    b = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)));
+  }
+}
+
+template <bool kBf16>
+GLMLAB_AVX2 inline float scalar(uint16_t h) {
+  if constexpr (kBf16) {
+    const uint32_t u = uint32_t(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  } else {
+    return _cvtsh_ss(h);
+  }
+}
+
+GLMLAB_AVX2 inline float hsum(__m256 s) {
+  __m128 v = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+  v = _mm_add_ss(v, _mm_movehdup_ps(v));
+  return _mm_cvtss_f32(v);
+}
+
+// Chunk c of NR rows (w: the first row, K apart) against NT tokens (xp: the first token, xs apart). Each
+// row and token has one accumulator and takes the chunk's two halves in the same order whatever NR and NT:
+// acc = fma(second half, fma(first half, acc)). So a row's result is the same bit for bit whatever the
+// number of tokens, the rows beside it or the threads' split of the rows (a sequence's output does not
+// depend on the batch it runs in). Rows outer (each activation load an FMA operand) up to 3 tokens;
+// tokens outer at 4 (each activation vector loaded once into a register for both rows).
+template <int NR, int NT, bool kBf16>
+GLMLAB_AVX2 inline __attribute__((always_inline)) void chunk(const uint16_t* w, int64_t K, const float* xp, int64_t xs,
+                                                             int64_t c, __m256 (&acc)[NR][NT]) {
+  const int64_t i = kChunk * c;
+  if constexpr (NT < 4) {
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r) {
+      __m256 wa, wb;
+      widen<kBf16>(w + r * K + i, wa, wb);
+#pragma GCC unroll 4
+      for (int t = 0; t < NT; ++t)
+        acc[r][t] = _mm256_fmadd_ps(wb, _mm256_loadu_ps(xp + t * xs + i + 8),
+                                    _mm256_fmadd_ps(wa, _mm256_loadu_ps(xp + t * xs + i), acc[r][t]));
+    }
+  } else {
+    __m256 wa[NR], wb[NR];
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r) widen<kBf16>(w + r * K + i, wa[r], wb[r]);
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t) {
+      const __m256 xa = _mm256_loadu_ps(xp + t * xs + i), xb = _mm256_loadu_ps(xp + t * xs + i + 8);
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; ++r) acc[r][t] = _mm256_fmadd_ps(wb[r], xb, _mm256_fmadd_ps(wa[r], xa, acc[r][t]));
+    }
+  }
+}
+
+// out[r·NT + t] = row r of the NR rows at w against token t.
+template <int NR, int NT, bool kBf16>
+GLMLAB_AVX2 void block(const uint16_t* w, int64_t K, const float* xp, int64_t xs, float* out) {
+  const int64_t nc = K / kChunk;
+  __m256 acc[NR][NT];
+#pragma GCC unroll 4
+  for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
+  int64_t c = 0;
+  for (; c + 2 <= nc; c += 2) {  // one 64-byte line of each row a step, one prefetch per line
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r)
+      _mm_prefetch(reinterpret_cast<const char*>(w + r * K + kChunk * c) + kPrefetch, _MM_HINT_T0);
+    chunk<NR, NT, kBf16>(w, K, xp, xs, c, acc);
+    chunk<NR, NT, kBf16>(w, K, xp, xs, c + 1, acc);
+  }
+  if (c < nc) chunk<NR, NT, kBf16>(w, K, xp, xs, c, acc);
+  for (int r = 0; r < NR; ++r)
+    for (int t = 0; t < NT; ++t) {
+      float s = hsum(acc[r][t]);
+      for (int64_t j = nc * kChunk; j < K; ++j) s += scalar<kBf16>(w[r * K + j]) * xp[t * xs + j];
+      out[r * NT + t] = s;
+    }
+}
+
+// Rows [r0, r1) against NT tokens, NR adjacent rows at a time.
+template <int NT, bool kBf16>
+GLMLAB_AVX2 void rows(const uint16_t* W, int64_t K, int64_t r0, int64_t r1, const float* xp, float* y, int64_t ys) {
+  const int64_t xs = acts_stride(K);
+  constexpr int NR = rows_for(NT);
+  float out[NR * NT];
+  int64_t r = r0;
+  for (; r + NR <= r1; r += NR) {
+    block<NR, NT, kBf16>(W + r * K, K, xp, xs, out);
+    for (int i = 0; i < NR; ++i)
+      for (int t = 0; t < NT; ++t) y[t * ys + r + i] = out[i * NT + t];
+  }
+  for (; r < r1; ++r) {
+    block<1, NT, kBf16>(W + r * K, K, xp, xs, out);
+    for (int t = 0; t < NT; ++t) y[t * ys + r] = out[t];
+  }
+}
+
+template <bool kBf16>
+void rows_n(const uint16_t* W, int64_t K, int64_t r0, int64_t r1, const float* xp, int nt, float* y, int64_t ys) {
+  switch (nt) {
+    case 1: rows<1, kBf16>(W, K, r0, r1, xp, y, ys); break;
+    case 2: rows<2, kBf16>(W, K, r0, r1, xp, y, ys); break;
+    case 3: rows<3, kBf16>(W, K, r0, r1, xp, y, ys); break;
+    default: rows<4, kBf16>(W, K, r0, r1, xp, y, ys); break;
+  }
+}
+
+template <bool kBf16>
+void gemv_t(const uint16_t* W, int64_t K, int64_t r0, int64_t r1, const float* xp, int nt, float* y, int64_t ys) {
+  if (nt <= kTokensPerPass) return rows_n<kBf16>(W, K, r0, r1, xp, nt, y, ys);
+  // Tokens in near-equal groups of at most 4 (5 = 3 + 2, not 4 + 1), each over a block of rows while
+  // the block is in L2.
+  const int groups = (nt + kTokensPerPass - 1) / kTokensPerPass;
+  const int64_t block_rows = std::clamp<int64_t>(kBlockBytes / (2 * K) / 4 * 4, 4, 64);
+  for (int64_t rb = r0; rb < r1; rb += block_rows) {
+    const int64_t re = std::min(r1, rb + block_rows);
+    for (int g = 0; g < groups; ++g) {
+      const int t0 = g * nt / groups, t1 = (g + 1) * nt / groups;
+      rows_n<kBf16>(W, K, rb, re, xp + t0 * acts_stride(K), t1 - t0, y + t0 * ys, ys);
+    }
+  }
+}
+
+}  // namespace
+
+bool available() {
+  static const bool ok = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    return f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return ok;
+}
+
+bool preferred() { return available() && !__builtin_cpu_supports("avx512f"); }
+
+bool fits(const Matrix& W) {
+  return W.layout == MatrixLayout::RowMajor && (W.dtype == DType::BF16 || W.dtype == DType::F16) && W.cols > 0;
+}
+
+const float* pack_acts(const Matrix& W, const float* x, int nt, int64_t xs, std::vector<float>& out) {
+  const int64_t K = W.cols, full = K / kChunk * kChunk, ps = acts_stride(K);
+  out.resize(size_t(nt * ps + 16));
+  // The first token at a 64-byte boundary: every activation load is then within one cache line.
+  float* base = out.data();
+  base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64 / sizeof(float);
+  for (int t = 0; t < nt; ++t) {
+    const float* s = x + t * xs;
+    float* d = base + t * ps;
+    if (W.dtype == DType::BF16) {
+      for (int64_t i = 0; i < full; i += kChunk)
+        for (int j = 0; j < 8; ++j) d[i + j] = s[i + 2 * j], d[i + 8 + j] = s[i + 2 * j + 1];
+      std::copy(s + full, s + K, d + full);
+    } else {
+      std::copy(s, s + K, d);
+    }
+  }
+  return base;
+}
+
+void gemv(const Matrix& W, int64_t r0, int64_t r1, const float* xp, int nt, float* y, int64_t ys) {
+  const auto* w = static_cast<const uint16_t*>(W.data);
+  if (W.dtype == DType::BF16)
+    gemv_t<true>(w, W.cols, r0, r1, xp, nt, y, ys);
+  else
+    gemv_t<false>(w, W.cols, r0, r1, xp, nt, y, ys);
+}
+
+}  // namespace glmlab::avx2w16
