@@ -17,7 +17,7 @@ namespace glmlab::avx2w16 {
 namespace {
 
 constexpr int64_t kChunk = 16;        // weights per 32-byte load
-constexpr int64_t kPrefetch = 2048;   // bytes ahead on each row stream
+constexpr int64_t kPrefetch = 2048;  // bytes ahead on the weight stream
 constexpr int kTokensPerPass = 4;     // at most 4 tokens share a pass over a row
 constexpr int64_t kBlockBytes = 128 << 10;  // a block of rows a group of tokens passes over stays in L2
 
@@ -107,10 +107,12 @@ GLMLAB_AVX2 void block(const uint16_t* w, int64_t K, const float* xp, int64_t xs
 #pragma GCC unroll 4
     for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
   int64_t c = 0;
-  for (; c + 2 <= nc; c += 2) {  // one 64-byte line of each row a step, one prefetch per line
+  // The NR rows are one contiguous range, read NR lines a step: prefetch that range as one stream, kPrefetch
+  // bytes ahead of where its reading has got to (on into the next rows when K is short).
+  const char* pf = reinterpret_cast<const char*>(w) + kPrefetch;
+  for (; c + 2 <= nc; c += 2, pf += 64 * NR) {  // one 64-byte line of each row a step
 #pragma GCC unroll 4
-    for (int r = 0; r < NR; ++r)
-      _mm_prefetch(reinterpret_cast<const char*>(w + r * K + kChunk * c) + kPrefetch, _MM_HINT_T0);
+    for (int r = 0; r < NR; ++r) _mm_prefetch(pf + 64 * r, _MM_HINT_T0);
     chunk<NR, NT, kBf16>(w, K, xp, xs, c, acc);
     chunk<NR, NT, kBf16>(w, K, xp, xs, c + 1, acc);
   }
