@@ -4,13 +4,14 @@
 // high nibbles; Q8: inputs 4l..4l+3).
 #include "kernels/cpu/avx2_qgemv.h"
 
-#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
 #include <climits>
 #include <cstring>
 #include <vector>
+
+#include "kernels/cpu/isa.h"
 
 namespace glmlab::avx2q {
 
@@ -19,8 +20,6 @@ namespace {
 constexpr int64_t kPrefetch = 4096;   // bytes ahead on the weight stream (one stream per thread)
 constexpr int kTokensPerPass = 4;     // two ymm accumulators per token (one per half of a chunk)
 constexpr int64_t kRowsPerBlock = 4;  // weight rows a group of tokens passes over before the next group
-
-#define GLMLAB_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 // The weight-group scales of a chunk's two halves (8 lanes each): one scale for the whole chunk when
 // groups are whole chunks (or the whole row), else a gather of the chunk's `gpc` groups.
@@ -201,14 +200,7 @@ void rows_n(const Matrix& W, int64_t r0, int64_t r1, const vnni::QuantizedActs& 
 
 }  // namespace
 
-bool available() {
-  static const bool ok = [] {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-    return f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return ok;
-}
+bool available() { return isa::avx2(); }
 
 void prepare(const Matrix& W, vnni::QuantizedActs& a) {
   if (W.dtype != DType::Q4) return;

@@ -1,4 +1,4 @@
-// AVX512-BF16 GEMM (see dpbf16_gemm.h). Compiled with -mavx512f/bw/vl/bf16 (CMakeLists.txt); the
+// AVX512-BF16 GEMM (see dpbf16_gemm.h). Compiled for AVX512-F/BW/VL/BF16 by a target region below; the
 // kernels run only after available() said yes, and available() itself is built for plain x86-64.
 #include "kernels/cpu/dpbf16_gemm.h"
 
@@ -14,6 +14,8 @@
 #include <memory>
 #include <vector>
 
+#include "kernels/cpu/isa.h"
+
 namespace glmlab::dpbf16 {
 bool available() {
   static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -22,18 +24,8 @@ bool available() {
 }
 }  // namespace glmlab::dpbf16
 
-// AVX-512 code generation for this file's own functions only. Not a file-wide -mavx512* flag: with one,
-// the inline functions and templates of the headers above (std::vector's growth, fmt) were compiled
-// with AVX-512 here too, and the linker may keep this copy for the whole program — the ASan build ran
-// std::vector<uint8_t, LargePageAllocator>::_M_default_append from this file and died with SIGILL on
-// a Zen 2 CPU (session 10). The pragma applies to functions defined after it; the headers' templates
-// keep the default target. (clang: the same by `#pragma clang attribute`.)
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma")
-#endif
+// AVX-512 code for this file's own functions only (kernels/cpu/isa.h says why).
+GLMLAB_TARGET_BEGIN(GLMLAB_AVX512BF16_FEATURES)
 
 namespace glmlab::dpbf16 {
 
@@ -329,8 +321,4 @@ void gemv(const uint16_t* W, int64_t r0, int64_t r1, const Bf16Acts& a, float* y
 
 }  // namespace glmlab::dpbf16
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+GLMLAB_TARGET_END

@@ -1,5 +1,5 @@
 // Packed-layout AVX512-BF16 products (see dpbf16_packed.h). Compiled for AVX512-F/BW/VL/BF16 by a target
-// pragma below; nothing here runs unless packable() said yes, which asks dpbf16::available().
+// region below; nothing here runs unless packable() said yes, which asks dpbf16::available().
 //
 // Word (b, q, l) of the packed data is the bf16 pair (W[16b + l][2q], W[16b + l][2q + 1]). One 64-byte
 // load at (b, q) is 16 lanes of pairs; VDPBF16PS against the token's pair (x[2q], x[2q + 1]) broadcast
@@ -13,20 +13,11 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/cpu/isa.h"
 #include "util/error.h"
 
-// AVX-512 code generation for this file's own functions only. Not a file-wide -mavx512* flag: with one,
-// the inline functions and templates of the headers above (std::vector's growth, fmt) were compiled
-// with AVX-512 here too, and the linker may keep this copy for the whole program — the ASan build ran
-// std::vector<uint8_t, LargePageAllocator>::_M_default_append from this file and died with SIGILL on
-// a Zen 2 CPU (session 10). The pragma applies to functions defined after it; the headers' templates
-// keep the default target. (clang: the same by `#pragma clang attribute`.)
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma")
-#endif
+// AVX-512 code for this file's own functions only (kernels/cpu/isa.h says why).
+GLMLAB_TARGET_BEGIN(GLMLAB_AVX512BF16_FEATURES)
 
 namespace glmlab::dpbf16 {
 
@@ -119,22 +110,13 @@ void blocks(int nt, const uint32_t* P, int64_t pairs, int64_t b0, int64_t b1, in
 
 }  // namespace
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+GLMLAB_TARGET_END
 // Called on every CPU before available() is known to hold: plain x86-64.
 bool packable(const Matrix& W) {
   return W.dtype == DType::BF16 && W.layout == MatrixLayout::RowMajor && W.rows > 0 && W.rows % kRows == 0 &&
          W.cols > 0 && W.cols % 32 == 0 && available();
 }
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma")
-#endif
+GLMLAB_TARGET_BEGIN(GLMLAB_AVX512BF16_FEATURES)
 
 PackedMatrix pack(const Matrix& W) {
   if (!packable(W)) fail("dpbf16::pack: a {} {}x{} matrix cannot be packed", dtype_name(W.dtype), W.rows, W.cols);
@@ -196,8 +178,4 @@ void packed_matmul(const Matrix& P, const float* x, int64_t N, float* y, Bf16Act
 
 }  // namespace glmlab::dpbf16
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+GLMLAB_TARGET_END

@@ -2,7 +2,6 @@
 // attribute below and run only where available() said yes; the rest of the file is plain x86-64.
 #include "kernels/cpu/f16_packed.h"
 
-#include <cpuid.h>
 #include <immintrin.h>
 #include <omp.h>
 
@@ -11,6 +10,7 @@
 
 #include <algorithm>
 
+#include "kernels/cpu/isa.h"
 #include "util/error.h"
 
 namespace glmlab::f16p {
@@ -105,12 +105,7 @@ void blocks(int nt, const uint16_t* P, int64_t K, int64_t b0, int64_t b1, int64_
 }  // namespace
 
 __attribute__((target("no-avx512f"))) bool available() {
-  // F16C through CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c".
-  static const bool ok = [] {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-    return f16c && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-  }();
+  static const bool ok = isa::f16c() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
   return ok;
 }
 

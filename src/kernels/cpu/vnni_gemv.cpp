@@ -10,7 +10,6 @@
 // scale times its weight group's scale (groups never split a lane).
 #include "kernels/cpu/vnni_gemv.h"
 
-#include <cpuid.h>
 #include <immintrin.h>
 
 // GCC 12 warns about the "undefined" pass-through operand inside its own AVX-512 intrinsic headers.
@@ -19,6 +18,8 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+
+#include "kernels/cpu/isa.h"
 
 namespace glmlab::vnni {
 
@@ -159,16 +160,10 @@ void rows_n(const Matrix& W, int64_t r0, int64_t r1, const QuantizedActs& a, int
 
 }  // namespace
 
-// F16C through CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c".
-static bool has_f16c() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-}
-
 bool available() {
   static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-                         __builtin_cpu_supports("avx512vnni") && has_f16c();
+                         __builtin_cpu_supports("avx512vnni") && isa::f16c();
   return ok;
 }
 

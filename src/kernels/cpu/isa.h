@@ -1,0 +1,48 @@
+// Instruction sets of the CPU kernels: asking the CPU for them at run time, and generating code for them
+// in a region of a source file (that file's own functions only) or for one function (GLMLAB_AVX2).
+//
+//   GLMLAB_TARGET_BEGIN("avx512f,avx512bw,...")   ... functions ...   GLMLAB_TARGET_END
+//
+// Not a file-wide -m flag: with one, the inline functions and templates of the headers a file includes
+// (std::vector's growth, fmt) are compiled for that instruction set too, and the linker may keep that copy
+// for the whole program — the ASan build ran std::vector<uint8_t, LargePageAllocator>::_M_default_append
+// from an AVX-512 file and died with SIGILL on a Zen 2 CPU (session 10). The region applies to functions
+// defined inside it; put it after the #includes, so the headers' templates keep the default target. GCC:
+// push_options / target / pop_options; clang (the fuzz build): `#pragma clang attribute`.
+#pragma once
+#include <cpuid.h>
+
+namespace glmlab::isa {
+
+// F16C through CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c".
+inline bool f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+
+// AVX2 + FMA + F16C: what GLMLAB_AVX2 functions may use.
+inline bool avx2() {
+  static const bool ok = f16c() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+}
+
+}  // namespace glmlab::isa
+
+#define GLMLAB_PRAGMA_STR_(...) #__VA_ARGS__
+#define GLMLAB_PRAGMA_STR(...) GLMLAB_PRAGMA_STR_(__VA_ARGS__)
+
+#if defined(__clang__)
+#define GLMLAB_TARGET_BEGIN(features) \
+  _Pragma(GLMLAB_PRAGMA_STR(clang attribute push(__attribute__((target(features))), apply_to = function)))
+#define GLMLAB_TARGET_END _Pragma("clang attribute pop")
+#else
+#define GLMLAB_TARGET_BEGIN(features) _Pragma("GCC push_options") _Pragma(GLMLAB_PRAGMA_STR(GCC target(features)))
+#define GLMLAB_TARGET_END _Pragma("GCC pop_options")
+#endif
+
+// The AVX512-BF16 kernels' instruction set (dpbf16_gemm.cpp, dpbf16_packed.cpp).
+#define GLMLAB_AVX512BF16_FEATURES "avx512f,avx512bw,avx512vl,avx512bf16,fma"
+
+// One function's code generation for AVX2 + FMA + F16C: the AVX2 kernels (avx2_qgemv.cpp, avx2_gemv16.cpp)
+// mark each of their functions with it, so the files' other code stays plain x86-64.
+#define GLMLAB_AVX2 __attribute__((target("avx2,fma,f16c")))
