@@ -20,6 +20,7 @@
 #include "kernels/cpu/avx2_gemv16.h"
 #include "ops/ops.h"
 #include "util/dtype.h"
+#include "test_quant_util.h"
 
 namespace glmlab {
 namespace {
@@ -43,14 +44,6 @@ W16 make(DType dt, int64_t M, int64_t K, uint32_t seed) {
   return b;
 }
 
-std::vector<float> acts(int64_t N, int64_t K, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
-  std::vector<float> x(size_t(N * K));
-  for (auto& v : x) v = u(rng);
-  return x;
-}
-
 // A layout bug to show the bound catches it: input k read where the kernel would put k's neighbour.
 enum class Bug { None, PairSwapped, HalvesSwapped };
 
@@ -72,20 +65,6 @@ std::vector<double> reference(const W16& b, const std::vector<float>& x, int64_t
   return y;
 }
 
-// max |y − ref| / (max |ref| of the token), over all outputs.
-double nerr(const std::vector<float>& y, const std::vector<double>& ref, int64_t N, int64_t M) {
-  double worst = 0;
-  for (int64_t n = 0; n < N; ++n) {
-    double scale = 1e-30, e = 0;
-    for (int64_t r = 0; r < M; ++r) {
-      scale = std::max(scale, std::fabs(ref[size_t(n * M + r)]));
-      e = std::max(e, std::fabs(double(y[size_t(n * M + r)]) - ref[size_t(n * M + r)]));
-    }
-    worst = std::max(worst, e / scale);
-  }
-  return worst;
-}
-
 std::vector<float> run(const W16& b, const std::vector<float>& x, int64_t N) {
   std::vector<float> xp, y(size_t(N * b.M), NAN);
   const float* p = avx2w16::pack_acts(b.m(), x.data(), int(N), b.K, xp);
@@ -104,8 +83,8 @@ TEST(Avx2Gemv16, MatchesTheReferenceOnEveryShapeAndTokenCount) {
       const W16 b = make(dt, s.M, s.K, uint32_t(s.M * 131 + s.K));
       for (int64_t N : {1, 2, 3, 4, 5, 7, 8, 13, 33}) {
         SCOPED_TRACE(fmt::format("{} M={} K={} N={}", dtype_name(dt), s.M, s.K, N));
-        const auto x = acts(N, s.K, uint32_t(N + s.K));
-        EXPECT_LT(nerr(run(b, x, N), reference(b, x, N), N, s.M), 1e-5);
+        const auto x = test::uniform_acts(N, s.K, uint32_t(N + s.K));
+        EXPECT_LT(test::token_nerr(run(b, x, N), reference(b, x, N), N, s.M), 1e-5);
       }
     }
 }
@@ -116,11 +95,11 @@ TEST(Avx2Gemv16, WrongInputOrderIsFarOutsideTheBound) {
     const W16 b = make(dt, 24, 4096, 5);
     for (int64_t N : {1, 3, 8}) {
       SCOPED_TRACE(fmt::format("{} N={}", dtype_name(dt), N));
-      const auto x = acts(N, b.K, 6);
+      const auto x = test::uniform_acts(N, b.K, 6);
       const auto y = run(b, x, N);
-      EXPECT_LT(nerr(y, reference(b, x, N), N, b.M), 1e-5);
-      EXPECT_GT(nerr(y, reference(b, x, N, Bug::PairSwapped), N, b.M), 1e-2);
-      EXPECT_GT(nerr(y, reference(b, x, N, Bug::HalvesSwapped), N, b.M), 1e-2);
+      EXPECT_LT(test::token_nerr(y, reference(b, x, N), N, b.M), 1e-5);
+      EXPECT_GT(test::token_nerr(y, reference(b, x, N, Bug::PairSwapped), N, b.M), 1e-2);
+      EXPECT_GT(test::token_nerr(y, reference(b, x, N, Bug::HalvesSwapped), N, b.M), 1e-2);
     }
   }
 }
@@ -129,7 +108,7 @@ TEST(Avx2Gemv16, ARowRangeWritesOnlyItsOwnOutputs) {
   SKIP_WITHOUT_AVX2();
   const W16 b = make(DType::BF16, 37, 200, 7);
   for (int64_t N : {1, 6}) {
-    const auto x = acts(N, b.K, 8);
+    const auto x = test::uniform_acts(N, b.K, 8);
     std::vector<float> xp, y(size_t(N * b.M), -7.0f);
     const float* p = avx2w16::pack_acts(b.m(), x.data(), int(N), b.K, xp);
     avx2w16::gemv(b.m(), 11, 30, p, int(N), y.data(), b.M);
@@ -151,7 +130,7 @@ TEST(Avx2Gemv16, EachOutputIsTheSameWhateverTheBatchAndTheRowSplit) {
   for (DType dt : {DType::BF16, DType::F16}) {
     const W16 b = make(dt, 37, 1000, 21);
     const int64_t N = 9;
-    const auto x = acts(N, b.K, 22);
+    const auto x = test::uniform_acts(N, b.K, 22);
     const auto all = run(b, x, N);
     for (int64_t n = 1; n < N; ++n) {
       SCOPED_TRACE(fmt::format("{} N={}", dtype_name(dt), n));
@@ -189,7 +168,7 @@ TEST(Avx2Gemv16, CpuMatmulTakesItWithoutAvx512UpToItsRowLimit) {
       const W16 b = make(dt, 70, 4096, 11);
       for (int64_t N : {int64_t(1), int64_t(8), limit, limit + 1}) {
         SCOPED_TRACE(fmt::format("{} N={} bf16_activations={}", dtype_name(dt), N, bf16_acts));
-        const auto x = acts(N, b.K, 12);
+        const auto x = test::uniform_acts(N, b.K, 12);
         const auto y = run(b, x, N);
         std::vector<float> y2(y.size(), NAN);
         ops->matmul(x.data(), N, b.m(), nullptr, y2.data());
@@ -197,7 +176,7 @@ TEST(Avx2Gemv16, CpuMatmulTakesItWithoutAvx512UpToItsRowLimit) {
           EXPECT_EQ(0, std::memcmp(y.data(), y2.data(), y.size() * 4)) << "the CPU matmul must be this kernel here";
         else  // fp32 tiles and sgemm: the same products summed in another order
           EXPECT_NE(0, std::memcmp(y.data(), y2.data(), y.size() * 4));
-        EXPECT_LT(nerr(y2, reference(b, x, N), N, b.M), 1e-5);
+        EXPECT_LT(test::token_nerr(y2, reference(b, x, N), N, b.M), 1e-5);
       }
     }
   }

@@ -22,6 +22,7 @@
 #include "kernels/cpu/f16_packed.h"
 #include "ops/ops.h"
 #include "util/dtype.h"
+#include "test_quant_util.h"
 #include "util/error.h"
 
 namespace glmlab {
@@ -41,14 +42,6 @@ Bf16 make(int64_t M, int64_t K, uint32_t seed) {
   return b;
 }
 
-std::vector<float> acts(int64_t N, int64_t K, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
-  std::vector<float> x(size_t(N * K));
-  for (auto& v : x) v = u(rng);
-  return x;
-}
-
 // y[n, r] = Σ_k x'[n, k] · W[r, k] in fp64, x' = x rounded to bf16 (round) or not; `swap` reads the two
 // inputs of each pair the wrong way round (a layout bug).
 std::vector<double> reference(const Bf16& b, const std::vector<float>& x, int64_t N, bool round, bool swap) {
@@ -63,20 +56,6 @@ std::vector<double> reference(const Bf16& b, const std::vector<float>& x, int64_
       y[size_t(n * b.M + r)] = s;
     }
   return y;
-}
-
-// max |y − ref| / (max |ref| of the row's token), over all outputs.
-double nerr(const std::vector<float>& y, const std::vector<double>& ref, int64_t N, int64_t M) {
-  double worst = 0;
-  for (int64_t n = 0; n < N; ++n) {
-    double scale = 1e-30, e = 0;
-    for (int64_t r = 0; r < M; ++r) {
-      scale = std::max(scale, std::fabs(ref[size_t(n * M + r)]));
-      e = std::max(e, std::fabs(double(y[size_t(n * M + r)]) - ref[size_t(n * M + r)]));
-    }
-    worst = std::max(worst, e / scale);
-  }
-  return worst;
 }
 
 TEST(Dpbf16Packed, PackKeepsEveryValueAndRefusesOtherShapes) {
@@ -112,13 +91,13 @@ TEST(Dpbf16Packed, ProductsMatchTheReferenceOnTheSameRoundedActivations) {
     dpbf16::Bf16Acts a;
     for (int64_t N : {1, 2, 3, 4, 5, 7, 8, 9, 16, 19}) {
       SCOPED_TRACE(testing::Message() << s.M << "x" << s.K << " N " << N);
-      const auto x = acts(N, s.K, uint32_t(N));
+      const auto x = test::uniform_acts(N, s.K, uint32_t(N));
       std::vector<float> y(size_t(N * s.M), -1.0f);
       dpbf16::packed_matmul(p.m, x.data(), N, y.data(), a);
-      EXPECT_LT(nerr(y, reference(b, x, N, true, false), N, s.M), 1e-5);
+      EXPECT_LT(test::token_nerr(y, reference(b, x, N, true, false), N, s.M), 1e-5);
       // Unrounded activations (bf16 keeps 8 bits: ~2e-3 per product) and swapped pairs are far outside.
-      EXPECT_GT(nerr(y, reference(b, x, N, false, false), N, s.M), 1e-4);
-      EXPECT_GT(nerr(y, reference(b, x, N, true, true), N, s.M), 1e-2);
+      EXPECT_GT(test::token_nerr(y, reference(b, x, N, false, false), N, s.M), 1e-4);
+      EXPECT_GT(test::token_nerr(y, reference(b, x, N, true, true), N, s.M), 1e-2);
     }
   }
 }
@@ -137,7 +116,7 @@ TEST(Dpbf16Packed, OnlyTheApproximateCpuBackEndPacksAndExactActivationsReadItRow
   EXPECT_FALSE(ops->pack_weights(pw.m, pw));
   // The back end's matmul on the packed matrix is the packed kernel (bit for bit)...
   for (int64_t N : {3, 12}) {
-    const auto x = acts(N, b.K, 9);
+    const auto x = test::uniform_acts(N, b.K, 9);
     std::vector<float> y(size_t(N * b.M)), yk(y.size()), ye(y.size()), yr(y.size());
     ops->matmul(x.data(), N, pw.m, nullptr, y.data());
     dpbf16::Bf16Acts a;
@@ -204,11 +183,11 @@ TEST(F16Packed, ProductsMatchTheFp32Reference) {
     const auto p = f16p::pack(f.m());
     for (int64_t N : {1, 2, 3, 4, 5, 7, 8, 9, 16, 19}) {
       SCOPED_TRACE(testing::Message() << s.M << "x" << s.K << " N " << N);
-      const auto x = acts(N, s.K, uint32_t(N + 40));
+      const auto x = test::uniform_acts(N, s.K, uint32_t(N + 40));
       std::vector<float> y(size_t(N * s.M), -1.0f);
       f16p::packed_matmul(p.m, x.data(), N, y.data());
-      EXPECT_LT(nerr(y, reference_f16(f, x, N, false), N, s.M), 1e-5);
-      EXPECT_GT(nerr(y, reference_f16(f, x, N, true), N, s.M), 1e-2);
+      EXPECT_LT(test::token_nerr(y, reference_f16(f, x, N, false), N, s.M), 1e-5);
+      EXPECT_GT(test::token_nerr(y, reference_f16(f, x, N, true), N, s.M), 1e-2);
     }
   }
 }
@@ -225,7 +204,7 @@ TEST(F16Packed, OnlyTheApproximateCpuBackEndPacksAndExactActivationsReadItRowMaj
   EXPECT_EQ(pw.m.layout, MatrixLayout::Rows16);
   EXPECT_FALSE(ops->pack_weights(pw.m, pw));
   for (int64_t N : {3, 12}) {
-    const auto x = acts(N, f.K, 9);
+    const auto x = test::uniform_acts(N, f.K, 9);
     std::vector<float> y(size_t(N * f.M)), yk(y.size()), ye(y.size()), yr(y.size());
     ops->matmul(x.data(), N, pw.m, nullptr, y.data());
     f16p::packed_matmul(pw.m, x.data(), N, yk.data());

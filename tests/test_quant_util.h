@@ -1,6 +1,7 @@
-// Shared by the quantized-kernel tests: an error measure, a mutable copy of a matrix, the int8 GEMVs'
-// activations as fp32, and weights whose groups differ in magnitude (×1/8..×8), so that
-// reading the scale of another group, or of another row, is a large error, not a small one.
+// Shared by the quantized- and 16-bit-kernel tests: error measures, a mutable copy of a matrix, the int8
+// GEMVs' activations as fp32, random activations, and weights whose groups differ in magnitude
+// (×1/8..×8), so that reading the scale of another group, or of another row, is a large error, not a
+// small one.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -19,6 +20,29 @@ inline double nmax(const std::vector<float>& a, const std::vector<float>& b) {
   double m = 0, r = 1e-30;
   for (size_t i = 0; i < a.size(); ++i) m = std::max(m, double(std::fabs(a[i] - b[i]))), r = std::max(r, double(std::fabs(b[i])));
   return m / r;
+}
+
+// max |y − ref| / (max |ref| of the token), over all outputs of N tokens × M rows (ref in fp64).
+inline double token_nerr(const std::vector<float>& y, const std::vector<double>& ref, int64_t N, int64_t M) {
+  double worst = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    double scale = 1e-30, e = 0;
+    for (int64_t r = 0; r < M; ++r) {
+      scale = std::max(scale, std::fabs(ref[size_t(n * M + r)]));
+      e = std::max(e, std::fabs(double(y[size_t(n * M + r)]) - ref[size_t(n * M + r)]));
+    }
+    worst = std::max(worst, e / scale);
+  }
+  return worst;
+}
+
+// N activation rows of K, uniform in [−2, 2].
+inline std::vector<float> uniform_acts(int64_t N, int64_t K, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  std::vector<float> x(size_t(N * K));
+  for (auto& v : x) v = u(rng);
+  return x;
 }
 
 // A quantized Matrix over a copy of another's bytes and scales, to mutate.
