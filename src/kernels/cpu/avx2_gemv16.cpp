@@ -24,15 +24,13 @@ constexpr int64_t kShortPrefetch = 2048;  // bytes ahead on that one stream
 constexpr int kTokensPerPass = 4;     // at most 4 tokens share a pass over a row
 constexpr int64_t kBlockBytes = 128 << 10;  // a block of rows a group of tokens passes over stays in L2
 
-// Rows side by side for NT tokens: enough independent accumulators (2·NR·NT) to cover the FMA latency
-// and at most 12 of them, so that with the row's two weight vectors and the activations they fit in
-// AVX2's 16 registers.
 // Floats from one token's packed activations to the next: whole 64-byte lines, plus one line so that
 // the tokens' streams do not all fall into the same L1 sets (a K of 4096 floats is 16 KiB).
 constexpr int64_t acts_stride(int64_t K) { return (K + 15) / 16 * 16 + 16; }
 
+// Rows side by side for NT tokens: 4 at one token (4 accumulators, memory-bound), else 2 (at most 8
+// accumulators, which with the weight vectors and an activation fit AVX2's 16 registers).
 constexpr int rows_for(int nt) { return nt == 1 ? 4 : 2; }
-constexpr int accs_for(int nr, int nt) { return nr * nt > 6 ? 1 : 2; }
 
 template <bool kBf16>
 GLMLAB_AVX2 inline __attribute__((always_inline)) void widen(const uint16_t* p, __m256& a, __m256& b) {
@@ -56,13 +54,6 @@ GLMLAB_AVX2 inline float scalar(uint16_t h) {
   } else {
     return _cvtsh_ss(h);
   }
-}
-
-GLMLAB_AVX2 inline float hsum(__m256 s) {
-  __m128 v = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-  v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-  v = _mm_add_ss(v, _mm_movehdup_ps(v));
-  return _mm_cvtss_f32(v);
 }
 
 // Chunk c of NR rows (w: the first row, K apart) against NT tokens (xp: the first token, xs apart). Each
@@ -141,7 +132,7 @@ GLMLAB_AVX2 void block(const uint16_t* w, int64_t K, const float* xp, int64_t xs
   if (c < nc) chunk<NR, NT, kBf16>(w, K, xp, xs, c, acc);
   for (int r = 0; r < NR; ++r)
     for (int t = 0; t < NT; ++t) {
-      float s = hsum(acc[r][t]);
+      float s = isa::hsum(acc[r][t]);
       for (int64_t j = nc * kChunk; j < K; ++j) s += scalar<kBf16>(w[r * K + j]) * xp[t * xs + j];
       out[r * NT + t] = s;
     }

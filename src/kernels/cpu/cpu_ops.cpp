@@ -12,10 +12,10 @@
 #include <limits>
 #include <vector>
 
-#include "kernels/cpu/bf16_gemm.h"
-#include "kernels/cpu/cpu_backward.h"
 #include "kernels/cpu/avx2_gemv16.h"
 #include "kernels/cpu/avx2_qgemv.h"
+#include "kernels/cpu/bf16_gemm.h"
+#include "kernels/cpu/cpu_backward.h"
 #include "kernels/cpu/dpbf16_packed.h"
 #include "kernels/cpu/f16_packed.h"
 #include "kernels/cpu/quant_matmul.h"

@@ -46,3 +46,17 @@ inline bool avx2() {
 // One function's code generation for AVX2 + FMA + F16C: the AVX2 kernels (avx2_qgemv.cpp, avx2_gemv16.cpp)
 // mark each of their functions with it, so the files' other code stays plain x86-64.
 #define GLMLAB_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+#include <immintrin.h>
+
+namespace glmlab::isa {
+
+// The sum of an AVX2 vector's 8 lanes (for GLMLAB_AVX2 functions).
+GLMLAB_AVX2 inline float hsum(__m256 s) {
+  __m128 v = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+  v = _mm_add_ss(v, _mm_movehdup_ps(v));
+  return _mm_cvtss_f32(v);
+}
+
+}  // namespace glmlab::isa
