@@ -172,11 +172,11 @@ BENCHMARK(BM_DecodeBatch)
     ->UseRealTime();
 
 // fp16 weights (an fp16 model's matrices, and the output layer of an int8/int4 one) through Ops with
-// approximate activations, as decode runs them: [M, K] = 27392 × 4096 (k13696:0), 4096 × 13696 (1), or
-// the 65024 × 4096 output layer (2).
+// approximate activations, as decode runs them: [M, K] = 27392 × 4096 (k13696:0), 4096 × 13696 (1), the
+// 65024 × 4096 output layer (2), or random:small's 65024 × 512 output layer (3).
 void BM_DecodeF16(benchmark::State& st) {
   const int64_t N = st.range(0), shape = st.range(1);
-  const int64_t M = shape == 0 ? 27392 : shape == 1 ? 4096 : 65024, K = shape == 1 ? 13696 : 4096;
+  const int64_t M = shape == 0 ? 27392 : shape == 1 ? 4096 : 65024, K = shape == 1 ? 13696 : shape == 3 ? 512 : 4096;
   auto pool = make_pool(M, K, false);
   for (auto& c : pool.bf16)
     for (auto& v : c) v = f32_to_f16(bf16_to_f32(v));
@@ -199,7 +199,7 @@ void BM_DecodeF16(benchmark::State& st) {
   st.counters["GB/s"] = benchmark::Counter(double(st.iterations()) * double(M * K * 2) / 1e9, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_DecodeF16)
-    ->ArgsProduct({{1, 2, 4, 8, 16, 512}, {0, 1, 2}, {0, 1}})
+    ->ArgsProduct({{1, 2, 4, 8, 16, 512}, {0, 1, 2, 3}, {0, 1}})
     ->ArgNames({"N", "shape", "packed"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();

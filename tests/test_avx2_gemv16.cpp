@@ -137,11 +137,16 @@ TEST(Avx2Gemv16, EachOutputIsTheSameWhateverTheBatchAndTheRowSplit) {
       const auto y = run(b, x, n);
       EXPECT_EQ(0, std::memcmp(y.data(), all.data(), y.size() * 4));
     }
-    std::vector<float> xp, y(all.size(), NAN);
-    const float* p = avx2w16::pack_acts(b.m(), x.data(), int(N), b.K, xp);
-    for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 13}, {13, 14}, {14, 37}})
-      avx2w16::gemv(b.m(), r0, r1, p, int(N), y.data(), b.M);
-    EXPECT_EQ(0, std::memcmp(y.data(), all.data(), y.size() * 4)) << dtype_name(dt) << ": rows split 13 / 1 / 23";
+    // One token reads a range's rows from 4 parts of it, more tokens 2 adjacent rows at a time: both
+    // split differently.
+    for (int64_t n : {int64_t(1), N}) {
+      std::vector<float> xp, y(size_t(n * b.M), NAN);
+      const float* p = avx2w16::pack_acts(b.m(), x.data(), int(n), b.K, xp);
+      for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 13}, {13, 14}, {14, 37}})
+        avx2w16::gemv(b.m(), r0, r1, p, int(n), y.data(), b.M);
+      EXPECT_EQ(0, std::memcmp(y.data(), all.data(), y.size() * 4))
+          << dtype_name(dt) << " N=" << n << ": rows split 13 / 1 / 23";
+    }
   }
 }
 

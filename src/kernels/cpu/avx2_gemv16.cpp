@@ -21,6 +21,7 @@ constexpr int64_t kChunk = 16;        // weights per 32-byte load
 constexpr int64_t kPrefetch = 4096;       // bytes ahead on each row's stream (rows longer than 2 KB)
 constexpr int64_t kShortRowBytes = 2048;  // rows up to this long: a block's rows prefetched as one stream
 constexpr int64_t kShortPrefetch = 2048;  // bytes ahead on that one stream
+constexpr int64_t kPartPrefetch = 2048;  // bytes ahead on each of block_parts' streams
 constexpr int kTokensPerPass = 4;     // at most 4 tokens share a pass over a row
 constexpr int64_t kBlockBytes = 128 << 10;  // a block of rows a group of tokens passes over stays in L2
 
@@ -56,21 +57,21 @@ GLMLAB_AVX2 inline float scalar(uint16_t h) {
   }
 }
 
-// Chunk c of NR rows (w: the first row, K apart) against NT tokens (xp: the first token, xs apart). Each
+// Chunk c of NR rows (w: the first row, rs weights apart) against NT tokens (xp: the first token, xs apart). Each
 // row and token has one accumulator and takes the chunk's two halves in the same order whatever NR and NT:
 // acc = fma(second half, fma(first half, acc)). So a row's result is the same bit for bit whatever the
 // number of tokens, the rows beside it or the threads' split of the rows (a sequence's output does not
 // depend on the batch it runs in). Rows outer (each activation load an FMA operand) up to 3 tokens;
 // tokens outer at 4 (each activation vector loaded once into a register for both rows).
 template <int NR, int NT, bool kBf16>
-GLMLAB_AVX2 inline __attribute__((always_inline)) void chunk(const uint16_t* w, int64_t K, const float* xp, int64_t xs,
+GLMLAB_AVX2 inline __attribute__((always_inline)) void chunk(const uint16_t* w, int64_t rs, const float* xp, int64_t xs,
                                                              int64_t c, __m256 (&acc)[NR][NT]) {
   const int64_t i = kChunk * c;
   if constexpr (NT < 4) {
 #pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) {
       __m256 wa, wb;
-      widen<kBf16>(w + r * K + i, wa, wb);
+      widen<kBf16>(w + r * rs + i, wa, wb);
 #pragma GCC unroll 4
       for (int t = 0; t < NT; ++t)
         acc[r][t] = _mm256_fmadd_ps(wb, _mm256_loadu_ps(xp + t * xs + i + 8),
@@ -79,7 +80,7 @@ GLMLAB_AVX2 inline __attribute__((always_inline)) void chunk(const uint16_t* w, 
   } else {
     __m256 wa[NR], wb[NR];
 #pragma GCC unroll 4
-    for (int r = 0; r < NR; ++r) widen<kBf16>(w + r * K + i, wa[r], wb[r]);
+    for (int r = 0; r < NR; ++r) widen<kBf16>(w + r * rs + i, wa[r], wb[r]);
 #pragma GCC unroll 4
     for (int t = 0; t < NT; ++t) {
       const __m256 xa = _mm256_loadu_ps(xp + t * xs + i), xb = _mm256_loadu_ps(xp + t * xs + i + 8);
@@ -87,6 +88,19 @@ GLMLAB_AVX2 inline __attribute__((always_inline)) void chunk(const uint16_t* w, 
       for (int r = 0; r < NR; ++r) acc[r][t] = _mm256_fmadd_ps(wb[r], xb, _mm256_fmadd_ps(wa[r], xa, acc[r][t]));
     }
   }
+}
+
+// out[r·NT + t] = the lanes of acc[r][t] summed, plus the row's last K mod 16 products in order.
+template <int NR, int NT, bool kBf16>
+GLMLAB_AVX2 inline void finish(const uint16_t* w, int64_t rs, int64_t K, const float* xp, int64_t xs,
+                               __m256 (&acc)[NR][NT], float* out) {
+  const int64_t full = K / kChunk * kChunk;
+  for (int r = 0; r < NR; ++r)
+    for (int t = 0; t < NT; ++t) {
+      float s = isa::hsum(acc[r][t]);
+      for (int64_t j = full; j < K; ++j) s += scalar<kBf16>(w[r * rs + j]) * xp[t * xs + j];
+      out[r * NT + t] = s;
+    }
 }
 
 // out[r·NT + t] = row r of the NR rows at w against token t.
@@ -130,12 +144,28 @@ GLMLAB_AVX2 void block(const uint16_t* w, int64_t K, const float* xp, int64_t xs
     chunk<NR, NT, kBf16>(w, K, xp, xs, c + 1, acc);
   }
   if (c < nc) chunk<NR, NT, kBf16>(w, K, xp, xs, c, acc);
-  for (int r = 0; r < NR; ++r)
-    for (int t = 0; t < NT; ++t) {
-      float s = isa::hsum(acc[r][t]);
-      for (int64_t j = nc * kChunk; j < K; ++j) s += scalar<kBf16>(w[r * K + j]) * xp[t * xs + j];
-      out[r * NT + t] = s;
-    }
+  finish<NR, NT, kBf16>(w, K, K, xp, xs, acc, out);
+}
+
+// One token against NR rows rs weights apart, each the next row of its own contiguous part of a thread's
+// rows: NR long sequential streams, each prefetched kPartPrefetch bytes ahead along itself (into the
+// part's next row past the end of this one). The same chunk order as block, so the same bits.
+template <int NR, bool kBf16>
+GLMLAB_AVX2 void block_parts(const uint16_t* w, int64_t rs, int64_t K, const float* xp, float* out) {
+  const int64_t nc = K / kChunk;
+  __m256 acc[NR][1];
+#pragma GCC unroll 4
+  for (int r = 0; r < NR; ++r) acc[r][0] = _mm256_setzero_ps();
+  const char* pf = reinterpret_cast<const char*>(w) + kPartPrefetch;
+  int64_t c = 0;
+  for (; c + 2 <= nc; c += 2, pf += 64) {
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r) _mm_prefetch(pf + 2 * r * rs, _MM_HINT_T0);
+    chunk<NR, 1, kBf16>(w, rs, xp, 0, c, acc);
+    chunk<NR, 1, kBf16>(w, rs, xp, 0, c + 1, acc);
+  }
+  if (c < nc) chunk<NR, 1, kBf16>(w, rs, xp, 0, c, acc);
+  finish<NR, 1, kBf16>(w, rs, K, xp, 0, acc, out);
 }
 
 // Rows [r0, r1) against NT tokens, NR adjacent rows at a time.
@@ -145,6 +175,17 @@ GLMLAB_AVX2 void rows(const uint16_t* W, int64_t K, int64_t r0, int64_t r1, cons
   constexpr int NR = rows_for(NT);
   float out[NR * NT];
   int64_t r = r0;
+  if constexpr (NT == 1) {
+    // One token: the NR rows of a pass from NR contiguous parts of [r0, r1), so that each stream runs
+    // over whole parts rather than jumping NR rows at a time. (2 Zen 2 cores: 65024 × 512 fp16
+    // 2.0-2.6 ms against 3.3-3.6 with NR adjacent rows; the 6B shapes ~5%.)
+    const int64_t part = (r1 - r0) / NR;
+    for (int64_t j = 0; j < part; ++j) {
+      block_parts<NR, kBf16>(W + (r0 + j) * K, part * K, K, xp, out);
+      for (int q = 0; q < NR; ++q) y[r0 + q * part + j] = out[q];
+    }
+    r = r0 + NR * part;
+  }
   for (; r + NR <= r1; r += NR) {
     block<NR, NT, kBf16>(W + r * K, K, xp, xs, out);
     for (int i = 0; i < NR; ++i)
