@@ -137,7 +137,7 @@ TEST(Avx2Gemv16, EachOutputIsTheSameWhateverTheBatchAndTheRowSplit) {
       const auto y = run(b, x, n);
       EXPECT_EQ(0, std::memcmp(y.data(), all.data(), y.size() * 4));
     }
-    // One token reads a range's rows from 4 parts of it, more tokens 2 adjacent rows at a time: both
+    // One token reads a range's rows from 4 parts of it, more tokens 3 or 5 adjacent rows at a time: both
     // split differently.
     for (int64_t n : {int64_t(1), N}) {
       std::vector<float> xp, y(size_t(n * b.M), NAN);
