@@ -18,6 +18,7 @@
 #include "kernels/cpu/cpu_backward.h"
 #include "kernels/cpu/dpbf16_packed.h"
 #include "kernels/cpu/f16_packed.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/simd_softmax.h"
@@ -129,32 +130,23 @@ class CpuOps final : public Ops {
                dpbf16::available()) {
       // bf16 dot products on whole 64-byte weight chunks, activations rounded to bf16 once.
       dpbf16::pack_acts(x, int(N), K, K, bf16_acts_);
-#pragma omp parallel
-      {
-        int nth = omp_get_num_threads(), id = omp_get_thread_num();
-        int64_t per = (M + nth - 1) / nth, r0 = std::min(M, per * id), r1 = std::min(M, r0 + per);
+      par::static_ranges(M, [&](int64_t r0, int64_t r1) {
         dpbf16::gemv(static_cast<const uint16_t*>(W.data), r0, r1, bf16_acts_, y, M);
-      }
+      });
     } else if (W.dtype == DType::BF16 && bf16_activations_ && N >= kAmxMinRows && bf16gemm::available(M, K)) {
       bf16gemm::forward(static_cast<const uint16_t*>(W.data), M, K, x, N, bias, y);  // AMX or AVX512-BF16
       return;
     } else if (N <= kAvx2W16MaxRows && avx2w16::fits(W) && avx2w16::preferred()) {
       // Exact fp32 activations against weights widened exactly: each row read once for every token.
       const float* xp = avx2w16::pack_acts(W, x, int(N), K, w16_acts_);
-#pragma omp parallel
-      {
-        int nth = omp_get_num_threads(), id = omp_get_thread_num();
-        int64_t per = (M + nth - 1) / nth, r0 = std::min(M, per * id), r1 = std::min(M, r0 + per);
+      par::static_ranges(M, [&](int64_t r0, int64_t r1) {
         avx2w16::gemv(W, r0, r1, xp, int(N), y, M);
-      }
+      });
     } else if (N <= kGemvMaxRows) {
       // Threads split the weight rows; each row is read once for all N tokens.
-#pragma omp parallel
-      {
-        int nth = omp_get_num_threads(), id = omp_get_thread_num();
-        int64_t per = (M + nth - 1) / nth, r0 = std::min(M, per * id), r1 = std::min(M, r0 + per);
+      par::static_ranges(M, [&](int64_t r0, int64_t r1) {
         simd::gemv_rows(W.data, W.dtype, K, r0, r1, x, K, int(N), y, M);
-      }
+      });
     } else if (W.dtype == DType::F32) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(N), int(M), int(K), 1.0f, x, int(K),
                   static_cast<const float*>(W.data), int(K), 0.0f, y, int(M));

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "kernels/cpu/isa.h"
+#include "kernels/cpu/parallel.h"
 #include "util/error.h"
 
 // AVX-512 code for this file's own functions only (kernels/cpu/isa.h says why).
@@ -152,12 +153,9 @@ void packed_matmul(const Matrix& P, const float* x, int64_t N, float* y, Bf16Act
   const auto* xw = reinterpret_cast<const uint32_t*>(acts.x.data());
   if (N <= kTokensPerPass) {
     // Decode: the threads split the row blocks; each reads its blocks once, for every token, all inputs.
-#pragma omp parallel
-    {
-      const int nth = omp_get_num_threads(), id = omp_get_thread_num();
-      const int64_t per = (nb + nth - 1) / nth, b0 = std::min(nb, per * id), b1 = std::min(nb, b0 + per);
-      if (b0 < b1) blocks(int(N), W, pairs, b0, b1, 0, pairs, xw, pairs, y, M, false, true);
-    }
+    par::static_ranges(nb, [&](int64_t b0, int64_t b1) {
+      blocks(int(N), W, pairs, b0, b1, 0, pairs, xw, pairs, y, M, false, true);
+    });
     return;
   }
   // Prefill: tiles of kTileBlocks row blocks × kChunkPairs pairs, each read from memory once (the first

@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "kernels/cpu/isa.h"
+#include "kernels/cpu/parallel.h"
 #include "util/error.h"
 
 namespace glmlab::f16p {
@@ -145,12 +146,9 @@ void packed_matmul(const Matrix& P, const float* x, int64_t N, float* y) {
   const auto* W = static_cast<const uint16_t*>(P.data);
   if (N <= kTokensPerPass) {
     // Decode: the threads split the row blocks; each reads its blocks once, for every token, all inputs.
-#pragma omp parallel
-    {
-      const int nth = omp_get_num_threads(), id = omp_get_thread_num();
-      const int64_t per = (nb + nth - 1) / nth, b0 = std::min(nb, per * id), b1 = std::min(nb, b0 + per);
-      if (b0 < b1) blocks(int(N), W, K, b0, b1, 0, K, x, K, y, M, false, true);
-    }
+    par::static_ranges(nb, [&](int64_t b0, int64_t b1) {
+      blocks(int(N), W, K, b0, b1, 0, K, x, K, y, M, false, true);
+    });
     return;
   }
   // Prefill: tiles of kTileBlocks row blocks × kChunkInputs inputs, read from memory once (the first group

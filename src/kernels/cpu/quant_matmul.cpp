@@ -10,6 +10,7 @@
 
 #include "kernels/cpu/avx2_qgemv.h"
 #include "kernels/cpu/bf16_gemm.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd_quant.h"
 #include "kernels/cpu/vnni_gemm.h"
 #include "kernels/cpu/vnni_gemv.h"
@@ -53,12 +54,10 @@ int64_t avx2_max_rows(DType t) { return t == DType::Q4 ? 64 : 32; }
 // accuracy is understood; QuantPrefill::Vnni forces it.
 bool vnni_gemm_wins(DType, int64_t) { return false; }
 
-// Threads take blocks of 64 rows as they come (dynamic): on a shared machine a thread that loses its
-// core for a while does not hold the others up at the end of the matmul.
+// Threads take blocks of 64 rows as they come (kernels/cpu/parallel.h).
 template <class F>
 void split_rows(int64_t M, F&& f) {
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t r = 0; r < M; r += 64) f(r, std::min(M, r + 64));
+  par::dynamic_blocks(M, 64, f);
 }
 }  // namespace
 
