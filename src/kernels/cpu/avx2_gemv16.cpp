@@ -18,10 +18,9 @@ namespace glmlab::avx2w16 {
 namespace {
 
 constexpr int64_t kChunk = 16;        // weights per 32-byte load
-constexpr int64_t kPrefetch = 4096;       // bytes ahead on each row's stream (rows longer than 2 KB)
+constexpr int64_t kPrefetch = 4096;       // bytes ahead on each row's stream (parts, or rows longer than 2 KB)
 constexpr int64_t kShortRowBytes = 2048;  // rows up to this long: a block's rows prefetched as one stream
 constexpr int64_t kShortPrefetch = 2048;  // bytes ahead on that one stream
-constexpr int64_t kPartPrefetch = 4096;  // bytes ahead on each of block_parts' streams
 constexpr int kTokensPerPass = 4;     // at most 4 tokens share a pass over a row
 constexpr int64_t kBlockBytes = 128 << 10;  // a block of rows a group of tokens passes over stays in L2 (≥ 15 rows)
 
@@ -94,34 +93,40 @@ GLMLAB_AVX2 inline void finish(const uint16_t* w, int64_t rs, int64_t K, const f
     }
 }
 
-// out[r·NT + t] = row r of the NR rows at w against token t.
-template <int NR, int NT, bool kBf16>
-GLMLAB_AVX2 void block(const uint16_t* w, int64_t K, const float* xp, int64_t xs, float* out) {
+// out[r·NT + t] = row r of the NR rows at w (rs weights apart) against token t.
+// Software prefetch, one line of each row a step:
+// - kParts (one token, rows from NR contiguous parts of a thread's rows, see rows): each row is its own
+//   long sequential stream, prefetched kPrefetch bytes ahead along itself (into its part's next row past
+//   the end of this one).
+// - Adjacent rows (rs = K) of up to 2 KB: the block's NR rows are one short contiguous range, prefetched
+//   as one stream kShortPrefetch bytes ahead of where its reading has got to.
+// - Longer adjacent rows: row r of the block is one of NR streams that goes on with row r + NR of the next
+//   block (threads read their rows in order, NR at a time); each is prefetched kPrefetch bytes ahead along
+//   that path, into the row it reads next once the distance runs past the end of its row. (2 Zen 2 cores,
+//   one token: 65024 × 512 fp16 2.7 ms as one stream, 3.6–3.9 as 4; 4096 × 13696 bf16 3.1 ms as 4
+//   streams, 3.8 as one.)
+template <int NR, int NT, bool kBf16, bool kParts>
+GLMLAB_AVX2 void block(const uint16_t* w, int64_t rs, int64_t K, const float* xp, int64_t xs, float* out) {
   const int64_t nc = K / kChunk;
   __m256 acc[NR][NT];
 #pragma GCC unroll 8
   for (int r = 0; r < NR; ++r)
 #pragma GCC unroll 4
     for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
-  int64_t c = 0;
-  // Software prefetch, one line of each row a step. Rows of up to 2 KB: the block's NR rows are one short
-  // contiguous range, prefetched as one stream kShortPrefetch bytes ahead of where its reading has got
-  // to. Longer rows: row r of the block is one of NR streams that goes on with row r + NR of the next
-  // block (threads read their rows in order, NR at a time); each is prefetched kPrefetch bytes ahead along
-  // that path, into the row it reads next once the distance runs past the end of its row. (2 Zen 2 cores,
-  // one token: 65024 × 512 fp16 2.7 ms as one stream, 3.6–3.9 as 4; 4096 × 13696 bf16 3.1 ms as 4 streams,
-  // 3.8 as one.)
   const int64_t row_bytes = 2 * K;
-  const bool one_stream = row_bytes <= kShortRowBytes;
-  const int64_t spacing = one_stream ? 64 : row_bytes;  // between the NR lines a step prefetches
+  const bool one_stream = !kParts && row_bytes <= kShortRowBytes;
+  const int64_t spacing = kParts ? 2 * rs : one_stream ? 64 : row_bytes;  // between the NR lines a step prefetches
   const char* pf = reinterpret_cast<const char*>(w);
-  int64_t po = 0;  // long rows: the prefetch's offset in its row
-  if (one_stream) {
+  int64_t po = 0;  // long adjacent rows: the prefetch's offset in its row
+  if (kParts) {
+    pf += kPrefetch;
+  } else if (one_stream) {
     pf += kShortPrefetch;
   } else {
     pf += kPrefetch / row_bytes * NR * row_bytes + kPrefetch % row_bytes;
     po = kPrefetch % row_bytes;
   }
+  int64_t c = 0;
   for (; c + 2 <= nc; c += 2) {
 #pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) _mm_prefetch(pf + r * spacing, _MM_HINT_T0);
@@ -129,37 +134,17 @@ GLMLAB_AVX2 void block(const uint16_t* w, int64_t K, const float* xp, int64_t xs
       pf += 64 * NR;
     } else {
       pf += 64;
-      if ((po += 64) >= row_bytes) po -= row_bytes, pf += (NR - 1) * row_bytes;
+      if (!kParts && (po += 64) >= row_bytes) po -= row_bytes, pf += (NR - 1) * row_bytes;
     }
-    chunk<NR, NT, kBf16>(w, K, xp, xs, c, acc);
-    chunk<NR, NT, kBf16>(w, K, xp, xs, c + 1, acc);
+    chunk<NR, NT, kBf16>(w, rs, xp, xs, c, acc);
+    chunk<NR, NT, kBf16>(w, rs, xp, xs, c + 1, acc);
   }
-  if (c < nc) chunk<NR, NT, kBf16>(w, K, xp, xs, c, acc);
-  finish<NR, NT, kBf16>(w, K, K, xp, xs, acc, out);
+  if (c < nc) chunk<NR, NT, kBf16>(w, rs, xp, xs, c, acc);
+  finish<NR, NT, kBf16>(w, rs, K, xp, xs, acc, out);
 }
 
-// One token against NR rows rs weights apart, each the next row of its own contiguous part of a thread's
-// rows: NR long sequential streams, each prefetched kPartPrefetch bytes ahead along itself (into the
-// part's next row past the end of this one). The same chunk order as block, so the same bits.
-template <int NR, bool kBf16>
-GLMLAB_AVX2 void block_parts(const uint16_t* w, int64_t rs, int64_t K, const float* xp, float* out) {
-  const int64_t nc = K / kChunk;
-  __m256 acc[NR][1];
-#pragma GCC unroll 4
-  for (int r = 0; r < NR; ++r) acc[r][0] = _mm256_setzero_ps();
-  const char* pf = reinterpret_cast<const char*>(w) + kPartPrefetch;
-  int64_t c = 0;
-  for (; c + 2 <= nc; c += 2, pf += 64) {
-#pragma GCC unroll 4
-    for (int r = 0; r < NR; ++r) _mm_prefetch(pf + 2 * r * rs, _MM_HINT_T0);
-    chunk<NR, 1, kBf16>(w, rs, xp, 0, c, acc);
-    chunk<NR, 1, kBf16>(w, rs, xp, 0, c + 1, acc);
-  }
-  if (c < nc) chunk<NR, 1, kBf16>(w, rs, xp, 0, c, acc);
-  finish<NR, 1, kBf16>(w, rs, K, xp, 0, acc, out);
-}
-
-// Rows [r0, r1) against NT tokens, NR adjacent rows at a time.
+// Rows [r0, r1) against NT tokens, NR rows a pass: adjacent ones, or at one token one from each of NR
+// contiguous parts of the range.
 template <int NT, bool kBf16>
 GLMLAB_AVX2 void rows(const uint16_t* W, int64_t K, int64_t r0, int64_t r1, const float* xp, float* y, int64_t ys) {
   const int64_t xs = acts_stride(K);
@@ -168,22 +153,22 @@ GLMLAB_AVX2 void rows(const uint16_t* W, int64_t K, int64_t r0, int64_t r1, cons
   int64_t r = r0;
   if constexpr (NT == 1) {
     // One token: the NR rows of a pass from NR contiguous parts of [r0, r1), so that each stream runs
-    // over whole parts rather than jumping NR rows at a time. (2 Zen 2 cores: 65024 × 512 fp16
-    // 2.0-2.6 ms against 3.3-3.6 with NR adjacent rows; the 6B shapes ~5%.)
+    // over a whole part rather than jumping NR rows at a time (2 Zen 2 cores, session 13: 6B bf16 decode
+    // at batch 1 +8%, random:small's decode, mostly its 65024 × 512 fp16 output layer, +11–35%).
     const int64_t part = (r1 - r0) / NR;
     for (int64_t j = 0; j < part; ++j) {
-      block_parts<NR, kBf16>(W + (r0 + j) * K, part * K, K, xp, out);
+      block<NR, 1, kBf16, true>(W + (r0 + j) * K, part * K, K, xp, xs, out);
       for (int q = 0; q < NR; ++q) y[r0 + q * part + j] = out[q];
     }
     r = r0 + NR * part;
   }
   for (; r + NR <= r1; r += NR) {
-    block<NR, NT, kBf16>(W + r * K, K, xp, xs, out);
+    block<NR, NT, kBf16, false>(W + r * K, K, K, xp, xs, out);
     for (int i = 0; i < NR; ++i)
       for (int t = 0; t < NT; ++t) y[t * ys + r + i] = out[i * NT + t];
   }
   for (; r < r1; ++r) {
-    block<1, NT, kBf16>(W + r * K, K, xp, xs, out);
+    block<1, NT, kBf16, false>(W + r * K, K, K, xp, xs, out);
     for (int t = 0; t < NT; ++t) y[t * ys + r] = out[t];
   }
 }

@@ -4,8 +4,8 @@
 // a shift (even inputs) and a mask (odd inputs), fp16 by VCVTPH2PS (first and last 8) — and multiplied
 // with the activations in fp32, so the result equals the fp32 reference up to summation order (no
 // rounding of the activations). pack_acts puts the activations in the order the widened weights come in.
-// Several tokens share each weight load; more than 4 tokens pass
-// in groups over blocks of rows that stay in L2, so the weights are read from memory once per call.
+// Several tokens share each weight load; more than 4 tokens pass in groups over blocks of rows that
+// stay in L2, so the weights are read from memory once per call.
 // Each output is the same bit for bit whatever the number of tokens and the rows a call takes (a
 // sequence's logits do not depend on its batch or the thread count).
 // Before it, such a CPU ran these matrices through Highway's generic GEMV (whose 8-token pass spills

@@ -100,7 +100,8 @@ GLMLAB_AVX2 inline __attribute__((always_inline)) void chunk(const uint8_t* src,
 
 // Rows [r0, r1) against tokens [t0, t0 + NT). off: Q4's per-token, per-group offsets (q4_offsets).
 // (Reading 4 rows side by side, as 4 streams, measured slower on 2 Zen 2 cores at one token: 3.7 ms
-// against 1.8 for 27392 × 4096 int4, with the rows' parts far apart or adjacent alike.)
+// against 1.8 for 27392 × 4096 int4, with the rows' parts far apart or adjacent alike. Session 13: one
+// row at a time but the rows visited part by part, as avx2_gemv16 does at one token, 2.84 against 2.08.)
 template <int NT, bool kQ4>
 GLMLAB_AVX2 void rows_avx2(const Matrix& W, int64_t r0, int64_t r1, const vnni::QuantizedActs& a, int t0, float* y,
                            int64_t ys, float* sf, const float* off) {
