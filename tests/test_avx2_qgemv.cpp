@@ -10,8 +10,10 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "kernels/cpu/avx2_qgemv.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/quant_matmul.h"
 #include "model/quantize.h"
 #include "ops/ops.h"
@@ -90,6 +92,48 @@ TEST(Avx2QGemv, ExtremeValuesDoNotSaturateTheInt16Pairs) {
     for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], yr[i], 1e-4 * K) << "output " << i;
     EXPECT_NEAR(yr[0], float(K), 0.02 * K);  // the reference itself: +1 · +1 over K inputs
   }
+}
+
+// quantize_acts quantizes whole blocks of 32 inputs with AVX2 (and a batch's tokens on several threads):
+// every byte, scale and Q4 offset term must equal the scalar reference's, whatever K's tail (a partial
+// block, Q4's padded nibble), with zero blocks, values exactly half a step apart (ties to even), a
+// denormal and a NaN input among them (a NaN becomes −127 in both).
+TEST(Avx2QGemv, QuantizedActivationsEqualTheScalarReferenceBitForBit) {
+  if (!isa::avx2()) GTEST_SKIP() << "no AVX2 on this CPU: quantize_acts is the reference itself";
+  for (DType q : {DType::Q8, DType::Q4})
+    for (int64_t K : {4096, 13696, 4097, 200, 31, 1})
+      for (int N : {1, 3, 8}) {
+        SCOPED_TRACE(fmt::format("{} K={} N={}", dtype_name(q), K, N));
+        auto x = test::block_acts(N, K, uint32_t(7 * K + N));
+        if (K >= 96) {
+          std::fill(x.begin() + 32, x.begin() + 64, 0.0f);  // a zero block
+          for (int i = 0; i < 32; ++i) x[size_t(64 + i)] = 0.5f * float(i - 16);
+          x[64] = -127.0f;  // d = 1: every other value of the block lies exactly on a half (a tie)
+          x[70] = 1e-40f;   // a denormal
+          x[71] = NAN;
+        }
+        for (bool q8_signed : {false, true}) {  // Q8 as int8 + 128 (VNNI) or as int8 (the AVX2 GEMV)
+          vnni::QuantizedActs fast, ref;
+          vnni::quantize_acts(x.data(), N, K, q, fast, q8_signed);
+          vnni::quantize_acts_reference(x.data(), N, K, q, ref, q8_signed);
+          ASSERT_EQ(fast.lanes, ref.lanes);
+          ASSERT_EQ(fast.units, ref.units);
+          EXPECT_EQ(fast.q8_signed, q8_signed && q == DType::Q8);
+          EXPECT_EQ(fast.q, ref.q);
+          EXPECT_EQ(fast.corr, ref.corr);
+          ASSERT_EQ(fast.scale.size(), ref.scale.size());
+          EXPECT_EQ(0, std::memcmp(fast.scale.data(), ref.scale.data(), ref.scale.size() * sizeof(float)));
+          if (q == DType::Q8 && q8_signed) {  // the same values as the + 128 encoding
+            vnni::QuantizedActs u;
+            vnni::quantize_acts(x.data(), N, K, q, u);
+            for (int t = 0; t < N; ++t)  // (the padding past K is 0 in both)
+              for (int64_t i = 0; i < K; ++i) {
+                const size_t j = size_t(t * u.lanes * 4 + i);
+                ASSERT_EQ(uint8_t(fast.q[j] ^ 0x80), u.q[j]) << t << " " << i;
+              }
+          }
+        }
+      }
 }
 
 TEST(Avx2QGemv, WrongScalesNibblesOrOffsetsAreFarOutsideTheBound) {

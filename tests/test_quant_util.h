@@ -67,7 +67,7 @@ inline std::vector<float> dequantize_acts(const vnni::QuantizedActs& a, int64_t 
       int v;
       float d;
       if (a.wtype == DType::Q8) {
-        v = int(a.q[size_t(t * a.lanes * 4 + i)]) - 128;
+        v = a.q8_signed ? int(int8_t(a.q[size_t(t * a.lanes * 4 + i)])) : int(a.q[size_t(t * a.lanes * 4 + i)]) - 128;
         d = a.scale[size_t(t * a.lanes + i / 4)];
       } else {
         v = int8_t(a.q[size_t(t * 2 * a.lanes * 4 + (i % 2) * a.lanes * 4 + i / 2)]);

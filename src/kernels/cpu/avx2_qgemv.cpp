@@ -7,7 +7,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstring>
 #include <vector>
 
@@ -21,32 +20,22 @@ constexpr int64_t kPrefetch = 4096;   // bytes ahead on the weight stream (one s
 constexpr int kTokensPerPass = 4;     // two ymm accumulators per token (one per half of a chunk)
 constexpr int64_t kRowsPerBlock = 4;  // weight rows a group of tokens passes over before the next group
 
-// The weight-group scales of a chunk's two halves (8 lanes each): one scale for the whole chunk when
-// groups are whole chunks (or the whole row), else a gather of the chunk's `gpc` groups.
+// Groups smaller than a chunk (Q8: 32 inputs; Q4: 32 or 64): the weight-group scales of a chunk's two
+// halves (8 lanes each), gathered from the row's gpc = CI / G groups in the chunk. (Groups of whole
+// chunks, or one per row, need no gather: rows_avx2's kWhole path.)
 struct HalfScales {
   const float* sf;
-  int64_t cpg = 0, gpc = 0, g = 0, left = 0;
+  int64_t gpc = 0;
   __m256i idx0, idx1;
-  GLMLAB_AVX2 HalfScales(const float* s, int64_t CI, int64_t IPL, int64_t G, int64_t ng) : sf(s) {
-    if (ng == 1 || G % CI == 0) {
-      cpg = ng == 1 ? INT64_MAX : G / CI;
-      left = cpg;
-    } else {
-      gpc = CI / G;
-      alignas(32) int32_t ix[16];
-      for (int l = 0; l < 16; ++l) ix[l] = int32_t(l * IPL / G);
-      idx0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(ix));
-      idx1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(ix + 8));
-    }
+  GLMLAB_AVX2 HalfScales(const float* s, int64_t CI, int64_t IPL, int64_t G) : sf(s), gpc(CI / G) {
+    alignas(32) int32_t ix[16];
+    for (int l = 0; l < 16; ++l) ix[l] = int32_t(l * IPL / G);
+    idx0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(ix));
+    idx1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(ix + 8));
   }
-  GLMLAB_AVX2 inline void next(int64_t c, __m256& s0, __m256& s1) {  // chunks c = 0, 1, 2, ... in order
-    if (gpc) {
-      s0 = _mm256_i32gather_ps(sf + c * gpc, idx0, 4);
-      s1 = _mm256_i32gather_ps(sf + c * gpc, idx1, 4);
-      return;
-    }
-    s0 = s1 = _mm256_set1_ps(sf[g]);
-    if (--left == 0) ++g, left = cpg;
+  GLMLAB_AVX2 inline void next(int64_t c, __m256& s0, __m256& s1) const {  // chunk c's scales
+    s0 = _mm256_i32gather_ps(sf + c * gpc, idx0, 4);
+    s1 = _mm256_i32gather_ps(sf + c * gpc, idx1, 4);
   }
 };
 
@@ -57,18 +46,22 @@ GLMLAB_AVX2 inline __m256i half_q4(__m256i hi, __m256i lo, const uint8_t* xq, in
                                        _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + odd))));
   return _mm256_madd_epi16(s16, ones);
 }
-GLMLAB_AVX2 inline __m256i half_q8(__m256i wabs, __m256i w, const uint8_t* xq, __m256i ones, __m256i m80) {
-  // Activations are stored as x + 128 (u8, vnni_gemv.h): flipping the top bit gives x as s8.
-  const __m256i x = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq)), m80);
+GLMLAB_AVX2 inline __m256i half_q8(__m256i wabs, __m256i w, const uint8_t* xq, __m256i ones) {
+  // Activations as int8 (quantize_acts with q8_signed): x with w's sign against |w|.
+  const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq));
   return _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(x, w)), ones);
 }
 
-// One 64-byte chunk (c: its index in the row, src: its bytes) against NT tokens, accumulated into acc (kAcc
-// independent accumulators per token, so that one token's FMAs do not wait on each other's latency).
-template <int NT, int kAcc, bool kQ4>
+// One 64-byte chunk (c: its index in the row, src: its bytes) against NT tokens: each half's 8 exact lane
+// sums, converted to fp32, times the activation block scales, added into gacc (kAcc independent
+// accumulators per token, so that one token's FMAs do not wait on each other's latency). With kScaled
+// the weight group scales of the halves (sw0, sw1) multiply in too; without, the caller multiplies gacc
+// by the group's one scale once the group's chunks are in (one FMA per token and group instead of a
+// multiplication per token and half).
+template <int NT, int kAcc, bool kQ4, bool kScaled>
 GLMLAB_AVX2 inline __attribute__((always_inline)) void chunk(const uint8_t* src, int64_t c, const uint8_t* const* xq,
                                                              const float* const* sc, int64_t odd, __m256 sw0, __m256 sw1,
-                                                             __m256 (&acc)[NT][kAcc]) {
+                                                             __m256 (&gacc)[NT][kAcc]) {
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
   const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32));
@@ -82,19 +75,19 @@ GLMLAB_AVX2 inline __attribute__((always_inline)) void chunk(const uint8_t* src,
     w0a = _mm256_abs_epi8(b0), w0b = b0, w1a = _mm256_abs_epi8(b1), w1b = b1;
   }
 #pragma GCC unroll 4
-  for (int t = 0; t < NT; ++t) {  // unrolled, so that acc stays in registers
+  for (int t = 0; t < NT; ++t) {  // unrolled, so that the accumulators stay in registers
     const uint8_t* x = xq[t] + 64 * c;
     const float* s = sc[t] + 16 * c;
     __m256i i0, i1;
     if constexpr (kQ4) {
       i0 = half_q4(w0a, w0b, x, odd, ones), i1 = half_q4(w1a, w1b, x + 32, odd, ones);
     } else {
-      const __m256i m80 = _mm256_set1_epi8(char(0x80));
-      i0 = half_q8(w0a, w0b, x, ones, m80), i1 = half_q8(w1a, w1b, x + 32, ones, m80);
+      i0 = half_q8(w0a, w0b, x, ones), i1 = half_q8(w1a, w1b, x + 32, ones);
     }
-    const __m256 p0 = _mm256_mul_ps(_mm256_loadu_ps(s), sw0), p1 = _mm256_mul_ps(_mm256_loadu_ps(s + 8), sw1);
-    acc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), p0, acc[t][0]);
-    acc[t][kAcc - 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), p1, acc[t][kAcc - 1]);
+    __m256 s0 = _mm256_loadu_ps(s), s1 = _mm256_loadu_ps(s + 8);
+    if constexpr (kScaled) s0 = _mm256_mul_ps(s0, sw0), s1 = _mm256_mul_ps(s1, sw1);
+    gacc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), s0, gacc[t][0]);
+    gacc[t][kAcc - 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), s1, gacc[t][kAcc - 1]);
   }
 }
 
@@ -102,11 +95,15 @@ GLMLAB_AVX2 inline __attribute__((always_inline)) void chunk(const uint8_t* src,
 // (Reading 4 rows side by side, as 4 streams, measured slower on 2 Zen 2 cores at one token: 3.7 ms
 // against 1.8 for 27392 × 4096 int4, with the rows' parts far apart or adjacent alike. Session 13: one
 // row at a time but the rows visited part by part, as avx2_gemv16 does at one token, 2.84 against 2.08.)
-template <int NT, bool kQ4>
+// kWhole: every chunk lies inside one weight group (groups of whole chunks, or one group per row), so a
+// group's chunks accumulate without its scale, which multiplies in once at the group's end.
+template <int NT, bool kQ4, bool kWhole>
 GLMLAB_AVX2 void rows_avx2(const Matrix& W, int64_t r0, int64_t r1, const vnni::QuantizedActs& a, int t0, float* y,
                            int64_t ys, float* sf, const float* off) {
   constexpr int kAcc = NT <= 2 ? 2 : 1;
+  constexpr int64_t CI = kQ4 ? 128 : 64;  // inputs per 64-byte chunk
   const int64_t rb = a.units, chunks = a.lanes / 16, ng = W.groups(), G = W.group_size, rem = rb - (chunks - 1) * 64;
+  const int64_t cpg = ng == 1 ? chunks : std::max<int64_t>(1, G / CI);  // kWhole: chunks per group
   const int64_t qs = a.lanes * (kQ4 ? 8 : 4);  // activation bytes per token (Q4: even part, then odd part)
   const int64_t odd = a.lanes * 4;             // Q4: offset of the odd inputs' part
   const uint8_t* xq[NT];
@@ -120,7 +117,6 @@ GLMLAB_AVX2 void rows_avx2(const Matrix& W, int64_t r0, int64_t r1, const vnni::
     for (; g + 8 <= ng; g += 8)
       _mm256_storeu_ps(sf + g, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(hs16 + g))));
     for (; g < ng; ++g) sf[g] = _cvtsh_ss(hs16[g]);
-    HalfScales hs(sf, kQ4 ? 128 : 64, kQ4 ? 8 : 4, G, ng);
     // The last chunk's bytes, zero-padded (its activations past the row are 0, so is their product).
     std::memset(last, 0, sizeof last);
     std::memcpy(last, p + (chunks - 1) * 64, size_t(rem));
@@ -128,14 +124,34 @@ GLMLAB_AVX2 void rows_avx2(const Matrix& W, int64_t r0, int64_t r1, const vnni::
 #pragma GCC unroll 4
     for (int t = 0; t < NT; ++t)
       for (int k = 0; k < kAcc; ++k) acc[t][k] = _mm256_setzero_ps();
-    __m256 sw0, sw1;
-    for (int64_t c = 0; c + 1 < chunks; ++c) {
-      _mm_prefetch(reinterpret_cast<const char*>(p + 64 * c + kPrefetch), _MM_HINT_T0);
-      hs.next(c, sw0, sw1);
-      chunk<NT, kAcc, kQ4>(p + 64 * c, c, xq, sc, odd, sw0, sw1, acc);
+    if constexpr (kWhole) {
+      const __m256 none = _mm256_setzero_ps();
+      for (int64_t c0 = 0, grp = 0; c0 < chunks; c0 += cpg, ++grp) {
+        const int64_t c1 = std::min(chunks, c0 + cpg);
+        __m256 gacc[NT][kAcc];
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; ++t)
+          for (int k = 0; k < kAcc; ++k) gacc[t][k] = _mm256_setzero_ps();
+        for (int64_t c = c0; c < c1; ++c) {
+          _mm_prefetch(reinterpret_cast<const char*>(p + 64 * c + kPrefetch), _MM_HINT_T0);
+          chunk<NT, kAcc, kQ4, false>(c + 1 < chunks ? p + 64 * c : last, c, xq, sc, odd, none, none, gacc);
+        }
+        const __m256 sw = _mm256_set1_ps(sf[grp]);
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; ++t)
+          for (int k = 0; k < kAcc; ++k) acc[t][k] = _mm256_fmadd_ps(gacc[t][k], sw, acc[t][k]);
+      }
+    } else {
+      const HalfScales hs(sf, CI, kQ4 ? 8 : 4, G);
+      __m256 sw0, sw1;
+      for (int64_t c = 0; c + 1 < chunks; ++c) {
+        _mm_prefetch(reinterpret_cast<const char*>(p + 64 * c + kPrefetch), _MM_HINT_T0);
+        hs.next(c, sw0, sw1);
+        chunk<NT, kAcc, kQ4, true>(p + 64 * c, c, xq, sc, odd, sw0, sw1, acc);
+      }
+      hs.next(chunks - 1, sw0, sw1);
+      chunk<NT, kAcc, kQ4, true>(last, chunks - 1, xq, sc, odd, sw0, sw1, acc);
     }
-    hs.next(chunks - 1, sw0, sw1);
-    chunk<NT, kAcc, kQ4>(last, chunks - 1, xq, sc, odd, sw0, sw1, acc);
     for (int t = 0; t < NT; ++t) {
       float sum = isa::hsum(kAcc == 2 ? _mm256_add_ps(acc[t][0], acc[t][kAcc - 1]) : acc[t][0]);
       if constexpr (kQ4) {  // − Σ_g (weight scale g) · (token's offset term of group g)
@@ -175,10 +191,13 @@ void q4_offsets(const Matrix& W, const vnni::QuantizedActs& a, std::vector<float
 template <int NT>
 void rows(const Matrix& W, int64_t r0, int64_t r1, const vnni::QuantizedActs& a, int t0, float* y, int64_t ys, float* sf,
           const float* off) {
+  const bool whole = W.groups() == 1 || W.group_size % (W.dtype == DType::Q4 ? 128 : 64) == 0;
   if (W.dtype == DType::Q4)
-    rows_avx2<NT, true>(W, r0, r1, a, t0, y, ys, sf, off);
+    whole ? rows_avx2<NT, true, true>(W, r0, r1, a, t0, y, ys, sf, off)
+          : rows_avx2<NT, true, false>(W, r0, r1, a, t0, y, ys, sf, off);
   else
-    rows_avx2<NT, false>(W, r0, r1, a, t0, y, ys, sf, off);
+    whole ? rows_avx2<NT, false, true>(W, r0, r1, a, t0, y, ys, sf, off)
+          : rows_avx2<NT, false, false>(W, r0, r1, a, t0, y, ys, sf, off);
 }
 
 void rows_n(const Matrix& W, int64_t r0, int64_t r1, const vnni::QuantizedActs& a, int t0, int n, float* y, int64_t ys,
@@ -206,6 +225,15 @@ void gemv(const Matrix& W, int64_t r0, int64_t r1, const vnni::QuantizedActs& a,
   std::vector<float> own;  // offsets not prepared for W's groups: computed here
   const float* off = a.goff.data();
   if (W.dtype == DType::Q4 && a.goff_group != W.group_size) q4_offsets(W, a, own), off = own.data();
+  // Q8 activations quantized for the VNNI kernels (+ 128): a signed copy, made per call (quant_matmul
+  // quantizes them signed for this kernel; this path is for callers that hold the other encoding).
+  vnni::QuantizedActs s8;
+  if (W.dtype == DType::Q8 && !a.q8_signed) {
+    s8 = a;
+    for (auto& b : s8.q) b ^= 0x80;
+    s8.q8_signed = true;
+    return avx2q::gemv(W, r0, r1, s8, y, ys);
+  }
   if (a.nt <= kTokensPerPass) return rows_n(W, r0, r1, a, 0, a.nt, y, ys, sf.data(), off);
   for (int64_t rb = r0; rb < r1; rb += kRowsPerBlock) {
     const int64_t re = std::min(r1, rb + kRowsPerBlock);

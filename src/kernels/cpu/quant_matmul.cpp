@@ -86,7 +86,7 @@ void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool app
   }
   if (row_major && N <= avx2_max_rows(W.dtype) && approx && !vnni::available() && path != QuantPrefill::Tiles &&
       avx2q::available() && vnni::fits(W)) {
-    vnni::quantize_acts(x, int(N), K, W.dtype, qacts);
+    vnni::quantize_acts(x, int(N), K, W.dtype, qacts, /*q8_signed=*/true);
     avx2q::prepare(W, qacts);
     const vnni::QuantizedActs* qa = &qacts;
     split_rows(M, [&](int64_t r0, int64_t r1) { avx2q::gemv(W, r0, r1, *qa, y, M); });

@@ -173,8 +173,90 @@ bool fits(const Matrix& W) {
   return W.groups() == 1 || G % CI == 0 || (CI % G == 0 && G % IPL == 0);
 }
 
-void quantize_acts(const float* x, int nt, int64_t K, DType wtype, QuantizedActs& a) {
+namespace {
+
+// Block b (inputs [32b, min(K, 32b + 32))) of token t's activations xr, as the reference does it: scale
+// d = max|x| / 127 (a NaN input skipped), v = x / d rounded half to even, clamped to ±127.
+void quantize_block_scalar(const float* xr, int64_t K, int t, int64_t b, QuantizedActs& a) {
+  const int64_t k0 = b * kBlock, k1 = std::min(K, k0 + kBlock);  // inputs past K stay 0 (their weights are masked off too)
+  const int64_t IPL = lane_inputs(a.wtype);
+  const int parts = a.wtype == DType::Q4 ? 2 : 1;
+  uint8_t* q = a.q.data() + t * parts * a.lanes * 4;
+  float amax = 0;
+  for (int64_t i = k0; i < k1; ++i) amax = std::max(amax, std::fabs(xr[i]));
+  const float d = amax / 127.0f;
+  for (int64_t i = k0; i < k1; ++i) {
+    // Clamped as VMAXPS / VMINPS do it, so that a NaN input becomes −127 (not an undefined int cast).
+    float r = d == 0 ? 0.0f : std::nearbyint(xr[i] / d);
+    r = r > -127.0f ? r : -127.0f;
+    r = r < 127.0f ? r : 127.0f;
+    const int v = int(r);
+    if (a.wtype == DType::Q8)
+      q[i] = uint8_t(a.q8_signed ? v : v + 128);
+    else
+      q[(i % 2) * a.lanes * 4 + i / 2] = uint8_t(int8_t(v));
+    if (a.wtype == DType::Q4) a.corr[size_t(t * a.lanes + i / IPL)] += 8 * v;
+  }
+  for (int64_t l = k0 / IPL; l < std::min(a.lanes, (k0 + kBlock) / IPL); ++l) a.scale[size_t(t * a.lanes + l)] = d;
+}
+
+// A whole block of 32 inputs with AVX2, bit for bit the scalar block: the same IEEE division and
+// round-to-nearest-even (VDIVPS, VROUNDPS), the maximum taken so that a NaN input is skipped as
+// std::max skips it.
+GLMLAB_AVX2 void quantize_block_avx2(const float* xr, int t, int64_t b, QuantizedActs& a) {
+  const int64_t k0 = b * kBlock;
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 x[4];
+  __m256 m = _mm256_setzero_ps();
+  for (int j = 0; j < 4; ++j) {
+    x[j] = _mm256_loadu_ps(xr + k0 + 8 * j);
+    m = _mm256_max_ps(_mm256_andnot_ps(sign, x[j]), m);  // a NaN in the first operand leaves m
+  }
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_movehdup_ps(h));
+  const float d = _mm_cvtss_f32(h) / 127.0f;
+  const bool q4 = a.wtype == DType::Q4;
+  const int64_t lanes_per_block = q4 ? kBlock / 8 : kBlock / 4;
+  float* sc = a.scale.data() + t * a.lanes + k0 / (q4 ? 8 : 4);
+  for (int64_t l = 0; l < lanes_per_block; ++l) sc[l] = d;
+  __m256i v[4];
+  if (d == 0) {
+    for (auto& e : v) e = _mm256_setzero_si256();
+  } else {
+    const __m256 dv = _mm256_set1_ps(d), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    for (int j = 0; j < 4; ++j) {
+      const __m256 r = _mm256_round_ps(_mm256_div_ps(x[j], dv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      v[j] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+    }
+  }
+  // int32 → int8 in input order: the packs interleave the 128-bit halves, the permute puts the
+  // 4-byte groups back in order.
+  const __m256i p = _mm256_permutevar8x32_epi32(
+      _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3])),
+      _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  if (!q4) {
+    uint8_t* q = a.q.data() + t * a.lanes * 4 + k0;
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q),
+                        a.q8_signed ? p : _mm256_xor_si256(p, _mm256_set1_epi8(char(0x80))));  // v or v + 128
+    return;
+  }
+  // Q4: even inputs to the first part, odd ones to the second; corr = 8 · Σ v per lane of 8 inputs.
+  const __m256i eo = _mm256_permute4x64_epi64(
+      _mm256_shuffle_epi8(p, _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10,
+                                              12, 14, 1, 3, 5, 7, 9, 11, 13, 15)),
+      0xD8);  // qwords 0, 2, 1, 3: evens of inputs 0–15, 16–31, then the odds
+  uint8_t* q = a.q.data() + t * 2 * a.lanes * 4 + k0 / 2;
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm256_castsi256_si128(eo));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q + a.lanes * 4), _mm256_extracti128_si256(eo, 1));
+  const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+  const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(a.corr.data() + t * a.lanes + k0 / 8), _mm_slli_epi32(s4, 3));
+}
+
+void size_acts(int nt, int64_t K, DType wtype, bool q8_signed, QuantizedActs& a) {
   a.wtype = wtype;
+  a.q8_signed = wtype == DType::Q8 && q8_signed;
   a.nt = nt;
   a.goff_group = 0;  // new activations: offsets of the old ones are stale
   a.units = wtype == DType::Q4 ? (K + 1) / 2 : K;  // = the row bytes (odd K: a padded nibble)
@@ -183,25 +265,27 @@ void quantize_acts(const float* x, int nt, int64_t K, DType wtype, QuantizedActs
   a.q.assign(size_t(nt * parts * a.lanes * 4), 0);
   a.scale.assign(size_t(nt * a.lanes), 0.0f);
   a.corr.assign(wtype == DType::Q4 ? size_t(nt * a.lanes) : 0, 0);
-  const int64_t IPL = lane_inputs(wtype);
+}
+
+}  // namespace
+
+void quantize_acts_reference(const float* x, int nt, int64_t K, DType wtype, QuantizedActs& a, bool q8_signed) {
+  size_acts(nt, K, wtype, q8_signed, a);
+  for (int t = 0; t < nt; ++t)
+    for (int64_t b = 0; b * kBlock < K; ++b) quantize_block_scalar(x + t * K, K, t, b, a);
+}
+
+void quantize_acts(const float* x, int nt, int64_t K, DType wtype, QuantizedActs& a, bool q8_signed) {
+  if (!isa::avx2()) return quantize_acts_reference(x, nt, K, wtype, a, q8_signed);
+  size_acts(nt, K, wtype, q8_signed, a);
+  const int64_t full = K / kBlock;
+  // Tokens are independent: a batch's rows are quantized on every thread (one token's ~13.7k inputs
+  // take microseconds, less than a parallel region's cost is worth).
+#pragma omp parallel for schedule(static) if (nt >= 4)
   for (int t = 0; t < nt; ++t) {
-    const float* xr = x + t * K;
-    uint8_t* q = a.q.data() + t * parts * a.lanes * 4;
-    for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
-      const int64_t k1 = std::min(K, k0 + kBlock);  // inputs past K stay 0 (their weights are masked off too)
-      float amax = 0;
-      for (int64_t i = k0; i < k1; ++i) amax = std::max(amax, std::fabs(xr[i]));
-      const float d = amax / 127.0f;
-      for (int64_t i = k0; i < k1; ++i) {
-        int v = d == 0 ? 0 : int(std::clamp(std::nearbyint(xr[i] / d), -127.0f, 127.0f));
-        if (wtype == DType::Q8)
-          q[i] = uint8_t(v + 128);
-        else
-          q[(i % 2) * a.lanes * 4 + i / 2] = uint8_t(int8_t(v));
-        if (wtype == DType::Q4) a.corr[size_t(t * a.lanes + i / IPL)] += 8 * v;
-      }
-      for (int64_t l = k0 / IPL; l < std::min(a.lanes, (k0 + kBlock) / IPL); ++l) a.scale[size_t(t * a.lanes + l)] = d;
-    }
+    const float* xr = x + int64_t(t) * K;
+    for (int64_t b = 0; b < full; ++b) quantize_block_avx2(xr, t, b, a);
+    if (full * kBlock < K) quantize_block_scalar(xr, K, t, full, a);
   }
 }
 

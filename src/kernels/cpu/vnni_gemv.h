@@ -28,6 +28,7 @@ struct QuantizedActs {
   int64_t units = 0;           // bytes per weight row (= per activation row in the kernel's order)
   int64_t lanes = 0;           // int32 lanes per row, padded to whole 64-byte chunks (16 lanes each)
   std::vector<uint8_t> q;      // [nt, 2 (Q4: even | odd) or 1 (Q8), lanes·4] int8 (Q4) or uint8 = int8 + 128 (Q8)
+  bool q8_signed = false;      // Q8: q holds the int8 values themselves (the AVX2 GEMV's operand), not + 128
   std::vector<float> scale;    // [nt, lanes] activation scale of each lane's block
   std::vector<int32_t> corr;   // Q4: [nt, lanes] 8 · Σ of the lane's 8 int8 activations (unsigned-nibble offset)
   // Q4 on AVX2 (avx2q::prepare): [nt, groups] Σ of corr · scale over each weight group's lanes, for
@@ -35,7 +36,12 @@ struct QuantizedActs {
   std::vector<float> goff;
   int64_t goff_group = 0;
 };
-void quantize_acts(const float* x, int nt, int64_t cols, DType wtype, QuantizedActs& out);
+// q8_signed: Q8 activations stored as int8 (avx2q::gemv), not as int8 + 128 (the VNNI kernels).
+void quantize_acts(const float* x, int nt, int64_t cols, DType wtype, QuantizedActs& out, bool q8_signed = false);
+// The same in plain scalar code, one input at a time: the oracle of quantize_acts' AVX2 blocks (their
+// output is bit-identical) and its path on CPUs without AVX2.
+void quantize_acts_reference(const float* x, int nt, int64_t cols, DType wtype, QuantizedActs& out,
+                             bool q8_signed = false);
 
 // y[t·ys + r] = Σ_i x[t, i] · W[r, i] for rows [r0, r1), tokens t < a.nt. Up to 8 tokens share one
 // pass over a weight row; more tokens pass in groups of 8 over blocks of rows that stay in L1, so the
