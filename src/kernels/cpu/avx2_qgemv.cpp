@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/cpu/isa.h"
+#include "util/error.h"
 
 namespace glmlab::avx2q {
 
@@ -225,15 +226,8 @@ void gemv(const Matrix& W, int64_t r0, int64_t r1, const vnni::QuantizedActs& a,
   std::vector<float> own;  // offsets not prepared for W's groups: computed here
   const float* off = a.goff.data();
   if (W.dtype == DType::Q4 && a.goff_group != W.group_size) q4_offsets(W, a, own), off = own.data();
-  // Q8 activations quantized for the VNNI kernels (+ 128): a signed copy, made per call (quant_matmul
-  // quantizes them signed for this kernel; this path is for callers that hold the other encoding).
-  vnni::QuantizedActs s8;
-  if (W.dtype == DType::Q8 && !a.q8_signed) {
-    s8 = a;
-    for (auto& b : s8.q) b ^= 0x80;
-    s8.q8_signed = true;
-    return avx2q::gemv(W, r0, r1, s8, y, ys);
-  }
+  if (W.dtype == DType::Q8 && !a.q8_signed)
+    fail("avx2q::gemv: int8 activations must be quantized signed (vnni::quantize_acts with q8_signed)");
   if (a.nt <= kTokensPerPass) return rows_n(W, r0, r1, a, 0, a.nt, y, ys, sf.data(), off);
   for (int64_t rb = r0; rb < r1; rb += kRowsPerBlock) {
     const int64_t re = std::min(r1, rb + kRowsPerBlock);

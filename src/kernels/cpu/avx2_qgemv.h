@@ -24,8 +24,8 @@ namespace glmlab::avx2q {
 // True when the CPU has AVX2, FMA and F16C.
 bool available();
 // y[t·ys + r] = Σ_i x[t, i] · W[r, i] for rows [r0, r1) of a row-major Q8/Q4 matrix that vnni::fits, tokens
-// t < a.nt (a from vnni::quantize_acts for W's dtype and cols; Q8 with q8_signed, else every call makes a
-// signed copy of the activations). Up to 4 tokens share one pass over a
+// t < a.nt (a from vnni::quantize_acts for W's dtype and cols; Q8 with q8_signed, else it fails). Up to 4
+// tokens share one pass over a
 // weight row; more tokens pass in groups of 4 over blocks of 4 rows that stay in L1, so the weights are
 // read from memory once per call whatever the batch.
 // Call prepare(W, a) once before splitting W's rows over threads: it computes Q4's per-group offset terms

@@ -217,9 +217,8 @@ GLMLAB_AVX2 void quantize_block_avx2(const float* xr, int t, int64_t b, Quantize
   h = _mm_max_ss(h, _mm_movehdup_ps(h));
   const float d = _mm_cvtss_f32(h) / 127.0f;
   const bool q4 = a.wtype == DType::Q4;
-  const int64_t lanes_per_block = q4 ? kBlock / 8 : kBlock / 4;
-  float* sc = a.scale.data() + t * a.lanes + k0 / (q4 ? 8 : 4);
-  for (int64_t l = 0; l < lanes_per_block; ++l) sc[l] = d;
+  const int64_t IPL = lane_inputs(a.wtype);
+  std::fill_n(a.scale.data() + t * a.lanes + k0 / IPL, kBlock / IPL, d);
   __m256i v[4];
   if (d == 0) {
     for (auto& e : v) e = _mm256_setzero_si256();
