@@ -186,6 +186,29 @@ TEST(Avx2QGemv, PreparedQ4OffsetsFollowTheActivationsAndTheGroups) {
   EXPECT_LT(nmax(y1, ref_matmul(*ref, dequantize_acts(qa, K), N, q128.m)), 1e-5);
 }
 
+// Q8 at one token reads 4 rows side by side from 4 parts of the range (rows_parts); a row alone goes
+// through the one-stream loop. Both must give every row the same bits, whatever the range (tails, groups
+// of 1 and 2 chunks, one per row), and the right rows: a part mixed up would be far off the reference.
+TEST(Avx2QGemv, Q8OneTokenStreamsGiveEachRowTheBitsOfARowAlone) {
+  SKIP_WITHOUT_AVX2();
+  auto ref = make_ref_ops();
+  const int64_t M = 71;
+  for (int64_t K : {4096, 13696, 200})
+    for (int64_t G : {64, 128, 0}) {
+      SCOPED_TRACE(fmt::format("K={} G={}", K, G));
+      auto w = group_weights(M, K, G ? G : K, uint32_t(K + G + 1));
+      QuantizedMatrix qm = quantize(Matrix{DType::F32, M, K, w.data()}, DType::Q8, G);
+      auto x = test::block_acts(1, K, uint32_t(K));
+      vnni::QuantizedActs qa;
+      vnni::quantize_acts(x.data(), 1, K, DType::Q8, qa, /*q8_signed=*/true);
+      std::vector<float> all(size_t(M), NAN), one(size_t(M), NAN);
+      avx2q::gemv(qm.m, 0, M, qa, all.data(), M);
+      for (int64_t r = 0; r < M; ++r) avx2q::gemv(qm.m, r, r + 1, qa, one.data(), M);
+      EXPECT_EQ(0, std::memcmp(all.data(), one.data(), all.size() * 4));
+      EXPECT_LT(nmax(all, ref_matmul(*ref, dequantize_acts(qa, K), 1, qm.m)), 1e-5);
+    }
+}
+
 TEST(Avx2QGemv, QuantMatmulTakesItWithoutVnniUpToItsRowLimit) {
   SKIP_WITHOUT_AVX2();
   if (vnni::available()) GTEST_SKIP() << "this CPU has AVX512-VNNI: quant_matmul takes the VNNI kernels instead";

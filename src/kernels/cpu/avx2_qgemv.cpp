@@ -20,6 +20,7 @@ namespace {
 constexpr int64_t kPrefetch = 4096;   // bytes ahead on the weight stream (one stream per thread)
 constexpr int kTokensPerPass = 4;     // two ymm accumulators per token (one per half of a chunk)
 constexpr int64_t kRowsPerBlock = 4;  // weight rows a group of tokens passes over before the next group
+constexpr int kStreams = 4;           // Q8 at one token: rows read side by side from this many parts of the range
 
 // Groups smaller than a chunk (Q8: 32 inputs; Q4: 32 or 64): the weight-group scales of a chunk's two
 // halves (8 lanes each), gathered from the row's gpc = CI / G groups in the chunk. (Groups of whole
@@ -92,10 +93,24 @@ GLMLAB_AVX2 inline __attribute__((always_inline)) void chunk(const uint8_t* src,
   }
 }
 
+// Q4: Σ_g (weight scale g) · (the token's offset term of group g), taken off a row's sum.
+GLMLAB_AVX2 inline float offset_dot(const float* sf, const float* o, int64_t ng) {
+  __m256 d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps();
+  int64_t h = 0;
+  for (; h + 16 <= ng; h += 16) {
+    d0 = _mm256_fmadd_ps(_mm256_loadu_ps(sf + h), _mm256_loadu_ps(o + h), d0);
+    d1 = _mm256_fmadd_ps(_mm256_loadu_ps(sf + h + 8), _mm256_loadu_ps(o + h + 8), d1);
+  }
+  if (h + 8 <= ng) d0 = _mm256_fmadd_ps(_mm256_loadu_ps(sf + h), _mm256_loadu_ps(o + h), d0), h += 8;
+  float dsum = isa::hsum(_mm256_add_ps(d0, d1));
+  for (; h < ng; ++h) dsum += sf[h] * o[h];
+  return dsum;
+}
+
 // Rows [r0, r1) against tokens [t0, t0 + NT). off: Q4's per-token, per-group offsets (q4_offsets).
-// (Reading 4 rows side by side, as 4 streams, measured slower on 2 Zen 2 cores at one token: 3.7 ms
-// against 1.8 for 27392 × 4096 int4, with the rows' parts far apart or adjacent alike. Session 13: one
-// row at a time but the rows visited part by part, as avx2_gemv16 does at one token, 2.84 against 2.08.)
+// (Int4 at one token: reading 4 rows side by side, as 4 streams, measured slower on 2 Zen 2 cores: 3.7 ms
+// against 1.8 for 27392 × 4096, with the rows' parts far apart or adjacent alike; session 13: one row at a
+// time but the rows visited part by part, 2.84 against 2.08. Q8 at one token: rows_parts.)
 // kWhole: every chunk lies inside one weight group (groups of whole chunks, or one group per row), so a
 // group's chunks accumulate without its scale, which multiplies in once at the group's end.
 template <int NT, bool kQ4, bool kWhole>
@@ -155,21 +170,66 @@ GLMLAB_AVX2 void rows_avx2(const Matrix& W, int64_t r0, int64_t r1, const vnni::
     }
     for (int t = 0; t < NT; ++t) {
       float sum = isa::hsum(kAcc == 2 ? _mm256_add_ps(acc[t][0], acc[t][kAcc - 1]) : acc[t][0]);
-      if constexpr (kQ4) {  // − Σ_g (weight scale g) · (token's offset term of group g)
-        const float* o = off + (t0 + t) * ng;
-        __m256 d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps();
-        int64_t h = 0;
-        for (; h + 16 <= ng; h += 16) {
-          d0 = _mm256_fmadd_ps(_mm256_loadu_ps(sf + h), _mm256_loadu_ps(o + h), d0);
-          d1 = _mm256_fmadd_ps(_mm256_loadu_ps(sf + h + 8), _mm256_loadu_ps(o + h + 8), d1);
-        }
-        if (h + 8 <= ng) d0 = _mm256_fmadd_ps(_mm256_loadu_ps(sf + h), _mm256_loadu_ps(o + h), d0), h += 8;
-        float dsum = isa::hsum(_mm256_add_ps(d0, d1));
-        for (; h < ng; ++h) dsum += sf[h] * o[h];
-        sum -= dsum;
-      }
+      if constexpr (kQ4) sum -= offset_dot(sf, off + (t0 + t) * ng, ng);
       y[(t0 + t) * ys + r] = sum;
     }
+  }
+}
+
+// Q8, one token, groups of whole chunks: NR rows side by side, one from each of NR contiguous parts of
+// [r0, r1), so that the weights are read as NR sequential streams (`glmlab probe` on 2 Zen 2 cores: one
+// stream a thread ~30 GB/s, 4 streams ~42-50). Each row's arithmetic is rows_avx2<1, false, true>'s, in
+// the same order, so its result is the same bit for bit. (Q4 stays one stream: with 2 it took 2.13 ms
+// against 2.07 on 27392 × 4096 — its nibble unpacking, not memory, binds at one token.)
+template <int NR>
+GLMLAB_AVX2 void rows_parts(const Matrix& W, int64_t r0, int64_t r1, const vnni::QuantizedActs& a, int t0, float* y,
+                            int64_t ys, float* sf) {
+  const int64_t rb = a.units, chunks = a.lanes / 16, ng = W.groups(), G = W.group_size, rem = rb - (chunks - 1) * 64;
+  const int64_t cpg = ng == 1 ? chunks : std::max<int64_t>(1, G / 64);
+  const int64_t part = (r1 - r0) / NR;
+  const uint8_t* xq[1] = {a.q.data() + t0 * a.lanes * 4};
+  const float* sc[1] = {a.scale.data() + t0 * a.lanes};
+  const int64_t sfs = ng + 16;  // sf holds NR rows' scales, sfs apart
+  alignas(32) uint8_t last[NR][64];
+  const __m256 none = _mm256_setzero_ps();
+  for (int64_t j = 0; j < part; ++j) {
+    const uint8_t* p[NR];
+#pragma GCC unroll 4
+    for (int q = 0; q < NR; ++q) {
+      const int64_t r = r0 + q * part + j;
+      p[q] = static_cast<const uint8_t*>(W.data) + r * rb;
+      const uint16_t* hs16 = W.scales + r * ng;
+      float* f = sf + q * sfs;
+      int64_t g = 0;
+      for (; g + 8 <= ng; g += 8)
+        _mm256_storeu_ps(f + g, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(hs16 + g))));
+      for (; g < ng; ++g) f[g] = _cvtsh_ss(hs16[g]);
+      std::memset(last[q], 0, 64);
+      std::memcpy(last[q], p[q] + (chunks - 1) * 64, size_t(rem));
+    }
+    __m256 acc[NR][1][2];
+#pragma GCC unroll 4
+    for (int q = 0; q < NR; ++q) acc[q][0][0] = acc[q][0][1] = _mm256_setzero_ps();
+    for (int64_t c0 = 0, grp = 0; c0 < chunks; c0 += cpg, ++grp) {
+      const int64_t c1 = std::min(chunks, c0 + cpg);
+      __m256 gacc[NR][1][2];
+#pragma GCC unroll 4
+      for (int q = 0; q < NR; ++q) gacc[q][0][0] = gacc[q][0][1] = _mm256_setzero_ps();
+      for (int64_t c = c0; c < c1; ++c) {
+#pragma GCC unroll 4
+        for (int q = 0; q < NR; ++q) {
+          _mm_prefetch(reinterpret_cast<const char*>(p[q] + 64 * c + kPrefetch), _MM_HINT_T0);
+          chunk<1, 2, false, false>(c + 1 < chunks ? p[q] + 64 * c : last[q], c, xq, sc, 0, none, none, gacc[q]);
+        }
+      }
+#pragma GCC unroll 4
+      for (int q = 0; q < NR; ++q) {
+        const __m256 sw = _mm256_set1_ps(sf[q * sfs + grp]);
+        acc[q][0][0] = _mm256_fmadd_ps(gacc[q][0][0], sw, acc[q][0][0]);
+        acc[q][0][1] = _mm256_fmadd_ps(gacc[q][0][1], sw, acc[q][0][1]);
+      }
+    }
+    for (int q = 0; q < NR; ++q) y[t0 * ys + r0 + q * part + j] = isa::hsum(_mm256_add_ps(acc[q][0][0], acc[q][0][1]));
   }
 }
 
@@ -193,6 +253,11 @@ template <int NT>
 void rows(const Matrix& W, int64_t r0, int64_t r1, const vnni::QuantizedActs& a, int t0, float* y, int64_t ys, float* sf,
           const float* off) {
   const bool whole = W.groups() == 1 || W.group_size % (W.dtype == DType::Q4 ? 128 : 64) == 0;
+  if (NT == 1 && W.dtype == DType::Q8 && whole && r1 - r0 >= kStreams) {  // kStreams streams, then the rows left
+    const int64_t done = r0 + (r1 - r0) / kStreams * kStreams;
+    rows_parts<kStreams>(W, r0, done, a, t0, y, ys, sf);
+    r0 = done;
+  }
   if (W.dtype == DType::Q4)
     whole ? rows_avx2<NT, true, true>(W, r0, r1, a, t0, y, ys, sf, off)
           : rows_avx2<NT, true, false>(W, r0, r1, a, t0, y, ys, sf, off);
@@ -222,7 +287,7 @@ void prepare(const Matrix& W, vnni::QuantizedActs& a) {
 }
 
 void gemv(const Matrix& W, int64_t r0, int64_t r1, const vnni::QuantizedActs& a, float* y, int64_t ys) {
-  std::vector<float> sf(size_t(W.groups() + 16), 0.0f);  // one row's scales in fp32 (+ padding for the gather)
+  std::vector<float> sf(size_t(kStreams * (W.groups() + 16)), 0.0f);  // rows' scales in fp32 (+ padding for the gather)
   std::vector<float> own;  // offsets not prepared for W's groups: computed here
   const float* off = a.goff.data();
   if (W.dtype == DType::Q4 && a.goff_group != W.group_size) q4_offsets(W, a, own), off = own.data();

@@ -25,9 +25,10 @@ namespace glmlab::avx2q {
 bool available();
 // y[t·ys + r] = Σ_i x[t, i] · W[r, i] for rows [r0, r1) of a row-major Q8/Q4 matrix that vnni::fits, tokens
 // t < a.nt (a from vnni::quantize_acts for W's dtype and cols; Q8 with q8_signed, else it fails). Up to 4
-// tokens share one pass over a
-// weight row; more tokens pass in groups of 4 over blocks of 4 rows that stay in L1, so the weights are
-// read from memory once per call whatever the batch.
+// tokens share one pass over a weight row; more tokens pass in groups of 4 over blocks of 4 rows that stay
+// in L1, so the weights are read from memory once per call whatever the batch. Q8 at one token reads 4
+// rows side by side, one from each quarter of [r0, r1) (4 memory streams; give it ranges of ~1 MB).
+// A row's result is the same bit for bit whatever [r0, r1) and the path that computed it.
 // Call prepare(W, a) once before splitting W's rows over threads: it computes Q4's per-group offset terms
 // (a.goff) that every call would otherwise compute again for itself.
 void prepare(const Matrix& W, vnni::QuantizedActs& a);

@@ -37,6 +37,10 @@ int64_t vnni_max_rows(DType t) { return t == DType::Q4 ? 16 : 8; }
 // glmlab_kernel_bench BM_DecodeBatch, docs/BENCHMARKS.md session 10): Q4 27392 × 4096 at 32 rows 55 ms
 // against 87 (tiles), at 128 rows 238 against 223; Q8 at 32 rows 80 against 88, at 128 311 against 230.
 int64_t avx2_max_rows(DType t) { return t == DType::Q4 ? 64 : 32; }
+// At one token the threads take ~1 MB of rows at a time, which the AVX2 GEMV reads as 4 streams (Q8;
+// 2 Zen 2 cores, glmlab_kernel_bench BM_DecodeBatch N:1, docs/BENCHMARKS.md session 15: 64-row blocks
+// as one stream 3.7 / 2.1 ms on 27392 × 4096 / 4096 × 13696, as 4 streams in 1 MB blocks 3.5 / 1.5).
+constexpr int64_t kAvx2OneTokenBlockBytes = 1 << 20;
 // Weights packed at load (vnni_packed.h) take the packed GEMV at every number of rows with approximate
 // activations: it read the weights once per call and beat the bf16 tiles from 1 to 512 rows on both
 // large 6B shapes (2 Zen 5 cores, group 128, glmlab_kernel_bench BM_DecodeBatch packed:1, session 8):
@@ -89,7 +93,8 @@ void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool app
     vnni::quantize_acts(x, int(N), K, W.dtype, qacts, /*q8_signed=*/true);
     avx2q::prepare(W, qacts);
     const vnni::QuantizedActs* qa = &qacts;
-    split_rows(M, [&](int64_t r0, int64_t r1) { avx2q::gemv(W, r0, r1, *qa, y, M); });
+    const int64_t block = N == 1 ? std::max<int64_t>(64, kAvx2OneTokenBlockBytes / W.row_bytes() / 64 * 64) : 64;
+    par::dynamic_blocks(M, block, [&](int64_t r0, int64_t r1) { avx2q::gemv(W, r0, r1, *qa, y, M); });
     return;
   }
   if (row_major && approx && N > vnni_max_rows(W.dtype) && path != QuantPrefill::Tiles && vnni::available() && vnni::fits(W) &&
