@@ -107,6 +107,22 @@ GLMLAB_AVX2 inline float offset_dot(const float* sf, const float* o, int64_t ng)
   return dsum;
 }
 
+// Row r (rb bytes, chunks 64-byte chunks): its group scales into sf as fp32, and its last chunk's bytes
+// into `last` zero-padded (the activations past the row are 0, so is their product). Returns the row.
+GLMLAB_AVX2 inline const uint8_t* row_setup(const Matrix& W, int64_t r, int64_t rb, int64_t chunks, float* sf,
+                                            uint8_t* last) {
+  const uint8_t* p = static_cast<const uint8_t*>(W.data) + r * rb;
+  const int64_t ng = W.groups();
+  const uint16_t* hs16 = W.scales + r * ng;
+  int64_t g = 0;
+  for (; g + 8 <= ng; g += 8)
+    _mm256_storeu_ps(sf + g, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(hs16 + g))));
+  for (; g < ng; ++g) sf[g] = _cvtsh_ss(hs16[g]);
+  std::memset(last, 0, 64);
+  std::memcpy(last, p + (chunks - 1) * 64, size_t(rb - (chunks - 1) * 64));
+  return p;
+}
+
 // Rows [r0, r1) against tokens [t0, t0 + NT). off: Q4's per-token, per-group offsets (q4_offsets).
 // (Int4 at one token: reading 4 rows side by side, as 4 streams, measured slower on 2 Zen 2 cores: 3.7 ms
 // against 1.8 for 27392 × 4096, with the rows' parts far apart or adjacent alike; session 13: one row at a
@@ -118,7 +134,7 @@ GLMLAB_AVX2 void rows_avx2(const Matrix& W, int64_t r0, int64_t r1, const vnni::
                            int64_t ys, float* sf, const float* off) {
   constexpr int kAcc = NT <= 2 ? 2 : 1;
   constexpr int64_t CI = kQ4 ? 128 : 64;  // inputs per 64-byte chunk
-  const int64_t rb = a.units, chunks = a.lanes / 16, ng = W.groups(), G = W.group_size, rem = rb - (chunks - 1) * 64;
+  const int64_t rb = a.units, chunks = a.lanes / 16, ng = W.groups(), G = W.group_size;
   const int64_t cpg = ng == 1 ? chunks : std::max<int64_t>(1, G / CI);  // kWhole: chunks per group
   const int64_t qs = a.lanes * (kQ4 ? 8 : 4);  // activation bytes per token (Q4: even part, then odd part)
   const int64_t odd = a.lanes * 4;             // Q4: offset of the odd inputs' part
@@ -127,15 +143,7 @@ GLMLAB_AVX2 void rows_avx2(const Matrix& W, int64_t r0, int64_t r1, const vnni::
   for (int t = 0; t < NT; ++t) xq[t] = a.q.data() + (t0 + t) * qs, sc[t] = a.scale.data() + (t0 + t) * a.lanes;
   alignas(32) uint8_t last[64];
   for (int64_t r = r0; r < r1; ++r) {
-    const uint8_t* p = static_cast<const uint8_t*>(W.data) + r * rb;
-    const uint16_t* hs16 = W.scales + r * ng;
-    int64_t g = 0;
-    for (; g + 8 <= ng; g += 8)
-      _mm256_storeu_ps(sf + g, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(hs16 + g))));
-    for (; g < ng; ++g) sf[g] = _cvtsh_ss(hs16[g]);
-    // The last chunk's bytes, zero-padded (its activations past the row are 0, so is their product).
-    std::memset(last, 0, sizeof last);
-    std::memcpy(last, p + (chunks - 1) * 64, size_t(rem));
+    const uint8_t* p = row_setup(W, r, rb, chunks, sf, last);
     __m256 acc[NT][kAcc];
 #pragma GCC unroll 4
     for (int t = 0; t < NT; ++t)
@@ -184,7 +192,7 @@ GLMLAB_AVX2 void rows_avx2(const Matrix& W, int64_t r0, int64_t r1, const vnni::
 template <int NR>
 GLMLAB_AVX2 void rows_parts(const Matrix& W, int64_t r0, int64_t r1, const vnni::QuantizedActs& a, int t0, float* y,
                             int64_t ys, float* sf) {
-  const int64_t rb = a.units, chunks = a.lanes / 16, ng = W.groups(), G = W.group_size, rem = rb - (chunks - 1) * 64;
+  const int64_t rb = a.units, chunks = a.lanes / 16, ng = W.groups(), G = W.group_size;
   const int64_t cpg = ng == 1 ? chunks : std::max<int64_t>(1, G / 64);
   const int64_t part = (r1 - r0) / NR;
   const uint8_t* xq[1] = {a.q.data() + t0 * a.lanes * 4};
@@ -197,15 +205,7 @@ GLMLAB_AVX2 void rows_parts(const Matrix& W, int64_t r0, int64_t r1, const vnni:
 #pragma GCC unroll 4
     for (int q = 0; q < NR; ++q) {
       const int64_t r = r0 + q * part + j;
-      p[q] = static_cast<const uint8_t*>(W.data) + r * rb;
-      const uint16_t* hs16 = W.scales + r * ng;
-      float* f = sf + q * sfs;
-      int64_t g = 0;
-      for (; g + 8 <= ng; g += 8)
-        _mm256_storeu_ps(f + g, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(hs16 + g))));
-      for (; g < ng; ++g) f[g] = _cvtsh_ss(hs16[g]);
-      std::memset(last[q], 0, 64);
-      std::memcpy(last[q], p[q] + (chunks - 1) * 64, size_t(rem));
+      p[q] = row_setup(W, r, rb, chunks, sf + q * sfs, last[q]);
     }
     __m256 acc[NR][1][2];
 #pragma GCC unroll 4
