@@ -107,6 +107,21 @@ GLMLAB_AVX2 inline float offset_dot(const float* sf, const float* o, int64_t ng)
   return dsum;
 }
 
+// acc += gacc · s (a weight group's scale, once its chunks are in), and gacc starts again at 0.
+template <int NT, int kAcc>
+GLMLAB_AVX2 inline __attribute__((always_inline)) void fold(float s, __m256 (&gacc)[NT][kAcc], __m256 (&acc)[NT][kAcc]) {
+  const __m256 sw = _mm256_set1_ps(s);
+#pragma GCC unroll 4
+  for (int t = 0; t < NT; ++t)
+    for (int k = 0; k < kAcc; ++k) acc[t][k] = _mm256_fmadd_ps(gacc[t][k], sw, acc[t][k]), gacc[t][k] = _mm256_setzero_ps();
+}
+template <int NT, int kAcc>
+GLMLAB_AVX2 inline __attribute__((always_inline)) void zero(__m256 (&a)[NT][kAcc]) {
+#pragma GCC unroll 4
+  for (int t = 0; t < NT; ++t)
+    for (int k = 0; k < kAcc; ++k) a[t][k] = _mm256_setzero_ps();
+}
+
 // Row r (rb bytes, chunks 64-byte chunks): its group scales into sf as fp32, and its last chunk's bytes
 // into `last` zero-padded (the activations past the row are 0, so is their product). Returns the row.
 GLMLAB_AVX2 inline const uint8_t* row_setup(const Matrix& W, int64_t r, int64_t rb, int64_t chunks, float* sf,
@@ -150,20 +165,28 @@ GLMLAB_AVX2 void rows_avx2(const Matrix& W, int64_t r0, int64_t r1, const vnni::
       for (int k = 0; k < kAcc; ++k) acc[t][k] = _mm256_setzero_ps();
     if constexpr (kWhole) {
       const __m256 none = _mm256_setzero_ps();
-      for (int64_t c0 = 0, grp = 0; c0 < chunks; c0 += cpg, ++grp) {
-        const int64_t c1 = std::min(chunks, c0 + cpg);
-        __m256 gacc[NT][kAcc];
-#pragma GCC unroll 4
-        for (int t = 0; t < NT; ++t)
-          for (int k = 0; k < kAcc; ++k) gacc[t][k] = _mm256_setzero_ps();
-        for (int64_t c = c0; c < c1; ++c) {
+      if (kQ4 && cpg == 1) {  // int4, a group per chunk: its scale times the activations' instead (Q8 as before)
+        for (int64_t c = 0; c + 1 < chunks; ++c) {
           _mm_prefetch(reinterpret_cast<const char*>(p + 64 * c + kPrefetch), _MM_HINT_T0);
-          chunk<NT, kAcc, kQ4, false>(c + 1 < chunks ? p + 64 * c : last, c, xq, sc, odd, none, none, gacc);
+          const __m256 sw = _mm256_broadcast_ss(sf + c);
+          chunk<NT, kAcc, kQ4, true>(p + 64 * c, c, xq, sc, odd, sw, sw, acc);
         }
-        const __m256 sw = _mm256_set1_ps(sf[grp]);
+        const __m256 sw = _mm256_broadcast_ss(sf + chunks - 1);
+        chunk<NT, kAcc, kQ4, true>(last, chunks - 1, xq, sc, odd, sw, sw, acc);
+      } else {  // groups of several chunks: a group's chunks without scale, then its scale once
+        for (int64_t c0 = 0, grp = 0; c0 < chunks; c0 += cpg, ++grp) {
+          const int64_t c1 = std::min(chunks, c0 + cpg);
+          __m256 gacc[NT][kAcc];
+          zero(gacc);
+          for (int64_t c = c0; c < c1; ++c) {
+            _mm_prefetch(reinterpret_cast<const char*>(p + 64 * c + kPrefetch), _MM_HINT_T0);
+            chunk<NT, kAcc, kQ4, false>(c + 1 < chunks ? p + 64 * c : last, c, xq, sc, odd, none, none, gacc);
+          }
+          const __m256 sw = _mm256_set1_ps(sf[grp]);
 #pragma GCC unroll 4
-        for (int t = 0; t < NT; ++t)
-          for (int k = 0; k < kAcc; ++k) acc[t][k] = _mm256_fmadd_ps(gacc[t][k], sw, acc[t][k]);
+          for (int t = 0; t < NT; ++t)
+            for (int k = 0; k < kAcc; ++k) acc[t][k] = _mm256_fmadd_ps(gacc[t][k], sw, acc[t][k]);
+        }
       }
     } else {
       const HalfScales hs(sf, CI, kQ4 ? 8 : 4, G);
