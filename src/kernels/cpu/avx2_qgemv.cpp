@@ -107,14 +107,7 @@ GLMLAB_AVX2 inline float offset_dot(const float* sf, const float* o, int64_t ng)
   return dsum;
 }
 
-// acc += gacc · s (a weight group's scale, once its chunks are in), and gacc starts again at 0.
-template <int NT, int kAcc>
-GLMLAB_AVX2 inline __attribute__((always_inline)) void fold(float s, __m256 (&gacc)[NT][kAcc], __m256 (&acc)[NT][kAcc]) {
-  const __m256 sw = _mm256_set1_ps(s);
-#pragma GCC unroll 4
-  for (int t = 0; t < NT; ++t)
-    for (int k = 0; k < kAcc; ++k) acc[t][k] = _mm256_fmadd_ps(gacc[t][k], sw, acc[t][k]), gacc[t][k] = _mm256_setzero_ps();
-}
+// Every accumulator to 0.
 template <int NT, int kAcc>
 GLMLAB_AVX2 inline __attribute__((always_inline)) void zero(__m256 (&a)[NT][kAcc]) {
 #pragma GCC unroll 4
@@ -211,7 +204,8 @@ GLMLAB_AVX2 void rows_avx2(const Matrix& W, int64_t r0, int64_t r1, const vnni::
 // [r0, r1), so that the weights are read as NR sequential streams (`glmlab probe` on 2 Zen 2 cores: one
 // stream a thread ~30 GB/s, 4 streams ~42-50). Each row's arithmetic is rows_avx2<1, false, true>'s, in
 // the same order, so its result is the same bit for bit. (Q4 stays one stream: with 2 it took 2.13 ms
-// against 2.07 on 27392 × 4096 — its nibble unpacking, not memory, binds at one token.)
+// against 2.07 on 27392 × 4096 while it was compute-bound; since session 15's per-chunk group scale it
+// reads at one stream's rate, so streams are worth measuring again.)
 template <int NR>
 GLMLAB_AVX2 void rows_parts(const Matrix& W, int64_t r0, int64_t r1, const vnni::QuantizedActs& a, int t0, float* y,
                             int64_t ys, float* sf) {
