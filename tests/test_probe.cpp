@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "kernels/cpu/amx_gemm.h"
+#include "kernels/cpu/amx_int8.h"
 #include "kernels/cpu/probe_kernels.h"
 #include "lab/probe.h"
 
@@ -69,6 +70,10 @@ TEST(ProbeKernels, PeakLoopsDoTheWorkTheyCount) {
     EXPECT_EQ(amx::peak_bf16(10, &sink), 10.0 * 4 * 16 * 16 * 32 * 2);
     EXPECT_EQ(sink, 2 * 10 * 32.0f);  // c[0] of tile 0 + c[255] of tile 3: 10 steps of 32 products of 1 · 1 each
   }
+  if (amx::int8_available()) {
+    EXPECT_EQ(amx::peak_int8(10, &sink), 10.0 * 4 * 16 * 16 * 64 * 2);
+    EXPECT_EQ(sink, 2 * 10 * 64.0f);  // as above, 64 byte products of 1 · 1 per step
+  }
 }
 
 TEST(Probe, MemoryProbeReportsTheBestOfItsRows) {
@@ -89,7 +94,10 @@ TEST(Probe, MemoryProbeReportsTheBestOfItsRows) {
   EXPECT_EQ(c.fp32_fma.median > 0, probek::avx512_available() || probek::avx2_available());
   EXPECT_EQ(c.fma_unit, probek::avx512_available() ? "AVX-512" : probek::avx2_available() ? "AVX2" : "");
   EXPECT_EQ(c.int8_dot.median > 0, probek::vnni_available() || probek::avx2_available());
-  EXPECT_EQ(c.int8_unit, probek::vnni_available() ? "AVX512-VNNI" : probek::avx2_available() ? "AVX2" : "");
+  EXPECT_EQ(c.int8_unit, amx::int8_available() ? "AMX"
+                         : probek::vnni_available() ? "AVX512-VNNI"
+                         : probek::avx2_available() ? "AVX2"
+                                                     : "");
   EXPECT_EQ(c.bf16_unit, amx::available() ? "AMX" : probek::dpbf16_available() ? "AVX512-BF16" : "");
 }
 

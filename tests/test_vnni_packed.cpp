@@ -15,6 +15,7 @@
 #include <cmath>
 #include <random>
 
+#include "kernels/cpu/amx_int8.h"
 #include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/vnni_packed.h"
 #include "model/quantize.h"
@@ -181,6 +182,48 @@ TEST(VnniPacked, QuantMatmulOnPackedWeights) {
       EXPECT_EQ(yp, yr);
       EXPECT_LT(nmax(yp, exact), 3e-2);
     }
+}
+
+// AMX-INT8 tiles on the packed layout (amx_int8.h): the same int8 activations and the same fold as the
+// packed GEMV, so the same bits, for odd numbers of row blocks, a last partial row block, token counts
+// around the tiles' 16 and 32, a last activation block of 64 inputs, groups of 64, 128, 256 and one per row.
+TEST(VnniPacked, AmxInt8GivesThePackedGemvsBits) {
+  const Shape shapes[] = {
+      {DType::Q4, 64, 512, 64}, {DType::Q4, 48, 320, 128}, {DType::Q4, 33, 192, 0},
+      {DType::Q8, 64, 384, 256}, {DType::Q8, 37, 320, 0}, {DType::Q8, 80, 448, 128},
+  };
+  {
+    const auto p = vnni::pack(make(shapes[0], 1).m);
+    vnni::PackedActs a;
+    const auto x = acts(1, shapes[0].K, 1);
+    vnni::quantize_acts(x.data(), 1, p.m, a);
+    if (!amx::int8_fits(p.m, a)) GTEST_SKIP() << "no AMX-INT8 on this CPU";
+  }
+  for (const auto& s : shapes)
+    for (int N : {1, 15, 16, 17, 32, 33, 40, 64}) {
+      SCOPED_TRACE(fmt::format("{} N={}", name(s), N));
+      const auto qm = make(s, 11);
+      const auto p = vnni::pack(qm.m);
+      const auto x = acts(N, s.K, 12 + N);
+      vnni::PackedActs a;
+      vnni::quantize_acts(x.data(), N, p.m, a);
+      ASSERT_TRUE(amx::int8_fits(p.m, a));
+      std::vector<float> ya(size_t(N * s.M), -1.0f), yv(size_t(N * s.M), -2.0f);
+      amx::packed_gemm(p.m, a, ya.data(), s.M);
+      vnni::gemv(p.m, 0, s.M, a, yv.data(), s.M);
+      EXPECT_EQ(ya, yv);
+      const auto ref = reference(dequantize_acts(a, s.K), N, s.M, s.K,
+                                 [&](int64_t r, int64_t i) { return double(qm.m.at(r, i)); });
+      EXPECT_LT(nmax(ya, ref), 1e-5);
+    }
+  // Shapes it does not take: inputs not a multiple of 64, activation blocks of 32.
+  for (const Shape& s : {Shape{DType::Q8, 16, 132, 32}, Shape{DType::Q4, 37, 264, 128}}) {
+    const auto p = vnni::pack(make(s, 13).m);
+    vnni::PackedActs a;
+    const auto x = acts(16, s.K, 14);
+    vnni::quantize_acts(x.data(), 16, p.m, a);
+    EXPECT_FALSE(amx::int8_fits(p.m, a)) << name(s);
+  }
 }
 
 TEST(VnniPacked, OnlyTheApproximateCpuBackEndPacksAndItsPrefillIsSetAgainstTheInt8Peak) {

@@ -63,7 +63,8 @@ RegisterCommand reg([](CLI::App& app) {
     };
     peak(cp.fma_unit == "AVX2" ? "fp32 FMA peak (AVX2)" : "fp32 FMA peak", cp.fp32_fma, "GFLOP/s");
     peak(cp.bf16_unit == "AMX" ? "bf16 AMX peak" : "bf16 dot peak", cp.bf16_dot, "GFLOP/s");
-    peak(cp.int8_unit == "AVX2" ? "int8 AVX2 peak" : "int8 VNNI peak", cp.int8_dot, "GOP/s  ");
+    peak(cp.int8_unit == "AVX2" ? "int8 AVX2 peak" : cp.int8_unit == "AMX" ? "int8 AMX peak" : "int8 VNNI peak", cp.int8_dot,
+         "GOP/s  ");
     std::printf("fp32 sgemm 2048³       %8.1f GFLOP/s  (min %.1f, max %.1f; OpenBLAS %s, SIMD %s)\n", gm.median, gm.min,
                 gm.max, blas_core_name(), simd::target_name());
   });

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "kernels/cpu/amx_gemm.h"
+#include "kernels/cpu/amx_int8.h"
 #include "kernels/cpu/probe_kernels.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -158,7 +159,11 @@ ComputeProbe probe_compute(int reps) {
     c.bf16_dot = time_peak(probek::dot_bf16, 40'000'000, reps);
   }
   c.int8_unit = probek::int8_dot_unit();
-  if (!c.int8_unit.empty())
+  if (amx::int8_available()) {
+    // The int8 prefill runs on AMX tiles where the CPU has them (amx_int8.h): their peak is the limit.
+    c.int8_unit = "AMX";
+    c.int8_dot = time_peak(amx::peak_int8, 5'000'000, reps);
+  } else if (!c.int8_unit.empty())
     for (int v = 0; v < probek::dot_u8s8_variants(); ++v) {
       const ProbeResult r =
           time_peak([v](int64_t iters, float* sink) { return probek::dot_u8s8(v, iters, sink); }, 40'000'000, reps);

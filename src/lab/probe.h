@@ -48,8 +48,9 @@ struct ComputeProbe {
   std::string fma_unit;   // "AVX-512" | "AVX2" | ""
   ProbeResult bf16_dot;   // AMX TDPBF16PS where the CPU has AMX, else VDPBF16PS zmm
   std::string bf16_unit;  // "AMX" | "AVX512-BF16" | ""
-  ProbeResult int8_dot;   // VPDPBUSD zmm; VPMADDUBSW ymm on AVX2 CPUs without AVX512-VNNI
-  std::string int8_unit;  // "AVX512-VNNI" | "AVX2" | ""
+  ProbeResult int8_dot;   // AMX TDPBSUD where the CPU has AMX-INT8, else VPDPBUSD zmm; VPMADDUBSW ymm on
+                          // AVX2 CPUs without AVX512-VNNI
+  std::string int8_unit;  // "AMX" | "AVX512-VNNI" | "AVX2" | ""
   int threads = 0;
 };
 ComputeProbe probe_compute(int reps = 5);

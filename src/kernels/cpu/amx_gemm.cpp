@@ -26,14 +26,24 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
-bool probe() {
+// CPUID leaf 7 EDX: AMX-BF16 bit 22, AMX-TILE bit 24, AMX-INT8 bit 25.
+bool has_feature(unsigned bit) {
   unsigned a, b, c, d;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-  const bool amx_bf16 = d & (1u << 22), amx_tile = d & (1u << 24);
-  if (!amx_bf16 || !amx_tile) return false;
-  constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-  return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+  return d & (1u << bit);
 }
+
+// Asks the kernel for the tile state (once per process; Linux refuses AMX instructions without it).
+bool tile_state_granted() {
+  static const bool ok = [] {
+    if (!has_feature(24)) return false;
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return ok;
+}
+
+}  // namespace
 
 void configure_tiles() {
   TileConfig cfg;
@@ -41,13 +51,18 @@ void configure_tiles() {
     cfg.rows[t] = 16;
     cfg.colsb[t] = 64;
   }
+  // GCC 12 does not see LDTILECFG read the struct and drops the stores above unless told the memory is used.
+  asm volatile("" : : "r"(&cfg) : "memory");
   _tile_loadconfig(&cfg);
 }
 
-}  // namespace
-
 bool available() {
-  static const bool ok = probe();
+  static const bool ok = has_feature(22) && tile_state_granted();
+  return ok;
+}
+
+bool int8_available() {
+  static const bool ok = has_feature(25) && tile_state_granted();
   return ok;
 }
 

@@ -11,6 +11,10 @@ namespace glmlab::amx {
 
 // True when the CPU has AMX-BF16 and the kernel granted this process the tile state.
 bool available();
+// True when the CPU also has AMX-INT8 (TDPBSUD and its kin; amx_int8.h) and the tile state is granted.
+bool int8_available();
+// Loads the tile configuration every AMX kernel here uses: 8 tiles of 16 rows × 64 bytes (this thread).
+void configure_tiles();
 // Shapes this kernel takes: M % 32 == 0 and K % 32 == 0 (every ChatGLM3 matrix qualifies).
 // The probe's register-resident peak: `iters` rounds of 4 independent TDPBF16PS (16 × 16 outputs × 32
 // products each) on tiles that stay loaded. Returns the flops done (a multiply-add counts 2); requires available().

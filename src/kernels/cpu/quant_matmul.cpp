@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/amx_int8.h"
 #include "kernels/cpu/avx2_qgemv.h"
 #include "kernels/cpu/bf16_gemm.h"
 #include "kernels/cpu/parallel.h"
@@ -57,6 +58,12 @@ constexpr int64_t kAvx2OneTokenBlockBytes = 1 << 20;
 // of 27 rows; max_rel 2.3e-2, within bound, but step 2's top-1 changed): off by default until the
 // accuracy is understood; QuantPrefill::Vnni forces it.
 bool vnni_gemm_wins(DType, int64_t) { return false; }
+// From this many rows on, packed weights go through AMX-INT8 tiles where the CPU has them (amx_int8.h):
+// the same int8 activations and the same fold as the packed GEMV, so the same bits. 2 cores of an AMX
+// Xeon (glmlab_kernel_bench BM_DecodeBatch packed:1, docs/BENCHMARKS.md session 16): at 8 rows the VNNI
+// GEMV (one pass) is ahead for Q8 (5.5 against 6.1 ms on 27392 × 4096) and even for Q4; from 16 rows the
+// tiles lead (Q8 6.4 against 8.8 ms), at 512 rows by 2.5x (68 against 168 ms).
+constexpr int64_t kAmxInt8MinRows = 9;
 
 // Threads take blocks of 64 rows as they come (kernels/cpu/parallel.h).
 template <class F>
@@ -76,6 +83,10 @@ void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool app
 
   if (W.layout == MatrixLayout::Vnni16 && approx && path != QuantPrefill::Tiles) {
     vnni::quantize_acts(x, int(N), W, pacts);
+    if (N >= kAmxInt8MinRows && path != QuantPrefill::Vnni && amx::int8_fits(W, pacts)) {
+      amx::packed_gemm(W, pacts, y, M);  // the same sums on AMX tiles (amx_int8.h)
+      return;
+    }
     const vnni::PackedActs* pa = &pacts;
     split_rows(M, [&](int64_t r0, int64_t r1) { vnni::gemv(W, r0, r1, *pa, y, M); });
     return;

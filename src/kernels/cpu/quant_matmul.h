@@ -1,7 +1,9 @@
 // Matmul with Q8 / Q4 weights for the fast CPU back end (cpu_ops.cpp calls it for quantized W).
 // - Weights packed at load for inference (vnni_packed.h; with `approx`, the back end's bf16_activations,
-//   the default, and AVX512-VNNI): every number of token rows runs the packed VNNI GEMV, activations
-//   quantized to int8 per 128 inputs; the weights are read once per call.
+//   the default, and AVX512-VNNI): up to 8 token rows run the packed VNNI GEMV, activations quantized to
+//   int8 per 128 inputs, the weights read once per call; more rows run the same sums on AMX-INT8 tiles
+//   where the CPU has them (amx_int8.h: the same bits), else the VNNI GEMV in groups of 8 tokens.
+//   QuantPrefill::Vnni keeps the VNNI GEMV at every row count.
 // - Row-major weights: ≤ 16 (Q4) / 8 (Q8) rows with `approx` and VNNI, the row-major VNNI GEMV
 //   (vnni_gemv.h, int8 activations per 32 inputs); ≤ 4 rows otherwise, the exact fp32 kernels of
 //   simd_quant.h. More rows (prefill): a tile of weight rows is dequantized and multiplied — with

@@ -199,38 +199,66 @@ void unpack_rows(const Matrix& P, int64_t r0, int64_t r1, uint8_t* data, uint16_
   }
 }
 
+namespace {
+
+// One token's row: per block of `block` inputs, d = max|x| / 127 and q = round-half-even(x / d) clamped to
+// ±127 (0 where d is 0), stored in the packed layout's order; Σ q per block into *sum.
+GLMLAB_VNNI_P void quantize_row(const float* xr, int64_t K, int64_t block, bool q4, int8_t* q, float* scale,
+                                int32_t* sum) {
+  // Q4: within each unit of 8 inputs, the 4 even ones first, then the 4 odd ones.
+  const __m128i q4_order = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+  const int64_t blocks = (K + block - 1) / block;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t k0 = b * block, k1 = std::min(K, k0 + block);
+    __m512 amax = _mm512_setzero_ps();
+    for (int64_t i = k0; i < k1; i += 16) {
+      const __mmask16 m = k1 - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (k1 - i)) - 1);
+      amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, xr + i)));
+    }
+    const float d = _mm512_reduce_max_ps(amax) / 127.0f;
+    __m512i s = _mm512_setzero_si512();
+    const __m512 dv = _mm512_set1_ps(d), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+    for (int64_t i = k0; i < k1; i += 16) {
+      const int64_t n = std::min<int64_t>(16, k1 - i);
+      const __mmask16 m = n == 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+      __m512i v = _mm512_setzero_si512();
+      if (d != 0) {
+        const __m512 r = _mm512_roundscale_ps(_mm512_div_ps(_mm512_maskz_loadu_ps(m, xr + i), dv),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi));
+      }
+      s = _mm512_add_epi32(s, v);
+      __m128i bytes = _mm512_cvtepi32_epi8(v);
+      if (q4) bytes = _mm_shuffle_epi8(bytes, q4_order);  // n is a multiple of 8 (whole units) for Q4
+      _mm_mask_storeu_epi8(q + i, __mmask16(m), bytes);
+    }
+    scale[b] = d;
+    sum[b] = _mm512_reduce_add_epi32(s);
+  }
+}
+
+}  // namespace
+
 void quantize_acts(const float* x, int nt, const Matrix& P, PackedActs& a) {
-  const int64_t K = P.cols, ui = unit_inputs(P.dtype), kS = P.dtype == DType::Q4 ? 8 : 4;
+  const int64_t K = P.cols, kS = P.dtype == DType::Q4 ? 8 : 4;
   a.wtype = P.dtype;
   a.nt = nt;
   a.units = P.row_bytes() / 4;
   a.block = act_block(P);
   a.blocks = (K + a.block - 1) / a.block;
-  a.q.assign(size_t(nt * a.units * kS), 0);
-  a.scale.assign(size_t(nt * a.blocks), 0.0f);
-  a.corr.assign(size_t(nt * a.blocks), 0);
+  // A row holds units · kS = K bytes (K % 8 == 0 for Q4, % 4 for Q8): every byte is written below.
+  a.q.resize(size_t(nt * a.units * kS));
+  a.scale.resize(size_t(nt * a.blocks));
+  a.corr.resize(size_t(nt * a.blocks));
   const int offset = P.dtype == DType::Q4 ? 8 : 128;
+  const bool q4 = P.dtype == DType::Q4;
   // Rows are independent: a prefill's hundreds of rows are quantized on every thread.
 #pragma omp parallel for schedule(static) if (nt >= 4)
   for (int t = 0; t < nt; ++t) {
-    const float* xr = x + int64_t(t) * K;
-    int8_t* q = a.q.data() + int64_t(t) * a.units * kS;
-    for (int64_t b = 0; b < a.blocks; ++b) {
-      const int64_t k0 = b * a.block, k1 = std::min(K, k0 + a.block);
-      float amax = 0;
-      for (int64_t i = k0; i < k1; ++i) amax = std::max(amax, std::fabs(xr[i]));
-      const float d = amax / 127.0f;
-      int32_t sum = 0;
-      for (int64_t i = k0; i < k1; ++i) {
-        const int v = d == 0 ? 0 : int(std::clamp(std::nearbyint(xr[i] / d), -127.0f, 127.0f));
-        sum += v;
-        const int64_t u = i / ui, j = i % ui;
-        // Q4: the 4 even inputs of a unit, then its 4 odd ones; Q8: the unit's 4 inputs in order.
-        q[u * kS + (P.dtype == DType::Q4 ? (j % 2) * 4 + j / 2 : j)] = int8_t(v);
-      }
-      a.scale[size_t(t * a.blocks + b)] = d;
-      a.corr[size_t(t * a.blocks + b)] = offset * sum;
-    }
+    int32_t* corr = a.corr.data() + int64_t(t) * a.blocks;
+    quantize_row(x + int64_t(t) * K, K, a.block, q4, a.q.data() + int64_t(t) * a.units * kS,
+                 a.scale.data() + int64_t(t) * a.blocks, corr);
+    for (int64_t b = 0; b < a.blocks; ++b) corr[b] *= offset;
   }
 }
 
