@@ -8,6 +8,7 @@
 #include <cpuid.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -66,11 +67,14 @@ bool int8_available() {
   return ok;
 }
 
-double peak_bf16(int64_t iters, float* sink) {
+namespace {
+// The probes' register-resident loop: operand tiles 4-7 loaded from `ab` (16 rows × 64 bytes), C tiles 0-3
+// zeroed, `iters` rounds of `round` (4 independent products); word 0 of tile 0 and word 255 of tile 3 come
+// back in out[0], out[1].
+template <class Round>
+void peak_loop(const void* ab, int64_t iters, Round round, uint32_t out[2]) {
   configure_tiles();
-  alignas(64) uint16_t ab[16 * 32];
-  for (auto& v : ab) v = 0x3f80;  // 1.0
-  alignas(64) float c[16 * 16];
+  alignas(64) uint32_t c[16 * 16];
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);
@@ -79,18 +83,41 @@ double peak_bf16(int64_t iters, float* sink) {
   _tile_loadd(5, ab, 64);
   _tile_loadd(6, ab, 64);
   _tile_loadd(7, ab, 64);
-  for (int64_t it = 0; it < iters; ++it) {
+  for (int64_t it = 0; it < iters; ++it) round();
+  _tile_stored(0, c, 64);
+  out[0] = c[0];
+  _tile_stored(3, c, 64);
+  out[1] = c[255];
+  _tile_release();
+}
+}  // namespace
+
+double peak_bf16(int64_t iters, float* sink) {
+  alignas(64) uint16_t ab[16 * 32];
+  for (auto& v : ab) v = 0x3f80;  // 1.0
+  uint32_t out[2];
+  peak_loop(ab, iters, [] {
     _tile_dpbf16ps(0, 4, 6);
     _tile_dpbf16ps(1, 4, 7);
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
-  }
-  _tile_stored(0, c, 64);
-  *sink = c[0];
-  _tile_stored(3, c, 64);
-  *sink += c[255];
-  _tile_release();
+  }, out);
+  *sink = std::bit_cast<float>(out[0]) + std::bit_cast<float>(out[1]);
   return double(iters) * 4 * 16 * 16 * 32 * 2;
+}
+
+double peak_int8(int64_t iters, float* sink) {
+  alignas(64) uint8_t ab[16 * 64];
+  std::memset(ab, 1, sizeof ab);
+  uint32_t out[2];
+  peak_loop(ab, iters, [] {
+    _tile_dpbsud(0, 4, 6);
+    _tile_dpbsud(1, 4, 7);
+    _tile_dpbsud(2, 5, 6);
+    _tile_dpbsud(3, 5, 7);
+  }, out);
+  *sink = float(int32_t(out[0])) + float(int32_t(out[1]));
+  return double(iters) * 4 * 16 * 16 * 64 * 2;
 }
 
 void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y) {

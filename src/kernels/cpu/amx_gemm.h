@@ -19,6 +19,8 @@ void configure_tiles();
 // The probe's register-resident peak: `iters` rounds of 4 independent TDPBF16PS (16 × 16 outputs × 32
 // products each) on tiles that stay loaded. Returns the flops done (a multiply-add counts 2); requires available().
 double peak_bf16(int64_t iters, float* sink);
+// The same with TDPBSUD (16 × 16 outputs × 64 byte products each); the int ops done. Requires int8_available().
+double peak_int8(int64_t iters, float* sink);
 inline bool fits(int64_t M, int64_t K) { return M % 32 == 0 && K % 32 == 0; }
 // Requires available() and fits(M, K). Threads with OpenMP over blocks of 32 weight rows.
 void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y);

@@ -189,31 +189,4 @@ void packed_gemm(const Matrix& P, const vnni::PackedActs& a, float* y, int64_t y
   }
 }
 
-double peak_int8(int64_t iters, float* sink) {
-  configure_tiles();
-  alignas(64) uint8_t ab[16 * 64];
-  std::memset(ab, 1, sizeof ab);
-  alignas(64) int32_t c[16 * 16];
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  _tile_loadd(4, ab, 64);
-  _tile_loadd(5, ab, 64);
-  _tile_loadd(6, ab, 64);
-  _tile_loadd(7, ab, 64);
-  for (int64_t it = 0; it < iters; ++it) {
-    _tile_dpbsud(0, 4, 6);
-    _tile_dpbsud(1, 4, 7);
-    _tile_dpbsud(2, 5, 6);
-    _tile_dpbsud(3, 5, 7);
-  }
-  _tile_stored(0, c, 64);
-  *sink = float(c[0]);
-  _tile_stored(3, c, 64);
-  *sink += float(c[255]);
-  _tile_release();
-  return double(iters) * 4 * 16 * 16 * 64 * 2;
-}
-
 }  // namespace glmlab::amx

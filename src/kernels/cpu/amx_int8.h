@@ -30,8 +30,5 @@ namespace glmlab::amx {
 bool int8_fits(const Matrix& P, const vnni::PackedActs& a);
 // The product above for every row of P and every token of `a` (threads with OpenMP). Requires int8_fits.
 void packed_gemm(const Matrix& P, const vnni::PackedActs& a, float* y, int64_t ys);
-// The probe's register-resident peak: `iters` rounds of 4 independent TDPBSUD (16 × 16 outputs × 64
-// products each) on tiles that stay loaded. Returns the int ops done (a multiply-add counts 2).
-double peak_int8(int64_t iters, float* sink);
 
 }  // namespace glmlab::amx
