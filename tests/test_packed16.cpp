@@ -18,7 +18,7 @@
 #include <random>
 #include <vector>
 
-#include "kernels/cpu/bf16_gemm.h"
+#include "kernels/cpu/amx_gemm.h"
 #include "kernels/cpu/dpbf16_packed.h"
 #include "kernels/cpu/f16_packed.h"
 #include "ops/ops.h"
@@ -103,6 +103,36 @@ TEST(Dpbf16Packed, ProductsMatchTheReferenceOnTheSameRoundedActivations) {
   }
 }
 
+// AMX reads the packed layout as its B tiles (amx::gemm_bf16_packed): against the reference on the same
+// rounded activations, with a bias, for row blocks and token counts around the tiles' 16 and 32; the back
+// end takes it from 9 rows on and the packed AVX512-BF16 kernel below.
+TEST(Dpbf16Packed, AmxReadsThePackedLayout) {
+  if (!amx::available()) GTEST_SKIP() << "no AMX on this CPU";
+  struct Shape { int64_t M, K; };
+  for (Shape s : {Shape{16, 32}, Shape{48, 96}, Shape{64, 2112}}) {
+    const Bf16 b = make(s.M, s.K, uint32_t(3 * s.M + s.K));
+    ASSERT_TRUE(dpbf16::packable(b.m()));
+    const auto p = dpbf16::pack(b.m());
+    std::vector<float> bias(size_t(s.M));
+    for (int64_t r = 0; r < s.M; ++r) bias[size_t(r)] = 0.01f * float(r % 7) - 0.03f;
+    for (int64_t N : {1, 9, 15, 16, 17, 32, 33, 40}) {
+      SCOPED_TRACE(testing::Message() << s.M << "x" << s.K << " N " << N);
+      const auto x = test::uniform_acts(N, s.K, uint32_t(7 * N));
+      std::vector<float> y(size_t(N * s.M), -1.0f);
+      amx::gemm_bf16_packed(static_cast<const uint16_t*>(p.m.data), s.M, s.K, x.data(), N, bias.data(), y.data());
+      auto ref = reference(b, x, N, true, false);
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t r = 0; r < s.M; ++r) ref[size_t(n * s.M + r)] += bias[size_t(r)];
+      EXPECT_LT(test::token_nerr(y, ref, N, s.M), 1e-5);
+      EXPECT_GT(test::token_nerr(y, reference(b, x, N, true, true), N, s.M), 1e-2);  // pairs swapped
+      // The back end: AMX from 9 rows, bit for bit the kernel above.
+      std::vector<float> yo(y.size());
+      make_ops(Backend::Cpu, true)->matmul(x.data(), N, p.m, bias.data(), yo.data());
+      if (N >= 9) EXPECT_EQ(yo, y);
+    }
+  }
+}
+
 TEST(Dpbf16Packed, OnlyTheApproximateCpuBackEndPacksAndExactActivationsReadItRowMajor) {
   const Bf16 b = make(64, 128, 5);
   if (!dpbf16::packable(b.m())) GTEST_SKIP() << "no AVX512-BF16 on this CPU: the packed bf16 kernels never run";
@@ -111,22 +141,21 @@ TEST(Dpbf16Packed, OnlyTheApproximateCpuBackEndPacksAndExactActivationsReadItRow
   EXPECT_FALSE(exact->pack_weights(b.m(), pw));
   EXPECT_FALSE(make_ops(Backend::CpuRef, true)->pack_weights(b.m(), pw));
   auto ops = make_ops(Backend::Cpu, true);
-  if (bf16gemm::use_amx(b.M, b.K)) {
-    // An AMX CPU keeps bf16 row-major: its prefill tiles read rows (cpu_ops.cpp, pack_weights).
-    EXPECT_FALSE(ops->pack_weights(b.m(), pw));
-    GTEST_SKIP() << "AMX CPU: the back end keeps bf16 weights row-major, the packed bf16 kernel is not its path";
-  }
   ASSERT_TRUE(ops->pack_weights(b.m(), pw));
   EXPECT_EQ(pw.m.layout, MatrixLayout::Pairs16);
   EXPECT_EQ(ops->matmul_unit(pw.m), "bf16");
   EXPECT_FALSE(ops->pack_weights(pw.m, pw));
-  // The back end's matmul on the packed matrix is the packed kernel (bit for bit)...
+  // The back end's matmul on the packed matrix is the packed kernel (bit for bit; on an AMX CPU from 9
+  // rows the AMX kernel on the same layout)...
   for (int64_t N : {3, 12}) {
     const auto x = test::uniform_acts(N, b.K, 9);
     std::vector<float> y(size_t(N * b.M)), yk(y.size()), ye(y.size()), yr(y.size());
     ops->matmul(x.data(), N, pw.m, nullptr, y.data());
     dpbf16::Bf16Acts a;
-    dpbf16::packed_matmul(pw.m, x.data(), N, yk.data(), a);
+    if (N >= 9 && amx::available())
+      amx::gemm_bf16_packed(static_cast<const uint16_t*>(pw.m.data), b.M, b.K, x.data(), N, nullptr, yk.data());
+    else
+      dpbf16::packed_matmul(pw.m, x.data(), N, yk.data(), a);
     EXPECT_EQ(y, yk) << N;
     // ...and exact activations give on it what they give on the row-major matrix.
     exact->matmul(x.data(), N, pw.m, nullptr, ye.data());

@@ -187,6 +187,75 @@ void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t 
   }
 }
 
+void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
+                      float* y) {
+  // C[16 tokens][16 rows] += A[16 tokens][16 input pairs] · B[16 input pairs][16 rows][2]: B is 16 lines
+  // of the packed layout as they lie (1 KB), A the activations rounded to bf16 and copied into whole
+  // 1 KB tiles, [token blocks of 16][K/32 steps][16][32]; tokens past N are zero.
+  const int64_t steps = K / 32, NB16 = (N + 15) / 16, RB = M / 16, pairs = K / 2;
+  std::vector<uint16_t> xt(size_t(NB16 * steps * 512));
+#pragma omp parallel for schedule(static)
+  for (int64_t tb = 0; tb < NB16; ++tb)
+    for (int64_t r = 0; r < 16; ++r) {
+      const int64_t t = tb * 16 + r;
+      for (int64_t s = 0; s < steps; ++s) {
+        uint16_t* d = xt.data() + ((tb * steps + s) * 16 + r) * 32;
+        for (int64_t i = 0; i < 32; ++i) d[i] = t < N ? f32_to_bf16(x[t * K + s * 32 + i]) : uint16_t(0);
+      }
+    }
+  const int64_t MP = (RB + 1) / 2, TB = (N + 31) / 32;
+#pragma omp parallel
+  {
+    configure_tiles();
+    alignas(64) float c[4][16 * 16];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t job = 0; job < MP * TB; ++job) {
+      // Jobs walk every token block of one pair of row blocks, so those rows stay in L2.
+      const int64_t mp = job / TB, tb = job % TB;
+      const bool two_r = 2 * mp + 1 < RB, two_t = N - 32 * tb > 16;
+      const uint16_t* b0 = P + (2 * mp) * pairs * 32;
+      const uint16_t* b1 = b0 + pairs * 32;
+      const uint16_t* a0 = xt.data() + (2 * tb) * steps * 512;
+      const uint16_t* a1 = a0 + steps * 512;
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      for (int64_t s = 0; s < steps; ++s) {
+        _tile_loadd(4, a0 + s * 512, 64);
+        _tile_loadd(6, b0 + s * 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        if (two_r) {
+          _tile_loadd(7, b1 + s * 512, 64);
+          _tile_dpbf16ps(1, 4, 7);
+        }
+        if (two_t) {
+          _tile_loadd(5, a1 + s * 512, 64);
+          _tile_dpbf16ps(2, 5, 6);
+          if (two_r) _tile_dpbf16ps(3, 5, 7);
+        }
+      }
+      _tile_stored(0, c[0], 64);
+      if (two_r) _tile_stored(1, c[1], 64);
+      if (two_t) _tile_stored(2, c[2], 64);
+      if (two_t && two_r) _tile_stored(3, c[3], 64);
+      // c[2·(token tile) + row tile][j][i] = y[token 32·tb + 16·(token tile) + j][row 32·mp + 16·(row tile) + i].
+      for (int t = 0; t < (two_t ? 2 : 1); ++t)
+        for (int r = 0; r < (two_r ? 2 : 1); ++r) {
+          const int64_t m0 = 32 * mp + 16 * r;
+          for (int j = 0; j < 16; ++j) {
+            const int64_t n = 32 * tb + 16 * t + j;
+            if (n >= N) break;
+            float* yr = y + n * M + m0;
+            const float* cr = c[2 * t + r] + j * 16;
+            for (int i = 0; i < 16; ++i) yr[i] = cr[i] + (bias ? bias[m0 + i] : 0.0f);
+          }
+        }
+    }
+    _tile_release();
+  }
+}
+
 void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const float* dy, int64_t N, float* dx) {
   // AMX computes C[16×16] += A[16×32] · B, B given as 16 rows of (k pair) × 16 columns × 2. Here
   // C = a 16×16 block of dx (tokens × inputs), A = 16 tokens × 32 of M from dy (bf16, row-major),

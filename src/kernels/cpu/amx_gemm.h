@@ -25,6 +25,12 @@ inline bool fits(int64_t M, int64_t K) { return M % 32 == 0 && K % 32 == 0; }
 // Requires available() and fits(M, K). Threads with OpenMP over blocks of 32 weight rows.
 void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y);
 
+// The same product on a bf16 matrix packed at load (dpbf16_packed.h, [M/16][K/2 pairs][16][2]): 16 input
+// pairs of a block of 16 rows are one B tile as they lie, so the weights are read without a copy.
+// Requires available(), M % 16 == 0, K % 32 == 0.
+void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
+                      float* y);
+
 // The input gradient of the same product, for training: dx[N, K] += dy[N, M] · W[M, K], dy rounded to
 // bf16, fp32 accumulation (onto what dx holds). W is read in chunks of rows through `rows`: given
 // (m0, count, scratch of count·K bf16) it returns rows [m0, m0 + count) of W as bf16 [count, K] — W

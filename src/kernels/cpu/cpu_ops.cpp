@@ -12,6 +12,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/amx_gemm.h"
 #include "kernels/cpu/avx2_gemv16.h"
 #include "kernels/cpu/avx2_qgemv.h"
 #include "kernels/cpu/bf16_gemm.h"
@@ -54,8 +55,8 @@ class CpuOps final : public Ops {
     // Packed quantized weights are read only with approximate (int8) activations; exact activations
     // keep the row-major fp32 kernels.
     if (!bf16_activations_) return false;
-    if (dpbf16::packable(W) && !bf16gemm::use_amx(W.rows, W.cols)) {
-      // bf16 for AVX512-BF16 (AMX's prefill reads row-major tiles, so an AMX CPU keeps row-major).
+    if (dpbf16::packable(W)) {
+      // bf16 for AVX512-BF16 (and AMX, whose prefill reads the packed lines as its B tiles).
       dpbf16::PackedMatrix p = dpbf16::pack(W);
       out.m = p.m;
       out.data = std::move(p.data);
@@ -109,6 +110,9 @@ class CpuOps final : public Ops {
     const int64_t M = W.rows, K = W.cols;
     if (W.quantized()) {
       quant_matmul(x, N, W, y, bf16_activations_);  // int8 / int4 weights: kernels/cpu/quant_matmul.cpp
+    } else if (W.layout == MatrixLayout::Pairs16 && bf16_activations_ && N >= kAmxMinRows && amx::available()) {
+      amx::gemm_bf16_packed(static_cast<const uint16_t*>(W.data), M, K, x, N, bias, y);  // bf16 packed, AMX tiles
+      return;
     } else if (W.layout == MatrixLayout::Pairs16 && bf16_activations_) {
       dpbf16::packed_matmul(W, x, N, y, bf16_acts_);  // bf16 packed at load: every N (dpbf16_packed.h)
     } else if (W.layout == MatrixLayout::Rows16 && bf16_activations_) {
