@@ -193,6 +193,8 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
   // of the packed layout as they lie (1 KB), A the activations rounded to bf16 and copied into whole
   // 1 KB tiles, [token blocks of 16][K/32 steps][16][32]; tokens past N are zero.
   const int64_t steps = K / 32, NB16 = (N + 15) / 16, RB = M / 16, pairs = K / 2;
+  dpbf16::Bf16Acts xb;  // rounded once, vectorized (AMX CPUs have AVX512-BF16)
+  dpbf16::pack_acts(x, int(N), K, K, xb);
   std::vector<uint16_t> xt(size_t(NB16 * steps * 512));
 #pragma omp parallel for schedule(static)
   for (int64_t tb = 0; tb < NB16; ++tb)
@@ -200,7 +202,10 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
       const int64_t t = tb * 16 + r;
       for (int64_t s = 0; s < steps; ++s) {
         uint16_t* d = xt.data() + ((tb * steps + s) * 16 + r) * 32;
-        for (int64_t i = 0; i < 32; ++i) d[i] = t < N ? f32_to_bf16(x[t * K + s * 32 + i]) : uint16_t(0);
+        if (t < N)
+          std::memcpy(d, xb.x.data() + t * K + s * 32, 64);
+        else
+          std::memset(d, 0, 64);
       }
     }
   const int64_t MP = (RB + 1) / 2, TB = (N + 31) / 32;
