@@ -8,6 +8,7 @@
 
 #include "kernels/cpu/amx_gemm.h"
 #include "kernels/cpu/dpbf16_gemm.h"
+#include "kernels/cpu/simd_softmax.h"
 #include "ops/ops.h"
 #include "util/dtype.h"
 
@@ -283,6 +284,37 @@ TEST_F(OpsVsRef, AttentionBlocksSegmentsAndEmptyRows) {
   }
   for (size_t i = 0; i < la.size(); ++i)
     if (std::isfinite(la[i])) EXPECT_NEAR(lb[i], la[i], 1e-5 * std::max(1.0f, std::fabs(la[i]))) << i;
+}
+
+// The softmax's exp and sum must not depend on how many masked (−∞) keys follow a row: the device engine
+// attends over a whole decode bucket, the host engine over the cached length, and both must give the same
+// bits (a tail computed with another exp than the vector body once made sampled tokens part between them).
+TEST(SimdSoftmax, ExpShiftSumIgnoresTrailingMaskedKeys) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (size_t n = 1; n <= 70; ++n) {
+    std::vector<float> x(n);
+    for (auto& e : x) e = nd(rng);
+    if (n > 4) x[1] = ninf;  // a masked key inside the row (a left pad)
+    const float mx = simd::max_of(x.data(), n);
+    for (size_t pad : {size_t(1), size_t(16), 128 - n % 64}) {
+      std::vector<float> a = x, b = x;
+      b.resize(n + pad, ninf);
+      const double sa = simd::exp_shift_sum(a.data(), n, mx);
+      const double sb = simd::exp_shift_sum(b.data(), n + pad, mx);
+      EXPECT_EQ(sa, sb) << "n " << n << " + " << pad << " masked";
+      for (size_t i = 0; i < n; ++i) ASSERT_EQ(a[i], b[i]) << "n " << n << " + " << pad << ", element " << i;
+      for (size_t i = n; i < n + pad; ++i) ASSERT_EQ(b[i], 0.0f);
+      double want = 0;
+      for (size_t i = 0; i < n; ++i) {
+        const double e = std::exp(double(x[i]) - mx);
+        EXPECT_NEAR(a[i], e, 2e-6 * e + 1e-30) << "n " << n << ", element " << i;
+        want += e;
+      }
+      EXPECT_NEAR(sa, want, 1e-5 * want);
+    }
+  }
 }
 
 }  // namespace

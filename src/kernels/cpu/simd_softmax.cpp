@@ -6,6 +6,7 @@
 #include "hwy/contrib/math/math-inl.h"
 #include "kernels/cpu/simd_softmax.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -37,9 +38,17 @@ double ExpShiftSum(float* x, size_t n, float shift) {
     hn::StoreU(e, df, x + i);
     acc = hn::Add(acc, e);
   }
-  double s = hn::GetLane(hn::SumOfLanes(df, acc));
-  for (; i < n; ++i) s += (x[i] = std::exp(x[i] - shift));
-  return s;
+  if (i < n) {  // the tail through the same Exp, in the same lanes: a row's sum and values do not depend on
+               // how many masked (−∞) keys follow it
+    HWY_ALIGN float buf[HWY_MAX_BYTES / sizeof(float)];
+    std::fill(buf, buf + L, -std::numeric_limits<float>::infinity());  // Exp(−∞) = 0, as for masked keys
+    std::copy(x + i, x + n, buf);
+    const auto e = hn::Exp(df, hn::Sub(hn::Load(df, buf), vs));
+    hn::Store(e, df, buf);
+    std::copy(buf, buf + (n - i), x + i);
+    acc = hn::Add(acc, e);
+  }
+  return hn::GetLane(hn::SumOfLanes(df, acc));
 }
 
 void SwigluBackwardRow(const float* d, const float* g, const float* p, float* dg, float* dp, size_t n) {

@@ -7,7 +7,9 @@
 namespace glmlab::simd {
 
 float max_of(const float* x, size_t n);
-// x[i] = exp(x[i] − shift) in place; returns Σ x[i] (accumulated in fp32 lanes, summed in double).
+// x[i] = exp(x[i] − shift) in place (one vectorized exp for every element, the tail too); returns Σ x[i],
+// accumulated in fp32 lanes (element i always in lane i mod L: trailing −∞ entries change neither values
+// nor sum).
 double exp_shift_sum(float* x, size_t n, float shift);
 // SwiGLU backward on one row: gate g, up p, dout d →
 // dg += d·p·σ(g)(1 + g(1 − σ(g))), dp += d·g·σ(g).
