@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/cpu/dpbf16_gemm.h"
+#include "util/aligned.h"
 #include "util/dtype.h"
 
 namespace glmlab::amx {
@@ -195,7 +196,7 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
   const int64_t steps = K / 32, NB16 = (N + 15) / 16, RB = M / 16, pairs = K / 2;
   dpbf16::Bf16Acts xb;  // rounded once, vectorized (AMX CPUs have AVX512-BF16)
   dpbf16::pack_acts(x, int(N), K, K, xb);
-  std::vector<uint16_t> xt(size_t(NB16 * steps * 512));
+  AlignedVector<uint16_t> xt(size_t(NB16 * steps * 512));  // tile rows on whole cache lines
 #pragma omp parallel for schedule(static)
   for (int64_t tb = 0; tb < NB16; ++tb)
     for (int64_t r = 0; r < 16; ++r) {
@@ -208,53 +209,91 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
           std::memset(d, 0, 64);
       }
     }
-  const int64_t MP = (RB + 1) / 2, TB = (N + 31) / 32;
+  // Cache blocking. A tile load costs ~4x a tile product's time when its lines come from L2 rather
+  // than L1 (AMX Xeon, 2 cores: ~17 against ~3.5 ns a 1 KB tile; a product ~6.5 ns), and with 8 tile
+  // registers a 2 × 2 block of C tiles needs one operand tile load per product. So: a job is a group of
+  // up to 512 tokens × a block of kRowsPerJob rows; the inputs go in chunks of kChunkSteps steps; for
+  // each chunk and row pair, that pair's B tiles of the chunk (16 KB) stay in L1 while every token block
+  // of the group runs over them, its A tiles from L2 (the group's chunk: 256 KB at 512 tokens). The C
+  // tiles of each (token block, row pair) go through a per-thread buffer (L2) between chunks.
+  // Measured against C kept in tile registers over all of K (each 32 × 32 output block reading both
+  // operands from L2 or L3): 1.6-2.1x at 64-512 tokens, even at 16 (docs/BENCHMARKS.md, session 17).
+  // With one token block (N ≤ 32) the weights stream from memory once whatever the order, and C stays in
+  // the tile registers over all of K (one chunk): reloading it every 8 steps cost 10-30% there.
+  constexpr int64_t kGroupBlocks = 16;  // 16 blocks of 32 tokens
+  const int64_t RP = (RB + 1) / 2, TBall = (N + 31) / 32;
+  const int64_t kChunkSteps = TBall == 1 ? steps : 8;  // 8 steps = 256 inputs
+  const int64_t groups = (TBall + kGroupBlocks - 1) / kGroupBlocks;
+  // Row pairs per job: 8 (256 rows), fewer where that would leave threads without work.
+  int64_t rpj = 8;
+  while (rpj > 1 && groups * ((RP + rpj - 1) / rpj) < 2 * int64_t(omp_get_max_threads())) rpj /= 2;
+  const int64_t RJ = (RP + rpj - 1) / rpj;
 #pragma omp parallel
   {
     configure_tiles();
-    alignas(64) float c[4][16 * 16];
+    AlignedVector<float> cbuf(size_t(kGroupBlocks * rpj * 4 * 256));  // [token block][row pair][4 tiles][16][16]
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t job = 0; job < MP * TB; ++job) {
-      // Jobs walk every token block of one pair of row blocks, so those rows stay in L2.
-      const int64_t mp = job / TB, tb = job % TB;
-      const bool two_r = 2 * mp + 1 < RB, two_t = N - 32 * tb > 16;
-      const uint16_t* b0 = P + (2 * mp) * pairs * 32;
-      const uint16_t* b1 = b0 + pairs * 32;
-      const uint16_t* a0 = xt.data() + (2 * tb) * steps * 512;
-      const uint16_t* a1 = a0 + steps * 512;
-      _tile_zero(0);
-      _tile_zero(1);
-      _tile_zero(2);
-      _tile_zero(3);
-      for (int64_t s = 0; s < steps; ++s) {
-        _tile_loadd(4, a0 + s * 512, 64);
-        _tile_loadd(6, b0 + s * 512, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        if (two_r) {
-          _tile_loadd(7, b1 + s * 512, 64);
-          _tile_dpbf16ps(1, 4, 7);
-        }
-        if (two_t) {
-          _tile_loadd(5, a1 + s * 512, 64);
-          _tile_dpbf16ps(2, 5, 6);
-          if (two_r) _tile_dpbf16ps(3, 5, 7);
+    for (int64_t job = 0; job < groups * RJ; ++job) {
+      const int64_t g = job / RJ, rp0 = (job % RJ) * rpj, rp1 = std::min(RP, rp0 + rpj);
+      const int64_t tb0 = g * kGroupBlocks, tb1 = std::min(TBall, tb0 + kGroupBlocks);
+      for (int64_t k0 = 0; k0 < steps; k0 += kChunkSteps) {
+        const int64_t k1 = std::min(steps, k0 + kChunkSteps);
+        for (int64_t rp = rp0; rp < rp1; ++rp) {
+          const bool two_r = 2 * rp + 1 < RB;
+          const uint16_t* b0 = P + (2 * rp) * pairs * 32;
+          const uint16_t* b1 = b0 + pairs * 32;
+          for (int64_t tb = tb0; tb < tb1; ++tb) {
+            const bool two_t = N - 32 * tb > 16;
+            float* c = cbuf.data() + ((tb - tb0) * rpj + (rp - rp0)) * 4 * 256;
+            if (k0 == 0) {
+              _tile_zero(0);
+              _tile_zero(1);
+              _tile_zero(2);
+              _tile_zero(3);
+            } else {
+              _tile_loadd(0, c, 64);
+              _tile_loadd(1, c + 256, 64);
+              _tile_loadd(2, c + 512, 64);
+              _tile_loadd(3, c + 768, 64);
+            }
+            const uint16_t* a0 = xt.data() + (2 * tb) * steps * 512;
+            const uint16_t* a1 = a0 + steps * 512;
+            for (int64_t s = k0; s < k1; ++s) {
+              _tile_loadd(4, a0 + s * 512, 64);
+              _tile_loadd(6, b0 + s * 512, 64);
+              _tile_dpbf16ps(0, 4, 6);
+              if (two_r) {
+                _tile_loadd(7, b1 + s * 512, 64);
+                _tile_dpbf16ps(1, 4, 7);
+              }
+              if (two_t) {
+                _tile_loadd(5, a1 + s * 512, 64);
+                _tile_dpbf16ps(2, 5, 6);
+                if (two_r) _tile_dpbf16ps(3, 5, 7);
+              }
+            }
+            _tile_stored(0, c, 64);
+            _tile_stored(1, c + 256, 64);
+            _tile_stored(2, c + 512, 64);
+            _tile_stored(3, c + 768, 64);
+          }
         }
       }
-      _tile_stored(0, c[0], 64);
-      if (two_r) _tile_stored(1, c[1], 64);
-      if (two_t) _tile_stored(2, c[2], 64);
-      if (two_t && two_r) _tile_stored(3, c[3], 64);
-      // c[2·(token tile) + row tile][j][i] = y[token 32·tb + 16·(token tile) + j][row 32·mp + 16·(row tile) + i].
-      for (int t = 0; t < (two_t ? 2 : 1); ++t)
-        for (int r = 0; r < (two_r ? 2 : 1); ++r) {
-          const int64_t m0 = 32 * mp + 16 * r;
-          for (int j = 0; j < 16; ++j) {
-            const int64_t n = 32 * tb + 16 * t + j;
-            if (n >= N) break;
-            float* yr = y + n * M + m0;
-            const float* cr = c[2 * t + r] + j * 16;
-            for (int i = 0; i < 16; ++i) yr[i] = cr[i] + (bias ? bias[m0 + i] : 0.0f);
-          }
+      // c[2·(token tile) + row tile][j][i] = y[token 32·tb + 16·(token tile) + j][row 32·rp + 16·(row tile) + i].
+      for (int64_t tb = tb0; tb < tb1; ++tb)
+        for (int64_t rp = rp0; rp < rp1; ++rp) {
+          const float* c = cbuf.data() + ((tb - tb0) * rpj + (rp - rp0)) * 4 * 256;
+          for (int t = 0; t < 2; ++t)
+            for (int r = 0; r < (2 * rp + 1 < RB ? 2 : 1); ++r) {
+              const int64_t m0 = 32 * rp + 16 * r;
+              for (int j = 0; j < 16; ++j) {
+                const int64_t n = 32 * tb + 16 * t + j;
+                if (n >= N) break;
+                float* yr = y + n * M + m0;
+                const float* cr = c + (2 * t + r) * 256 + j * 16;
+                for (int i = 0; i < 16; ++i) yr[i] = cr[i] + (bias ? bias[m0 + i] : 0.0f);
+              }
+            }
         }
     }
     _tile_release();

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/cpu/amx_gemm.h"
+#include "util/aligned.h"
 
 namespace glmlab::amx {
 namespace {
@@ -154,7 +155,7 @@ void packed_gemm(const Matrix& P, const vnni::PackedActs& a, float* y, int64_t y
   // tile 1 KB in one piece (rows K bytes apart would share L1 sets when K is a multiple of 4096); tokens
   // past nt are zero.
   const int64_t steps = rowb / 64, TB16 = (a.nt + 15) / 16;
-  thread_local std::vector<int8_t> tiles;
+  thread_local AlignedVector<int8_t> tiles;  // tile rows on whole cache lines
   tiles.resize(size_t(TB16 * steps * 1024));
   int8_t* xt = tiles.data();
   const int8_t* q = a.q.data();
