@@ -7,6 +7,7 @@
 #include <random>
 
 #include "kernels/cpu/amx_gemm.h"
+#include "kernels/cpu/bf16_gemm.h"
 #include "kernels/cpu/dpbf16_gemm.h"
 #include "kernels/cpu/simd_softmax.h"
 #include "ops/ops.h"
@@ -121,6 +122,41 @@ TEST(Dpbf16Gemm, ForwardAndInputGradientMatchTheReferenceOnRoundedOperands) {
           M, K, [&](int64_t m0, int64_t, uint16_t*) -> const uint16_t* { return wb.data() + m0 * K; }, dy.data(), N,
           dxg.data());
       EXPECT_LT(nerr(dxg, dxw), 1e-5) << "backward M " << M << " K " << K << " N " << N;
+    }
+}
+
+// Shapes the bf16 kernels do not take whole (random:small's MLP: 2736 rows, 1368 inputs) run on
+// zero-padded copies through the back end, forward and input gradient: the result is the product of the
+// bf16-rounded operands (the fp32 reference fed them), not the fp32 product of the unrounded activations
+// that the fp32 sgemm fallback gave before.
+TEST(Bf16Gemm, ShapesOffTheBlocksRunPaddedOnBf16Units) {
+  if (!bf16gemm::available(32, 32)) GTEST_SKIP() << "no AMX or AVX512-BF16 on this CPU";
+  auto ref = make_ref_ops();
+  auto cpu = make_ops(Backend::Cpu, true);
+  for (auto [M, K] : {std::pair<int64_t, int64_t>{80, 72}, {48, 1368}, {2736, 40}, {17, 33}})
+    for (int64_t N : {9, 40}) {
+      SCOPED_TRACE(testing::Message() << "M " << M << " K " << K << " N " << N);
+      auto wf = randv(size_t(M * K), 41);
+      std::vector<uint16_t> wb(wf.size());
+      for (size_t i = 0; i < wf.size(); ++i) wb[i] = f32_to_bf16(wf[i]);
+      Matrix W{DType::BF16, M, K, wb.data()};
+      auto round = [](std::vector<float> v) {
+        for (auto& e : v) e = bf16_to_f32(f32_to_bf16(e));
+        return v;
+      };
+      auto x = randv(size_t(N * K), 42), bias = randv(size_t(M), 43), dy = randv(size_t(N * M), 44);
+      std::vector<float> want(size_t(N * M)), exact(want.size()), got(want.size());
+      ref->matmul(round(x).data(), N, W, bias.data(), want.data());
+      ref->matmul(x.data(), N, W, bias.data(), exact.data());
+      cpu->matmul(x.data(), N, W, bias.data(), got.data());
+      EXPECT_LT(nerr(got, want), 1e-5);
+      EXPECT_GT(nerr(got, exact), 1e-4);  // the activations were rounded: the bf16 unit ran
+      std::vector<float> dxw(size_t(N * K), 0.5f), dxe(dxw), dxg(dxw);  // all accumulate onto 0.5
+      ref->matmul_backward_input(round(dy).data(), N, W, dxw.data());
+      ref->matmul_backward_input(dy.data(), N, W, dxe.data());
+      cpu->matmul_backward_input(dy.data(), N, W, dxg.data());
+      EXPECT_LT(nerr(dxg, dxw), 1e-5);
+      EXPECT_GT(nerr(dxg, dxe), 1e-4);
     }
 }
 

@@ -125,7 +125,7 @@ void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t 
   const int64_t NB = (N + 31) / 32 * 32;  // rows of x padded to whole pairs of 16-row tiles
   const int64_t KP = K / 2;
   // Packed activations: for each block of 16 rows, [K/2][16][2] bf16 (a tile row = one k pair of 16 rows).
-  std::vector<uint16_t> xp(size_t(NB * K));
+  AlignedVector<uint16_t> xp(size_t(NB * K));  // tile rows on whole cache lines (util/aligned.h)
 #pragma omp parallel for schedule(static)
   for (int64_t nb = 0; nb < NB / 16; ++nb) {
     uint16_t* dst = xp.data() + nb * 16 * K;
@@ -306,12 +306,12 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const
   // B = 32 of M (as 16 pairs) × 16 inputs from W: the pair interleaving of two consecutive W rows.
   if (N == 0) return;
   const int64_t NB = (N + 31) / 32 * 32;
-  std::vector<uint16_t> dyb(size_t(NB * M), 0);
+  AlignedVector<uint16_t> dyb(size_t(NB * M), 0);  // tile rows on whole cache lines (util/aligned.h)
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n)
     for (int64_t m = 0; m < M; ++m) dyb[size_t(n * M + m)] = f32_to_bf16(dy[n * M + m]);
   // dx padded to whole tiles; rows beyond N stay zero and are dropped at the end.
-  std::vector<float> dxp(size_t(NB * K), 0.0f);
+  AlignedVector<float> dxp(size_t(NB * K), 0.0f);
   std::memcpy(dxp.data(), dx, size_t(N * K) * sizeof(float));
 
   // Chunks of W rows: packed as [K/32][chunk/2][32][2] so that each 32-column slice is contiguous
@@ -320,14 +320,14 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const
   // scratch is filled only by sources that widen or dequantize: uninitialized, free for bf16 W; every
   // word of wv is written by the packing of each chunk.
   std::unique_ptr<uint16_t[]> scratch(new uint16_t[size_t(chunk * K)]);
-  std::unique_ptr<uint32_t[]> wv(new uint32_t[size_t(chunk / 2 * K)]);
+  AlignedVector<uint32_t> wv(size_t(chunk / 2 * K));
   const int64_t KB = K / 32, NP = NB / 32, KG = 8;  // KG slices of 32 columns per job group (L2 reuse)
   for (int64_t m0 = 0; m0 < M; m0 += chunk) {
     const int64_t mc = std::min(chunk, M - m0), pairs = mc / 2;
     const uint16_t* src = rows(m0, mc, scratch.get());
 #pragma omp parallel for schedule(static)
     for (int64_t p0 = 0; p0 < pairs; p0 += 16)
-      dpbf16::interleave_row_pairs(src, K, 0, KB, p0, std::min(pairs, p0 + 16), pairs, wv.get());
+      dpbf16::interleave_row_pairs(src, K, 0, KB, p0, std::min(pairs, p0 + 16), pairs, wv.data());
     const int64_t groups = (KB + KG - 1) / KG;
 #pragma omp parallel
     {
@@ -348,7 +348,7 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const
         _tile_loadd(3, c11, int(K * 4));
         const uint16_t* a0 = dyb.data() + n0 * M + m0;
         const uint16_t* a1 = a0 + 16 * M;
-        const uint32_t* b = wv.get() + (kb * pairs) * 32;
+        const uint32_t* b = wv.data() + (kb * pairs) * 32;
         for (int64_t m = 0; m < mc; m += 32) {
           _tile_loadd(4, a0 + m, int(M * 2));
           _tile_loadd(5, a1 + m, int(M * 2));
