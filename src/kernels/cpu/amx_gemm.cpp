@@ -305,11 +305,24 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const
   // C = a 16×16 block of dx (tokens × inputs), A = 16 tokens × 32 of M from dy (bf16, row-major),
   // B = 32 of M (as 16 pairs) × 16 inputs from W: the pair interleaving of two consecutive W rows.
   if (N == 0) return;
-  const int64_t NB = (N + 31) / 32 * 32;
-  AlignedVector<uint16_t> dyb(size_t(NB * M), 0);  // tile rows on whole cache lines (util/aligned.h)
+  const int64_t NB = (N + 31) / 32 * 32, MS = M / 32;
+  // dy rounded to bf16 once (vectorized), then copied into whole 1 KB A tiles, [token blocks of 16][M/32
+  // steps][16][32]: a tile's rows read from dy's rows M·2 bytes apart would touch 16 pages per load.
+  dpbf16::Bf16Acts dyr;
+  dpbf16::pack_acts(dy, int(N), M, M, dyr);
+  AlignedVector<uint16_t> dyb(size_t(NB * M));  // tile rows on whole cache lines (util/aligned.h)
 #pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t m = 0; m < M; ++m) dyb[size_t(n * M + m)] = f32_to_bf16(dy[n * M + m]);
+  for (int64_t tb = 0; tb < NB / 16; ++tb)
+    for (int64_t r = 0; r < 16; ++r) {
+      const int64_t n = tb * 16 + r;
+      for (int64_t s = 0; s < MS; ++s) {
+        uint16_t* d = dyb.data() + ((tb * MS + s) * 16 + r) * 32;
+        if (n < N)
+          std::memcpy(d, dyr.x.data() + n * M + s * 32, 64);
+        else
+          std::memset(d, 0, 64);
+      }
+    }
   // dx padded to whole tiles; rows beyond N stay zero and are dropped at the end.
   AlignedVector<float> dxp(size_t(NB * K), 0.0f);
   std::memcpy(dxp.data(), dx, size_t(N * K) * sizeof(float));
@@ -346,12 +359,12 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const
         _tile_loadd(1, c01, int(K * 4));
         _tile_loadd(2, c10, int(K * 4));
         _tile_loadd(3, c11, int(K * 4));
-        const uint16_t* a0 = dyb.data() + n0 * M + m0;
-        const uint16_t* a1 = a0 + 16 * M;
+        const uint16_t* a0 = dyb.data() + ((n0 / 16) * MS + m0 / 32) * 512;
+        const uint16_t* a1 = a0 + MS * 512;
         const uint32_t* b = wv.data() + (kb * pairs) * 32;
         for (int64_t m = 0; m < mc; m += 32) {
-          _tile_loadd(4, a0 + m, int(M * 2));
-          _tile_loadd(5, a1 + m, int(M * 2));
+          _tile_loadd(4, a0 + m * 16, 64);  // step m/32 of the chunk: 512 elements a tile
+          _tile_loadd(5, a1 + m * 16, 64);
           _tile_loadd(6, b + (m / 2) * 32, 128);       // pairs m/2 .. m/2+15, inputs k0 .. k0+15
           _tile_loadd(7, b + (m / 2) * 32 + 16, 128);  // inputs k0+16 .. k0+31
           _tile_dpbf16ps(0, 4, 6);
