@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <new>
+#include <utility>
 #include <vector>
 
 namespace glmlab {
@@ -20,12 +21,23 @@ struct AlignedAllocator {
   template <class U>
   AlignedAllocator(const AlignedAllocator<U, Align>&) noexcept {}
   T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(Align))); }
+  // vector(n) and resize(n) leave the elements default-initialized (not zeroed: the kernels' buffers are
+  // written whole before they are read, and zeroing tens of MB a call showed in profiles); vector(n, v)
+  // still fills with v.
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
   void deallocate(T* p, size_t) noexcept { ::operator delete(p, std::align_val_t(Align)); }
   template <class U>
   bool operator==(const AlignedAllocator<U, Align>&) const noexcept { return true; }
 };
 
-// A std::vector whose data() is 64-byte aligned.
+// A std::vector whose data() is 64-byte aligned and whose new elements are not zeroed.
 template <class T>
 using AlignedVector = std::vector<T, AlignedAllocator<T>>;
 

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <vector>
 
+#include "util/aligned.h"
+
 namespace glmlab::bf16gemm {
 namespace {
 
@@ -46,7 +48,7 @@ void pad_rows(const uint16_t* src, int64_t M, int64_t K, int64_t r0, int64_t n, 
 void forward(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y) {
   if (whole(M, K)) return run_forward(W, M, K, x, N, bias, y);
   const int64_t MP = up32(M), KP = up32(K);
-  std::vector<uint16_t> wp(size_t(MP * KP));
+  AlignedVector<uint16_t> wp(size_t(MP * KP));  // every element written by pad_rows
   pad_rows(W, M, K, 0, MP, KP, wp.data());
   std::vector<float> xp;
   const float* xin = x;
@@ -55,7 +57,7 @@ void forward(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N,
     for (int64_t n = 0; n < N; ++n) std::copy(x + n * K, x + (n + 1) * K, xp.begin() + n * KP);
     xin = xp.data();
   }
-  std::vector<float> yp(size_t(N * MP));
+  AlignedVector<float> yp(size_t(N * MP));  // every element written by the kernel
   run_forward(wp.data(), MP, KP, xin, N, nullptr, yp.data());
 #pragma omp parallel for schedule(static) if (N * M > (int64_t(1) << 16))
   for (int64_t n = 0; n < N; ++n)
