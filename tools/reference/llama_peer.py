@@ -398,13 +398,26 @@ GEN_RE = re.compile(r"prefill: (\d+) tokens in ([0-9.]+) s = [0-9.]+ tokens/s \|
                     r"decode: (\d+) tokens in ([0-9.]+) s")
 
 
-def run_cmd(cmd: list[str], env: dict | None, timeout: float | None) -> tuple[subprocess.CompletedProcess, dict]:
+def run_cmd(cmd: list[str], env: dict | None, timeout: float | None,
+            no_repack: list[str] | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+    """Runs cmd; a non-zero exit stops the script. `no_repack`: llama.cpp's option that turns its weight
+    repacking off. llama.cpp 0c1e57098 crashes (SIGSEGV at load) on Q8_0/Q4_0 with its default repacking on
+    an AMX Xeon (session 16); killed by a signal, the command is run once more with that option, and the
+    record says so (the table marks the cell: llama.cpp then runs without its repacked / AMX kernels)."""
     before, t0 = loadavg(), time.time()
     try:
         cp = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        crashed = None
+        if cp.returncode < 0 and no_repack:
+            crashed = cp.returncode
+            log(f"  killed by signal {-cp.returncode}; once more with {' '.join(no_repack)}")
+            cmd = cmd + no_repack
+            cp = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise SystemExit(f"llama_peer: --timeout {timeout} s passed: {' '.join(cmd)[:300]}") from None
     meta = {"command": cmd, "load_before": before, "load_after": loadavg(), "wall_s": round(time.time() - t0, 3)}
+    if crashed is not None:
+        meta["repack_off_after_signal"] = -crashed
     if cp.returncode != 0:
         tail = "\n".join((cp.stdout + "\n" + cp.stderr).strip().splitlines()[-20:])
         raise SystemExit(f"llama_peer: exit {cp.returncode}: {' '.join(cmd)[:300]}\n{tail}")
@@ -450,7 +463,7 @@ class Runner:
             cmd += ["--poll", str(self.a.llama_poll)]
         if prompt:
             cmd.append("--no-warmup")  # one cold prefill, like glmlab's (tg keeps its 1-token warm-up)
-        cp, meta = run_cmd(cmd, None, self.a.timeout)
+        cp, meta = run_cmd(cmd, None, self.a.timeout, ["--repack", "0"])
         rows = [json.loads(ln) for ln in cp.stdout.splitlines() if ln.startswith("{")]
         if len(rows) != 1:
             raise SystemExit(f"llama_peer: expected one result from llama-bench, got:\n{cp.stdout[-2000:]}")
@@ -466,7 +479,7 @@ class Runner:
                "-npp", str(prompt), "-ntg", str(gen), "-npl", str(batch), "--output-format", "jsonl"]
         if self.a.llama_poll is not None:
             cmd += ["--poll", str(self.a.llama_poll)]
-        cp, meta = run_cmd(cmd, None, self.a.timeout)
+        cp, meta = run_cmd(cmd, None, self.a.timeout, ["--no-repack"])
         rows = [json.loads(ln) for ln in (cp.stdout + "\n" + cp.stderr).splitlines()
                 if ln.startswith("{") and '"speed_tg"' in ln]
         if len(rows) != 1:
@@ -550,7 +563,9 @@ def summarize(cells: list[str], samples: list[dict]) -> list[dict]:
         if not g or not ll:
             continue
         ratios = [per["glmlab"][r] / per["llama.cpp"][r] for r in per["glmlab"] if r in per["llama.cpp"]]
-        out.append({"cell": c,
+        repack_off = any("repack_off_after_signal" in m for s in samples
+                         if s["engine"] == "llama.cpp" and c in s["cells"] for m in s["runs"])
+        out.append({"cell": c, "llama_repack_off": repack_off,
                     "glmlab": {"median": statistics.median(g), "min": min(g), "max": max(g), "rounds": g},
                     "llama.cpp": {"median": statistics.median(ll), "min": min(ll), "max": max(ll), "rounds": ll},
                     "ratio": statistics.median(g) / statistics.median(ll),
@@ -566,8 +581,12 @@ def table(summary: list[dict], a) -> str:
         r = s["ratio_per_round"]
         ratio = f"{s['ratio']:.2f}×" + (f" ({min(r):.2f}–{max(r):.2f})" if len(r) > 1 else "")
         load = f"{s['load'][0]:.1f}–{s['load'][1]:.1f}" if s["load"] else ""
+        mark = " *" if s.get("llama_repack_off") else ""
         lines.append(f"| {row_label(s['cell'], a)} | {spread(s['glmlab']['rounds'])} | "
-                     f"{spread(s['llama.cpp']['rounds'])} | {ratio} | {load} |")
+                     f"{spread(s['llama.cpp']['rounds'])}{mark} | {ratio} | {load} |")
+    if any(s.get("llama_repack_off") for s in summary):
+        lines.append("\n\\* llama.cpp crashed with its default weight repacking and ran again with it off "
+                     "(--repack 0 / --no-repack), i.e. without its repacked (AMX) kernels.")
     return "\n".join(lines)
 
 

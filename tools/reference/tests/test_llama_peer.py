@@ -125,3 +125,38 @@ def test_rounds_and_table_with_stand_in_binaries(tmp_path, capsys):
     assert tg[tg.index("-d") + 1] == "64" and tg[tg.index("-t") + 1] == "2" and tg[tg.index("-fa") + 1] == "1"
     pp = next(c for c in cmds if "-p" in c and c[c.index("-p") + 1] == "64")
     assert "--no-warmup" in pp and pp[pp.index("-m") + 1].endswith("Q4_0.v1.gguf")
+
+
+def test_a_crash_with_repacking_runs_again_without_it_and_the_cell_is_marked(tmp_path, capsys):
+    # A llama-bench that dies by SIGSEGV unless asked for --repack 0 (llama.cpp 0c1e57098 on Q8_0/Q4_0 on an
+    # AMX Xeon), and a llama-batched-bench that needs --no-repack the same way.
+    bins = tmp_path / "llama" / "build" / "bin"
+    bins.mkdir(parents=True)
+    script(bins / "llama-bench", 'case "$*" in *"--repack 0"*) ;; *) kill -SEGV $$;; esac\n'
+           'echo "{\\"build_commit\\": \\"abc\\", \\"n_threads\\": 2, \\"samples_ts\\": [10]}"\n')
+    script(bins / "llama-batched-bench", 'case "$*" in *"--no-repack"*) ;; *) kill -SEGV $$;; esac\n'
+           'echo "{\\"pl\\": 8, \\"speed_tg\\": 40.0}" >&2\n')
+    script(tmp_path / "glmlab", 'b=1; n=0; while [ $# -gt 0 ]; do case "$1" in --batch) b=$2;; -n) n=$2;; '
+           '--ids) p=$(echo "$2" | wc -w);; esac; shift; done\n'
+           'echo "prefill: $((b*p)) tokens in 1.000 s = 1 tokens/s | decode: $((b*n)) tokens in 0.500 s = 1 tokens/s" >&2\n')
+    out = tmp_path / "peer.json"
+    rc = llama_peer.main(["--preset", "tiny", "--rounds", "1", "--prompt", "64", "--gen", "16",
+                          "--cells", "decode-int8,batch8-int8", "--glmlab", str(tmp_path / "glmlab"),
+                          "--llama-dir", str(tmp_path / "llama"), "--gguf-dir", str(tmp_path / "gguf"),
+                          "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    cells = {s["cell"]: s for s in doc["summary"]}
+    assert cells["decode-int8"]["llama_repack_off"] and cells["batch8-int8"]["llama_repack_off"]
+    assert cells["decode-int8"]["llama.cpp"]["median"] == 10
+    runs = [m for s in doc["samples"] if s["engine"] == "llama.cpp" for m in s["runs"]]
+    assert all(m["repack_off_after_signal"] == 11 for m in runs)
+    assert any(m["command"][-2:] == ["--repack", "0"] for m in runs)
+    assert any(m["command"][-1] == "--no-repack" for m in runs)
+    assert "| 10 *" in text and "ran again with it off" in text
+
+
+def test_a_crash_without_a_retry_option_stops_the_script():
+    with pytest.raises(SystemExit, match="exit -11"):
+        llama_peer.run_cmd(["sh", "-c", "kill -SEGV $$"], None, None)
