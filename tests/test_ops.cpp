@@ -98,6 +98,18 @@ TEST_F(OpsVsRef, MatmulBF16PrefillPathRoundsActivationsOnly) {
   }
 }
 
+// Random bf16 weights [M, K], and a vector rounded to bf16 values (what the bf16 kernels multiply).
+std::vector<uint16_t> bf16_weights(int64_t M, int64_t K, uint32_t seed) {
+  const auto wf = randv(size_t(M * K), seed);
+  std::vector<uint16_t> wb(wf.size());
+  for (size_t i = 0; i < wf.size(); ++i) wb[i] = f32_to_bf16(wf[i]);
+  return wb;
+}
+std::vector<float> rounded(std::vector<float> v) {
+  for (auto& e : v) e = bf16_to_f32(f32_to_bf16(e));
+  return v;
+}
+
 // The AVX512-BF16 kernels called directly (on an AMX machine the dispatcher prefers AMX, so this is
 // where they are checked there): forward and input gradient against the fp32 reference fed the same
 // bf16-rounded operands, with token counts that leave every tail (N % 32, N % 8), weight blocks that
@@ -107,21 +119,15 @@ TEST(Dpbf16Gemm, ForwardAndInputGradientMatchTheReferenceOnRoundedOperands) {
   auto ref = make_ref_ops();
   for (auto [M, K] : {std::pair<int64_t, int64_t>{96, 160}, {4160, 64}, {64, 4096}})
     for (int64_t N : {1, 7, 8, 45, 100}) {
-      auto wf = randv(size_t(M * K), 31);
-      std::vector<uint16_t> wb(wf.size());
-      for (size_t i = 0; i < wf.size(); ++i) wb[i] = f32_to_bf16(wf[i]);
+      const auto wb = bf16_weights(M, K, 31);
       Matrix W{DType::BF16, M, K, wb.data()};
-      auto round = [](std::vector<float> v) {
-        for (auto& e : v) e = bf16_to_f32(f32_to_bf16(e));
-        return v;
-      };
       auto x = randv(size_t(N * K), 32), bias = randv(size_t(M), 33), dy = randv(size_t(N * M), 34);
       std::vector<float> want(size_t(N * M)), got(size_t(N * M));
-      ref->matmul(round(x).data(), N, W, bias.data(), want.data());
+      ref->matmul(rounded(x).data(), N, W, bias.data(), want.data());
       dpbf16::gemm_bf16(wb.data(), M, K, x.data(), N, bias.data(), got.data());
       EXPECT_LT(nerr(got, want), 1e-5) << "forward M " << M << " K " << K << " N " << N;
       std::vector<float> dxw(size_t(N * K), 0.5f), dxg(size_t(N * K), 0.5f);  // both accumulate
-      ref->matmul_backward_input(round(dy).data(), N, W, dxw.data());
+      ref->matmul_backward_input(rounded(dy).data(), N, W, dxw.data());
       dpbf16::gemm_bf16_backward_input(
           M, K, [&](int64_t m0, int64_t, uint16_t*) -> const uint16_t* { return wb.data() + m0 * K; }, dy.data(), N,
           dxg.data());
@@ -140,23 +146,17 @@ TEST(Bf16Gemm, ShapesOffTheBlocksRunPaddedOnBf16Units) {
   for (auto [M, K] : {std::pair<int64_t, int64_t>{80, 72}, {48, 1368}, {2736, 40}, {17, 33}})
     for (int64_t N : {9, 40}) {
       SCOPED_TRACE(testing::Message() << "M " << M << " K " << K << " N " << N);
-      auto wf = randv(size_t(M * K), 41);
-      std::vector<uint16_t> wb(wf.size());
-      for (size_t i = 0; i < wf.size(); ++i) wb[i] = f32_to_bf16(wf[i]);
+      const auto wb = bf16_weights(M, K, 41);
       Matrix W{DType::BF16, M, K, wb.data()};
-      auto round = [](std::vector<float> v) {
-        for (auto& e : v) e = bf16_to_f32(f32_to_bf16(e));
-        return v;
-      };
       auto x = randv(size_t(N * K), 42), bias = randv(size_t(M), 43), dy = randv(size_t(N * M), 44);
       std::vector<float> want(size_t(N * M)), exact(want.size()), got(want.size());
-      ref->matmul(round(x).data(), N, W, bias.data(), want.data());
+      ref->matmul(rounded(x).data(), N, W, bias.data(), want.data());
       ref->matmul(x.data(), N, W, bias.data(), exact.data());
       cpu->matmul(x.data(), N, W, bias.data(), got.data());
       EXPECT_LT(nerr(got, want), 1e-5);
       EXPECT_GT(nerr(got, exact), 1e-4);  // the activations were rounded: the bf16 unit ran
       std::vector<float> dxw(size_t(N * K), 0.5f), dxe(dxw), dxg(dxw);  // all accumulate onto 0.5
-      ref->matmul_backward_input(round(dy).data(), N, W, dxw.data());
+      ref->matmul_backward_input(rounded(dy).data(), N, W, dxw.data());
       ref->matmul_backward_input(dy.data(), N, W, dxe.data());
       cpu->matmul_backward_input(dy.data(), N, W, dxg.data());
       EXPECT_LT(nerr(dxg, dxw), 1e-5);

@@ -188,27 +188,36 @@ void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t 
   }
 }
 
-void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
-                      float* y) {
-  // C[16 tokens][16 rows] += A[16 tokens][16 input pairs] · B[16 input pairs][16 rows][2]: B is 16 lines
-  // of the packed layout as they lie (1 KB), A the activations rounded to bf16 and copied into whole
-  // 1 KB tiles, [token blocks of 16][K/32 steps][16][32]; tokens past N are zero.
-  const int64_t steps = K / 32, NB16 = (N + 15) / 16, RB = M / 16, pairs = K / 2;
-  dpbf16::Bf16Acts xb;  // rounded once, vectorized (AMX CPUs have AVX512-BF16)
+// Activations x [N, K] rounded to bf16 once (vectorized: AMX CPUs have AVX512-BF16) and copied into whole
+// 1 KB A tiles, [tiles16 blocks of 16 tokens][K/32 steps][16][32], on whole cache lines; tokens past N
+// are zero.
+static void acts_to_tiles(const float* x, int64_t N, int64_t K, int64_t tiles16, AlignedVector<uint16_t>& out) {
+  const int64_t steps = K / 32;
+  dpbf16::Bf16Acts xb;
   dpbf16::pack_acts(x, int(N), K, K, xb);
-  AlignedVector<uint16_t> xt(size_t(NB16 * steps * 512));  // tile rows on whole cache lines
+  out.resize(size_t(tiles16 * steps * 512));
 #pragma omp parallel for schedule(static)
-  for (int64_t tb = 0; tb < NB16; ++tb)
+  for (int64_t tb = 0; tb < tiles16; ++tb)
     for (int64_t r = 0; r < 16; ++r) {
       const int64_t t = tb * 16 + r;
       for (int64_t s = 0; s < steps; ++s) {
-        uint16_t* d = xt.data() + ((tb * steps + s) * 16 + r) * 32;
+        uint16_t* d = out.data() + ((tb * steps + s) * 16 + r) * 32;
         if (t < N)
           std::memcpy(d, xb.x.data() + t * K + s * 32, 64);
         else
           std::memset(d, 0, 64);
       }
     }
+}
+
+void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
+                      float* y) {
+  // C[16 tokens][16 rows] += A[16 tokens][16 input pairs] · B[16 input pairs][16 rows][2]: B is 16 lines
+  // of the packed layout as they lie (1 KB), A the activations rounded to bf16 and copied into whole
+  // 1 KB tiles, [token blocks of 16][K/32 steps][16][32]; tokens past N are zero.
+  const int64_t steps = K / 32, NB16 = (N + 15) / 16, RB = M / 16, pairs = K / 2;
+  AlignedVector<uint16_t> xt;
+  acts_to_tiles(x, N, K, NB16, xt);
   // Cache blocking. A tile load costs ~4x a tile product's time when its lines come from L2 rather
   // than L1 (AMX Xeon, 2 cores: ~17 against ~3.5 ns a 1 KB tile; a product ~6.5 ns), and with 8 tile
   // registers a 2 × 2 block of C tiles needs one operand tile load per product. So: a job is a group of
@@ -306,23 +315,9 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const
   // B = 32 of M (as 16 pairs) × 16 inputs from W: the pair interleaving of two consecutive W rows.
   if (N == 0) return;
   const int64_t NB = (N + 31) / 32 * 32, MS = M / 32;
-  // dy rounded to bf16 once (vectorized), then copied into whole 1 KB A tiles, [token blocks of 16][M/32
-  // steps][16][32]: a tile's rows read from dy's rows M·2 bytes apart would touch 16 pages per load.
-  dpbf16::Bf16Acts dyr;
-  dpbf16::pack_acts(dy, int(N), M, M, dyr);
-  AlignedVector<uint16_t> dyb(size_t(NB * M));  // tile rows on whole cache lines (util/aligned.h)
-#pragma omp parallel for schedule(static)
-  for (int64_t tb = 0; tb < NB / 16; ++tb)
-    for (int64_t r = 0; r < 16; ++r) {
-      const int64_t n = tb * 16 + r;
-      for (int64_t s = 0; s < MS; ++s) {
-        uint16_t* d = dyb.data() + ((tb * MS + s) * 16 + r) * 32;
-        if (n < N)
-          std::memcpy(d, dyr.x.data() + n * M + s * 32, 64);
-        else
-          std::memset(d, 0, 64);
-      }
-    }
+  // dy as whole 1 KB A tiles: read from dy's rows M·2 bytes apart, a tile's 16 rows would touch 16 pages.
+  AlignedVector<uint16_t> dyb;
+  acts_to_tiles(dy, N, M, NB / 16, dyb);
   // dx padded to whole tiles; rows beyond N stay zero and are dropped at the end.
   AlignedVector<float> dxp(size_t(NB * K), 0.0f);
   std::memcpy(dxp.data(), dx, size_t(N * K) * sizeof(float));

@@ -82,6 +82,26 @@ def script(path, text):
     return path
 
 
+def stand_in_glmlab(path):
+    """`glmlab generate`: prefill 1.0 s, decode 0.5 s × batch."""
+    return script(path, 'b=1; n=0; while [ $# -gt 0 ]; do case "$1" in --batch) b=$2;; -n) n=$2;; '
+                  '--ids) p=$(echo "$2" | wc -w);; esac; shift; done\n'
+                  'echo "glmlab: loaded stand-in" >&2\n'
+                  'echo "prefill: $((b*p)) tokens in 1.000 s = 1 tokens/s | decode: $((b*n)) tokens in 0.500 s = 1 '
+                  'tokens/s" >&2\n')
+
+
+def run_peer(tmp_path, rounds, cells):
+    """main() on the stand-ins under tmp_path (tiny preset, 64-token prompts, 16 steps); the JSON's path."""
+    out = tmp_path / "peer.json"
+    rc = llama_peer.main(["--preset", "tiny", "--rounds", str(rounds), "--prompt", "64", "--gen", "16",
+                          "--cells", cells, "--glmlab", str(tmp_path / "glmlab"),
+                          "--llama-dir", str(tmp_path / "llama"), "--gguf-dir", str(tmp_path / "gguf"),
+                          "--json", str(out)])
+    assert rc == 0
+    return out
+
+
 def test_rounds_and_table_with_stand_in_binaries(tmp_path, capsys):
     bins = tmp_path / "llama" / "build" / "bin"
     bins.mkdir(parents=True)
@@ -89,18 +109,9 @@ def test_rounds_and_table_with_stand_in_binaries(tmp_path, capsys):
     script(bins / "llama-bench", 'case "$*" in *"-n 0"*) ts=100;; *) ts=10;; esac\n'
            'echo "{\\"build_commit\\": \\"abc\\", \\"n_threads\\": 2, \\"samples_ts\\": [$ts]}"\n')
     script(bins / "llama-batched-bench", 'echo "{\\"pl\\": 8, \\"speed_tg\\": 40.0}" >&2\n')
-    # glmlab generate: prefill 1.0 s, decode 0.5 s × batch
-    script(tmp_path / "glmlab", 'b=1; n=0; while [ $# -gt 0 ]; do case "$1" in --batch) b=$2;; -n) n=$2;; '
-           '--ids) p=$(echo "$2" | wc -w);; esac; shift; done\n'
-           'echo "glmlab: loaded stand-in" >&2\n'
-           'echo "prefill: $((b*p)) tokens in 1.000 s = 1 tokens/s | decode: $((b*n)) tokens in 0.500 s = 1 tokens/s" >&2\n')
+    stand_in_glmlab(tmp_path / "glmlab")
     (tmp_path / "llama" / "llama_peer_source.json").write_text(json.dumps({"llama_cpp_commit": "0c1e57098"}))
-    out = tmp_path / "peer.json"
-    rc = llama_peer.main(["--preset", "tiny", "--rounds", "2", "--prompt", "64", "--gen", "16",
-                          "--cells", "decode-bf16,prefill-int4,batch8-bf16", "--glmlab", str(tmp_path / "glmlab"),
-                          "--llama-dir", str(tmp_path / "llama"), "--gguf-dir", str(tmp_path / "gguf"),
-                          "--json", str(out)])
-    assert rc == 0
+    out = run_peer(tmp_path, 2, "decode-bf16,prefill-int4,batch8-bf16")
     text = capsys.readouterr().out
     assert "| tokens/s | glmlab | llama.cpp | glmlab ÷ llama.cpp |" in text
     doc = json.loads(out.read_text())
@@ -136,15 +147,8 @@ def test_a_crash_with_repacking_runs_again_without_it_and_the_cell_is_marked(tmp
            'echo "{\\"build_commit\\": \\"abc\\", \\"n_threads\\": 2, \\"samples_ts\\": [10]}"\n')
     script(bins / "llama-batched-bench", 'case "$*" in *"--no-repack"*) ;; *) kill -SEGV $$;; esac\n'
            'echo "{\\"pl\\": 8, \\"speed_tg\\": 40.0}" >&2\n')
-    script(tmp_path / "glmlab", 'b=1; n=0; while [ $# -gt 0 ]; do case "$1" in --batch) b=$2;; -n) n=$2;; '
-           '--ids) p=$(echo "$2" | wc -w);; esac; shift; done\n'
-           'echo "prefill: $((b*p)) tokens in 1.000 s = 1 tokens/s | decode: $((b*n)) tokens in 0.500 s = 1 tokens/s" >&2\n')
-    out = tmp_path / "peer.json"
-    rc = llama_peer.main(["--preset", "tiny", "--rounds", "1", "--prompt", "64", "--gen", "16",
-                          "--cells", "decode-int8,batch8-int8", "--glmlab", str(tmp_path / "glmlab"),
-                          "--llama-dir", str(tmp_path / "llama"), "--gguf-dir", str(tmp_path / "gguf"),
-                          "--json", str(out)])
-    assert rc == 0
+    stand_in_glmlab(tmp_path / "glmlab")
+    out = run_peer(tmp_path, 1, "decode-int8,batch8-int8")
     text = capsys.readouterr().out
     doc = json.loads(out.read_text())
     cells = {s["cell"]: s for s in doc["summary"]}
