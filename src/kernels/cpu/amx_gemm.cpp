@@ -221,7 +221,7 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
   // Cache blocking. A tile load costs ~4x a tile product's time when its lines come from L2 rather
   // than L1 (AMX Xeon, 2 cores: ~17 against ~3.5 ns a 1 KB tile; a product ~6.5 ns), and with 8 tile
   // registers a 2 × 2 block of C tiles needs one operand tile load per product. So: a job is a group of
-  // up to 512 tokens × a block of kRowsPerJob rows; the inputs go in chunks of kChunkSteps steps; for
+  // up to 512 tokens × a block of rpj row pairs; the inputs go in chunks of kChunkSteps steps; for
   // each chunk and row pair, that pair's B tiles of the chunk (16 KB) stay in L1 while every token block
   // of the group runs over them, its A tiles from L2 (the group's chunk: 256 KB at 512 tokens). The C
   // tiles of each (token block, row pair) go through a per-thread buffer (L2) between chunks.

@@ -29,13 +29,13 @@ void run_backward_input(int64_t M, int64_t K, const amx::RowSource& rows, const 
     dpbf16::gemm_bf16_backward_input(M, K, rows, dy, N, dx);
 }
 
-// rows [r0, r0 + n) of an [M, K] matrix into [n, KP] rows (zeros past K, and past M).
-void pad_rows(const uint16_t* src, int64_t M, int64_t K, int64_t r0, int64_t n, int64_t KP, uint16_t* out) {
+// The rows of an [M, K] matrix as n ≥ M rows of KP ≥ K (zeros past K, and past M).
+void pad_rows(const uint16_t* src, int64_t M, int64_t K, int64_t n, int64_t KP, uint16_t* out) {
 #pragma omp parallel for schedule(static) if (n * KP > (int64_t(1) << 16))
   for (int64_t r = 0; r < n; ++r) {
     uint16_t* d = out + r * KP;
-    if (r0 + r < M) {
-      std::memcpy(d, src + (r0 + r) * K, size_t(K) * 2);
+    if (r < M) {
+      std::memcpy(d, src + r * K, size_t(K) * 2);
       std::fill(d + K, d + KP, uint16_t(0));
     } else {
       std::fill(d, d + KP, uint16_t(0));
@@ -49,7 +49,7 @@ void forward(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N,
   if (whole(M, K)) return run_forward(W, M, K, x, N, bias, y);
   const int64_t MP = up32(M), KP = up32(K);
   AlignedVector<uint16_t> wp(size_t(MP * KP));  // every element written by pad_rows
-  pad_rows(W, M, K, 0, MP, KP, wp.data());
+  pad_rows(W, M, K, MP, KP, wp.data());
   std::vector<float> xp;
   const float* xin = x;
   if (KP != K) {
@@ -73,7 +73,7 @@ void backward_input(int64_t M, int64_t K, const amx::RowSource& rows, const floa
     const int64_t real = std::clamp<int64_t>(M - m0, 0, count);
     if (src.size() < size_t(count * K)) src.resize(size_t(count * K));
     const uint16_t* r = real > 0 ? rows(m0, real, src.data()) : nullptr;
-    pad_rows(r, real, K, 0, count, KP, out);
+    pad_rows(r, real, K, count, KP, out);
     return out;
   };
   std::vector<float> dyp(size_t(N * MP), 0.0f), dxp(size_t(N * KP), 0.0f);
