@@ -188,26 +188,65 @@ void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t 
   }
 }
 
-// Activations x [N, K] rounded to bf16 once (vectorized: AMX CPUs have AVX512-BF16) and copied into whole
-// 1 KB A tiles, [tiles16 blocks of 16 tokens][K/32 steps][16][32], on whole cache lines; tokens past N
-// are zero.
-static void acts_to_tiles(const float* x, int64_t N, int64_t K, int64_t tiles16, AlignedVector<uint16_t>& out) {
+#define GLMLAB_AMX_V __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+// Token block tb of acts_to_tiles: 16 tokens' rows rounded to bf16 (VCVTNE2PS2BF16, nearest even, as
+// dpbf16::pack_acts) straight into their A tiles.
+GLMLAB_AMX_V void acts_block_to_tiles(const float* x, int64_t N, int64_t K, int64_t tb, uint16_t* out) {
   const int64_t steps = K / 32;
-  dpbf16::Bf16Acts xb;
-  dpbf16::pack_acts(x, int(N), K, K, xb);
-  out.resize(size_t(tiles16 * steps * 512));
-#pragma omp parallel for schedule(static)
-  for (int64_t tb = 0; tb < tiles16; ++tb)
-    for (int64_t r = 0; r < 16; ++r) {
-      const int64_t t = tb * 16 + r;
-      for (int64_t s = 0; s < steps; ++s) {
-        uint16_t* d = out.data() + ((tb * steps + s) * 16 + r) * 32;
-        if (t < N)
-          std::memcpy(d, xb.x.data() + t * K + s * 32, 64);
-        else
-          std::memset(d, 0, 64);
-      }
+  for (int64_t r = 0; r < 16; ++r) {
+    const int64_t t = tb * 16 + r;
+    const float* src = x + t * K;
+    for (int64_t s = 0; s < steps; ++s) {
+      uint16_t* d = out + ((tb * steps + s) * 16 + r) * 32;
+      const __m512i v = t < N ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + s * 32 + 16), _mm512_loadu_ps(src + s * 32))
+                              : _mm512_setzero_si512();
+      _mm512_store_si512(d, v);
     }
+  }
+}
+
+// Activations x [N, K] rounded to bf16 and written into whole 1 KB A tiles, [tiles16 blocks of 16
+// tokens][K/32 steps][16][32], on whole cache lines; tokens past N are zero. `out` is a workspace kept by
+// the caller's thread between calls: it only grows, so a layer's calls take no page faults.
+static const uint16_t* acts_to_tiles(const float* x, int64_t N, int64_t K, int64_t tiles16, AlignedVector<uint16_t>& out) {
+  const size_t need = size_t(tiles16 * (K / 32) * 512);
+  if (out.size() < need) {
+    out.clear();
+    out.resize(need);
+  }
+  uint16_t* o = out.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t tb = 0; tb < tiles16; ++tb) acts_block_to_tiles(x, N, K, tb, o);
+  return o;
+}
+
+// The calling thread's activation tiles (acts_to_tiles): one per thread, so concurrent callers do not share.
+static AlignedVector<uint16_t>& tiles_workspace() {
+  thread_local AlignedVector<uint16_t> w;
+  return w;
+}
+
+// One token's outputs of a job out of the C buffer (c: the token's row in the first row pair's tile; row
+// pairs 4 tiles apart, `tiles` 16-output tiles in order) into y, a contiguous run of
+// 16·tiles floats. With `stream`, the lines wholly inside the run are written with non-temporal stores
+// (through `row`, 64-byte aligned, since y's run need not start on a line), the partial ones at its ends
+// with ordinary stores: they share their line with another job's run.
+GLMLAB_AMX_V void store_c_row(const float* c, int64_t tiles, float* y, bool stream, float* row) {
+  if (!stream) {
+    for (int64_t t = 0; t < tiles; ++t) _mm512_storeu_ps(y + 16 * t, _mm512_load_ps(c + (t / 2) * 1024 + (t % 2) * 256));
+    return;
+  }
+  for (int64_t t = 0; t < tiles; ++t) _mm512_store_ps(row + 16 * t, _mm512_load_ps(c + (t / 2) * 1024 + (t % 2) * 256));
+  const int64_t n = 16 * tiles;
+  const auto addr = reinterpret_cast<uintptr_t>(y);
+  int64_t head = int64_t((64 - addr % 64) % 64) / int64_t(sizeof(float));
+  if (addr % sizeof(float) != 0) head = n;  // not even float-aligned: ordinary stores throughout
+  head = std::min(head, n);
+  int64_t i = 0;
+  for (; i < head; ++i) y[i] = row[i];
+  for (; i + 16 <= n; i += 16) _mm512_stream_ps(y + i, _mm512_loadu_ps(row + i));
+  for (; i < n; ++i) y[i] = row[i];
 }
 
 void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
@@ -216,8 +255,7 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
   // of the packed layout as they lie (1 KB), A the activations rounded to bf16 and copied into whole
   // 1 KB tiles, [token blocks of 16][K/32 steps][16][32]; tokens past N are zero.
   const int64_t steps = K / 32, NB16 = (N + 15) / 16, RB = M / 16, pairs = K / 2;
-  AlignedVector<uint16_t> xt;
-  acts_to_tiles(x, N, K, NB16, xt);
+  const uint16_t* xt = acts_to_tiles(x, N, K, NB16, tiles_workspace());
   // Cache blocking. A tile load costs ~4x a tile product's time when its lines come from L2 rather
   // than L1 (AMX Xeon, 2 cores: ~17 against ~3.5 ns a 1 KB tile; a product ~6.5 ns), and with 8 tile
   // registers a 2 × 2 block of C tiles needs one operand tile load per product. So: a job is a group of
@@ -229,6 +267,7 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
   // operands from L2 or L3): 1.6-2.1x at 64-512 tokens, even at 16 (docs/BENCHMARKS.md, session 17).
   // With one token block (N ≤ 32) the weights stream from memory once whatever the order, and C stays in
   // the tile registers over all of K (one chunk): reloading it every 8 steps cost 10-30% there.
+  // The C tiles start from the bias (a tile load of stride 0 repeats its 16 values in every row).
   constexpr int64_t kGroupBlocks = 16;  // 16 blocks of 32 tokens
   const int64_t RP = (RB + 1) / 2, TBall = (N + 31) / 32;
   const int64_t kChunkSteps = TBall == 1 ? steps : 8;  // 8 steps = 256 inputs
@@ -237,10 +276,15 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
   int64_t rpj = 8;
   while (rpj > 1 && groups * ((RP + rpj - 1) / rpj) < 2 * int64_t(omp_get_max_threads())) rpj /= 2;
   const int64_t RJ = (RP + rpj - 1) / rpj;
+  alignas(64) static const float kZeroRow[16] = {};
+  // An output larger than L2 goes to memory with non-temporal stores: written through the cache, each
+  // line is first read (measured at 512 tokens × 27392 rows: 7.4 against 3.3 ms a thread for the copy).
+  const bool stream = N * M * int64_t(sizeof(float)) > (int64_t(4) << 20);
 #pragma omp parallel
   {
     configure_tiles();
     AlignedVector<float> cbuf(size_t(kGroupBlocks * rpj * 4 * 256));  // [token block][row pair][4 tiles][16][16]
+    AlignedVector<float> row(size_t(rpj * 32));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t job = 0; job < groups * RJ; ++job) {
       const int64_t g = job / RJ, rp0 = (job % RJ) * rpj, rp1 = std::min(RP, rp0 + rpj);
@@ -251,21 +295,23 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
           const bool two_r = 2 * rp + 1 < RB;
           const uint16_t* b0 = P + (2 * rp) * pairs * 32;
           const uint16_t* b1 = b0 + pairs * 32;
+          const float* bias0 = bias ? bias + 32 * rp : kZeroRow;
+          const float* bias1 = bias && two_r ? bias0 + 16 : kZeroRow;
           for (int64_t tb = tb0; tb < tb1; ++tb) {
             const bool two_t = N - 32 * tb > 16;
             float* c = cbuf.data() + ((tb - tb0) * rpj + (rp - rp0)) * 4 * 256;
             if (k0 == 0) {
-              _tile_zero(0);
-              _tile_zero(1);
-              _tile_zero(2);
-              _tile_zero(3);
+              _tile_loadd(0, bias0, 0);
+              _tile_loadd(1, bias1, 0);
+              _tile_loadd(2, bias0, 0);
+              _tile_loadd(3, bias1, 0);
             } else {
               _tile_loadd(0, c, 64);
               _tile_loadd(1, c + 256, 64);
               _tile_loadd(2, c + 512, 64);
               _tile_loadd(3, c + 768, 64);
             }
-            const uint16_t* a0 = xt.data() + (2 * tb) * steps * 512;
+            const uint16_t* a0 = xt + (2 * tb) * steps * 512;
             const uint16_t* a1 = a0 + steps * 512;
             for (int64_t s = k0; s < k1; ++s) {
               _tile_loadd(4, a0 + s * 512, 64);
@@ -288,24 +334,17 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
           }
         }
       }
-      // c[2·(token tile) + row tile][j][i] = y[token 32·tb + 16·(token tile) + j][row 32·rp + 16·(row tile) + i].
-      for (int64_t tb = tb0; tb < tb1; ++tb)
-        for (int64_t rp = rp0; rp < rp1; ++rp) {
-          const float* c = cbuf.data() + ((tb - tb0) * rpj + (rp - rp0)) * 4 * 256;
-          for (int t = 0; t < 2; ++t)
-            for (int r = 0; r < (2 * rp + 1 < RB ? 2 : 1); ++r) {
-              const int64_t m0 = 32 * rp + 16 * r;
-              for (int j = 0; j < 16; ++j) {
-                const int64_t n = 32 * tb + 16 * t + j;
-                if (n >= N) break;
-                float* yr = y + n * M + m0;
-                const float* cr = c + (2 * t + r) * 256 + j * 16;
-                for (int i = 0; i < 16; ++i) yr[i] = cr[i] + (bias ? bias[m0 + i] : 0.0f);
-              }
-            }
-        }
+      // c[2·(token tile) + row tile][j][i] = y[token 32·tb + 16·(token tile) + j][row 32·rp + 16·(row tile) + i]:
+      // each token's outputs of the job are one contiguous run of y.
+      for (int64_t n = 32 * tb0; n < std::min(N, 32 * tb1); ++n) {
+        const int64_t tb = n / 32, t = (n % 32) / 16, j = n % 16;
+        const float* c = cbuf.data() + ((tb - tb0) * rpj) * 4 * 256 + (2 * t) * 256 + j * 16;
+        store_c_row(c, 2 * rp1 <= RB ? 2 * (rp1 - rp0) : 2 * (rp1 - rp0) - 1, y + n * M + 32 * rp0,
+                    stream, row.data());
+      }
     }
     _tile_release();
+    if (stream) _mm_sfence();
   }
 }
 
@@ -316,8 +355,7 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const
   if (N == 0) return;
   const int64_t NB = (N + 31) / 32 * 32, MS = M / 32;
   // dy as whole 1 KB A tiles: read from dy's rows M·2 bytes apart, a tile's 16 rows would touch 16 pages.
-  AlignedVector<uint16_t> dyb;
-  acts_to_tiles(dy, N, M, NB / 16, dyb);
+  const uint16_t* dyb = acts_to_tiles(dy, N, M, NB / 16, tiles_workspace());
   // dx padded to whole tiles; rows beyond N stay zero and are dropped at the end.
   AlignedVector<float> dxp(size_t(NB * K), 0.0f);
   std::memcpy(dxp.data(), dx, size_t(N * K) * sizeof(float));
@@ -354,7 +392,7 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const
         _tile_loadd(1, c01, int(K * 4));
         _tile_loadd(2, c10, int(K * 4));
         _tile_loadd(3, c11, int(K * 4));
-        const uint16_t* a0 = dyb.data() + ((n0 / 16) * MS + m0 / 32) * 512;
+        const uint16_t* a0 = dyb + ((n0 / 16) * MS + m0 / 32) * 512;
         const uint16_t* a1 = a0 + MS * 512;
         const uint32_t* b = wv.data() + (kb * pairs) * 32;
         for (int64_t m = 0; m < mc; m += 32) {
