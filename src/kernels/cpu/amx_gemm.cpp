@@ -190,6 +190,18 @@ void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t 
 
 #define GLMLAB_AMX_V __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
+GLMLAB_AMX_V void copy_run(const float* src, int64_t n, float* y, bool stream) {
+  int64_t head = n;
+  const auto addr = reinterpret_cast<uintptr_t>(y);
+  if (stream && addr % sizeof(float) == 0) head = std::min(n, int64_t((64 - addr % 64) % 64) / int64_t(sizeof(float)));
+  int64_t i = 0;
+  for (; i < head; ++i) y[i] = src[i];
+  for (; i + 16 <= n; i += 16) _mm512_stream_ps(y + i, _mm512_loadu_ps(src + i));
+  for (; i < n; ++i) y[i] = src[i];
+}
+
+namespace {
+
 // Token block tb of acts_to_tiles: 16 tokens' rows rounded to bf16 (VCVTNE2PS2BF16, nearest even, as
 // dpbf16::pack_acts) straight into their A tiles.
 GLMLAB_AMX_V void acts_block_to_tiles(const float* x, int64_t N, int64_t K, int64_t tb, uint16_t* out) {
@@ -209,7 +221,7 @@ GLMLAB_AMX_V void acts_block_to_tiles(const float* x, int64_t N, int64_t K, int6
 // Activations x [N, K] rounded to bf16 and written into whole 1 KB A tiles, [tiles16 blocks of 16
 // tokens][K/32 steps][16][32], on whole cache lines; tokens past N are zero. `out` is a workspace kept by
 // the caller's thread between calls: it only grows, so a layer's calls take no page faults.
-static const uint16_t* acts_to_tiles(const float* x, int64_t N, int64_t K, int64_t tiles16, AlignedVector<uint16_t>& out) {
+const uint16_t* acts_to_tiles(const float* x, int64_t N, int64_t K, int64_t tiles16, AlignedVector<uint16_t>& out) {
   const size_t need = size_t(tiles16 * (K / 32) * 512);
   if (out.size() < need) {
     out.clear();
@@ -222,32 +234,20 @@ static const uint16_t* acts_to_tiles(const float* x, int64_t N, int64_t K, int64
 }
 
 // The calling thread's activation tiles (acts_to_tiles): one per thread, so concurrent callers do not share.
-static AlignedVector<uint16_t>& tiles_workspace() {
+AlignedVector<uint16_t>& tiles_workspace() {
   thread_local AlignedVector<uint16_t> w;
   return w;
 }
 
 // One token's outputs of a job out of the C buffer (c: the token's row in the first row pair's tile; row
-// pairs 4 tiles apart, `tiles` 16-output tiles in order) into y, a contiguous run of
-// 16·tiles floats. With `stream`, the lines wholly inside the run are written with non-temporal stores
-// (through `row`, 64-byte aligned, since y's run need not start on a line), the partial ones at its ends
-// with ordinary stores: they share their line with another job's run.
+// pairs 4 tiles apart, `tiles` 16-output tiles in order) into y, a contiguous run of 16·tiles floats,
+// through `row` (64-byte aligned) and copy_run.
 GLMLAB_AMX_V void store_c_row(const float* c, int64_t tiles, float* y, bool stream, float* row) {
-  if (!stream) {
-    for (int64_t t = 0; t < tiles; ++t) _mm512_storeu_ps(y + 16 * t, _mm512_load_ps(c + (t / 2) * 1024 + (t % 2) * 256));
-    return;
-  }
   for (int64_t t = 0; t < tiles; ++t) _mm512_store_ps(row + 16 * t, _mm512_load_ps(c + (t / 2) * 1024 + (t % 2) * 256));
-  const int64_t n = 16 * tiles;
-  const auto addr = reinterpret_cast<uintptr_t>(y);
-  int64_t head = int64_t((64 - addr % 64) % 64) / int64_t(sizeof(float));
-  if (addr % sizeof(float) != 0) head = n;  // not even float-aligned: ordinary stores throughout
-  head = std::min(head, n);
-  int64_t i = 0;
-  for (; i < head; ++i) y[i] = row[i];
-  for (; i + 16 <= n; i += 16) _mm512_stream_ps(y + i, _mm512_loadu_ps(row + i));
-  for (; i < n; ++i) y[i] = row[i];
+  copy_run(row, 16 * tiles, y, stream);
 }
+
+}  // namespace
 
 void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
                       float* y) {
@@ -277,9 +277,7 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
   while (rpj > 1 && groups * ((RP + rpj - 1) / rpj) < 2 * int64_t(omp_get_max_threads())) rpj /= 2;
   const int64_t RJ = (RP + rpj - 1) / rpj;
   alignas(64) static const float kZeroRow[16] = {};
-  // An output larger than L2 goes to memory with non-temporal stores: written through the cache, each
-  // line is first read (measured at 512 tokens × 27392 rows: 7.4 against 3.3 ms a thread for the copy).
-  const bool stream = N * M * int64_t(sizeof(float)) > (int64_t(4) << 20);
+  const bool stream = stream_output(N * M * int64_t(sizeof(float)));
 #pragma omp parallel
   {
     configure_tiles();
@@ -344,7 +342,7 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
       }
     }
     _tile_release();
-    if (stream) _mm_sfence();
+    if (stream) _mm_sfence();  // the non-temporal stores visible before the threads join
   }
 }
 

@@ -40,4 +40,13 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
 using RowSource = std::function<const uint16_t*(int64_t m0, int64_t count, uint16_t* scratch)>;
 void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const float* dy, int64_t N, float* dx);
 
+// Kernel helpers shared by the AMX GEMMs. An output larger than L2 goes to memory with non-temporal
+// stores: written through the cache each of its lines is read first (512 tokens × 27392 rows: 7.4 against
+// 3.3 ms a thread for the copy on an AMX Xeon).
+inline bool stream_output(int64_t bytes) { return bytes > (int64_t(4) << 20); }
+// y[0, n) = src[0, n). With `stream`, the 64-byte lines wholly inside y's run are written with
+// non-temporal stores, the partial ones at its ends with ordinary stores (they share their line with
+// another run); the caller fences (_mm_sfence) before the output is read. Requires AVX-512 (available()).
+void copy_run(const float* src, int64_t n, float* y, bool stream);
+
 }  // namespace glmlab::amx

@@ -67,7 +67,7 @@ struct Unit {
 // xt: the activations as A tiles ([token blocks of 16][steps][16][64]).
 template <bool kQ4>
 GLMLAB_AMX8_V void job(const Matrix& P, const vnni::PackedActs& a, const int8_t* xt, int64_t rb0, int nrb, int t0,
-                       int ntok, float* y, int64_t ys, Buffers& buf) {
+                       int ntok, float* y, int64_t ys, bool stream, Buffers& buf) {
   constexpr int64_t kSU = kQ4 ? 8 : 16;  // units per step of 64 inputs
   const int64_t U = a.units, steps = U / kSU, SB = a.block / kStepInputs, ng = P.groups(), G = P.group_size;
   const uint8_t* base = static_cast<const uint8_t*>(P.data);
@@ -133,12 +133,9 @@ GLMLAB_AMX8_V void job(const Matrix& P, const vnni::PackedActs& a, const int8_t*
     }
   }
   if (have_prev) fold_unit(prev, buf.c[cur ^ 1]);
-  for (int rr = 0; rr < nrb; ++rr) {
-    const int64_t row = (rb0 + rr) * kRows, left = P.rows - row;
-    const __mmask16 m = left >= kRows ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
-    for (int t = 0; t < ntok; ++t)
-      _mm512_mask_storeu_ps(y + int64_t(t0 + t) * ys + row, m, _mm512_load_ps(buf.acc + t * AS + 16 * rr));
-  }
+  // Each token's outputs of the job are one run of y.
+  const int64_t row0 = rb0 * kRows, n = std::min<int64_t>(nrb * kRows, P.rows - row0);
+  for (int t = 0; t < ntok; ++t) copy_run(buf.acc + t * AS, n, y + int64_t(t0 + t) * ys + row0, stream);
 }
 
 }  // namespace
@@ -171,6 +168,7 @@ void packed_gemm(const Matrix& P, const vnni::PackedActs& a, float* y, int64_t y
           std::memset(d, 0, 64);
       }
   const int64_t RB = (P.rows + kRows - 1) / kRows, RG = (RB + 2 * kPairs - 1) / (2 * kPairs), TB = (a.nt + 31) / 32;
+  const bool stream = stream_output(int64_t(a.nt) * P.rows * int64_t(sizeof(float)));
 #pragma omp parallel
   {
     configure_tiles();
@@ -182,11 +180,12 @@ void packed_gemm(const Matrix& P, const vnni::PackedActs& a, float* y, int64_t y
       const int nrb = int(std::min<int64_t>(2 * kPairs, RB - 2 * kPairs * rg));
       const int t0 = int(tb * 32), ntok = std::min(32, a.nt - t0);
       if (q4)
-        job<true>(P, a, xt, 2 * kPairs * rg, nrb, t0, ntok, y, ys, buf);
+        job<true>(P, a, xt, 2 * kPairs * rg, nrb, t0, ntok, y, ys, stream, buf);
       else
-        job<false>(P, a, xt, 2 * kPairs * rg, nrb, t0, ntok, y, ys, buf);
+        job<false>(P, a, xt, 2 * kPairs * rg, nrb, t0, ntok, y, ys, stream, buf);
     }
     _tile_release();
+    if (stream) _mm_sfence();  // the non-temporal stores visible before the threads join
   }
 }
 
