@@ -4,10 +4,10 @@
 #include <immintrin.h>
 #include <omp.h>
 #include <sys/syscall.h>
-
-#pragma GCC diagnostic ignored "-Wuninitialized"  // GCC 12 on _mm512_setzero_ps / set1 under a target attribute
 #include <unistd.h>
 #include <cpuid.h>
+
+#pragma GCC diagnostic ignored "-Wuninitialized"  // GCC 12 on _mm512_setzero_ps / set1 under a target attribute
 
 #include <algorithm>
 #include <bit>
@@ -18,7 +18,6 @@
 
 #include "kernels/cpu/dpbf16_gemm.h"
 #include "util/aligned.h"
-#include "util/dtype.h"
 
 namespace glmlab::amx {
 namespace {
@@ -153,25 +152,25 @@ GLMLAB_AMX_V void acts_block_to_tiles(const float* x, int64_t N, int64_t K, int6
   }
 }
 
-// Activations x [N, K] rounded to bf16 and written into whole 1 KB A tiles, [tiles16 blocks of 16
-// tokens][K/32 steps][16][32], on whole cache lines; tokens past N are zero. `out` is a workspace kept by
-// the caller's thread between calls: it only grows, so a layer's calls take no page faults.
-const uint16_t* acts_to_tiles(const float* x, int64_t N, int64_t K, int64_t tiles16, AlignedVector<uint16_t>& out) {
-  const size_t need = size_t(tiles16 * (K / 32) * 512);
-  if (out.size() < need) {
-    out.clear();
-    out.resize(need);
+// The calling thread's buffer for a call's activations in tile layout, at least n elements, 64-byte
+// aligned: kept between calls and only grown, so a layer's calls take no page faults (one per thread, so
+// concurrent callers do not share; it holds the largest call's activations, as bf16).
+uint16_t* tiles_workspace(size_t n) {
+  thread_local AlignedVector<uint16_t> w;
+  if (w.size() < n) {
+    w.clear();
+    w.resize(n);
   }
-  uint16_t* o = out.data();
+  return w.data();
+}
+
+// Activations x [N, K] rounded to bf16 and written into whole 1 KB A tiles, [tiles16 blocks of 16
+// tokens][K/32 steps][16][32], on whole cache lines (tiles_workspace); tokens past N are zero.
+const uint16_t* acts_to_tiles(const float* x, int64_t N, int64_t K, int64_t tiles16) {
+  uint16_t* o = tiles_workspace(size_t(tiles16 * (K / 32) * 512));
 #pragma omp parallel for schedule(static)
   for (int64_t tb = 0; tb < tiles16; ++tb) acts_block_to_tiles(x, N, K, tb, o);
   return o;
-}
-
-// The calling thread's activation tiles (acts_to_tiles): one per thread, so concurrent callers do not share.
-AlignedVector<uint16_t>& tiles_workspace() {
-  thread_local AlignedVector<uint16_t> w;
-  return w;
 }
 
 // r[i] = column i of the 16 × 16 matrix whose rows r held (in registers: unpack, then 128-bit lane shuffles).
@@ -237,12 +236,7 @@ GLMLAB_AMX_V void store_c_row(const float* c, int64_t tiles, float* y, bool stre
 void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y) {
   const int64_t NB = (N + 31) / 32 * 32;  // rows of x padded to whole pairs of 16-row tiles
   // Packed activations: for each block of 16 rows, [K/2][16][2] bf16 (a tile row = one k pair of 16 rows).
-  AlignedVector<uint16_t>& xp = tiles_workspace();
-  if (xp.size() < size_t(NB * K)) {
-    xp.clear();
-    xp.resize(size_t(NB * K));
-  }
-  uint16_t* xpd = xp.data();
+  uint16_t* xpd = tiles_workspace(size_t(NB * K));
 #pragma omp parallel for schedule(static)
   for (int64_t nb = 0; nb < NB / 16; ++nb) pairs_block(x, N, K, nb, xpd);
   const int64_t MB = M / 32, NBP = NB / 32;
@@ -303,7 +297,7 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
   // of the packed layout as they lie (1 KB), A the activations rounded to bf16 and copied into whole
   // 1 KB tiles, [token blocks of 16][K/32 steps][16][32]; tokens past N are zero.
   const int64_t steps = K / 32, NB16 = (N + 15) / 16, RB = M / 16, pairs = K / 2;
-  const uint16_t* xt = acts_to_tiles(x, N, K, NB16, tiles_workspace());
+  const uint16_t* xt = acts_to_tiles(x, N, K, NB16);
   // Cache blocking. A tile load costs ~4x a tile product's time when its lines come from L2 rather
   // than L1 (AMX Xeon, 2 cores: ~17 against ~3.5 ns a 1 KB tile; a product ~6.5 ns), and with 8 tile
   // registers a 2 × 2 block of C tiles needs one operand tile load per product. So: a job is a group of
@@ -401,7 +395,7 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const
   if (N == 0) return;
   const int64_t NB = (N + 31) / 32 * 32, MS = M / 32;
   // dy as whole 1 KB A tiles: read from dy's rows M·2 bytes apart, a tile's 16 rows would touch 16 pages.
-  const uint16_t* dyb = acts_to_tiles(dy, N, M, NB / 16, tiles_workspace());
+  const uint16_t* dyb = acts_to_tiles(dy, N, M, NB / 16);
   // dx padded to whole tiles; rows beyond N stay zero and are dropped at the end.
   AlignedVector<float> dxp(size_t(NB * K), 0.0f);
   std::memcpy(dxp.data(), dx, size_t(N * K) * sizeof(float));
