@@ -125,9 +125,12 @@ double peak_int8(int64_t iters, float* sink) {
 #define GLMLAB_AMX_V __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
 GLMLAB_AMX_V void copy_run(const float* src, int64_t n, float* y, bool stream) {
-  int64_t head = n;
   const auto addr = reinterpret_cast<uintptr_t>(y);
-  if (stream && addr % sizeof(float) == 0) head = std::min(n, int64_t((64 - addr % 64) % 64) / int64_t(sizeof(float)));
+  if (!stream || addr % sizeof(float) != 0) {
+    std::memcpy(y, src, size_t(n) * sizeof(float));
+    return;
+  }
+  const int64_t head = std::min(n, int64_t((64 - addr % 64) % 64) / int64_t(sizeof(float)));
   int64_t i = 0;
   for (; i < head; ++i) y[i] = src[i];
   for (; i + 16 <= n; i += 16) _mm512_stream_ps(y + i, _mm512_loadu_ps(src + i));
