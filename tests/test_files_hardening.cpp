@@ -25,6 +25,7 @@
 #include "model/generate.h"
 #include "model/loader.h"
 #include "model/merge.h"
+#include "serve/scheduler.h"
 #include "model/peft_io.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
@@ -470,6 +471,28 @@ TEST(FilesFinite, LogitsThatOverflowAreAnErrorNotAReply) {
     o.sampling.greedy = greedy;
     std::string e = test::error_of([&] { generate(m, *ops, {{1, 2, 3}}, o); });
     EXPECT_CONTAINS(e, "logits are not finite");
+  }
+  {  // the server's scheduler: each request ends with an error, greedy (its id would be 5) and sampled
+    serve::Scheduler sched(m, *ops, serve::SchedulerOptions{2, 8, 16, 32, KvDtype::F32});
+    std::vector<std::pair<serve::FinishReason, std::string>> ends(2);
+    std::vector<int> tokens(2, 0);
+    for (int k = 0; k < 2; ++k) {
+      serve::Request q;
+      q.prompt = {1, 2, 3};
+      q.max_tokens = 3;
+      q.sampling.greedy = k == 0;
+      if (k == 1) q.sampling.temperature = 0.8f;
+      serve::SequenceEvents ev;
+      ev.on_token = [&tokens, k](int32_t) { return ++tokens[size_t(k)], true; };
+      ev.on_finish = [&ends, k](serve::FinishReason r, const std::string& err) { ends[size_t(k)] = {r, err}; };
+      ASSERT_TRUE(sched.submit(std::move(q), std::move(ev)));
+    }
+    sched.run_until_idle();
+    for (int k = 0; k < 2; ++k) {
+      EXPECT_EQ(ends[size_t(k)].first, serve::FinishReason::Error) << k;
+      EXPECT_CONTAINS(ends[size_t(k)].second, "logits are not finite");
+      EXPECT_EQ(tokens[size_t(k)], 0) << k;
+    }
   }
   auto r = test::run_cli("generate --tokenizer bytes --ids '1 2 3' -n 3 --model " + dir.string());
   EXPECT_EQ(r.rc, 1) << r.out;

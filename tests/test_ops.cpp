@@ -254,6 +254,46 @@ TEST_F(OpsVsRef, EmbeddingRmsnormSwigluAdd) {
   EXPECT_EQ(y1, y2);
 }
 
+// Greedy decoding's argmax: the first of equal maxima, anywhere in a row of any length (the SIMD pass
+// and its scalar tail), +0/-0 equal, and a row with Inf or NaN anywhere mapped to id 5 as the reference.
+TEST_F(OpsVsRef, ArgmaxIsTheFirstMaximumAndNonFiniteRowsGiveFive) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (int64_t V : {1, 2, 3, 5, 6, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 1000, 65024}) {
+    std::vector<std::vector<float>> rows;
+    for (int64_t at : {int64_t(0), V / 3, V - 1, std::max<int64_t>(0, V - 17)}) {
+      auto r = randv(size_t(V), uint32_t(V * 7 + at), 2.0f);
+      r[size_t(at)] = 3.0f;  // the maximum at the start, inside, in the SIMD tail
+      rows.push_back(r);
+      if (at + 1 < V) {  // and twice: the first one wins
+        r[size_t(V - 1)] = 3.0f;
+        rows.push_back(r);
+      }
+      for (float bad : {inf, -inf, nan}) {  // anywhere in the row
+        auto b = r;
+        b[size_t(at)] = bad;
+        rows.push_back(b);
+      }
+    }
+    rows.push_back(std::vector<float>(size_t(V), -1.5f));  // all equal: index 0
+    auto z = std::vector<float>(size_t(V), -1.0f);
+    z[size_t(V / 2)] = -0.0f;
+    z[size_t(V - 1)] = 0.0f;  // +0 after -0: equal, the first stays
+    rows.push_back(z);
+    std::vector<float> x;
+    for (auto& r : rows) x.insert(x.end(), r.begin(), r.end());
+    const int64_t R = int64_t(rows.size());
+    std::vector<int32_t> a(size_t(R), -7), b(size_t(R), -7);
+    ref->argmax(x.data(), R, V, a.data());
+    cpu->argmax(x.data(), R, V, b.data());
+    EXPECT_EQ(b, a) << "V = " << V;
+    for (int64_t r = 0; r < R; ++r) {  // one row at a time too (no threads)
+      int32_t one = -7;
+      cpu->argmax(x.data() + r * V, 1, V, &one);
+      EXPECT_EQ(one, a[size_t(r)]) << "V = " << V << ", row " << r;
+    }
+  }
+}
+
 TEST_F(OpsVsRef, RopeInterleavedFirstHalf) {
   const int D = 16, heads = 3;
   const int64_t N = 4, stride = heads * D + 5;

@@ -1,19 +1,29 @@
 // The OpenAI API layer of `glmlab serve` without a server (serve/http/openai_api.h, metrics.h): every
 // bad request is a 400 naming its field, the JSON shapes of replies and chunks, the Prometheus text,
-// and the holdback of streamed text that may begin a stop string. The server itself is tested through
-// the `openai` client in tools/reference/tests/test_serve.py (CTest serve_openai).
+// and the holdback of streamed text that may begin a stop string; the server's listen backlog. The server
+// itself is tested through the `openai` client in tools/reference/tests/test_serve.py (CTest serve_openai).
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
 
+#include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <random>
 #include <regex>
 #include <sstream>
 
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "model/loader.h"
 #include "serve/http/metrics.h"
 #include "serve/http/openai_api.h"
+#include "serve/http/server.h"
+#include "serve/scheduler.h"
 
 namespace glmlab::serve::http {
 namespace {
@@ -501,6 +511,47 @@ TEST(ServeApi, MetricsArePrometheusText) {
   EXPECT_EQ(v["glmlab_time_per_output_token_seconds_count"], 1);
   EXPECT_EQ(v["glmlab_time_per_output_token_seconds_bucket{le=\"0.025\"}"], 1);
   EXPECT_EQ(v["glmlab_time_per_output_token_seconds_bucket{le=\"0.01\"}"], 0);
+}
+
+// A burst of clients connecting at once is queued by the kernel, not dropped: with httplib's backlog of
+// 5, the connections past it lost their SYN and waited a 1 s retransmission for their first token. Here
+// nothing accepts (bound, listen() not called): every one of 32 connections must still complete at once.
+TEST(ServeServer, ListenBacklogHoldsABurstOfConnections) {
+  static Model m = load_model("random:tiny", "bf16", 3);
+  auto ops = make_ops(Backend::Cpu);
+  Scheduler sched(m, *ops, SchedulerOptions{2, 4, 16, 64, KvDtype::F32});
+  ServerOptions o;
+  o.port = 0;
+  Server server(sched, tok(), 64, o);
+  const int port = server.bind();
+  ASSERT_GT(port, 0);
+  constexpr int kClients = 32;
+  std::vector<pollfd> fds;
+  for (int i = 0; i < kClients; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in a = {};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(uint16_t(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    ASSERT_TRUE(rc == 0 || errno == EINPROGRESS) << std::strerror(errno);
+    fds.push_back({fd, POLLOUT, 0});
+  }
+  // Established connections are writable at once; a dropped SYN keeps its socket unwritable for 1 s.
+  int connected = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+  while (connected < kClients && std::chrono::steady_clock::now() < deadline) {
+    ::poll(fds.data(), fds.size(), 50);
+    connected = 0;
+    for (auto& p : fds) {
+      int err = 0;
+      socklen_t len = sizeof(err);
+      if ((p.revents & POLLOUT) && ::getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) ++connected;
+    }
+  }
+  for (auto& p : fds) ::close(p.fd);
+  EXPECT_EQ(connected, kClients);
 }
 
 }  // namespace

@@ -224,22 +224,27 @@ bool Scheduler::step() {
   for (size_t i = 0; i < running_.size(); ++i) running_[i]->prefilled += prefill_taken[i];
 
   // 3. Sample each sequence's next id; stop, limit or the caller's verdict retire it.
+  // The greedy ids of every row in one call (the first maximum, as generate(); threads over rows). A row
+  // with Inf or NaN gets the reference's id 5, so only a 5 (or a sampled row) needs the finiteness scan.
+  auto is_greedy = [](const Seq& s) { return s.req.sampling.greedy || s.req.sampling.temperature <= 0.0f; };
+  const int32_t non_finite_id = V > 5 ? 5 : 0;
+  greedy_ids_.assign(want.size(), -1);
+  if (std::any_of(want.begin(), want.end(), [&](const Seq* s) { return is_greedy(*s); }))
+    ops_.argmax(logits_.data(), int64_t(want.size()), V, greedy_ids_.data());
   int64_t generated = 0;
   for (size_t k = 0; k < want.size(); ++k) {
     Seq& s = *want[k];
     if (s.done) continue;
     const float* row = logits_.data() + int64_t(k) * V;
-    if (size_t bad = first_non_finite(row, DType::F32, size_t(V)); bad < size_t(V)) {  // vectorized scan
-      finish(s, FinishReason::Error,
-             fmt::format("the model's logits are not finite (id {}: {}): its weights or adapter overflow in this dtype",
-                         bad, row[bad]));
-      continue;
-    }
-    int32_t id;
-    if (s.req.sampling.greedy || s.req.sampling.temperature <= 0.0f)
-      ops_.argmax(row, 1, V, &id);  // the first maximum, as generate()
-    else
-      id = sample_token(std::vector<float>(row, row + V), s.req.sampling, s.rng);
+    const bool greedy = is_greedy(s);
+    if (!greedy || greedy_ids_[k] == non_finite_id)
+      if (size_t bad = first_non_finite(row, DType::F32, size_t(V)); bad < size_t(V)) {  // vectorized scan
+        finish(s, FinishReason::Error,
+               fmt::format("the model's logits are not finite (id {}: {}): its weights or adapter overflow in this "
+                           "dtype", bad, row[bad]));
+        continue;
+      }
+    const int32_t id = greedy ? greedy_ids_[k] : sample_token(std::vector<float>(row, row + V), s.req.sampling, s.rng);
     const bool is_stop = std::find(s.req.stop_ids.begin(), s.req.stop_ids.end(), id) != s.req.stop_ids.end();
     if (is_stop && s.generated >= s.req.min_tokens) {
       finish(s, FinishReason::Stop, "");

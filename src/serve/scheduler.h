@@ -122,6 +122,7 @@ class Scheduler {
   bool finish_on_close_ = true;
   std::thread thread_;
   std::vector<float> logits_;
+  std::vector<int32_t> greedy_ids_;  // stepping thread only
 };
 
 }  // namespace glmlab::serve

@@ -287,6 +287,14 @@ class CpuOps final : public Ops {
       }
   }
 
+  void argmax(const float* x, int64_t rows, int64_t V, int32_t* out) override {
+#pragma omp parallel for schedule(static) if (rows > 1 && rows * V > 65536)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = simd::argmax_finite(x + r * V, size_t(V));
+      out[r] = i >= 0 ? int32_t(i) : (V > 5 ? 5 : 0);  // a row with Inf/NaN: id 5, as the reference
+    }
+  }
+
   void add(float* y, const float* x, int64_t count) override {
 #pragma omp parallel for schedule(static) if (count > 65536)
     for (int64_t i = 0; i < count; ++i) y[i] += x[i];

@@ -2,6 +2,8 @@
 // at run time.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/simd.cpp"
+#include <cmath>
+
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
@@ -203,6 +205,40 @@ void Mul3(const float* x, float s, const float* w, float* y, size_t n) {
   for (; i < n; ++i) y[i] = x[i] * s * w[i];
 }
 
+int64_t ArgmaxFinite(const float* x, size_t n) {
+  if (n == 0) return -1;
+  const DF df;
+  const hn::RebindToUnsigned<DF> du;
+  const size_t L = hn::Lanes(df);
+  const auto exp_mask = hn::Set(du, 0x7f800000u);
+  // Pass 1: the largest value, and whether any exponent is all ones (Inf or NaN). Two accumulators.
+  auto m0 = hn::Set(df, x[0]), m1 = m0;
+  auto bad = hn::Zero(du);
+  size_t i = 0;
+  for (; i + 2 * L <= n; i += 2 * L) {
+    const auto a = hn::LoadU(df, x + i), b = hn::LoadU(df, x + i + L);
+    m0 = hn::Max(m0, a);
+    m1 = hn::Max(m1, b);
+    const auto ea = hn::And(hn::BitCast(du, a), exp_mask), eb = hn::And(hn::BitCast(du, b), exp_mask);
+    bad = hn::Or(bad, hn::Or(hn::VecFromMask(du, hn::Eq(ea, exp_mask)), hn::VecFromMask(du, hn::Eq(eb, exp_mask))));
+  }
+  if (!hn::AllFalse(du, hn::Ne(bad, hn::Zero(du)))) return -1;
+  float m = hn::GetLane(hn::MaxOfLanes(df, hn::Max(m0, m1)));
+  for (size_t j = i; j < n; ++j) {
+    if (!std::isfinite(x[j])) return -1;
+    if (x[j] > m) m = x[j];
+  }
+  // Pass 2: the first index holding that value (a +0 and a -0 compare equal, as in the reference).
+  const auto vm = hn::Set(df, m);
+  for (i = 0; i + L <= n; i += L) {
+    const intptr_t k = hn::FindFirstTrue(df, hn::Eq(hn::LoadU(df, x + i), vm));
+    if (k >= 0) return int64_t(i) + k;
+  }
+  for (; i < n; ++i)
+    if (x[i] == m) return int64_t(i);
+  return -1;  // not reached: m is one of the values
+}
+
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 
 }  // namespace HWY_NAMESPACE
@@ -218,6 +254,7 @@ HWY_EXPORT(Axpy);
 HWY_EXPORT(Scale);
 HWY_EXPORT(SumSquares);
 HWY_EXPORT(Mul3);
+HWY_EXPORT(ArgmaxFinite);
 HWY_EXPORT(TargetName);
 
 void to_f32(const void* src, DType dtype, float* dst, size_t n) { HWY_DYNAMIC_DISPATCH(ToF32)(src, dtype, dst, n); }
@@ -230,6 +267,7 @@ void axpy(float a, const float* x, float* y, size_t n) { HWY_DYNAMIC_DISPATCH(Ax
 void scale(float a, float* y, size_t n) { HWY_DYNAMIC_DISPATCH(Scale)(a, y, n); }
 float sum_squares(const float* x, size_t n) { return HWY_DYNAMIC_DISPATCH(SumSquares)(x, n); }
 void mul3(const float* x, float s, const float* w, float* y, size_t n) { HWY_DYNAMIC_DISPATCH(Mul3)(x, s, w, y, n); }
+int64_t argmax_finite(const float* x, size_t n) { return HWY_DYNAMIC_DISPATCH(ArgmaxFinite)(x, n); }
 const char* target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
 }  // namespace glmlab::simd
 #endif

@@ -19,6 +19,8 @@ void axpy(float a, const float* x, float* y, size_t n);  // y += a·x
 void scale(float a, float* y, size_t n);                 // y *= a
 float sum_squares(const float* x, size_t n);
 void mul3(const float* x, float s, const float* w, float* y, size_t n);  // y = x·s·w
+// The first index of the largest of x[0, n), or -1 when a value is not finite (or n is 0).
+int64_t argmax_finite(const float* x, size_t n);
 const char* target_name();  // the ISA chosen at run time, e.g. "AVX3_SPR"
 
 }  // namespace glmlab::simd

@@ -391,6 +391,10 @@ int Server::bind() {
   if (port < 0)
     fail("cannot listen on {}:{} (address in use, not an address of this machine, or a port that needs privileges)",
          s.opt.host, s.opt.port);
+  // httplib listens with a backlog of 5 (compiled into Debian's libcpp-httplib): a burst of more clients
+  // connecting at once had SYNs dropped, and each waited a 1 s retransmission for its first token. Listening
+  // again on the bound socket raises the backlog (Linux takes the new value, capped by somaxconn).
+  if (int fd = s.listen_fd.load(); fd >= 0) ::listen(fd, SOMAXCONN);
   return port;
 }
 
