@@ -10,7 +10,8 @@
 // - only the CPU back end with approximate activations packs; exact activations on a packed matrix give
 //   bit for bit what they give on the row-major one.
 // For fp16 the same, with fp32 activations (nothing rounded): against the fp64 reference < 1e-5, a
-// reference that reads the wrong row of a block or the wrong input is far outside.
+// reference that reads the wrong row of a block or the wrong input is far outside; on AMX CPUs from 9
+// rows, weights exact as two bf16 tiles and activations rounded to bf16.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -233,8 +234,47 @@ TEST(F16Packed, ProductsMatchTheFp32Reference) {
   }
 }
 
+// On AMX CPUs the back end takes fp16 from 32 rows (K a multiple of 32) to amx::gemm_f16_packed: the
+// weights split into bf16 tiles hi + lo that sum to them exactly, the activations rounded to bf16. Against
+// the fp64 reference on the same rounded activations and the exact fp16 weights, with a bias: < 1e-5
+// (one bf16 tile, hi alone, is ~1e-3 off); on unrounded activations it is far outside. Shapes as the
+// bf16 AMX test: odd row blocks, chunk tails, two groups of token blocks, an output over 4 MB.
+TEST(F16Packed, AmxSplitsTheWeightsExactlyAndRoundsTheActivations) {
+  if (!amx::available()) GTEST_SKIP() << "no AMX on this CPU";
+  struct Shape { int64_t M, K; };
+  for (Shape s : {Shape{16, 32}, Shape{48, 96}, Shape{64, 2112}, Shape{560, 288}, Shape{2064, 64}}) {
+    const F16 f = make_f16(s.M, s.K, uint32_t(5 * s.M + s.K));
+    ASSERT_TRUE(f16p::packable(f.m()));
+    const auto p = f16p::pack(f.m());
+    std::vector<float> bias(size_t(s.M));
+    for (int64_t r = 0; r < s.M; ++r) bias[size_t(r)] = 0.02f * float(r % 5) - 0.04f;
+    std::vector<int64_t> Ns = {9, 15, 16, 17, 32, 33, 40};
+    if (s.M == 560) Ns = {9, 40, 530};
+    if (s.M == 2064) Ns = {530};
+    for (int64_t N : Ns) {
+      SCOPED_TRACE(testing::Message() << s.M << "x" << s.K << " N " << N);
+      const auto x = test::uniform_acts(N, s.K, uint32_t(11 * N));
+      auto xr = x;
+      for (auto& v : xr) v = bf16_to_f32(f32_to_bf16(v));
+      std::vector<float> y(size_t(N * s.M), -1.0f);
+      amx::gemm_f16_packed(static_cast<const uint16_t*>(p.m.data), s.M, s.K, x.data(), N, bias.data(), y.data());
+      auto with_bias = [&](std::vector<double> ref) {
+        for (int64_t n = 0; n < N; ++n)
+          for (int64_t r = 0; r < s.M; ++r) ref[size_t(n * s.M + r)] += bias[size_t(r)];
+        return ref;
+      };
+      EXPECT_LT(test::token_nerr(y, with_bias(reference_f16(f, xr, N, false)), N, s.M), 1e-5);
+      EXPECT_GT(test::token_nerr(y, with_bias(reference_f16(f, x, N, false)), N, s.M), 1e-4);  // unrounded
+      EXPECT_GT(test::token_nerr(y, with_bias(reference_f16(f, xr, N, true)), N, s.M), 1e-2);  // rows mixed
+      std::vector<float> yo(y.size());
+      make_ops(Backend::Cpu, true)->matmul(x.data(), N, p.m, bias.data(), yo.data());
+      if (N >= 32) EXPECT_EQ(yo, y);  // the back end from 32 rows: this kernel, bit for bit
+    }
+  }
+}
+
 TEST(F16Packed, OnlyTheApproximateCpuBackEndPacksAndExactActivationsReadItRowMajor) {
-  const F16 f = make_f16(64, 72, 5);
+  const F16 f = make_f16(64, 72, 5);  // 72 inputs: not AMX's multiple of 32, the AVX-512 kernel at every N
   if (!f16p::packable(f.m())) GTEST_SKIP() << "no AVX-512 on this CPU: the packed fp16 kernels never run";
   PackedWeights pw;
   auto exact = make_ops(Backend::Cpu, false);

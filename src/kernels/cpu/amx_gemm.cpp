@@ -8,6 +8,7 @@
 #include <cpuid.h>
 
 #pragma GCC diagnostic ignored "-Wuninitialized"  // GCC 12 on _mm512_setzero_ps / set1 under a target attribute
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 on _mm512_cvtph_ps / extracts likewise
 
 #include <algorithm>
 #include <bit>
@@ -234,6 +235,29 @@ GLMLAB_AMX_V void store_c_row(const float* c, int64_t tiles, float* y, bool stre
   copy_run(row, 16 * tiles, y, stream);
 }
 
+// Steps [k0, k1) of the 16-row block rb of an fp16 matrix packed [M/16][K][16 rows] (f16_packed.h) as
+// bf16 B tiles in the bf16 packed layout, [steps][16 pairs][16 rows][2]: hi = bf16(w) (nearest even) and
+// lo = bf16(w − hi). An fp16 value has 11 significant bits and hi holds the first 8, so w − hi is exact
+// in fp32 and fits lo's 8 bits: hi + lo == w exactly, and hi·a + lo·a is the fp16 weight's product.
+GLMLAB_AMX_V void f16_block_to_tiles(const uint16_t* P, int64_t K, int64_t rb, int64_t k0, int64_t k1, uint16_t* hi,
+                                     uint16_t* lo) {
+  alignas(64) static const uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                                       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i idx = _mm512_load_si512(kInterleave);
+  const uint16_t* src = P + rb * K * 16;  // [K][16 rows]
+  for (int64_t p = 16 * k0; p < 16 * k1; ++p) {
+    const __m512 wa = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + (2 * p) * 16)));
+    const __m512 wb = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + (2 * p + 1) * 16)));
+    const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(wb, wa);  // words 0-15: input 2p, 16-31: input 2p + 1
+    const __m512 ha = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(h)), 16));
+    const __m512 hb = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(h, 1)), 16));
+    const __m512i l = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(wb, hb), _mm512_sub_ps(wa, ha));
+    const int64_t o = (p - 16 * k0) * 32;  // the pair's line: row r's two inputs at words 2r, 2r + 1
+    _mm512_store_si512(hi + o, _mm512_permutexvar_epi16(idx, h));
+    _mm512_store_si512(lo + o, _mm512_permutexvar_epi16(idx, l));
+  }
+}
+
 }  // namespace
 
 void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y) {
@@ -294,8 +318,12 @@ void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t 
   }
 }
 
-void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
-                      float* y) {
+namespace {
+
+// The packed GEMM of bf16 weights, or (kF16) of fp16 weights packed [M/16][K][16], whose chunks are
+// converted per row pair into hi and lo bf16 B tiles (f16_block_to_tiles) and multiplied twice.
+template <bool kF16>
+void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y) {
   // C[16 tokens][16 rows] += A[16 tokens][16 input pairs] · B[16 input pairs][16 rows][2]: B is 16 lines
   // of the packed layout as they lie (1 KB), A the activations rounded to bf16 and copied into whole
   // 1 KB tiles, [token blocks of 16][K/32 steps][16][32]; tokens past N are zero.
@@ -315,7 +343,7 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
   // The C tiles start from the bias (a tile load of stride 0 repeats its 16 values in every row).
   constexpr int64_t kGroupBlocks = 16;  // 16 blocks of 32 tokens
   const int64_t RP = (RB + 1) / 2, TBall = (N + 31) / 32;
-  const int64_t kChunkSteps = TBall == 1 ? steps : 8;  // 8 steps = 256 inputs
+  const int64_t kChunkSteps = TBall == 1 && !kF16 ? steps : 8;  // 8 steps = 256 inputs
   const int64_t groups = (TBall + kGroupBlocks - 1) / kGroupBlocks;
   // Row pairs per job: 8 (256 rows), fewer where that would leave threads without work.
   int64_t rpj = 8;
@@ -328,6 +356,8 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
     configure_tiles();
     AlignedVector<float> cbuf(size_t(kGroupBlocks * rpj * 4 * 256));  // [token block][row pair][4 tiles][16][16]
     AlignedVector<float> row(size_t(rpj * 32));
+    // kF16: a row pair's chunk as B tiles, [hi0, hi1, lo0, lo1] × kChunkSteps × 512 bf16 (32 KB).
+    AlignedVector<uint16_t> bconv(kF16 ? size_t(4 * kChunkSteps * 512) : 0);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t job = 0; job < groups * RJ; ++job) {
       const int64_t g = job / RJ, rp0 = (job % RJ) * rpj, rp1 = std::min(RP, rp0 + rpj);
@@ -336,8 +366,17 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
         const int64_t k1 = std::min(steps, k0 + kChunkSteps);
         for (int64_t rp = rp0; rp < rp1; ++rp) {
           const bool two_r = 2 * rp + 1 < RB;
-          const uint16_t* b0 = P + (2 * rp) * pairs * 32;
-          const uint16_t* b1 = b0 + pairs * 32;
+          const uint16_t *b0, *b1, *l0 = nullptr, *l1 = nullptr;  // the chunk's first B tile: b0 + (s − k0)·512
+          if constexpr (kF16) {
+            uint16_t* cv = bconv.data();
+            const int64_t T = kChunkSteps * 512;
+            f16_block_to_tiles(P, K, 2 * rp, k0, k1, cv, cv + 2 * T);
+            if (two_r) f16_block_to_tiles(P, K, 2 * rp + 1, k0, k1, cv + T, cv + 3 * T);
+            b0 = cv, b1 = cv + T, l0 = cv + 2 * T, l1 = cv + 3 * T;
+          } else {
+            b0 = P + (2 * rp) * pairs * 32 + k0 * 512;
+            b1 = b0 + pairs * 32;
+          }
           const float* bias0 = bias ? bias + 32 * rp : kZeroRow;
           const float* bias1 = bias && two_r ? bias0 + 16 : kZeroRow;
           for (int64_t tb = tb0; tb < tb1; ++tb) {
@@ -357,17 +396,30 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
             const uint16_t* a0 = xt + (2 * tb) * steps * 512;
             const uint16_t* a1 = a0 + steps * 512;
             for (int64_t s = k0; s < k1; ++s) {
+              const int64_t bs = (s - k0) * 512;
               _tile_loadd(4, a0 + s * 512, 64);
-              _tile_loadd(6, b0 + s * 512, 64);
+              _tile_loadd(6, b0 + bs, 64);
               _tile_dpbf16ps(0, 4, 6);
               if (two_r) {
-                _tile_loadd(7, b1 + s * 512, 64);
+                _tile_loadd(7, b1 + bs, 64);
                 _tile_dpbf16ps(1, 4, 7);
               }
               if (two_t) {
                 _tile_loadd(5, a1 + s * 512, 64);
                 _tile_dpbf16ps(2, 5, 6);
                 if (two_r) _tile_dpbf16ps(3, 5, 7);
+              }
+              if constexpr (kF16) {  // the same activations times the weights' low parts
+                _tile_loadd(6, l0 + bs, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                if (two_r) {
+                  _tile_loadd(7, l1 + bs, 64);
+                  _tile_dpbf16ps(1, 4, 7);
+                }
+                if (two_t) {
+                  _tile_dpbf16ps(2, 5, 6);
+                  if (two_r) _tile_dpbf16ps(3, 5, 7);
+                }
               }
             }
             _tile_stored(0, c, 64);
@@ -389,6 +441,18 @@ void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, i
     _tile_release();
     if (stream) _mm_sfence();  // the non-temporal stores visible before the threads join
   }
+}
+
+}  // namespace
+
+void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
+                      float* y) {
+  packed_gemm<false>(P, M, K, x, N, bias, y);
+}
+
+void gemm_f16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
+                     float* y) {
+  packed_gemm<true>(P, M, K, x, N, bias, y);
 }
 
 void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const float* dy, int64_t N, float* dx) {

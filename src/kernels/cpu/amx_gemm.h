@@ -30,6 +30,13 @@ void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t 
 // Requires available(), M % 16 == 0, K % 32 == 0.
 void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
                       float* y);
+// The same on an fp16 matrix packed at load for AVX-512 (f16_packed.h, [M/16][K][16 rows]): each chunk of a
+// row pair is split into bf16 tiles hi + lo that sum to the fp16 weights exactly and multiplied twice, so
+// only the activations are rounded (to bf16, as for a bf16 matrix). Requires available(), M % 16 == 0,
+// K % 32 == 0. The CPU back end takes it from 32 rows on (below, converting the weights costs more than
+// the AVX-512 fp16 kernel's whole product).
+void gemm_f16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
+                     float* y);
 
 // The input gradient of the same product, for training: dx[N, K] += dy[N, M] · W[M, K], dy rounded to
 // bf16, fp32 accumulation (onto what dx holds). W is read in chunks of rows through `rows`: given

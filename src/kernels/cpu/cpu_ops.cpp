@@ -41,6 +41,11 @@ constexpr int64_t kBf16GemvMaxRows = 8;
 // From this many rows on, bf16 weights go through AMX tiles with activations rounded to bf16 (what a
 // bf16 model does anyway), unless the back end was made with exact fp32 activations.
 constexpr int64_t kAmxMinRows = kBf16GemvMaxRows + 1;
+// fp16 weights packed at load go to AMX tiles from this many rows: each call converts every weight to two
+// bf16 tiles (hi + lo), which the AVX-512 fp16 kernel's exact fp32 products beat below ~28 rows (4608 ×
+// 4096, 2 cores of an AMX Xeon: 9 rows 1.6 against 3.4 ms, 24 rows 3.0 / 3.1, 32 rows 4.1 / 3.6, 128 rows
+// 16.6 / 6.9).
+constexpr int64_t kF16AmxMinRows = 32;
 // Up to this many rows, row-major bf16/fp16 weights on an AVX2 CPU without AVX-512 go through the AVX2
 // GEMV (avx2_gemv16.h), beyond through fp32 tiles and sgemm (2 Zen 2 cores, bf16, glmlab_kernel_bench
 // BM_DecodeBatch: at 64 rows the GEMV is 5-11% faster, at 128 rows 5% slower on 27392 × 4096 and 6%
@@ -115,6 +120,11 @@ class CpuOps final : public Ops {
       return;
     } else if (W.layout == MatrixLayout::Pairs16 && bf16_activations_) {
       dpbf16::packed_matmul(W, x, N, y, bf16_acts_);  // bf16 packed at load: every N (dpbf16_packed.h)
+    } else if (W.layout == MatrixLayout::Rows16 && bf16_activations_ && N >= kF16AmxMinRows && K % 32 == 0 &&
+               amx::available()) {
+      // fp16 packed at load, on AMX tiles: weights exact (hi + lo bf16 tiles), activations rounded to bf16.
+      amx::gemm_f16_packed(static_cast<const uint16_t*>(W.data), M, K, x, N, bias, y);
+      return;
     } else if (W.layout == MatrixLayout::Rows16 && bf16_activations_) {
       f16p::packed_matmul(W, x, N, y);  // fp16 packed at load: every N (f16_packed.h)
     } else if (W.layout == MatrixLayout::Pairs16 || W.layout == MatrixLayout::Rows16) {
