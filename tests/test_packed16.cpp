@@ -4,9 +4,9 @@
 //   matrix bit for bit; shapes it cannot take are refused;
 // - packed_matmul against an fp64 reference fed the SAME bf16-rounded activations: bf16 products are
 //   exact in fp32, so only fp32 summation order remains (< 1e-5 relative to the row's scale), for every
-//   token count (1–8 in one pass, more in groups), row counts that leave tails of every tile, and inputs
-//   spanning several prefill chunks; a reference on unrounded activations, or one that swaps the two
-//   inputs of a pair, is far outside;
+//   token count (1–8 in one pass, more in groups; 5–8 on fp32 FMAs on AMX CPUs), row counts that leave
+//   tails of every tile, and inputs spanning several prefill chunks; a reference on unrounded activations,
+//   or one that swaps the two inputs of a pair, is far outside;
 // - only the CPU back end with approximate activations packs; exact activations on a packed matrix give
 //   bit for bit what they give on the row-major one.
 // For fp16 the same, with fp32 activations (nothing rounded): against the fp64 reference < 1e-5, a

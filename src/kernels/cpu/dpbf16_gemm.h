@@ -37,6 +37,7 @@ struct Bf16Acts {
   int nt = 0;
   int64_t K = 0;
   std::vector<uint16_t> x;  // [nt, K] bf16, rounded to nearest even
+  std::vector<float> xf;    // the same values as fp32, where a kernel multiplies with FMAs (dpbf16_packed.cpp)
 };
 // Requires available(); K % 32 == 0 (gemv_fits).
 void pack_acts(const float* x, int nt, int64_t K, int64_t xs, Bf16Acts& out);
