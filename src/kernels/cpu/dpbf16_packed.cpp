@@ -76,7 +76,7 @@ inline void tile(const uint32_t* const* w, int64_t q0, int64_t q1, const uint32_
 // same bf16-rounded values), so every product is exact as in VDPBF16PS and only the summation order differs.
 // For 5-8 tokens on AMX CPUs (Sapphire Rapids and later), where VDPBF16PS zmm issues one every 2 cycles:
 // 24 of them per 3 weight lines held 8 tokens to 22 GB/s there, while 2 FMA ports do the same products
-// at the memory's rate (as the fp16 kernel does). RB = 2: 16 accumulators + 4 weights + 2 broadcasts.
+// at the memory's rate (as the fp16 kernel does).
 template <int RB, int NT>
 inline void tile_fma(const uint32_t* const* w, int64_t q0, int64_t q1, const float* x, int64_t xs, float* const* y,
                      int64_t ys, bool add, bool prefetch) {
@@ -112,34 +112,20 @@ inline void tile_fma(const uint32_t* const* w, int64_t q0, int64_t q1, const flo
     }
 }
 
-template <int NT>
-void blocks_fma(const uint32_t* P, int64_t pairs, int64_t b0, int64_t b1, const float* x, int64_t xs, float* y,
-                int64_t ys) {
-  constexpr int RB = 2;
-  const int64_t bs = pairs * kRows, part = (b1 - b0) / RB;  // RB long streams, as blocks_nt
-  for (int64_t j = 0; j < part; ++j) {
-    const uint32_t* w[RB];
-    float* o[RB];
-    for (int r = 0; r < RB; ++r) {
-      w[r] = P + (b0 + r * part + j) * bs;
-      o[r] = y + (b0 + r * part + j) * kRows;
-    }
-    tile_fma<RB, NT>(w, 0, pairs, x, xs, o, ys, false, true);
-  }
-  for (int64_t b = b0 + RB * part; b < b1; ++b) {
-    const uint32_t* w[1] = {P + b * bs};
-    float* o[1] = {y + b * kRows};
-    tile_fma<1, NT>(w, 0, pairs, x, xs, o, ys, false, true);
-  }
-}
-
 // Row blocks [b0, b1) × pairs [q0, q1) against NT tokens: RB blocks side by side (RB weight streams).
-// 3 × 8 accumulators + 3 weights + 1 broadcast fill 28 of the 32 registers.
-template <int NT>
+// 3 × 8 accumulators + 3 weights + 1 broadcast fill 28 of the 32 registers; on FMAs (kFma: x the fp32
+// activations, xs floats a token) 2 × 8 + 2 × 2 weights + 2 broadcasts.
+template <int NT, bool kFma = false, typename X = uint32_t>
 void blocks_nt(const uint32_t* P, int64_t pairs, int64_t b0, int64_t b1, int64_t q0, int64_t q1,
-               const uint32_t* x, int64_t xs, float* y, int64_t ys, bool add, bool prefetch) {
-  constexpr int RB = NT <= 4 ? 4 : 3;
+               const X* x, int64_t xs, float* y, int64_t ys, bool add, bool prefetch) {
+  constexpr int RB = kFma ? 2 : NT <= 4 ? 4 : 3;
   const int64_t bs = pairs * kRows;
+  auto run = [&]<int R>(const uint32_t* const* w, float* const* o) {
+    if constexpr (kFma)
+      tile_fma<R, NT>(w, q0, q1, x, xs, o, ys, add, prefetch);
+    else
+      tile<R, NT>(w, q0, q1, x, xs, o, ys, add, prefetch);
+  };
   // The RB blocks of a tile come from RB equal parts of [b0, b1), each part read block after block: every
   // part is one long sequential stream (its prefetch runs on into the block it reads next), where RB
   // neighbouring blocks would restart all RB streams at every tile: with short rows (random:small's 512
@@ -152,12 +138,12 @@ void blocks_nt(const uint32_t* P, int64_t pairs, int64_t b0, int64_t b1, int64_t
       w[r] = P + (b0 + r * part + j) * bs;
       o[r] = y + (b0 + r * part + j) * kRows;
     }
-    tile<RB, NT>(w, q0, q1, x, xs, o, ys, add, prefetch);
+    run.template operator()<RB>(w, o);
   }
   for (int64_t b = b0 + RB * part; b < b1; ++b) {
     const uint32_t* w[1] = {P + b * bs};
     float* o[1] = {y + b * kRows};
-    tile<1, NT>(w, q0, q1, x, xs, o, ys, add, prefetch);
+    run.template operator()<1>(w, o);
   }
 }
 
@@ -232,10 +218,10 @@ void packed_matmul(const Matrix& P, const float* x, int64_t N, float* y, Bf16Act
     const float* xf = acts.xf.data();
     par::static_ranges(nb, [&](int64_t b0, int64_t b1) {
       switch (N) {
-        case 5: blocks_fma<5>(W, pairs, b0, b1, xf, K, y, M); break;
-        case 6: blocks_fma<6>(W, pairs, b0, b1, xf, K, y, M); break;
-        case 7: blocks_fma<7>(W, pairs, b0, b1, xf, K, y, M); break;
-        default: blocks_fma<8>(W, pairs, b0, b1, xf, K, y, M); break;
+        case 5: blocks_nt<5, true>(W, pairs, b0, b1, 0, pairs, xf, K, y, M, false, true); break;
+        case 6: blocks_nt<6, true>(W, pairs, b0, b1, 0, pairs, xf, K, y, M, false, true); break;
+        case 7: blocks_nt<7, true>(W, pairs, b0, b1, 0, pairs, xf, K, y, M, false, true); break;
+        default: blocks_nt<8, true>(W, pairs, b0, b1, 0, pairs, xf, K, y, M, false, true); break;
       }
     });
     return;
