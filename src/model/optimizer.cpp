@@ -36,26 +36,29 @@ AdamW::AdamW(const Adapter& adapter, AdamWConfig cfg) : cfg_(cfg) {
   }
 }
 
+AdamWStep adamw_step(const AdamWConfig& cfg, int64_t t, double lr) {
+  // Scalars computed in double and rounded to fp32 once, as torch passes Python floats to fp32 kernels.
+  const double bc1 = 1.0 - std::pow(cfg.beta1, double(t)), bc2 = 1.0 - std::pow(cfg.beta2, double(t));
+  AdamWStep s;
+  s.decay = float(1.0 - lr * cfg.weight_decay);
+  s.w1 = float(1.0 - cfg.beta1);
+  s.b2 = float(cfg.beta2);
+  s.w2 = float(1.0 - cfg.beta2);
+  s.step_size = float(lr / bc1);
+  s.bc2_sqrt = float(std::sqrt(bc2));
+  s.eps = float(cfg.eps);
+  return s;
+}
+
 void AdamW::step(Adapter& adapter, double lr) {
   ++t_;
-  // Scalars computed in double and rounded to fp32 once, as torch passes Python floats to fp32 kernels.
-  const double bc1 = 1.0 - std::pow(cfg_.beta1, double(t_)), bc2 = 1.0 - std::pow(cfg_.beta2, double(t_));
-  const float w1 = float(1.0 - cfg_.beta1), b2 = float(cfg_.beta2), w2 = float(1.0 - cfg_.beta2);
-  const float step_size = float(lr / bc1), bc2_sqrt = float(std::sqrt(bc2)), eps = float(cfg_.eps);
-  const float decay = float(1.0 - lr * cfg_.weight_decay);
+  const AdamWStep s = adamw_step(cfg_, t_, lr);
   size_t k = 0;
   for (auto& p : adapter.params()) {
     if (!p.trainable) continue;
     auto &m = m_[k], &v = v_[k];
     if (m.size() != p.value.size()) fail("AdamW: optimizer state does not match parameter {}", p.name);
-    for (size_t i = 0; i < p.value.size(); ++i) {
-      const float g = p.grad[i];
-      p.value[i] *= decay;
-      m[i] += w1 * (g - m[i]);  // torch: exp_avg.lerp_(grad, 1 − β1)
-      v[i] = v[i] * b2 + w2 * g * g;
-      const float denom = std::sqrt(v[i]) / bc2_sqrt + eps;
-      p.value[i] -= step_size * (m[i] / denom);
-    }
+    adamw_update(p.value.data(), p.grad.data(), m.data(), v.data(), int64_t(p.value.size()), s);
     ++k;
   }
 }

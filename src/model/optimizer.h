@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "model/adapters.h"
+#include "ops/ops.h"
 
 namespace glmlab {
 
@@ -23,6 +24,9 @@ double linear_schedule(int64_t step, int64_t warmup, int64_t total);
 // Global L2 norm of the trainable gradients; when it exceeds max_norm (> 0), scales them by
 // max_norm / (norm + 1e-6) as torch does. Returns the norm before clipping.
 double clip_grad_norm(Adapter& adapter, double max_norm);
+
+// The fp32 scalars of AdamW step t (1-based) at learning rate lr, for adamw_update / Ops::adamw.
+AdamWStep adamw_step(const AdamWConfig& cfg, int64_t t, double lr);
 
 class AdamW {
  public:

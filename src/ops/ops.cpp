@@ -48,6 +48,31 @@ void Ops::argmax(const float* x, int64_t rows, int64_t V, int32_t* out) {
   }
 }
 
+void adamw_update(float* value, const float* grad, float* m, float* v, int64_t n, const AdamWStep& s) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = grad[i];
+    value[i] *= s.decay;
+    m[i] += s.w1 * (g - m[i]);  // torch: exp_avg.lerp_(grad, 1 − β1)
+    v[i] = v[i] * s.b2 + s.w2 * g * g;
+    const float denom = std::sqrt(v[i]) / s.bc2_sqrt + s.eps;
+    value[i] -= s.step_size * (m[i] / denom);
+  }
+}
+
+void Ops::adamw(float* value, const float* grad, float* m, float* v, int64_t n, const AdamWStep& s) {
+  adamw_update(value, grad, m, v, n, s);
+}
+
+double Ops::sum_squares(const float* x, int64_t n) {
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += double(x[i]) * x[i];
+  return ss;
+}
+
+void Ops::scale(float* x, int64_t n, float c) {
+  for (int64_t i = 0; i < n; ++i) x[i] *= c;
+}
+
 bool cuda_built() {
 #ifdef GLMLAB_HAVE_CUDA
   return true;

@@ -46,6 +46,15 @@ struct AttnSeq {
   int64_t first = 0;
 };
 
+// The scalars of one AdamW step (model/optimizer.h's adamw_step computes them in double and rounds
+// each to fp32 once, as torch does), for Ops::adamw.
+struct AdamWStep {
+  float decay, w1, b2, w2, step_size, bc2_sqrt, eps;
+};
+// The AdamW update of n values on the host: value *= decay; m += w1·(g − m); v = v·b2 + w2·g·g;
+// value −= step_size · m / (√v / bc2_sqrt + eps), in that order in fp32 (torch's single-tensor code).
+void adamw_update(float* value, const float* grad, float* m, float* v, int64_t n, const AdamWStep& s);
+
 // The one row b of a cache view, as a view of batch 1 (G groups of D dims per slot).
 KVView kv_row(const KVView& kv, int b, int G, int D);
 
@@ -124,6 +133,16 @@ class Ops {
   // gradient scale · (softmax(z[n]) − onehot(label[n])); ignored rows become 0. Called on chunks of
   // rows, so the whole [tokens, V] logits matrix never has to exist.
   virtual double cross_entropy(float* z, const int32_t* labels, int64_t N, int64_t V, float scale) = 0;
+
+  // ---- Optimizer (fine-tuning), in the back end's memory: a trainer whose adapter lives on a device
+  // updates it there. Default: host implementations (ops.cpp).
+
+  // adamw_update() of n values (value, grad, m, v all n floats).
+  virtual void adamw(float* value, const float* grad, float* m, float* v, int64_t n, const AdamWStep& s);
+  // Σ x[i]² in double (the squared gradient norm that clipping needs).
+  virtual double sum_squares(const float* x, int64_t n);
+  // x[i] *= c for i < n.
+  virtual void scale(float* x, int64_t n, float c);
 
   // ---- Inference engine helpers (model/device_engine.h). Default: host implementations (ops.cpp).
 

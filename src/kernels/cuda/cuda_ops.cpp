@@ -45,12 +45,6 @@ const char* path_name(MatmulPath p) {
   return "?";
 }
 
-[[noreturn]] void no_backward(const char* op) {
-  fail("cuda back end: {} is not implemented on the GPU (the CUDA back end runs inference only); train with "
-       "--device cpu",
-       op);
-}
-
 #ifdef GLMLAB_HAVE_CUBLAS
 void check_cublas(cublasStatus_t st, const char* what) {
   if (st != CUBLAS_STATUS_SUCCESS) fail("cuBLAS {} failed: {}", what, cublasGetStatusString(st));
@@ -319,22 +313,201 @@ void CudaOps::kv_store(const float* src, int64_t stride, int64_t offset, int B, 
 
 void CudaOps::argmax(const float* x, int64_t rows, int64_t V, int32_t* out) { k::argmax(x, rows, V, out, stream_); }
 
-void CudaOps::matmul_backward_input(const float*, int64_t, const Matrix&, float*) {
-  no_backward("matmul_backward_input");
+// ---- backward passes
+
+void CudaOps::matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* dx) {
+  matmul_backward_input_with(BackwardPath::Auto, dy, N, W, dx);
 }
-void CudaOps::matmul_backward_weight(const float*, const float*, int64_t, int64_t, int64_t, float*) {
-  no_backward("matmul_backward_weight");
+
+void CudaOps::matmul_backward_input_with(BackwardPath path, const float* dy, int64_t N, const Matrix& W, float* dx) {
+  if (N <= 0 || W.rows == 0 || W.cols == 0) return;
+  const k::WView v = view_of(W);
+  if (path == BackwardPath::Cublas && !cublas_) fail("cuda matmul input gradient: {}", cublas_status_);
+  if (path == BackwardPath::Simple || !cublas_) {
+    k::matmul_backward_input_simple(dy, N, v, dx, stream_);
+    return;
+  }
+  backward_input_cublas(dy, N, W, dx);
 }
-void CudaOps::rmsnorm_backward(const float*, const float*, const float*, const float*, int64_t, int64_t, float,
-                               float*) {
-  no_backward("rmsnorm_backward");
+
+void CudaOps::matmul_backward_weight(const float* dy, const float* x, int64_t N, int64_t M, int64_t K, float* dW) {
+  matmul_backward_weight_with(BackwardPath::Auto, dy, x, N, M, K, dW);
 }
-void CudaOps::rope_backward(float*, int64_t, int64_t, int, int, const int32_t*, float) { no_backward("rope_backward"); }
-void CudaOps::swiglu_backward(const float*, const float*, int64_t, int64_t, float*) { no_backward("swiglu_backward"); }
-void CudaOps::attention_backward(const float*, int64_t, const KVView&, int, int, int, int, int, int, const float*,
-                                 const float*, const float*, float*, int64_t, float*, float*) {
-  no_backward("attention_backward");
+
+void CudaOps::matmul_backward_weight_with(BackwardPath path, const float* dy, const float* x, int64_t N, int64_t M,
+                                          int64_t K, float* dW) {
+  if (N <= 0 || M == 0 || K == 0) return;
+  if (path == BackwardPath::Cublas && !cublas_) fail("cuda matmul weight gradient: {}", cublas_status_);
+  if (path == BackwardPath::Simple || !cublas_) {
+    k::matmul_backward_weight_simple(dy, x, N, M, K, dW, stream_);
+    return;
+  }
+  backward_weight_cublas(dy, x, N, M, K, dW);
 }
-double CudaOps::cross_entropy(float*, const int32_t*, int64_t, int64_t, float) { no_backward("cross_entropy"); }
+
+#ifdef GLMLAB_HAVE_CUBLAS
+void CudaOps::backward_input_cublas(const float* dy, int64_t N, const Matrix& W, float* dx) {
+  const int64_t M = W.rows, K = W.cols;
+  if (M > INT_MAX || N > INT_MAX || K > INT_MAX)
+    fail("cuda matmul input gradient: [{}, {}] · [{}, {}] is beyond cuBLAS's int sizes", N, M, M, K);
+  auto h = static_cast<cublasHandle_t>(cublas_);
+  const k::WView v = view_of(W);
+  const float one = 1.0f;
+  // Row-major dx[N, K] += dy[N, M] · W[M, K] is column-major dxᵀ[K, N] += Wᵀ[K, M] · dyᵀ[M, N], where W
+  // read column-major (lda K) is Wᵀ and dy read column-major (ldb M) is dyᵀ: no transposes. A block of
+  // rows r0.. of W is the columns r0.. of Wᵀ and the rows r0.. of dyᵀ (pointer dy + r0, same ldb).
+  auto gemm = [&](int64_t rows, const void* A, cudaDataType_t t, const void* B) {
+    check_cublas(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, int(K), int(N), int(rows), &one, A, t, int(K), B, t,
+                              int(M), &one, dx, CUDA_R_32F, int(K), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx (input gradient)");
+  };
+  // As the CPU back end: fp32 adapter matrices (or fp32 activations) exact, every other dtype with dy and
+  // W rounded to bf16 (F16/Q8/Q4 rows converted a block at a time), fp32 accumulation.
+  const bool exact = W.dtype == DType::F32 || !bf16_activations_;
+  const size_t es = exact ? 4 : 2;
+  const bool widen = exact ? W.dtype != DType::F32 : W.dtype != DType::BF16;
+  const int64_t tile = std::clamp<int64_t>(int64_t(kDequantTileBytes / (size_t(K) * es)), 1, M);
+  const size_t g_bytes = exact ? 0 : align_up(size_t(N * M) * 2);
+  const size_t w_bytes = widen ? size_t(tile * K) * es : 0;
+  uint8_t* s = (g_bytes + w_bytes) ? static_cast<uint8_t*>(scratch(g_bytes + w_bytes, "cuBLAS gradient operands"))
+                                   : nullptr;
+  if (exact) {
+    if (!widen) {
+      gemm(M, W.data, CUDA_R_32F, dy);
+    } else {
+      float* wt = reinterpret_cast<float*>(s);
+      for (int64_t r0 = 0; r0 < M; r0 += tile) {
+        const int64_t rows = std::min(tile, M - r0);
+        k::dequant_f32(v, r0, rows, wt, stream_);
+        gemm(rows, wt, CUDA_R_32F, dy + r0);
+      }
+    }
+    return;
+  }
+  uint16_t* gh = reinterpret_cast<uint16_t*>(s);
+  k::to_half(dy, N * M, true, gh, stream_);
+  if (!widen) {
+    gemm(M, W.data, CUDA_R_16BF, gh);
+    return;
+  }
+  uint16_t* wt = reinterpret_cast<uint16_t*>(s + g_bytes);
+  for (int64_t r0 = 0; r0 < M; r0 += tile) {
+    const int64_t rows = std::min(tile, M - r0);
+    k::dequant_bf16(v, r0, rows, wt, stream_);
+    gemm(rows, wt, CUDA_R_16BF, gh + r0);
+  }
+}
+
+void CudaOps::backward_weight_cublas(const float* dy, const float* x, int64_t N, int64_t M, int64_t K, float* dW) {
+  if (M > INT_MAX || N > INT_MAX || K > INT_MAX)
+    fail("cuda matmul weight gradient: [{}, {}]ᵀ · [{}, {}] is beyond cuBLAS's int sizes", N, M, N, K);
+  auto h = static_cast<cublasHandle_t>(cublas_);
+  const float one = 1.0f;
+  // Row-major dW[M, K] += dyᵀ · x is column-major dWᵀ[K, M] += xᵀ[K, N] · dy[N, M]: x read column-major
+  // (lda K) is xᵀ, dy read column-major (ldb M) is dyᵀ, transposed by the op. fp32 throughout (the
+  // adapter matrices are fp32; cuBLAS's default math mode does not use TF32).
+  check_cublas(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_T, int(K), int(M), int(N), &one, x, CUDA_R_32F, int(K), dy,
+                            CUDA_R_32F, int(M), &one, dW, CUDA_R_32F, int(K), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "cublasGemmEx (weight gradient)");
+}
+#else
+void CudaOps::backward_input_cublas(const float*, int64_t, const Matrix&, float*) {
+  fail("cuda matmul input gradient: {}", cublas_status_);
+}
+void CudaOps::backward_weight_cublas(const float*, const float*, int64_t, int64_t, int64_t, float*) {
+  fail("cuda matmul weight gradient: {}", cublas_status_);
+}
+#endif
+
+void CudaOps::rmsnorm_backward(const float* dy, const float* x, const float* w, const float* inv_rms, int64_t N,
+                               int64_t C, float, float* dx) {
+  k::rmsnorm_backward(dy, x, w, inv_rms, N, C, dx, stream_);
+}
+
+void CudaOps::rope_backward(float* dx, int64_t N, int64_t stride, int nheads, int D, const int32_t* pos, float base) {
+  k::rope_backward(dx, N, stride, nheads, D, pos, base, stream_);
+}
+
+void CudaOps::swiglu_backward(const float* dout, const float* u, int64_t N, int64_t F, float* du) {
+  k::swiglu_backward(dout, u, N, F, du, stream_);
+}
+
+void CudaOps::attention_backward(const float* q, int64_t q_stride, const KVView& kv, int B, int T, int P, int H, int G,
+                                 int D, const float* out, const float* lse, const float* dout, float* dq,
+                                 int64_t dq_stride, float* dk, float* dv) {
+  if (kv.bf16()) fail("attention backward: the KV cache must be fp32 (a bf16 cache is for inference)");
+  if (B == 0 || T == 0) return;
+  if (!lse || !out) fail("cuda attention backward: needs the forward's out and lse (the forward was run without lse)");
+  k::AttnBwdArgs a;
+  a.q = q;
+  a.q_stride = q_stride;
+  a.k = kv.k;
+  a.v = kv.v;
+  a.key_valid = kv.key_valid;
+  a.segment = kv.segment;
+  a.S = kv.S;
+  a.B = B;
+  a.T = T;
+  a.P = P;
+  a.H = H;
+  a.G = G;
+  a.D = D;
+  a.out = out;
+  a.lse = lse;
+  a.dout = dout;
+  a.dq = dq;
+  a.dq_stride = dq_stride;
+  a.dk = dk;
+  a.dv = dv;
+  if (!k::attention_backward_supported(a))
+    fail("cuda attention backward: head dim {} (the kernels take up to {})", D, k::kAttnMaxD);
+  if (P + T > kv.S) fail("cuda attention backward: {} cached + {} new tokens exceed the cache's {} slots", P, T, kv.S);
+  float* delta = static_cast<float*>(scratch(size_t(B) * T * H * sizeof(float), "attention backward"));
+  k::attention_backward(a, delta, stream_);
+}
+
+double CudaOps::cross_entropy(float* z, const int32_t* labels, int64_t N, int64_t V, float scale) {
+  if (N <= 0) return 0.0;
+  if (V > INT_MAX || N > INT_MAX) fail("cuda cross-entropy: {} rows of {} logits is beyond the kernel's int sizes", N, V);
+  const size_t loss_bytes = align_up(size_t(N) * sizeof(double));
+  uint8_t* s = static_cast<uint8_t*>(scratch(loss_bytes + sizeof(int), "cross-entropy losses"));
+  double* loss = reinterpret_cast<double*>(s);
+  int* bad = reinterpret_cast<int*>(s + loss_bytes);
+  const int none = INT_MAX;
+  GLMLAB_CUDA_CHECK(cudaMemcpyAsync(bad, &none, sizeof(int), cudaMemcpyHostToDevice, stream_));
+  k::cross_entropy(z, labels, N, V, scale, loss, bad, stream_);
+  std::vector<double> host(static_cast<size_t>(N));
+  int bad_row = INT_MAX;
+  GLMLAB_CUDA_CHECK(cudaMemcpyAsync(host.data(), loss, size_t(N) * sizeof(double), cudaMemcpyDeviceToHost, stream_));
+  GLMLAB_CUDA_CHECK(cudaMemcpyAsync(&bad_row, bad, sizeof(int), cudaMemcpyDeviceToHost, stream_));
+  GLMLAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (bad_row != INT_MAX) {
+    int32_t y = 0;
+    GLMLAB_CUDA_CHECK(cudaMemcpy(&y, labels + bad_row, sizeof(y), cudaMemcpyDeviceToHost));
+    fail("cross-entropy: label {} of row {} is outside the vocabulary [0, {})", y, bad_row, V);
+  }
+  double total = 0;
+  for (double l : host) total += l;  // in row order, as the reference sums
+  return total;
+}
+
+void CudaOps::adamw(float* value, const float* grad, float* m, float* v, int64_t n, const AdamWStep& s) {
+  const k::AdamWStep ks{s.decay, s.w1, s.b2, s.w2, s.step_size, s.bc2_sqrt, s.eps};
+  k::adamw(value, grad, m, v, n, ks, stream_);
+}
+
+double CudaOps::sum_squares(const float* x, int64_t n) {
+  if (n <= 0) return 0.0;
+  double* s = static_cast<double*>(scratch((k::kSumSquaresBlocks + 1) * sizeof(double), "gradient norm"));
+  double* out = s + k::kSumSquaresBlocks;
+  GLMLAB_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(double), stream_));
+  k::sum_squares(x, n, s, out, stream_);
+  double r = 0;
+  GLMLAB_CUDA_CHECK(cudaMemcpyAsync(&r, out, sizeof(double), cudaMemcpyDeviceToHost, stream_));
+  GLMLAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return r;
+}
+
+void CudaOps::scale(float* x, int64_t n, float c) { k::scale(x, n, c, stream_); }
 
 }  // namespace glmlab::cuda

@@ -2,12 +2,12 @@
 // and the hooks the tests use to run one particular path (the fast kernel or its simple twin).
 // Plain C++ (cuda_ops.cpp); the kernels are in the .cu files (kernels.h).
 //
-// Scratch contract: matmul (16-bit copies of activations, dequantized weight blocks for cuBLAS) and
-// split-K attention (partial results) use a scratch buffer that CudaOps grows on demand. It must never
-// grow while a graph is being captured (the memory of a captured graph is fixed), so the engine runs
-// each shape once eagerly before capturing it; growth during capture ends the capture and throws an
-// Error saying so. A grown-out buffer is kept until the ops are destroyed, because graphs recorded
-// earlier still point into it.
+// Scratch contract: matmul and its input gradient (16-bit copies of activations, dequantized weight
+// blocks for cuBLAS), split-K attention (partial results) and the backward ops' small buffers use a
+// scratch buffer that CudaOps grows on demand. It must never grow while a graph is being captured (the
+// memory of a captured graph is fixed), so the engine runs each shape once eagerly before capturing it;
+// growth during capture ends the capture and throws an Error saying so. A grown-out buffer is kept until
+// the ops are destroyed, because graphs recorded earlier still point into it.
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -21,6 +21,7 @@ namespace glmlab::cuda {
 
 enum class MatmulPath { Auto, Gemv, Simple, Wmma, Cublas };
 enum class AttentionPath { Auto, Flash, Naive };
+enum class BackwardPath { Auto, Simple, Cublas };  // the matrix-product gradients
 
 k::WView view_of(const Matrix& W);  // Error on dtypes the kernels do not read
 
@@ -43,21 +44,29 @@ class CudaOps final : public Ops {
                 const int32_t* start) override;
   void argmax(const float* x, int64_t rows, int64_t V, int32_t* out) override;
 
-  // Backward passes: not on the CUDA back end (an Error says to train on cpu).
-  void matmul_backward_input(const float*, int64_t, const Matrix&, float*) override;
-  void matmul_backward_weight(const float*, const float*, int64_t, int64_t, int64_t, float*) override;
-  void rmsnorm_backward(const float*, const float*, const float*, const float*, int64_t, int64_t, float,
-                        float*) override;
-  void rope_backward(float*, int64_t, int64_t, int, int, const int32_t*, float) override;
-  void swiglu_backward(const float*, const float*, int64_t, int64_t, float*) override;
-  void attention_backward(const float*, int64_t, const KVView&, int, int, int, int, int, int, const float*,
-                          const float*, const float*, float*, int64_t, float*, float*) override;
-  double cross_entropy(float*, const int32_t*, int64_t, int64_t, float) override;
+  // Backward passes (fine-tuning), gradients accumulate as ops.h says. cross_entropy and sum_squares
+  // return a host value, so they wait for the stream.
+  void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* dx) override;
+  void matmul_backward_weight(const float* dy, const float* x, int64_t N, int64_t M, int64_t K, float* dW) override;
+  void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* inv_rms, int64_t N, int64_t C,
+                        float eps, float* dx) override;
+  void rope_backward(float* dx, int64_t N, int64_t stride, int nheads, int D, const int32_t* pos, float base) override;
+  void swiglu_backward(const float* dout, const float* u, int64_t N, int64_t F, float* du) override;
+  void attention_backward(const float* q, int64_t q_stride, const KVView& kv, int B, int T, int P, int H, int G, int D,
+                          const float* out, const float* lse, const float* dout, float* dq, int64_t dq_stride,
+                          float* dk, float* dv) override;
+  double cross_entropy(float* z, const int32_t* labels, int64_t N, int64_t V, float scale) override;
+  void adamw(float* value, const float* grad, float* m, float* v, int64_t n, const AdamWStep& s) override;
+  double sum_squares(const float* x, int64_t n) override;
+  void scale(float* x, int64_t n, float c) override;
 
   // ---- for tests and the docs: one path explicitly (an Error when that path cannot take the shape).
   void matmul_with(MatmulPath path, const float* x, int64_t N, const Matrix& W, const float* bias, float* y);
   void attention_with(AttentionPath path, int splits, const float* q, int64_t q_stride, const KVView& kv, int B,
                       int T, int P, int H, int G, int D, float* out, float* lse);
+  void matmul_backward_input_with(BackwardPath path, const float* dy, int64_t N, const Matrix& W, float* dx);
+  void matmul_backward_weight_with(BackwardPath path, const float* dy, const float* x, int64_t N, int64_t M, int64_t K,
+                                   float* dW);
   bool has_cublas() const { return cublas_ != nullptr; }
   const std::string& cublas_status() const { return cublas_status_; }  // why cuBLAS is (not) used
   cudaStream_t stream() const { return stream_; }
@@ -65,6 +74,8 @@ class CudaOps final : public Ops {
  private:
   void* scratch(size_t bytes, const char* what);  // see the scratch contract above
   void gemm_cublas(const float* x, int64_t N, const Matrix& W, const float* bias, float* y);
+  void backward_input_cublas(const float* dy, int64_t N, const Matrix& W, float* dx);
+  void backward_weight_cublas(const float* dy, const float* x, int64_t N, int64_t M, int64_t K, float* dW);
 
   cudaStream_t stream_;
   bool bf16_activations_;

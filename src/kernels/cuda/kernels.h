@@ -82,4 +82,55 @@ void attention_flash(const AttnArgs& a, int splits, float* scratch, cudaStream_t
 // The simple twin: one block per (row, head), three passes over the keys (max, sum, weighted values).
 void attention_naive(const AttnArgs& a, cudaStream_t stream);
 
+
+// ---- backward passes and the optimizer (backward.cu): ops.h's backward ops, gradients ACCUMULATE.
+void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* inv_rms, int64_t N, int64_t C,
+                      float* dx, cudaStream_t stream);
+void rope_backward(float* dx, int64_t N, int64_t stride, int nheads, int D, const int32_t* pos, float base,
+                   cudaStream_t stream);
+void swiglu_backward(const float* dout, const float* u, int64_t N, int64_t F, float* du, cudaStream_t stream);
+// The fused softmax cross-entropy of N rows: loss[n] (device, double) = lse − z[label] (0 for label −100),
+// z overwritten with scale·(softmax − onehot). A label outside [0, V) other than −100 lowers *bad_row
+// (device int, set above N − 1 by the caller) to that row's index and leaves the row unchanged.
+void cross_entropy(float* z, const int32_t* labels, int64_t N, int64_t V, float scale, double* loss, int* bad_row,
+                   cudaStream_t stream);
+// dx[N, W.cols] += dy[N, W.rows] · W and dW[M, K] += dyᵀ · x, fp32, 16×16 shared-memory tiles, any dtype,
+// shape or alignment: the twins of the cuBLAS paths (cuda_ops.cpp) and their fallback without cuBLAS.
+void matmul_backward_input_simple(const float* dy, int64_t N, const WView& W, float* dx, cudaStream_t stream);
+void matmul_backward_weight_simple(const float* dy, const float* x, int64_t N, int64_t M, int64_t K, float* dW,
+                                   cudaStream_t stream);
+// ops.h's attention_backward with the cache of one layer (fp32 [B, S, G, D]), recomputing each
+// probability from the forward's lse (no [T, S] matrix is stored): a query-side kernel (dq, and
+// Δ = dout·out per row and head into `delta`, B·T·H floats of scratch), then a key-side kernel, one block
+// per (key slot, KV group), that sums dk and dv over the queries and heads that see the key (no atomics).
+struct AttnBwdArgs {
+  const float* q = nullptr;
+  int64_t q_stride = 0;
+  const float* k = nullptr;
+  const float* v = nullptr;
+  const uint8_t* key_valid = nullptr;
+  const int32_t* segment = nullptr;
+  int S = 0, B = 0, T = 0, P = 0, H = 0, G = 0, D = 0;
+  const float* out = nullptr;   // the forward's output [B·T, H·D]
+  const float* lse = nullptr;   // the forward's lse [B·T, H]
+  const float* dout = nullptr;  // [B·T, H·D]
+  float* dq = nullptr;
+  int64_t dq_stride = 0;
+  float* dk = nullptr;
+  float* dv = nullptr;
+};
+bool attention_backward_supported(const AttnBwdArgs& a);  // D ≤ 128
+void attention_backward(const AttnBwdArgs& a, float* delta, cudaStream_t stream);
+
+// torch.optim.AdamW's update of n values with the step's scalars (model/optimizer.h's adamw_step), each
+// operation rounded as the host loop rounds it.
+struct AdamWStep {
+  float decay, w1, b2, w2, step_size, bc2_sqrt, eps;
+};
+void adamw(float* value, const float* grad, float* m, float* v, int64_t n, const AdamWStep& s, cudaStream_t stream);
+// *out += Σ x² (double) through kSumSquaresBlocks partials in `part`; the gradient norm for clipping.
+constexpr int kSumSquaresBlocks = 256;
+void sum_squares(const float* x, int64_t n, double* part, double* out, cudaStream_t stream);
+void scale(float* x, int64_t n, float c, cudaStream_t stream);  // x *= c
+
 }  // namespace glmlab::cuda::k
