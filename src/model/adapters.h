@@ -85,6 +85,8 @@ class Adapter {
   int num_layers() const { return L_; }
   LinearDims dims(Target t) const { return dims_[size_t(t)]; }  // of the model it was made for
   bool adapts(int layer, Target t) const { return slot(layer, t) >= 0; }
+  // Index in params() of (layer, t)'s first parameter (LoRA: A, then B; VeRA: λb, then λd), −1 if not adapted.
+  int param_index(int layer, Target t) const { return slot(layer, t); }
   int lowest_adapted_layer() const;  // num_layers() when nothing is adapted
 
   // y[N, out] += delta(x[N, in]) for an adapted (layer, t); nothing otherwise.

@@ -19,24 +19,6 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Targets of each row: labels shifted left by one within a row (the last position predicts nothing).
-std::vector<int32_t> shifted_targets(const TrainBatch& b) {
-  const int B = b.in.B, T = b.in.T;
-  std::vector<int32_t> y(size_t(B) * T, -100);
-  for (int r = 0; r < B; ++r)
-    for (int t = 0; t + 1 < T; ++t) y[size_t(r) * T + t] = b.labels[size_t(r) * T + t + 1];
-  return y;
-}
-
-void check_batch(const Model& model, const TrainBatch& b) {
-  const size_t N = size_t(b.in.B) * b.in.T;
-  if (b.labels.size() != N) fail("training batch: {} labels for {} tokens", b.labels.size(), N);
-  for (size_t i = 0; i < N; ++i)
-    if (b.labels[i] != -100 && (b.labels[i] < 0 || b.labels[i] >= model.config().vocab_size))
-      fail("training batch: label {} (row {}, position {}) is outside the vocabulary [0, {})", b.labels[i],
-           i / size_t(b.in.T), i % size_t(b.in.T), model.config().vocab_size);
-}
-
 // Final norm, output layer and loss over the rows of x [N, C] that have a target, gathered in chunks
 // (rows without one contribute neither loss nor gradient). With dx, also the gradient:
 // dx[N, C] += grad_scale · ∂loss_sum/∂x.
@@ -86,6 +68,33 @@ double head(Ops& ops, const Model& model, const float* x, int64_t N, const std::
 
 }  // namespace
 
+std::vector<int32_t> shifted_targets(const TrainBatch& b) {
+  const int B = b.in.B, T = b.in.T;
+  std::vector<int32_t> y(size_t(B) * T, -100);
+  for (int r = 0; r < B; ++r)
+    for (int t = 0; t + 1 < T; ++t) y[size_t(r) * T + t] = b.labels[size_t(r) * T + t + 1];
+  return y;
+}
+
+void check_batch(const ModelConfig& c, const TrainBatch& b) {
+  const size_t N = size_t(std::max(b.in.B, 0)) * size_t(std::max(b.in.T, 0));
+  if (b.labels.size() != N) fail("training batch: {} labels for {} tokens", b.labels.size(), N);
+  if (b.in.ids.size() != N || b.in.pos.size() != N || b.in.valid.size() != N ||
+      (!b.in.segment.empty() && b.in.segment.size() != N))
+    fail("training batch: ids, positions, valid flags and segments must hold B·T = {} entries each", N);
+  for (size_t i = 0; i < N; ++i) {
+    if (b.labels[i] != -100 && (b.labels[i] < 0 || b.labels[i] >= c.vocab_size))
+      fail("training batch: label {} (row {}, position {}) is outside the vocabulary [0, {})", b.labels[i],
+           i / size_t(b.in.T), i % size_t(b.in.T), c.vocab_size);
+    if (b.in.ids[i] < 0 || b.in.ids[i] >= c.vocab_size)
+      fail("token id {} (sequence {}, position {}) is outside the vocabulary [0, {})", b.in.ids[i], i / size_t(b.in.T),
+           i % size_t(b.in.T), c.vocab_size);
+    if (b.in.pos[i] < 0 || b.in.pos[i] >= c.seq_length)
+      fail("position {} (sequence {}) is beyond the model's seq_length {}: the sequence is too long", b.in.pos[i],
+           i / size_t(b.in.T), c.seq_length);
+  }
+}
+
 int64_t TrainBatch::label_count() const {
   int64_t n = 0;
   for (int r = 0; r < in.B; ++r)
@@ -94,7 +103,7 @@ int64_t TrainBatch::label_count() const {
 }
 
 LossResult loss_only(Ops& ops, const Model& model, const TrainBatch& batch) {
-  check_batch(model, batch);
+  check_batch(model.config(), batch);
   const ModelConfig& c = model.config();
   KVCache cache(c, batch.in.B, batch.in.T);
   ForwardTape tape;
@@ -112,7 +121,7 @@ LossResult loss_and_backward(Ops& ops, const Model& model, Adapter& adapter, con
                              double grad_scale, StepTimes* times,
                              const std::function<void(int layer)>& layer_done) {
   if (model.adapter() != &adapter) fail("loss_and_backward: the model must have this adapter set");
-  check_batch(model, batch);
+  check_batch(model.config(), batch);
   const ModelConfig& c = model.config();
   const ModelWeights& w = model.weights();
   const int B = batch.in.B, T = batch.in.T, H = c.num_heads, G = c.num_groups, D = c.kv_channels;

@@ -31,6 +31,12 @@ struct StepTimes {
   double head_backward_s = 0;  // the part of head_s spent in the backward of the output layer and final norm
 };
 
+// The batch's shapes, labels, token ids and positions against the model (an Error naming the first bad
+// entry); both trainers call it before anything runs.
+void check_batch(const ModelConfig& c, const TrainBatch& b);
+// Each token's target: labels shifted left by one within a row (the last position predicts nothing, −100).
+std::vector<int32_t> shifted_targets(const TrainBatch& b);
+
 // Loss of the batch, and adapter gradients += grad_scale · ∂(loss_sum)/∂θ (grad_scale = 1/tokens gives
 // the mean's gradient; with accumulation, 1 / the tokens of all micro-batches). model.adapter() must be
 // &adapter. The adapter's training flag and dropout key are used as they are.

@@ -20,8 +20,6 @@ namespace {
 constexpr size_t kAlign = 256;
 constexpr int kFirstBucket = 128;
 size_t aligned(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-size_t scale_bytes(const Matrix& m) { return size_t(m.rows * m.groups()) * 2; }
-size_t matrix_bytes(const Matrix& m) { return aligned(m.data_bytes()) + (m.scales ? aligned(scale_bytes(m)) : 0); }
 double gib(uint64_t b) { return double(b) / double(1ull << 30); }
 
 int64_t step_rows(const ModelConfig& c, const EngineLimits& l) {
@@ -40,10 +38,7 @@ int decode_bucket(int slot, int capacity) {
 EnginePlan plan_engine(const ModelConfig& c, const ModelWeights& w, const EngineLimits& l) {
   EnginePlan p;
   const uint64_t C = uint64_t(c.hidden_size);
-  p.weights = matrix_bytes(w.embedding) + matrix_bytes(w.output) + aligned(C * 4);
-  for (const auto& lw : w.layers)
-    p.weights += matrix_bytes(lw.qkv) + matrix_bytes(lw.dense) + matrix_bytes(lw.h_to_4h) +
-                 matrix_bytes(lw.four_h_to_h) + 2 * aligned(C * 4) + aligned(lw.qkv_bias.size() * 4);
+  p.weights = DeviceWeights::bytes(w);
   const uint64_t BS = uint64_t(l.batch) * uint64_t(l.capacity);
   p.kv_cache = 2 * aligned(uint64_t(c.num_layers) * BS * uint64_t(c.kv_dim()) * 4) + aligned(BS);
   const uint64_t N = uint64_t(step_rows(c, l));
@@ -74,36 +69,7 @@ DeviceEngine::DeviceEngine(std::unique_ptr<Device> device, const Model& model, E
          gib(plan_.workspaces), step_rows(cfg_, lim_), gib(free));
 
   // Weights: one allocation, uploaded once.
-  weights_ = DeviceBuffer(*dev_, plan_.weights, "model weights");
-  uint8_t* base = weights_.get<uint8_t>();
-  size_t off = 0;
-  auto put = [&](const void* src, size_t bytes) -> void* {
-    void* p = base + off;
-    if (bytes) dev_->upload(p, src, bytes);
-    off += aligned(bytes);
-    return p;
-  };
-  auto put_matrix = [&](const Matrix& m) {
-    Matrix d = m;
-    d.data = put(m.data, m.data_bytes());
-    if (m.scales) d.scales = static_cast<const uint16_t*>(put(m.scales, scale_bytes(m)));
-    return d;
-  };
-  embedding_ = put_matrix(w.embedding);
-  output_ = put_matrix(w.output);
-  final_norm_ = static_cast<const float*>(put(w.final_norm.data(), w.final_norm.size() * 4));
-  for (const auto& lw : w.layers) {
-    DevLayer d;
-    d.qkv = put_matrix(lw.qkv);
-    d.dense = put_matrix(lw.dense);
-    d.h_to_4h = put_matrix(lw.h_to_4h);
-    d.four_h_to_h = put_matrix(lw.four_h_to_h);
-    d.input_norm = static_cast<const float*>(put(lw.input_norm.data(), lw.input_norm.size() * 4));
-    d.post_norm = static_cast<const float*>(put(lw.post_norm.data(), lw.post_norm.size() * 4));
-    d.qkv_bias = lw.qkv_bias.empty() ? nullptr : static_cast<const float*>(put(lw.qkv_bias.data(), lw.qkv_bias.size() * 4));
-    layers_.push_back(d);
-  }
-  if (off != plan_.weights) fail("device engine: weight plan {} bytes but {} uploaded (internal error)", plan_.weights, off);
+  weights_ = DeviceWeights(*dev_, w);
 
   // KV cache [L][Bmax, Smax, G, D] for K and V, then key_valid [Bmax, Smax].
   const size_t BS = size_t(lim_.batch) * size_t(lim_.capacity);
@@ -198,9 +164,9 @@ void DeviceEngine::issue(int B, int T, int P, Logits mode, bool greedy) {
   const int32_t* pos = inputs_ + 1 + N;
   const size_t layer_kv = size_t(lim_.batch) * size_t(Smax) * size_t(KVd);
 
-  ops.embedding(embedding_, ids, N, x_);
+  ops.embedding(weights_.embedding, ids, N, x_);
   for (int l = 0; l < c.num_layers; ++l) {
-    const DevLayer& lw = layers_[size_t(l)];
+    const DeviceLayerWeights& lw = weights_.layers[size_t(l)];
     float* k = k_ + size_t(l) * layer_kv;
     float* v = v_ + size_t(l) * layer_kv;
     // Attention block: h = x + dense(attention(rope(qkv(norm(x))))).
@@ -228,8 +194,8 @@ void DeviceEngine::issue(int B, int T, int P, Logits mode, bool greedy) {
     src = last_;
     rows = B;
   }
-  ops.rmsnorm(src, final_norm_, rows, C, c.layernorm_eps, xl_, nullptr);
-  ops.matmul(xl_, rows, output_, nullptr, logits_);
+  ops.rmsnorm(src, weights_.final_norm, rows, C, c.layernorm_eps, xl_, nullptr);
+  ops.matmul(xl_, rows, weights_.output, nullptr, logits_);
   if (greedy) ops.argmax(logits_, rows, V, next_);
 }
 

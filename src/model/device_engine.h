@@ -22,6 +22,7 @@
 #include <tuple>
 #include <vector>
 
+#include "model/device_weights.h"
 #include "model/engine.h"
 #include "ops/device.h"
 
@@ -64,10 +65,7 @@ class DeviceEngine final : public Engine {
   int64_t eager_steps() const { return eager_; }
 
  private:
-  struct DevLayer {
-    const float *input_norm, *qkv_bias, *post_norm;
-    Matrix qkv, dense, h_to_4h, four_h_to_h;
-  };
+
   // Uploads this step's inputs and key_valid; returns rows of logits to compute (0 = none).
   void prepare(const StepInput& in);
   // Issues the step's kernels: the forward of N = B·T rows at cache position P, then the final norm +
@@ -79,10 +77,8 @@ class DeviceEngine final : public Engine {
   ModelConfig cfg_;
   EngineLimits lim_;
   EnginePlan plan_;
-  DeviceBuffer weights_, kv_, work_;
-  Matrix embedding_, output_;
-  const float* final_norm_ = nullptr;
-  std::vector<DevLayer> layers_;
+  DeviceWeights weights_;
+  DeviceBuffer kv_, work_;
   // KV cache
   float *k_ = nullptr, *v_ = nullptr;
   uint8_t* valid_ = nullptr;

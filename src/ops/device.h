@@ -35,6 +35,12 @@ class Device {
   virtual void download(void* dst, const void* src, size_t bytes) = 0;
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   virtual void fill(void* dst, int value, size_t bytes) = 0;
+  // `rows` pieces of `width` bytes, device → device: dst + r·dpitch ← src + r·spitch (a column block of a
+  // row-major matrix). Default: one copy() a row.
+  virtual void copy2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t rows) {
+    for (size_t r = 0; r < rows; ++r)
+      copy(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
+  }
   virtual void sync() = 0;                    // waits for all work issued so far
 
   // Graphs: the kernels issued between begin_capture() and end_capture() are recorded (not run);

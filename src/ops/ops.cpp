@@ -69,8 +69,8 @@ double Ops::sum_squares(const float* x, int64_t n) {
   return ss;
 }
 
-void Ops::scale(float* x, int64_t n, float c) {
-  for (int64_t i = 0; i < n; ++i) x[i] *= c;
+void Ops::scale(float* x, int64_t n, double c) {
+  for (int64_t i = 0; i < n; ++i) x[i] = float(double(x[i]) * c);
 }
 
 bool cuda_built() {

@@ -141,8 +141,8 @@ class Ops {
   virtual void adamw(float* value, const float* grad, float* m, float* v, int64_t n, const AdamWStep& s);
   // Σ x[i]² in double (the squared gradient norm that clipping needs).
   virtual double sum_squares(const float* x, int64_t n);
-  // x[i] *= c for i < n.
-  virtual void scale(float* x, int64_t n, float c);
+  // x[i] = float(double(x[i]) · c) for i < n (one rounding: for a float c, the fp32 product).
+  virtual void scale(float* x, int64_t n, double c);
 
   // ---- Inference engine helpers (model/device_engine.h). Default: host implementations (ops.cpp).
 

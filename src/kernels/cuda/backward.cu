@@ -316,9 +316,9 @@ __global__ void accumulate_kernel(const double* part, int parts, double* out) {
   *out += s;
 }
 
-__global__ void scale_kernel(float* x, int64_t n, float c) {
+__global__ void scale_kernel(float* x, int64_t n, double c) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) x[i] *= c;
+  if (i < n) x[i] = float(double(x[i]) * c);
 }
 
 }  // namespace
@@ -391,7 +391,7 @@ void sum_squares(const float* x, int64_t n, double* part, double* out, cudaStrea
   GLMLAB_CUDA_LAUNCHED("accumulate_kernel");
 }
 
-void scale(float* x, int64_t n, float c, cudaStream_t stream) {
+void scale(float* x, int64_t n, double c, cudaStream_t stream) {
   if (n == 0) return;
   scale_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n, c);
   GLMLAB_CUDA_LAUNCHED("scale_kernel");

@@ -95,6 +95,10 @@ class CudaDevice final : public Device {
   void copy(void* dst, const void* src, size_t bytes) override {
     if (bytes) GLMLAB_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
   }
+  void copy2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t rows) override {
+    if (width && rows)
+      GLMLAB_CUDA_CHECK(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, rows, cudaMemcpyDeviceToDevice, stream_));
+  }
   void fill(void* dst, int value, size_t bytes) override {
     if (bytes) GLMLAB_CUDA_CHECK(cudaMemsetAsync(dst, value, bytes, stream_));
   }

@@ -508,6 +508,6 @@ double CudaOps::sum_squares(const float* x, int64_t n) {
   return r;
 }
 
-void CudaOps::scale(float* x, int64_t n, float c) { k::scale(x, n, c, stream_); }
+void CudaOps::scale(float* x, int64_t n, double c) { k::scale(x, n, c, stream_); }
 
 }  // namespace glmlab::cuda

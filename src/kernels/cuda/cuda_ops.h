@@ -58,7 +58,7 @@ class CudaOps final : public Ops {
   double cross_entropy(float* z, const int32_t* labels, int64_t N, int64_t V, float scale) override;
   void adamw(float* value, const float* grad, float* m, float* v, int64_t n, const AdamWStep& s) override;
   double sum_squares(const float* x, int64_t n) override;
-  void scale(float* x, int64_t n, float c) override;
+  void scale(float* x, int64_t n, double c) override;
 
   // ---- for tests and the docs: one path explicitly (an Error when that path cannot take the shape).
   void matmul_with(MatmulPath path, const float* x, int64_t N, const Matrix& W, const float* bias, float* y);

@@ -131,6 +131,6 @@ void adamw(float* value, const float* grad, float* m, float* v, int64_t n, const
 // *out += Σ x² (double) through kSumSquaresBlocks partials in `part`; the gradient norm for clipping.
 constexpr int kSumSquaresBlocks = 256;
 void sum_squares(const float* x, int64_t n, double* part, double* out, cudaStream_t stream);
-void scale(float* x, int64_t n, float c, cudaStream_t stream);  // x *= c
+void scale(float* x, int64_t n, double c, cudaStream_t stream);  // x = float(double(x) · c)
 
 }  // namespace glmlab::cuda::k

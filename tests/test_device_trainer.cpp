@@ -1,0 +1,201 @@
+// The device-resident trainer (model/device_trainer.h) against PEFT and against the host trainer: on the
+// host devices (cpu-ref, cpu) here, on the GPU (CudaTrainer.*, skipped without one) on the device machine.
+//   - loss and every LoRA gradient of the oracle's padded and packed batches (PyTorch autograd + PEFT on
+//     tiny-f32) within the fine-tuning tests' tolerances, and the host trainer's within 1e-6 on cpu-ref;
+//   - ten steps of clipping + AdamW with warm-up and decay give the oracle's losses and parameters;
+//   - what it does not take (VeRA, dropout, a micro-batch beyond its limit, memory) is an Error.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "model/backward.h"
+#include "model/device_trainer.h"
+#include "model/loader.h"
+#include "model/optimizer.h"
+#include "model/peft_io.h"
+#include "test_util.h"
+#include "train_golden.h"
+
+#ifdef GLMLAB_HAVE_CUDA
+#include "kernels/cuda/cuda_device.h"
+#endif
+
+namespace glmlab {
+namespace {
+
+using test::error_of;
+using test::golden_floats;
+using test::train_golden_path;
+
+double nerr(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double m = 0, r = 1e-30;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    if (std::isnan(a[i])) return INFINITY;
+    m = std::max(m, double(std::fabs(a[i] - b[i])));
+    r = std::max(r, double(std::fabs(b[i])));
+  }
+  return m / r;
+}
+
+int64_t rows_of(const TrainBatch& b) { return int64_t(b.in.B) * b.in.T; }
+
+// Loss and gradients of the oracle's `kind` batch on `device`, against PEFT and against the host
+// trainer on the reference back end; `host_tol` bounds the gradients' distance to the host trainer.
+void check_gradients(Backend backend, bool bf16, const std::string& kind, double host_tol) {
+  SCOPED_TRACE(kind);
+  SafetensorsFile g(train_golden_path("lora/golden.safetensors"));
+  Model model = load_model(train_golden_path("tiny-f32"));
+  Adapter host = load_adapter(train_golden_path("lora"), model.config());
+  model.set_adapter(&host);
+  TrainBatch batch = test::golden_train_batch(g, kind);
+  const double scale = 1.0 / double(batch.label_count());
+  auto ref = make_ref_ops();
+  host.zero_grad();
+  const LossResult want = loss_and_backward(*ref, model, host, batch, scale);
+
+  Adapter dev_copy = load_adapter(train_golden_path("lora"), model.config());
+  DeviceTrainer tr(make_device(backend, bf16), model, dev_copy, TrainerLimits{rows_of(batch) + 5});
+  const LossResult got = tr.loss_and_backward(batch, scale);
+  EXPECT_EQ(got.tokens, want.tokens);
+  const double oracle_loss = golden_floats(g, kind + ".loss")[0];
+  EXPECT_NEAR(got.mean(), oracle_loss, 1e-5 * oracle_loss);
+  EXPECT_NEAR(got.loss_sum, want.loss_sum, 1e-6 * want.loss_sum);
+  tr.download(dev_copy);
+  double worst_oracle = 0, worst_host = 0;
+  for (size_t i = 0; i < host.params().size(); ++i) {
+    const auto& p = dev_copy.params()[i];
+    if (!p.trainable) continue;
+    const double eo = nerr(p.grad, golden_floats(g, kind + ".grad." + p.name));
+    const double eh = nerr(p.grad, host.params()[i].grad);
+    EXPECT_LT(eo, 1e-4) << p.name << " against PEFT";
+    EXPECT_LT(eh, host_tol) << p.name << " against the host trainer";
+    worst_oracle = std::max(worst_oracle, eo);
+    worst_host = std::max(worst_host, eh);
+    // The values did not move (no optimizer step yet) and the download is the upload.
+    EXPECT_EQ(p.value, host.params()[i].value) << p.name;
+  }
+  std::printf("[ device trainer %s %s ] loss %.7f (oracle %.7f), grad nerr vs PEFT %.2e, vs host %.2e\n",
+              std::string(tr.device().name()).c_str(), kind.c_str(), got.mean(), oracle_loss, worst_oracle, worst_host);
+}
+
+TEST(DeviceTrainer, GradientsOfPaddedAndPackedBatchesOnTheReferenceDevice) {
+  for (const char* kind : {"pad", "pack"}) check_gradients(Backend::CpuRef, false, kind, 1e-6);
+}
+
+TEST(DeviceTrainer, GradientsOfPaddedAndPackedBatchesOnTheFastCpu) {
+  for (const char* kind : {"pad", "pack"}) check_gradients(Backend::Cpu, false, kind, 1e-4);
+}
+
+// test_train.cpp's oracle run (train_golden.py: torch.optim.AdamW + LambdaLR, clipping at 1.0): ten
+// steps on the padded batch, each step's loss and the final parameters.
+void check_ten_steps(Backend backend) {
+  SafetensorsFile g(train_golden_path("lora/golden.safetensors"));
+  Model model = load_model(train_golden_path("tiny-f32"));
+  Adapter a = load_adapter(train_golden_path("lora"), model.config());
+  TrainBatch batch = test::golden_train_batch(g, "pad");
+  DeviceTrainer tr(make_device(backend, false), model, a, TrainerLimits{rows_of(batch)});
+  AdamWConfig oc;
+  oc.lr = 1e-2;
+  oc.weight_decay = 0.01;
+  const auto want = golden_floats(g, "adamw.losses");
+  ASSERT_EQ(want.size(), 10u);
+  for (int s = 0; s < 10; ++s) {
+    tr.zero_grad();
+    const LossResult r = tr.loss_and_backward(batch, 1.0 / double(batch.label_count()));
+    tr.clip_grad_norm(1.0);
+    tr.adamw_step(oc, oc.lr * linear_schedule(s, 2, 10));
+    EXPECT_NEAR(r.mean(), want[size_t(s)], 1e-4 * want[size_t(s)]) << "step " << s;
+  }
+  EXPECT_EQ(tr.steps(), 10);
+  tr.download(a);
+  for (auto& p : a.params()) {
+    if (!p.trainable) continue;
+    EXPECT_LT(nerr(p.value, golden_floats(g, "adamw.final." + p.name)), 1e-4) << p.name;
+  }
+}
+
+TEST(DeviceTrainer, TenAdamWStepsGiveTheOraclesLosses) { check_ten_steps(Backend::CpuRef); }
+
+TEST(DeviceTrainer, StateRoundTripsThroughTheHost) {
+  SafetensorsFile g(train_golden_path("lora/golden.safetensors"));
+  Model model = load_model(train_golden_path("tiny-f32"));
+  Adapter a = load_adapter(train_golden_path("lora"), model.config());
+  TrainBatch batch = test::golden_train_batch(g, "pad");
+  DeviceTrainer tr(make_device(Backend::CpuRef), model, a, TrainerLimits{rows_of(batch)});
+  tr.loss_and_backward(batch, 1e-2);
+  tr.adamw_step(AdamWConfig{}, 1e-2);
+  std::vector<std::vector<float>> m, v;
+  tr.download(a, &m, &v);
+  ASSERT_EQ(m.size(), size_t(std::count_if(a.params().begin(), a.params().end(), [](auto& p) { return p.trainable; })));
+  // A second trainer resumed from the host state takes the same next step as the first.
+  DeviceTrainer tr2(make_device(Backend::CpuRef), model, a, TrainerLimits{rows_of(batch)});
+  tr2.upload(a, &m, &v, tr.steps());
+  for (DeviceTrainer* t : {&tr, &tr2}) {
+    t->zero_grad();
+    t->loss_and_backward(batch, 1e-2);
+    t->adamw_step(AdamWConfig{}, 1e-2);
+  }
+  Adapter b = a;
+  tr.download(a);
+  tr2.download(b);
+  for (size_t i = 0; i < a.params().size(); ++i) EXPECT_EQ(a.params()[i].value, b.params()[i].value) << i;
+  EXPECT_EQ(tr2.steps(), 2);
+}
+
+TEST(DeviceTrainer, RefusesWhatItCannotTrainWithAClearError) {
+  Model model = load_model("random:tiny", "fp32", 3);
+  AdapterConfig vc = AdapterConfig::vera_defaults();
+  vc.rank = 8;
+  Adapter vera = Adapter::create(model.config(), vc);
+  EXPECT_CONTAINS(error_of([&] { DeviceTrainer(make_device(Backend::CpuRef), model, vera, TrainerLimits{64}); }),
+                  "vera adapters are not supported yet");
+  AdapterConfig dc;
+  dc.dropout = 0.1f;
+  Adapter drop = Adapter::create(model.config(), dc);
+  EXPECT_CONTAINS(error_of([&] { DeviceTrainer(make_device(Backend::CpuRef), model, drop, TrainerLimits{64}); }),
+                  "dropout 0.1 is not supported yet");
+  Adapter lora = Adapter::create(model.config(), AdapterConfig{});
+  const std::string mem =
+      error_of([&] { DeviceTrainer(make_device(Backend::CpuRef), model, lora, TrainerLimits{int64_t(1) << 40}); });
+  EXPECT_CONTAINS(mem, "GiB of device memory");
+  EXPECT_CONTAINS(mem, "activation tape");
+  EXPECT_CONTAINS(mem, "are free");
+  DeviceTrainer tr(make_device(Backend::CpuRef), model, lora, TrainerLimits{8});
+  TrainBatch b;
+  b.in.B = 2;
+  b.in.T = 5;
+  b.in.ids.assign(10, 7);
+  b.in.pos = {0, 1, 2, 3, 4, 0, 1, 2, 3, 4};
+  b.in.valid.assign(10, 1);
+  b.labels.assign(10, 7);
+  EXPECT_CONTAINS(error_of([&] { tr.loss_and_backward(b, 1.0); }), "at most 8");
+  b.in.T = 4;
+  b.in.ids.resize(8);
+  b.in.pos.resize(8);
+  b.in.valid.resize(8);
+  b.labels.assign(8, 7);
+  b.in.ids[5] = model.config().vocab_size;
+  EXPECT_CONTAINS(error_of([&] { tr.loss_and_backward(b, 1.0); }), "outside the vocabulary");
+}
+
+#ifdef GLMLAB_HAVE_CUDA
+#define SKIP_WITHOUT_GPU()                                                          \
+  do {                                                                              \
+    std::string why_;                                                               \
+    if (!cuda::device_available(&why_)) GTEST_SKIP() << "no CUDA device: " << why_; \
+  } while (0)
+
+TEST(CudaTrainer, GradientsOfPaddedAndPackedBatchesMatchPeftAndTheHost) {
+  SKIP_WITHOUT_GPU();
+  for (const char* kind : {"pad", "pack"}) check_gradients(Backend::Cuda, false, kind, 1e-4);
+}
+
+TEST(CudaTrainer, TenAdamWStepsGiveTheOraclesLosses) {
+  SKIP_WITHOUT_GPU();
+  check_ten_steps(Backend::Cuda);
+}
+#endif
+
+}  // namespace
+}  // namespace glmlab
