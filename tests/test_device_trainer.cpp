@@ -8,13 +8,14 @@
 
 #include <cmath>
 
+#include "lab/train/train_loop.h"
 #include "model/backward.h"
 #include "model/device_trainer.h"
 #include "model/loader.h"
 #include "model/optimizer.h"
 #include "model/peft_io.h"
 #include "test_util.h"
-#include "train_golden.h"
+#include "train_test_data.h"
 
 #ifdef GLMLAB_HAVE_CUDA
 #include "kernels/cuda/cuda_device.h"
@@ -179,6 +180,90 @@ TEST(DeviceTrainer, RefusesWhatItCannotTrainWithAClearError) {
   EXPECT_CONTAINS(error_of([&] { tr.loss_and_backward(b, 1.0); }), "outside the vocabulary");
 }
 
+// ---- the training loop (lab::train) on a device
+
+struct LoopRun {
+  lab::TrainReport rep;
+  std::vector<std::vector<float>> params;
+};
+
+// `backend` on the device trainer when on_device, else the host trainer with that back end's ops.
+LoopRun run_loop(const lab::TrainOptions& o, const std::vector<lab::TrainSample>& samples, Backend backend,
+                 bool on_device) {
+  Model model = load_model(train_golden_path("tiny-f32"));
+  Adapter a = Adapter::create(model.config(), o.adapter);
+  model.set_adapter(&a);
+  auto ops = make_ops(backend, false);
+  LoopRun r;
+  r.rep = lab::train(*ops, model, a, samples, o, {}, on_device ? make_device(backend, false) : nullptr);
+  for (auto& p : a.params()) r.params.push_back(p.value);
+  return r;
+}
+
+lab::TrainOptions loop_options() {
+  lab::TrainOptions o;
+  o.adapter.rank = 4;
+  o.adapter.targets = {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"};
+  o.adam.lr = 5e-3;
+  o.adam.weight_decay = 0.01;
+  o.steps = 6;
+  o.warmup = 2;
+  o.batch_size = 3;
+  o.grad_accum = 2;
+  o.seed = 5;
+  return o;
+}
+
+// The loop on the reference device equals the host loop step for step (losses and final adapter, padded
+// and packed), saves the same PEFT adapter, and a run stopped and resumed on the device equals the whole.
+TEST(DeviceTrainer, TrainingLoopOnADeviceEqualsTheHostLoopAndResumes) {
+  auto samples = test::synthetic_samples(10, 1);
+  for (bool pack : {false, true}) {
+    SCOPED_TRACE(pack ? "packed" : "padded");
+    auto o = loop_options();
+    o.pack = pack;
+    const LoopRun host = run_loop(o, samples, Backend::CpuRef, false);
+    o.out = test::temp_dir("dev-loop-whole").string();
+    const LoopRun dev = run_loop(o, samples, Backend::CpuRef, true);
+    ASSERT_EQ(dev.rep.losses.size(), 6u);
+    for (size_t s = 0; s < 6; ++s) EXPECT_NEAR(dev.rep.losses[s], host.rep.losses[s], 1e-6 * host.rep.losses[s]) << s;
+    for (size_t i = 0; i < host.params.size(); ++i) EXPECT_LT(nerr(dev.params[i], host.params[i]), 1e-5) << i;
+    Model model = load_model(train_golden_path("tiny-f32"));
+    Adapter saved = load_adapter(o.out, model.config());
+    for (size_t i = 0; i < saved.params().size(); ++i) EXPECT_EQ(saved.params()[i].value, dev.params[i]);
+    o.out = test::temp_dir("dev-loop-parts").string();
+    o.stop_after = 2;
+    EXPECT_EQ(run_loop(o, samples, Backend::CpuRef, true).rep.steps_done, 2);
+    o.stop_after = -1;
+    o.resume = true;
+    const LoopRun rest = run_loop(o, samples, Backend::CpuRef, true);
+    EXPECT_EQ(rest.rep.first_step, 2);
+    EXPECT_EQ(rest.rep.losses, dev.rep.losses);
+    EXPECT_EQ(rest.params, dev.params);
+  }
+}
+
+// An update that overflows stops the run on the device as on the host: the saved adapter is the last
+// good one, finite.
+TEST(DeviceTrainer, NonFiniteUpdateStopsAndKeepsTheLastGoodAdapter) {
+  auto samples = test::synthetic_samples(8, 4);
+  auto o = loop_options();
+  o.warmup = 3;
+  o.max_grad_norm = 0;
+  o.steps = 8;
+  o.grad_accum = 1;
+  o.adam.lr = 1e36;
+  o.out = test::temp_dir("dev-nan").string();
+  const LoopRun bad = run_loop(o, samples, Backend::CpuRef, true);
+  ASSERT_TRUE(bad.rep.nan_stop) << ::testing::PrintToString(bad.rep.losses);
+  EXPECT_CONTAINS(bad.rep.message, "stopping");
+  for (auto& p : bad.params)
+    for (float v : p) ASSERT_TRUE(std::isfinite(v));
+  Model model = load_model(train_golden_path("tiny-f32"));
+  Adapter saved = load_adapter(o.out, model.config());
+  for (size_t i = 0; i < saved.params().size(); ++i) EXPECT_EQ(saved.params()[i].value, bad.params[i]);
+}
+
 #ifdef GLMLAB_HAVE_CUDA
 #define SKIP_WITHOUT_GPU()                                                          \
   do {                                                                              \
@@ -194,6 +279,18 @@ TEST(CudaTrainer, GradientsOfPaddedAndPackedBatchesMatchPeftAndTheHost) {
 TEST(CudaTrainer, TenAdamWStepsGiveTheOraclesLosses) {
   SKIP_WITHOUT_GPU();
   check_ten_steps(Backend::Cuda);
+}
+
+TEST(CudaTrainer, TrainingLoopEqualsTheHostLoop) {
+  SKIP_WITHOUT_GPU();
+  auto samples = test::synthetic_samples(10, 1);
+  auto o = loop_options();
+  const LoopRun host = run_loop(o, samples, Backend::CpuRef, false);
+  const LoopRun dev = run_loop(o, samples, Backend::Cuda, true);
+  ASSERT_EQ(dev.rep.losses.size(), host.rep.losses.size());
+  for (size_t s = 0; s < host.rep.losses.size(); ++s)
+    EXPECT_NEAR(dev.rep.losses[s], host.rep.losses[s], 1e-4 * host.rep.losses[s]) << s;
+  for (size_t i = 0; i < host.params.size(); ++i) EXPECT_LT(nerr(dev.params[i], host.params[i]), 1e-3) << i;
 }
 #endif
 

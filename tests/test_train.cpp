@@ -13,6 +13,7 @@
 #include "model/peft_io.h"
 #include "model/safetensors.h"
 #include "test_util.h"
+#include "train_test_data.h"
 #include "util/error.h"
 
 namespace glmlab {
@@ -110,24 +111,7 @@ TEST(FinetuneTrain, TenAdamWStepsGiveTheOraclesLosses) {
 
 namespace glmlab::train_loop_tests {
 
-// Samples of random ids below the tiny model's vocabulary of 512, of mixed lengths; the first third of
-// each is input (label −100).
-std::vector<lab::TrainSample> synthetic_samples(int n, uint32_t seed) {
-  std::vector<lab::TrainSample> out;
-  uint64_t x = seed;
-  auto next = [&] { return (x = x * 6364136223846793005ULL + 1442695040888963407ULL) >> 33; };
-  for (int i = 0; i < n; ++i) {
-    lab::TrainSample s;
-    const int len = 6 + int(next() % 14);
-    for (int t = 0; t < len; ++t) {
-      s.ids.push_back(1 + int32_t(next() % 511));
-      s.labels.push_back(t < len / 3 ? -100 : s.ids.back());
-    }
-    s.where = "synthetic:" + std::to_string(i);
-    out.push_back(std::move(s));
-  }
-  return out;
-}
+using test::synthetic_samples;
 
 struct RunResult {
   lab::TrainReport rep;

@@ -41,11 +41,18 @@ struct BenchTrainArgs {
 
 void run_bench_train(BenchTrainArgs& a, const CLI::App& cmd) {
   if (!a.m.adapter.empty()) fail("bench train: --adapter is for inference; bench train trains fresh adapters");
-  if (wants_device_engine(a.m))
-    fail("bench train: --device {} / --engine device: training runs on the host engine only (cpu or cpu-ref)",
-         a.m.device);
   lab::BenchTrainOptions& o = a.o;
   o.methods = a.methods;
+  // --device cuda (or --engine device): every run on the device-resident trainer (LoRA only for now, so
+  // LoRA is the default method there); the bases are read on the host and uploaded by the trainer.
+  const bool on_device = wants_device_engine(a.m);
+  if (on_device) {
+    if (cmd.count("--method") == 0) o.methods = {"lora"};
+    const Backend b = backend_from_name(a.m.device);
+    const bool bf16 = !a.m.fp32_activations;
+    make_device(b, bf16);  // fails here, before anything is loaded, without the back end
+    o.make_device = [b, bf16] { return make_device(b, bf16); };
+  }
   o.qats = a.qats;
   o.dtypes = a.dtypes;
   o.progress = !a.no_progress;
@@ -99,6 +106,7 @@ void run_bench_train(BenchTrainArgs& a, const CLI::App& cmd) {
   lab::TrainLoader loader = [&](const std::string& dtype) {
     ModelArgs one = a.m;
     one.dtype = dtype;
+    if (on_device) one.device = "cpu", one.engine = "host";
     Loaded L = load(one);
     lab::BenchModel bm;
     bm.load_seconds = L.load_seconds;

@@ -99,8 +99,17 @@ RegisterCommand reg_train([](CLI::App& app) {
     std::optional<Loaded> loaded;
     std::optional<Tokenizer> tokenizer;
     std::vector<lab::Record> records;
+    // --device cuda (or --engine device): the device-resident trainer; the model is read on the host and
+    // uploaded by it.
+    std::unique_ptr<Device> device;
     dist::agree(comm, [&] {
-      loaded.emplace(load(a->m));
+      ModelArgs host = a->m;
+      if (wants_device_engine(a->m)) {
+        device = make_device(backend_from_name(a->m.device), !a->m.fp32_activations);  // before a large model is loaded
+        host.device = "cpu";
+        host.engine = "host";
+      }
+      loaded.emplace(load(host));
       tokenizer.emplace(load_tokenizer(a->m.tokenizer, a->m.model));
       lab::ReadOptions ro;
       ro.skip_bad = a->skip_bad;
@@ -134,13 +143,16 @@ RegisterCommand reg_train([](CLI::App& app) {
                  fmt::format("{}", fmt::join(adapter.config().targets, ",")).c_str(),
                  (long long)adapter.trainable_count(), samples.size(), (long long)a->t.steps, a->t.grad_accum,
                  a->t.batch_size);
+    if (device && lead)
+      std::fprintf(stderr, "glmlab: training on %s (device trainer: weights, adapter, gradients and AdamW state in "
+                   "its memory)\n", std::string(device->name()).c_str());
     auto rep = lab::train(*L.ops, L.model, adapter, samples, a->t, [&](const lab::StepLog& s) {
       if (!lead) return;
       std::fprintf(stderr, "\rstep %lld/%lld | loss %.4f | lr %.3g | grad norm %.3g | %.2f samples/s | %.0f tokens/s   ",
                    (long long)s.step, (long long)a->t.steps, s.loss, s.lr, s.grad_norm,
                    double(s.samples) / s.seconds, double(s.tokens) / s.seconds);
       std::fflush(stderr);
-    });
+    }, std::move(device));
     if (!lead) {
       if (rep.nan_stop) throw dist::CollectiveError(rep.message);  // every rank stops on the same step
       return;

@@ -71,7 +71,7 @@ TrainerPlan plan_trainer(const Model& model, const Adapter& adapter, const Train
   const uint64_t N = uint64_t(std::max<int64_t>(limits.rows, 0));
   TrainerPlan p;
   p.weights = DeviceWeights::bytes(model.weights());
-  p.adapter = 4 * aligned(uint64_t(adapter.trainable_count()) * 4);
+  p.adapter = 7 * aligned(uint64_t(adapter.trainable_count()) * 4);
   const int lowest = adapter.lowest_adapted_layer();
   const uint64_t taped = uint64_t(c.num_layers - lowest) + (lowest > 0 ? 1 : 0);  // + one shared below
   p.tape = taped * sum_aligned(tape_floats(c, N));
@@ -115,11 +115,13 @@ DeviceTrainer::DeviceTrainer(std::unique_ptr<Device> device, const Model& model,
   for (int l = 0; l < cfg_.num_layers; ++l)
     for (Target t : kTargets) first_param_[size_t(l) * kNumTargets + size_t(t)] = adapter.param_index(l, t);
   const uint64_t pb = aligned(uint64_t(P_) * 4);
-  adapter_buf_ = DeviceBuffer(*dev_, 4 * pb, "adapter values, gradients and AdamW moments");
+  adapter_buf_ = DeviceBuffer(*dev_, 7 * pb, "adapter values, gradients and AdamW moments");
   value_ = adapter_buf_.f();
   grad_ = reinterpret_cast<float*>(adapter_buf_.get<uint8_t>() + pb);
   m_ = reinterpret_cast<float*>(adapter_buf_.get<uint8_t>() + 2 * pb);
   v_ = reinterpret_cast<float*>(adapter_buf_.get<uint8_t>() + 3 * pb);
+  keep_ = reinterpret_cast<float*>(adapter_buf_.get<uint8_t>() + 4 * pb);
+  pb_ = pb;
   upload(adapter);
 
   // Tape: one set per layer from the lowest adapted, one shared by the layers below it.
@@ -250,6 +252,22 @@ void DeviceTrainer::adamw_step(const AdamWConfig& cfg, double lr) {
   dev_->ops().adamw(value_, grad_, m_, v_, P_, glmlab::adamw_step(cfg, t_, lr));
 }
 
+void DeviceTrainer::snapshot() {
+  dev_->copy(keep_, value_, size_t(P_) * 4);
+  dev_->copy(reinterpret_cast<uint8_t*>(keep_) + pb_, m_, size_t(P_) * 4);
+  dev_->copy(reinterpret_cast<uint8_t*>(keep_) + 2 * pb_, v_, size_t(P_) * 4);
+  keep_t_ = t_;
+}
+
+void DeviceTrainer::restore() {
+  dev_->copy(value_, keep_, size_t(P_) * 4);
+  dev_->copy(m_, reinterpret_cast<uint8_t*>(keep_) + pb_, size_t(P_) * 4);
+  dev_->copy(v_, reinterpret_cast<uint8_t*>(keep_) + 2 * pb_, size_t(P_) * 4);
+  t_ = keep_t_;
+}
+
+bool DeviceTrainer::values_finite() { return std::isfinite(dev_->ops().sum_squares(value_, P_)); }
+
 void DeviceTrainer::lora_forward(int layer, Target t, const float* x, int64_t N, float* y) {
   const int s = first_param_[size_t(layer) * kNumTargets + size_t(t)];
   if (s < 0 || N == 0) return;
@@ -339,7 +357,7 @@ double DeviceTrainer::head(int64_t N, const std::vector<int32_t>& targets, doubl
   return loss;
 }
 
-LossResult DeviceTrainer::loss_and_backward(const TrainBatch& batch, double grad_scale) {
+LossResult DeviceTrainer::loss_and_backward(const TrainBatch& batch, double grad_scale, StepTimes* times) {
   const int B = batch.in.B, T = batch.in.T;
   const int64_t N = int64_t(B) * T;
   if (N > lim_.rows)
@@ -362,11 +380,14 @@ LossResult DeviceTrainer::loss_and_backward(const TrainBatch& batch, double grad
   segments_ = !batch.in.segment.empty();
   if (segments_) dev_->upload(segment_, batch.in.segment.data(), size_t(N) * 4);
 
+  const double t0 = times ? dev_->now() : 0;
   forward(B, T);
+  const double t1 = times ? dev_->now() : 0;
   LossResult res;
   res.tokens = batch.label_count();
   dev_->fill(dx_, 0, size_t(N * C) * 4);
   res.loss_sum = head(N, targets, grad_scale);
+  const double t2 = times ? dev_->now() : 0;
 
   for (int l = c.num_layers - 1; l >= lowest_; --l) {
     const DeviceLayerWeights& lw = weights_.layers[size_t(l)];
@@ -410,6 +431,7 @@ LossResult DeviceTrainer::loss_and_backward(const TrainBatch& batch, double grad
       ops.rmsnorm_backward(dxl_, tp.x, lw.input_norm, tp.r1, N, C, eps, dx_);
     }
   }
+  if (times) *times = StepTimes{t1 - t0, t2 - t1, dev_->now() - t2, 0};
   return res;
 }
 

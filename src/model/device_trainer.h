@@ -6,7 +6,8 @@
 // At construction everything is planned and allocated once, after one check of the total against the
 // device's free memory (an Error names weights, adapter, tape and workspaces and what is free):
 //   weights     the model's, uploaded once (device_weights.h)
-//   adapter     values, gradients, AdamW m and v of every trainable parameter, one flat buffer each
+//   adapter     values, gradients, AdamW m and v of every trainable parameter, one flat buffer each,
+//               and a snapshot of values, m and v (the last good state of a run)
 //   tape        per layer from the lowest adapted one: x, qkv (post-rotary), ctx, lse, h, u, both
 //               1/rms, and the layer's K and V [B, T, G, D] (the training KV cache)
 //   workspaces  the forward's and backward's activations and gradients, the head's logits chunk
@@ -47,13 +48,19 @@ class DeviceTrainer {
   DeviceTrainer(std::unique_ptr<Device> device, const Model& model, const Adapter& adapter, TrainerLimits limits);
 
   // loss_and_backward on the device: the batch's loss, gradients += grad_scale · ∂loss_sum/∂θ.
-  LossResult loss_and_backward(const TrainBatch& batch, double grad_scale);
+  // times (optional): forward, head (loss and its backward) and backward, each ended by a device sync.
+  LossResult loss_and_backward(const TrainBatch& batch, double grad_scale, StepTimes* times = nullptr);
   void zero_grad();
   // clip_grad_norm on the device gradients: the norm before clipping.
   double clip_grad_norm(double max_norm);
   // One AdamW step (the optimizer's step count advances) at learning rate lr.
   void adamw_step(const AdamWConfig& cfg, double lr);
   int64_t steps() const { return t_; }
+  // The last good state for a run that stops on a non-finite update: snapshot() keeps values, moments and
+  // the step count on the device, restore() puts them back. values_finite(): every value is finite.
+  void snapshot();
+  void restore();
+  bool values_finite();
 
   // The device's values and gradients (and the moments, when given) into the adapter's host copies.
   void download(Adapter& adapter, std::vector<std::vector<float>>* m = nullptr,
@@ -87,9 +94,11 @@ class DeviceTrainer {
   std::vector<int64_t> offset_;     // per parameter of the adapter: its offset in the flat buffers (−1 frozen)
   std::vector<LinearDims> dims_;    // per target
   int64_t P_ = 0;                   // trainable values
+  size_t pb_ = 0;                   // bytes of one flat buffer (P_ floats, aligned)
   int64_t t_ = 0;                   // AdamW steps taken
   DeviceBuffer adapter_buf_, tape_buf_, work_buf_;
-  float *value_, *grad_, *m_, *v_;
+  float *value_, *grad_, *m_, *v_, *keep_;  // keep_: values, m, v of the snapshot
+  int64_t keep_t_ = 0;
   std::vector<Tape> tape_;          // [L]; layers below lowest_ share the workspace tape
   // workspaces
   float *x_, *xl_, *tmp_, *act_, *inv_, *dx_, *dh_, *dact_, *du_, *dxl_, *dctx_, *dqkv_, *dk_, *dv_;

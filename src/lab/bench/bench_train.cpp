@@ -129,7 +129,7 @@ BenchTrainReport run_bench_train(const std::vector<TrainSample>& samples, const 
   rep.machine = describe_machine(o.device);
   dist::Communicator* comm = o.train.comm && o.train.comm->size() > 1 ? o.train.comm : nullptr;
   const int R = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
-  if (o.probe != ProbeLevel::Off && rank == 0) {  // with several ranks, rank 0 probes alone
+  if (o.probe != ProbeLevel::Off && rank == 0 && !o.make_device) {  // with several ranks, rank 0 probes alone
     if (o.progress) std::fprintf(stderr, "bench train: probing instruction peaks and fp32 GEMM throughput...\n");
     rep.compute = probe_compute(o.probe == ProbeLevel::Quick ? 3 : 5);
     rep.gemm_gflops = o.probe == ProbeLevel::Quick ? probe_gemm(1024, 3) : probe_gemm();
@@ -221,7 +221,7 @@ BenchTrainReport run_bench_train(const std::vector<TrainSample>& samples, const 
       x.comm_s = log.comm_exposed_s;
       x.imbalance_s = log.imbalance_s;
       recs.push_back(x);
-    });
+    }, o.make_device ? o.make_device() : nullptr);
     model.set_adapter(nullptr);
     if (tr.nan_stop) fail("bench train: {} on {}: {}", spec.method, s.dtype, tr.message);
     s.peak_rss_bytes = phase_peak_rss_bytes();

@@ -29,6 +29,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,9 @@ struct BenchTrainOptions {
   ProbeLevel probe = ProbeLevel::Full;         // fp32 GEMM probe (Quick: 1024³ × 3)
   bool progress = true;
   std::string device = "cpu";
+  // Non-null: each run trains on a Device from this (the device-resident trainer, model/device_trainer.h);
+  // the host instruction peaks then do not apply and are not probed.
+  std::function<std::unique_ptr<Device>()> make_device;
   // Data parallelism: train.comm with several ranks. Each rank reports; rank 0 gets the job's figures.
 };
 

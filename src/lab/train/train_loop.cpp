@@ -11,6 +11,7 @@
 #include "lab/train/checkpoint.h"
 #include "lab/train/grad_sync.h"
 #include "lab/train/train_state.h"
+#include "model/device_trainer.h"
 #include "model/peft_io.h"
 #include "util/error.h"
 
@@ -130,7 +131,8 @@ std::string run_fingerprint(const TrainOptions& o, const std::vector<TrainSample
 }
 
 TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<TrainSample>& samples,
-                  const TrainOptions& o, const std::function<void(const StepLog&)>& on_step) {
+                  const TrainOptions& o, const std::function<void(const StepLog&)>& on_step,
+                  std::unique_ptr<Device> device) {
   if (model.adapter() != &adapter) fail("train: the model must have the adapter set");
   check_options(o);
   std::unique_ptr<dist::Communicator> single;
@@ -178,12 +180,50 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
   rep.grad_bytes = sync.active() ? sync.bytes() : 0;
   rep.grad_buckets = sync.active() ? sync.buckets() : 0;
 
+  const int64_t end = o.stop_after >= 0 ? std::min(o.steps, o.stop_after) : o.steps;
+
+  // On a device: the trainer holds the adapter, its gradients and the moments; the host copies are
+  // refreshed (to_host) before every save and at the end.
+  std::unique_ptr<DeviceTrainer> dt;
+  if (device) {
+    if (R > 1)
+      fail("train on {}: data parallelism over {} ranks runs on the host trainer only for now (--device cpu)",
+           device->name(), R);
+    int64_t rows = 1;  // the largest micro-batch this invocation will run
+    for (int64_t s = st.step; s < end; ++s)
+      for (int j = 0; j < o.grad_accum; ++j) {
+        const TrainBatch b = stream.batch(s * o.grad_accum + j);
+        rows = std::max(rows, int64_t(b.in.B) * b.in.T);
+      }
+    dt = std::make_unique<DeviceTrainer>(std::move(device), model, adapter, TrainerLimits{rows});
+    dt->upload(adapter, &opt.m(), &opt.v(), opt.steps());
+  }
+  auto to_host = [&] {
+    if (!dt) return;
+    dt->download(adapter, &opt.m(), &opt.v());
+    opt.set_steps(dt->steps());
+  };
+
   // Snapshot before each update, to keep the last good adapter when a step goes non-finite.
   std::vector<std::vector<float>> keep_p, keep_m, keep_v;
   int64_t keep_t = 0;
   double keep_loss = 0;
+  bool kept = false;
+  auto snapshot = [&] {
+    kept = true;
+    if (dt) return dt->snapshot();
+    keep_p.clear();
+    keep_m = opt.m();
+    keep_v = opt.v();
+    keep_t = opt.steps();
+    for (auto& p : adapter.params()) keep_p.push_back(p.value);
+  };
   // Puts back the parameters and moments from before the last update.
   auto restore_last_good = [&] {
+    if (dt) {
+      dt->restore();
+      return to_host();
+    }
     size_t k = 0;
     for (size_t i = 0; i < adapter.params().size(); ++i) {
       auto& p = adapter.params()[i];
@@ -192,7 +232,6 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
     }
     opt.set_steps(keep_t);
   };
-  const int64_t end = o.stop_after >= 0 ? std::min(o.steps, o.stop_after) : o.steps;
   const Fault fault = fault_from_env();
   for (int64_t s = st.step; s < end; ++s) {
     const double t0 = now_s();
@@ -213,7 +252,10 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
     const int64_t labelled = global[0], tokens = global[1];
     if (fault.rank == comm.rank() && fault.step == s + 1)  // tests of a failure on one rank (see below)
       fail("fault injected by GLMLAB_FAULT at step {} on rank {}", s + 1, comm.rank());
-    adapter.zero_grad();
+    if (dt)
+      dt->zero_grad();
+    else
+      adapter.zero_grad();
     double loss_sum = 0;
     StepLog log{s + 1, 0, 0, 0, int64_t(o.batch_size) * o.grad_accum * R, tokens, 0, {}, 0, labelled};
     log.local_samples = int64_t(o.batch_size) * o.grad_accum;
@@ -228,9 +270,9 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
       if (last) sync.begin();
       std::function<void(int)> layer_done;
       if (last && sync.active()) layer_done = [&](int l) { sync.layer_done(l); };
-      loss_sum += loss_and_backward(ops, model, adapter, micro[size_t(j)], labelled ? 1.0 / double(labelled) : 0.0, &t,
-                                    layer_done)
-                      .loss_sum;
+      const double scale = labelled ? 1.0 / double(labelled) : 0.0;
+      loss_sum += dt ? dt->loss_and_backward(micro[size_t(j)], scale, &t).loss_sum
+                     : loss_and_backward(ops, model, adapter, micro[size_t(j)], scale, &t, layer_done).loss_sum;
       log.times.forward_s += t.forward_s;
       log.times.head_s += t.head_s;
       log.times.backward_s += t.backward_s;
@@ -254,13 +296,13 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
     }
     log.loss = labelled ? loss_sum / double(labelled) : 0.0;
     const double t_opt = now_s();
-    log.grad_norm = clip_grad_norm(adapter, o.max_grad_norm);
+    log.grad_norm = dt ? dt->clip_grad_norm(o.max_grad_norm) : clip_grad_norm(adapter, o.max_grad_norm);
     if (!std::isfinite(log.loss) || !std::isfinite(log.grad_norm)) {
       // The parameters of this step are bad. Restore those from before the previous update (their loss
       // was finite) and save them as the state "after step s − 1": a resume redoes that step.
       // Every rank sees the same (all-reduced) loss and gradients, so all stop here together.
       rep.nan_stop = true;
-      const bool have = !keep_p.empty();
+      const bool have = kept;
       if (have) {
         restore_last_good();
         st.step = s - 1;
@@ -276,14 +318,20 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
       break;
     }
     log.lr = o.adam.lr * linear_schedule(s, o.warmup, o.steps);
-    keep_p.clear();
-    keep_m = opt.m();
-    keep_v = opt.v();
-    keep_t = opt.steps();
+    snapshot();
     keep_loss = log.loss;
-    for (auto& p : adapter.params()) keep_p.push_back(p.value);
-    opt.step(adapter, log.lr);
-    if (std::string bad = non_finite_param(adapter); !bad.empty()) {
+    std::string bad;
+    if (dt) {
+      dt->adamw_step(o.adam, log.lr);
+      if (!dt->values_finite()) {
+        to_host();
+        bad = non_finite_param(adapter);
+      }
+    } else {
+      opt.step(adapter, log.lr);
+      bad = non_finite_param(adapter);
+    }
+    if (!bad.empty()) {
       // A finite gradient can still give a non-finite update (a huge learning rate): keep the last good
       // adapter as above and name the tensor.
       restore_last_good();
@@ -312,8 +360,12 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
     rep.times.head_backward_s += log.times.head_backward_s;
     ++rep.steps_done;
     if (on_step) on_step(log);
-    if (st.step == end || (o.save_every > 0 && st.step % o.save_every == 0)) save_all(o, comm, adapter, opt, st);
+    if (st.step == end || (o.save_every > 0 && st.step % o.save_every == 0)) {
+      if (!o.out.empty()) to_host();
+      save_all(o, comm, adapter, opt, st);
+    }
   }
+  to_host();
   adapter.set_training(false);
   return rep;
 }

@@ -17,6 +17,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@
 #include "model/backward.h"
 #include "model/model.h"
 #include "model/optimizer.h"
+#include "ops/device.h"
 
 namespace glmlab::lab {
 
@@ -82,8 +84,12 @@ struct TrainReport {
 };
 
 // Trains `adapter` (already set on `model`) in place. `on_step` is called after every step.
+// device (optional): the steps run on the device-resident trainer (model/device_trainer.h) in that
+// Device's memory (the CUDA back end; LoRA without dropout, one process), the adapter and optimizer state
+// coming to the host for checkpoints and at the end; null: the host trainer on `ops`.
 TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<TrainSample>& samples,
-                  const TrainOptions& opt, const std::function<void(const StepLog&)>& on_step = {});
+                  const TrainOptions& opt, const std::function<void(const StepLog&)>& on_step = {},
+                  std::unique_ptr<Device> device = nullptr);
 
 // JSON of what a resume must match: the options that change the run, and a hash of the samples.
 std::string run_fingerprint(const TrainOptions& o, const std::vector<TrainSample>& samples);

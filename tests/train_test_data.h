@@ -1,10 +1,12 @@
-// Reading the oracle's training goldens (tools/reference/train_golden.py: PyTorch autograd + PEFT on the
-// tiny-f32 checkpoint): fp32 and int64 tensors, and a batch ("pad" or "pack") as a TrainBatch.
+// Data for the training tests: the oracle's goldens (tools/reference/train_golden.py: PyTorch autograd +
+// PEFT on the tiny-f32 checkpoint) as fp32 and int64 tensors and a batch ("pad" or "pack") as a
+// TrainBatch, and synthetic samples for the training loop.
 #pragma once
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "lab/train/train_data.h"
 #include "model/backward.h"
 #include "model/safetensors.h"
 #include "test_util.h"
@@ -51,6 +53,25 @@ inline TrainBatch golden_train_batch(const SafetensorsFile& g, const std::string
     b.labels.push_back(int32_t(labels[i]));
   }
   return b;
+}
+
+// n samples of random ids below the tiny model's vocabulary of 512, of mixed lengths (6–19); the first
+// third of each is input (label −100).
+inline std::vector<lab::TrainSample> synthetic_samples(int n, uint32_t seed) {
+  std::vector<lab::TrainSample> out;
+  uint64_t x = seed;
+  auto next = [&] { return (x = x * 6364136223846793005ULL + 1442695040888963407ULL) >> 33; };
+  for (int i = 0; i < n; ++i) {
+    lab::TrainSample s;
+    const int len = 6 + int(next() % 14);
+    for (int t = 0; t < len; ++t) {
+      s.ids.push_back(1 + int32_t(next() % 511));
+      s.labels.push_back(t < len / 3 ? -100 : s.ids.back());
+    }
+    s.where = "synthetic:" + std::to_string(i);
+    out.push_back(std::move(s));
+  }
+  return out;
 }
 
 }  // namespace glmlab::test
