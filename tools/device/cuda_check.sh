@@ -10,8 +10,9 @@
 #   parity   glmlab parity --device cuda on the oracle's tiny fp32 / fp16 / bf16 golden logits
 #   bench    glmlab bench infer --device cuda on random:chatglm3-6b: bf16 at batch 1 and 32 on all of
 #            .device/tiny.json (the "under a minute" target), then int8/int4 at batch 1 and 32 on 24 records
-#   train    glmlab bench train --device cuda on random:chatglm3-6b bf16: LoRA r8 on the device trainer, batch 4
-#            of tiny.json, 1 warm-up + 3 timed steps (the CudaTrainer tests above hold it to PEFT first)
+#   train    tools/reference/train_peer.py --device cuda --glmlab: glmlab bench train --device cuda (LoRA r8 on
+#            the device trainer, random:chatglm3-6b bf16, batch 4 of tiny.json, 1 warm-up + 3 timed steps; the
+#            CudaTrainer tests above hold it to PEFT first), then transformers + PEFT on the same batches and card
 #   peer     tools/reference/bench_peer.py --device cuda: glmlab vs transformers (eager, then static cache +
 #            torch.compile) on random:chatglm3-6b bf16, batch 1 and 32, 8 records of 48 tokens
 # Everything is written under $WORK (default /tmp/cuda-check): logs/NN-stage.log, summary.txt (stage, exit
@@ -146,9 +147,9 @@ stage bench-int 130 $G bench infer --device cuda --model random:chatglm3-6b --dt
   --data .device/tiny.json --records 24 --tokenizer $TOK --probe quick --no-progress -o "$WORK/bench-6b-int"
 
 # ---- fine-tuning on the device trainer, 6B shapes
-stage train 100 $G bench train --device cuda --model random:chatglm3-6b --dtype bf16 --qat none --method lora \
-  --batch-size 4 --steps 3 --warmup-steps 1 --data .device/tiny.json --tokenizer $TOK --probe off --no-progress \
-  --out "$WORK/bench-train-6b"
+stage train 150 python3 tools/reference/train_peer.py --device cuda --glmlab "$G" --model random:chatglm3-6b \
+  --dtype bf16 --qat none --method lora --batch-size 4 --steps 3 --warmup-steps 1 --data .device/tiny.json \
+  --tokenizer $TOK --probe off --allow-large --rounds 1 --out "$WORK/train-peer"
 
 # ---- the transformers peer on the same GPU, same run
 stage peer 150 python3 tools/reference/bench_peer.py --device cuda --glmlab "$G" --model random:chatglm3-6b \

@@ -9,6 +9,14 @@ same way and written in the same summary schema ("glmlab-bench-train/1"), so tha
   train_peer.py --glmlab build/glmlab --model random:small --method lora,vera --steps 3 --out out/train-peer
   # the peer alone, for an existing glmlab bench train folder:
   train_peer.py --from out/bench-train-20250101-120000 --out out/train-peer/peer
+  # on the GPU (issue 12): glmlab's device trainer and transformers + PEFT on the same card
+  train_peer.py --device cuda --glmlab build/glmlab --model random:chatglm3-6b --method lora --batch-size 4 \
+      --data tiny.json --tokenizer tokenizer.model --allow-large --rounds 1 --out $OUT/train-peer
+
+--device cuda: the transformers model is made on the GPU with transformers' own random initialisation
+(bench_peer.transformers_model: no host copy of a 6B model), the micro-batches are moved there, autocast
+is torch.autocast("cuda", ...), every time is taken after torch.cuda.synchronize(), and the peak memory is
+torch.cuda.max_memory_allocated(); glmlab runs `bench train --device cuda`. The oracle model is CPU only.
 
 The model (--impl):
   transformers  (default) what users run: transformers' GlmForCausalLM (the GLM-4 layout, glm_hf.py) with
@@ -61,8 +69,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_peer import (DTYPES, LARGE_BYTES, machine, matrix_bytes, merge_rounds, oracle_model,  # noqa: E402
-                        peak_rss_bytes, reset_peak_rss, spread, write_atomic)
+import bench_peer  # noqa: E402
+from bench_peer import (DTYPES, LARGE_BYTES, check_device, machine, matrix_bytes, merge_rounds,  # noqa: E402
+                        oracle_model, peak_rss_bytes, reset_peak_rss, spread, write_atomic)
 from chatglm3 import ChatGLM3Config, attention_allowed  # noqa: E402
 from glm_hf import glm_config, glm_state_dict  # noqa: E402
 
@@ -156,7 +165,14 @@ def transformers_model(cfg: dict, dtype: torch.dtype, seed: int):
 
 
 def build_model(impl: str, cfg: dict, dtype: torch.dtype, seed: int):
+    if bench_peer.DEVICE == "cuda":  # made on the GPU (transformers' initialisation), never on the host
+        return bench_peer.transformers_model(cfg, dtype, seed)
     return transformers_model(cfg, dtype, seed) if impl == "transformers" else oracle_model(cfg, dtype, seed)
+
+
+def sync():
+    if bench_peer.DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def peer_targets(impl: str, targets) -> list[str]:
@@ -188,7 +204,7 @@ def impl_facts(impl: str) -> dict:
 
 def tensors(b):
     B, T = b["B"], b["T"]
-    shape = lambda k: torch.tensor(b[k], dtype=torch.long).view(B, T)  # noqa: E731
+    shape = lambda k: torch.tensor(b[k], dtype=torch.long).view(B, T).to(bench_peer.DEVICE)  # noqa: E731
     seg = shape("segment") if b["segment"] is not None else None
     return shape("input_ids"), shape("position_ids"), shape("valid"), seg, shape("labels")
 
@@ -245,23 +261,30 @@ def run_one(cfg, run, batches, opts, seed, log, allow_large, impl="transformers"
     log(f"{run['method']} {dt} ({ENGINE[impl]}): {wbytes / 1e9:.3f} GB of weights built in {load_s:.2f} s, "
         f"{trainable} trainable")
     phase = reset_peak_rss()
+    on_gpu = bench_peer.DEVICE == "cuda"
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
     steps = []
     for i, b in enumerate(batches):
         labels = tensors(b)[4]
+        sync()
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=amp) if amp is not None else contextlib.nullcontext():
+        with torch.autocast(bench_peer.DEVICE, dtype=amp) if amp is not None else contextlib.nullcontext():
             logits = forward_logits(impl, model, b)
             Vv = logits.shape[-1]
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, Vv).float(), labels[:, 1:].reshape(-1),
                                    ignore_index=-100)
+        sync()
         t1 = time.perf_counter()
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         gn = torch.nn.utils.clip_grad_norm_(params, opts["max_grad_norm"]) if opts["max_grad_norm"] > 0 else 0.0
         cur_lr = sched.get_last_lr()[0]
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=False)
+        sync()
         t3 = time.perf_counter()
         del logits
         if i < warm:
@@ -273,9 +296,11 @@ def run_one(cfg, run, batches, opts, seed, log, allow_large, impl="transformers"
                       "forward_s": t1 - t0, "backward_s": t2 - t1, "optimizer_s": t3 - t2, "other_s": 0.0,
                       "flops_forward": fwd_f, "flops_backward": bwd_f})
         log(f"{run['method']} {dt} step {i - warm + 1}: loss {float(loss.detach()):.4f}, {t3 - t0:.2f} s")
-    peak = peak_rss_bytes()
+    peak = torch.cuda.max_memory_allocated() if on_gpu else peak_rss_bytes()
     del model, opt, params
     gc.collect()
+    if on_gpu:
+        torch.cuda.empty_cache()
     secs = sum(s["step_s"] for s in steps)
     fsum = sum(s["forward_s"] for s in steps)
     bsum = sum(s["backward_s"] for s in steps)
@@ -314,8 +339,8 @@ def peer_round(src: Path, dest: Path, args, threads, log):
     for run in glm["runs"]:
         if run.get("qat", "none") != "none":
             skipped.append({"method": run["method"], "qat": run["qat"], "dtype": run["dtype"],
-                            "reason": "no CPU training path on int8/int4 weights in PyTorch + PEFT here "
-                                      "(bitsandbytes is CUDA-only)"})
+                            "reason": "no training path on int8/int4 weights in PyTorch + PEFT here "
+                                      "(bitsandbytes is not part of the oracle's environment)"})
             continue
         s, st = run_one(cfg, run, batches, opts, args.seed, log, args.allow_large, args.impl)
         runs.append(s)
@@ -325,7 +350,7 @@ def peer_round(src: Path, dest: Path, args, threads, log):
         "schema": SCHEMA, "engine": ENGINE[args.impl], "impl": impl_facts(args.impl), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join(sys.argv), "model": {**glm["model"], "spec": glm["model"]["spec"] + " (own random weights)"},
         "data": {**glm["data"], "source": str(src / "batches.jsonl")},
-        "options": {**opts, "device": "cpu", "threads": threads, "impl": args.impl, "torch": torch.__version__,
+        "options": {**opts, "device": bench_peer.DEVICE, "threads": threads, "impl": args.impl, "torch": torch.__version__,
                     "peft": __import__("peft").__version__, "gomp_spincount": os.environ.get("GOMP_SPINCOUNT")},
         "flops": glm.get("flops"), "machine": mach, "probes": None, "runs": runs, "skipped": skipped,
         "wall_s": time.perf_counter() - t}
@@ -350,6 +375,8 @@ def run_glmlab(args, dest: Path) -> Path:
             cmd += [flag, value]
     if args.pack:
         cmd.append("--pack")
+    if args.device != "cpu":
+        cmd += ["--device", args.device]
     print("+ " + " ".join(cmd), file=sys.stderr)
     table = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     write_atomic(dest / "stdout.md", table)
@@ -375,6 +402,7 @@ def main(argv=None):
                     help="the PyTorch model: transformers (GlmForCausalLM, SDPA attention, bf16 autocast: what "
                          "users run; default) or oracle (chatglm3.py, explicit fp32 softmax attention)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda: the peer (and glmlab, with --glmlab) on the GPU")
     ap.add_argument("--allow-large", action="store_true", help="allow models over 4 GB of weights")
     g = ap.add_argument_group("with --glmlab: the glmlab bench train run")
     g.add_argument("--model", default="random:small")
@@ -391,6 +419,10 @@ def main(argv=None):
     g.add_argument("--probe", default="quick")
     g.add_argument("--pack", action="store_true")
     args = ap.parse_args(argv)
+    check_device(args.device)
+    bench_peer.DEVICE = args.device
+    if args.device == "cuda" and args.impl == "oracle":
+        raise SystemExit("train_peer: the oracle model runs on --device cpu only (use --impl transformers on cuda)")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
