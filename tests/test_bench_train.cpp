@@ -207,24 +207,26 @@ TEST(BenchTrain, DefaultRunWritesWellFormedConsistentOutputs) {
 }
 
 // On the device-resident trainer (--engine device on the host device here; --device cuda on a GPU): the
-// same loop, LoRA by default, the same losses as the host trainer on the same back end and batches.
+// same loop, the same losses as the host trainer on the same back end and batches, LoRA and VeRA.
 TEST(BenchTrain, DeviceTrainerRunsTheSameStepsAsTheHostTrainer) {
   fs::path dir = test::temp_dir("bench-train-device");
   const std::string args = "bench train --model random:tiny --dtype fp32 --fp32-activations --tokenizer " +
                            test::tokenizer_path() +
                            " --records 6 --batch-size 2 --steps 2 --warmup-steps 1 --probe off --no-progress "
-                           "--qat none --device cpu-ref --out ";
+                           "--qat none --method lora,vera --device cpu-ref --out ";
   auto dev = test::run_cli(args + (dir / "dev").string() + " --engine device");
   ASSERT_EQ(dev.rc, 0) << dev.out;
-  auto host = test::run_cli(args + (dir / "host").string() + " --engine host --method lora");
+  auto host = test::run_cli(args + (dir / "host").string() + " --engine host");
   ASSERT_EQ(host.rc, 0) << host.out;
   json d = json::parse(read_file((dir / "dev" / "summary.json").string()));
   json h = json::parse(read_file((dir / "host" / "summary.json").string()));
-  ASSERT_EQ(d["runs"].size(), 1u);  // LoRA alone by default on the device trainer
-  EXPECT_EQ(d["runs"][0]["method"], "lora");
-  EXPECT_GT(d["runs"][0]["samples_per_s"].get<double>(), 0);
-  EXPECT_NEAR(d["runs"][0]["loss_last"].get<double>(), h["runs"][0]["loss_last"].get<double>(), 1e-6);
-  EXPECT_NEAR(d["runs"][0]["loss_first"].get<double>(), h["runs"][0]["loss_first"].get<double>(), 1e-6);
+  ASSERT_EQ(d["runs"].size(), 2u);
+  for (size_t k = 0; k < 2; ++k) {
+    EXPECT_EQ(d["runs"][k]["method"], h["runs"][k]["method"]);
+    EXPECT_GT(d["runs"][k]["samples_per_s"].get<double>(), 0);
+    EXPECT_NEAR(d["runs"][k]["loss_last"].get<double>(), h["runs"][k]["loss_last"].get<double>(), 1e-6);
+    EXPECT_NEAR(d["runs"][k]["loss_first"].get<double>(), h["runs"][k]["loss_first"].get<double>(), 1e-6);
+  }
 }
 
 // ------------------------------------------------------------------------------------ the peer

@@ -672,6 +672,36 @@ TEST(CudaBackward, AttentionAgainstTheReference) {
   }
 }
 
+// The adapters' helpers on a device trainer: dropout masks, VeRA's column scalings and λ gradients give
+// the host's bits (the same hash, the same fp32 operations in the same order).
+TEST(CudaOps, AdapterDropoutAndVeraScalingsGiveTheHostBits) {
+  SKIP_WITHOUT_GPU();
+  Gpu g;
+  auto ref = make_ref_ops();
+  const int64_t N = 37, M = 1001;
+  auto x = random_floats(size_t(N * M), 301), v = random_floats(size_t(M), 302), b = random_floats(size_t(N * M), 303);
+  for (float p : {0.1f, 0.5f}) {
+    std::vector<float> want(x.size());
+    ref->dropout(x.data(), N * M, 0x1234567890abcdefULL, p, want.data());
+    auto dx = g.put(x);
+    DeviceBuffer out(*g.dev, x.size() * 4, "out");
+    g.ops->dropout(dx.f(), N * M, 0x1234567890abcdefULL, p, out.f());
+    EXPECT_EQ(g.get<float>(out, x.size()), want) << "p " << p;
+    g.ops->dropout(dx.f(), N * M, 0x1234567890abcdefULL, p, dx.f());  // in place
+    EXPECT_EQ(g.get<float>(dx, x.size()), want) << "in place, p " << p;
+  }
+  auto want = x;
+  ref->mul_cols(want.data(), N, M, v.data());
+  auto dx = g.put(x), dv = g.put(v), db = g.put(b);
+  g.ops->mul_cols(dx.f(), N, M, dv.f());
+  EXPECT_EQ(g.get<float>(dx, x.size()), want);
+  auto acc = random_floats(size_t(M), 304), want_acc = acc;
+  ref->col_dot(x.data(), b.data(), N, M, want_acc.data());
+  auto dx2 = g.put(x), dacc = g.put(acc);
+  g.ops->col_dot(dx2.f(), db.f(), N, M, dacc.f());
+  EXPECT_EQ(g.get<float>(dacc, size_t(M)), want_acc);
+}
+
 // Three AdamW steps on the device give the host's bits (the same fp32 operations in the same order), and
 // the norm and scale helpers give the host's clipping.
 TEST(CudaOptimizer, AdamWGivesTheHostBitsAndTheNormClips) {

@@ -1,9 +1,12 @@
 // The device-resident trainer (model/device_trainer.h) against PEFT and against the host trainer: on the
 // host devices (cpu-ref, cpu) here, on the GPU (CudaTrainer.*, skipped without one) on the device machine.
-//   - loss and every LoRA gradient of the oracle's padded and packed batches (PyTorch autograd + PEFT on
-//     tiny-f32) within the fine-tuning tests' tolerances, and the host trainer's within 1e-6 on cpu-ref;
+//   - loss and every LoRA and VeRA gradient of the oracle's padded and packed batches (PyTorch autograd +
+//     PEFT on tiny-f32) within the fine-tuning tests' tolerances, and the host trainer's (bit for bit on
+//     cpu-ref);
 //   - ten steps of clipping + AdamW with warm-up and decay give the oracle's losses and parameters;
-//   - what it does not take (VeRA, dropout, a micro-batch beyond its limit, memory) is an Error.
+//   - the training loop on a device equals the host loop (LoRA and VeRA with dropout, padded and packed,
+//     stopped and resumed, the non-finite stop);
+//   - what it does not take (a micro-batch beyond its limit, memory, bad ids) is an Error.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -43,11 +46,12 @@ int64_t rows_of(const TrainBatch& b) { return int64_t(b.in.B) * b.in.T; }
 
 // Loss and gradients of the oracle's `kind` batch on `device`, against PEFT and against the host
 // trainer on the reference back end; `host_tol` bounds the gradients' distance to the host trainer.
-void check_gradients(Backend backend, bool bf16, const std::string& kind, double host_tol) {
-  SCOPED_TRACE(kind);
-  SafetensorsFile g(train_golden_path("lora/golden.safetensors"));
+void check_gradients(Backend backend, bool bf16, const std::string& method, const std::string& kind,
+                     double host_tol) {
+  SCOPED_TRACE(method + " " + kind);
+  SafetensorsFile g(train_golden_path(method + "/golden.safetensors"));
   Model model = load_model(train_golden_path("tiny-f32"));
-  Adapter host = load_adapter(train_golden_path("lora"), model.config());
+  Adapter host = load_adapter(train_golden_path(method), model.config());
   model.set_adapter(&host);
   TrainBatch batch = test::golden_train_batch(g, kind);
   const double scale = 1.0 / double(batch.label_count());
@@ -55,7 +59,7 @@ void check_gradients(Backend backend, bool bf16, const std::string& kind, double
   host.zero_grad();
   const LossResult want = loss_and_backward(*ref, model, host, batch, scale);
 
-  Adapter dev_copy = load_adapter(train_golden_path("lora"), model.config());
+  Adapter dev_copy = load_adapter(train_golden_path(method), model.config());
   DeviceTrainer tr(make_device(backend, bf16), model, dev_copy, TrainerLimits{rows_of(batch) + 5});
   const LossResult got = tr.loss_and_backward(batch, scale);
   EXPECT_EQ(got.tokens, want.tokens);
@@ -76,24 +80,27 @@ void check_gradients(Backend backend, bool bf16, const std::string& kind, double
     // The values did not move (no optimizer step yet) and the download is the upload.
     EXPECT_EQ(p.value, host.params()[i].value) << p.name;
   }
-  std::printf("[ device trainer %s %s ] loss %.7f (oracle %.7f), grad nerr vs PEFT %.2e, vs host %.2e\n",
-              std::string(tr.device().name()).c_str(), kind.c_str(), got.mean(), oracle_loss, worst_oracle, worst_host);
+  std::printf("[ device trainer %s %s %s ] loss %.7f (oracle %.7f), grad nerr vs PEFT %.2e, vs host %.2e\n",
+              std::string(tr.device().name()).c_str(), method.c_str(), kind.c_str(), got.mean(), oracle_loss, worst_oracle, worst_host);
 }
 
 TEST(DeviceTrainer, GradientsOfPaddedAndPackedBatchesOnTheReferenceDevice) {
-  for (const char* kind : {"pad", "pack"}) check_gradients(Backend::CpuRef, false, kind, 1e-6);
+  for (const char* method : {"lora", "vera"})
+    for (const char* kind : {"pad", "pack"}) check_gradients(Backend::CpuRef, false, method, kind, 1e-6);
 }
 
 TEST(DeviceTrainer, GradientsOfPaddedAndPackedBatchesOnTheFastCpu) {
-  for (const char* kind : {"pad", "pack"}) check_gradients(Backend::Cpu, false, kind, 1e-4);
+  for (const char* method : {"lora", "vera"})
+    for (const char* kind : {"pad", "pack"}) check_gradients(Backend::Cpu, false, method, kind, 1e-4);
 }
 
 // test_train.cpp's oracle run (train_golden.py: torch.optim.AdamW + LambdaLR, clipping at 1.0): ten
 // steps on the padded batch, each step's loss and the final parameters.
-void check_ten_steps(Backend backend) {
-  SafetensorsFile g(train_golden_path("lora/golden.safetensors"));
+void check_ten_steps(Backend backend, const std::string& method) {
+  SCOPED_TRACE(method);
+  SafetensorsFile g(train_golden_path(method + "/golden.safetensors"));
   Model model = load_model(train_golden_path("tiny-f32"));
-  Adapter a = load_adapter(train_golden_path("lora"), model.config());
+  Adapter a = load_adapter(train_golden_path(method), model.config());
   TrainBatch batch = test::golden_train_batch(g, "pad");
   DeviceTrainer tr(make_device(backend, false), model, a, TrainerLimits{rows_of(batch)});
   AdamWConfig oc;
@@ -116,7 +123,9 @@ void check_ten_steps(Backend backend) {
   }
 }
 
-TEST(DeviceTrainer, TenAdamWStepsGiveTheOraclesLosses) { check_ten_steps(Backend::CpuRef); }
+TEST(DeviceTrainer, TenAdamWStepsGiveTheOraclesLosses) {
+  for (const char* method : {"lora", "vera"}) check_ten_steps(Backend::CpuRef, method);
+}
 
 TEST(DeviceTrainer, StateRoundTripsThroughTheHost) {
   SafetensorsFile g(train_golden_path("lora/golden.safetensors"));
@@ -146,16 +155,6 @@ TEST(DeviceTrainer, StateRoundTripsThroughTheHost) {
 
 TEST(DeviceTrainer, RefusesWhatItCannotTrainWithAClearError) {
   Model model = load_model("random:tiny", "fp32", 3);
-  AdapterConfig vc = AdapterConfig::vera_defaults();
-  vc.rank = 8;
-  Adapter vera = Adapter::create(model.config(), vc);
-  EXPECT_CONTAINS(error_of([&] { DeviceTrainer(make_device(Backend::CpuRef), model, vera, TrainerLimits{64}); }),
-                  "vera adapters are not supported yet");
-  AdapterConfig dc;
-  dc.dropout = 0.1f;
-  Adapter drop = Adapter::create(model.config(), dc);
-  EXPECT_CONTAINS(error_of([&] { DeviceTrainer(make_device(Backend::CpuRef), model, drop, TrainerLimits{64}); }),
-                  "dropout 0.1 is not supported yet");
   Adapter lora = Adapter::create(model.config(), AdapterConfig{});
   const std::string mem =
       error_of([&] { DeviceTrainer(make_device(Backend::CpuRef), model, lora, TrainerLimits{int64_t(1) << 40}); });
@@ -189,8 +188,8 @@ struct LoopRun {
 
 // `backend` on the device trainer when on_device, else the host trainer with that back end's ops.
 LoopRun run_loop(const lab::TrainOptions& o, const std::vector<lab::TrainSample>& samples, Backend backend,
-                 bool on_device) {
-  Model model = load_model(train_golden_path("tiny-f32"));
+                 bool on_device, const std::string& dtype = "") {
+  Model model = load_model(train_golden_path("tiny-f32"), dtype);
   Adapter a = Adapter::create(model.config(), o.adapter);
   model.set_adapter(&a);
   auto ops = make_ops(backend, false);
@@ -200,9 +199,10 @@ LoopRun run_loop(const lab::TrainOptions& o, const std::vector<lab::TrainSample>
   return r;
 }
 
-lab::TrainOptions loop_options() {
+lab::TrainOptions loop_options(AdapterMethod m = AdapterMethod::Lora) {
   lab::TrainOptions o;
-  o.adapter.rank = 4;
+  o.adapter = m == AdapterMethod::Lora ? AdapterConfig::lora_defaults() : AdapterConfig::vera_defaults();
+  o.adapter.rank = m == AdapterMethod::Lora ? 4 : 16;
   o.adapter.targets = {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"};
   o.adam.lr = 5e-3;
   o.adam.weight_decay = 0.01;
@@ -214,20 +214,23 @@ lab::TrainOptions loop_options() {
   return o;
 }
 
-// The loop on the reference device equals the host loop step for step (losses and final adapter, padded
-// and packed), saves the same PEFT adapter, and a run stopped and resumed on the device equals the whole.
+// The loop on the reference device equals the host loop step for step (losses and final adapter; LoRA
+// and VeRA with dropout 0.1, padded and packed), saves the same PEFT adapter, and a run stopped and
+// resumed on the device equals the whole.
 TEST(DeviceTrainer, TrainingLoopOnADeviceEqualsTheHostLoopAndResumes) {
   auto samples = test::synthetic_samples(10, 1);
+  for (AdapterMethod m : {AdapterMethod::Lora, AdapterMethod::Vera})
   for (bool pack : {false, true}) {
-    SCOPED_TRACE(pack ? "packed" : "padded");
-    auto o = loop_options();
+    SCOPED_TRACE(testing::Message() << method_name(m) << (pack ? " packed" : " padded"));
+    auto o = loop_options(m);
+    o.adapter.dropout = 0.1f;
     o.pack = pack;
     const LoopRun host = run_loop(o, samples, Backend::CpuRef, false);
     o.out = test::temp_dir("dev-loop-whole").string();
     const LoopRun dev = run_loop(o, samples, Backend::CpuRef, true);
     ASSERT_EQ(dev.rep.losses.size(), 6u);
-    for (size_t s = 0; s < 6; ++s) EXPECT_NEAR(dev.rep.losses[s], host.rep.losses[s], 1e-6 * host.rep.losses[s]) << s;
-    for (size_t i = 0; i < host.params.size(); ++i) EXPECT_LT(nerr(dev.params[i], host.params[i]), 1e-5) << i;
+    for (size_t s = 0; s < 6; ++s) EXPECT_EQ(dev.rep.losses[s], host.rep.losses[s]) << s;
+    for (size_t i = 0; i < host.params.size(); ++i) EXPECT_EQ(dev.params[i], host.params[i]) << i;
     Model model = load_model(train_golden_path("tiny-f32"));
     Adapter saved = load_adapter(o.out, model.config());
     for (size_t i = 0; i < saved.params().size(); ++i) EXPECT_EQ(saved.params()[i].value, dev.params[i]);
@@ -240,6 +243,21 @@ TEST(DeviceTrainer, TrainingLoopOnADeviceEqualsTheHostLoopAndResumes) {
     EXPECT_EQ(rest.rep.first_step, 2);
     EXPECT_EQ(rest.rep.losses, dev.rep.losses);
     EXPECT_EQ(rest.params, dev.params);
+  }
+}
+
+// QAT: training on an int4 (and int8) base on the device equals the host, the forward through the
+// quantized weights and the input gradients through their dequantized values.
+TEST(DeviceTrainer, QatOnQuantizedBasesEqualsTheHostLoop) {
+  auto samples = test::synthetic_samples(8, 7);
+  auto o = loop_options();
+  o.steps = 3;
+  for (const char* dt : {"int4", "int8"}) {
+    SCOPED_TRACE(dt);
+    const LoopRun host = run_loop(o, samples, Backend::CpuRef, false, dt);
+    const LoopRun dev = run_loop(o, samples, Backend::CpuRef, true, dt);
+    EXPECT_EQ(dev.rep.losses, host.rep.losses);
+    EXPECT_EQ(dev.params, host.params);
   }
 }
 
@@ -273,18 +291,20 @@ TEST(DeviceTrainer, NonFiniteUpdateStopsAndKeepsTheLastGoodAdapter) {
 
 TEST(CudaTrainer, GradientsOfPaddedAndPackedBatchesMatchPeftAndTheHost) {
   SKIP_WITHOUT_GPU();
-  for (const char* kind : {"pad", "pack"}) check_gradients(Backend::Cuda, false, kind, 1e-4);
+  for (const char* method : {"lora", "vera"})
+    for (const char* kind : {"pad", "pack"}) check_gradients(Backend::Cuda, false, method, kind, 1e-4);
 }
 
 TEST(CudaTrainer, TenAdamWStepsGiveTheOraclesLosses) {
   SKIP_WITHOUT_GPU();
-  check_ten_steps(Backend::Cuda);
+  for (const char* method : {"lora", "vera"}) check_ten_steps(Backend::Cuda, method);
 }
 
 TEST(CudaTrainer, TrainingLoopEqualsTheHostLoop) {
   SKIP_WITHOUT_GPU();
   auto samples = test::synthetic_samples(10, 1);
   auto o = loop_options();
+  o.adapter.dropout = 0.1f;  // the device's masks are the host's
   const LoopRun host = run_loop(o, samples, Backend::CpuRef, false);
   const LoopRun dev = run_loop(o, samples, Backend::Cuda, true);
   ASSERT_EQ(dev.rep.losses.size(), host.rep.losses.size());

@@ -43,11 +43,10 @@ void run_bench_train(BenchTrainArgs& a, const CLI::App& cmd) {
   if (!a.m.adapter.empty()) fail("bench train: --adapter is for inference; bench train trains fresh adapters");
   lab::BenchTrainOptions& o = a.o;
   o.methods = a.methods;
-  // --device cuda (or --engine device): every run on the device-resident trainer (LoRA only for now, so
-  // LoRA is the default method there); the bases are read on the host and uploaded by the trainer.
+  // --device cuda (or --engine device): every run on the device-resident trainer; the bases are read on
+  // the host and uploaded by the trainer.
   const bool on_device = wants_device_engine(a.m);
   if (on_device) {
-    if (cmd.count("--method") == 0) o.methods = {"lora"};
     const Backend b = backend_from_name(a.m.device);
     const bool bf16 = !a.m.fp32_activations;
     make_device(b, bf16);  // fails here, before anything is loaded, without the back end

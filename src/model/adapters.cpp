@@ -74,13 +74,6 @@ void fill_uniform(std::vector<float>& v, float b, std::mt19937_64& rng) {
   for (auto& x : v) x = float((double(rng() >> 11) * 0x1.0p-53 * 2.0 - 1.0) * b);
 }
 
-// splitmix64 finalizer: a counter-based hash for dropout masks.
-inline uint64_t mix(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 
 Matrix f32_matrix(const float* data, int64_t rows, int64_t cols) { return Matrix{DType::F32, rows, cols, data}; }
 
@@ -212,10 +205,13 @@ const float* Adapter::dropped(int layer, Target t, const float* x, int64_t N, in
   return buf.data();
 }
 
+uint64_t Adapter::dropout_stream(uint64_t dropout_key, int layer, Target t) {
+  return splitmix64(dropout_key ^ splitmix64(uint64_t(layer) * kNumTargets + uint64_t(t)));
+}
+
 bool Adapter::kept(int layer, Target t, int64_t i) const {
   // element i survives when its hash, as a uniform in [0, 1), is ≥ p (zeroed with probability p)
-  const uint64_t key = mix(dropout_key_ ^ mix(uint64_t(layer) * kNumTargets + uint64_t(t)));
-  return double(mix(key + uint64_t(i)) >> 11) * 0x1.0p-53 >= cfg_.dropout;
+  return dropout_kept(dropout_stream(dropout_key_, layer, t), i, cfg_.dropout);
 }
 
 void Adapter::forward(Ops& ops, int layer, Target t, const float* x, int64_t N, float* y) const {

@@ -105,6 +105,10 @@ class Adapter {
   void set_training(bool on) { training_ = on; }
   bool training() const { return training_; }
   void set_dropout_key(uint64_t key) { dropout_key_ = key; }
+  uint64_t dropout_key() const { return dropout_key_; }
+  // The key of (layer, t)'s mask under a micro-batch's dropout key: element i of that input is kept when
+  // dropout_kept(dropout_stream(key, layer, t), i, p) (ops/ops.h).
+  static uint64_t dropout_stream(uint64_t dropout_key, int layer, Target t);
 
  private:
   Adapter() = default;

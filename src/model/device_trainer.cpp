@@ -33,12 +33,20 @@ std::vector<uint64_t> tape_floats(const ModelConfig& c, uint64_t N) {
           N * uint64_t(c.kv_dim())}; // v
 }
 
-uint64_t max_adapted_out(const Adapter& a) {
+// The largest output (out = true) or input of an adapted linear.
+uint64_t max_adapted(const Adapter& a, bool out) {
   uint64_t m = 0;
   for (int l = 0; l < a.num_layers(); ++l)
     for (Target t : kTargets)
-      if (a.adapts(l, t)) m = std::max(m, uint64_t(a.dims(t).out));
+      if (a.adapts(l, t)) m = std::max(m, uint64_t(out ? a.dims(t).out : a.dims(t).in));
   return m;
+}
+
+uint64_t frozen_count(const Adapter& a) {
+  uint64_t n = 0;
+  for (const auto& p : a.params())
+    if (!p.trainable) n += uint64_t(p.numel());
+  return n;
 }
 
 int64_t head_chunk(const ModelConfig& c, int64_t N) {
@@ -48,11 +56,13 @@ int64_t head_chunk(const ModelConfig& c, int64_t N) {
 // Floats (or int32/bytes, counted as 4-byte units) of every workspace, in allocation order.
 std::vector<uint64_t> work_pieces(const ModelConfig& c, const Adapter& a, uint64_t N) {
   const uint64_t C = uint64_t(c.hidden_size), F = uint64_t(c.ffn_hidden_size), r = uint64_t(a.config().rank);
-  const uint64_t out = max_adapted_out(a), ch = uint64_t(head_chunk(c, int64_t(N))), V = uint64_t(c.vocab_size);
+  const uint64_t out = max_adapted(a, true), in = max_adapted(a, false), ch = uint64_t(head_chunk(c, int64_t(N)));
+  const uint64_t V = uint64_t(c.vocab_size);
   return {N * C, N * C, N * C, N * F, N,                    // x, xl, tmp, act, inv
           N * C, N * C, N * F, N * 2 * F, N * C,            // dx, dh, dact, du, dxl
           N * uint64_t(c.q_dim()), N * uint64_t(c.qkv_dim()), N * uint64_t(c.kv_dim()), N * uint64_t(c.kv_dim()),
-          N * r, N * r, N * out, N * out,                   // za, zb, wa, dys
+          N * r, N * r, N * r, N * out, N * out,            // za, zb, zc, wa, dys
+          N * in, N * in, r * in,                           // xd, dxd (dropout), asl (VeRA's A slice)
           ch * V, ch * C, ch, ch * C,                       // z, hxl, hinv, hdxl
           N, N, N, N, 1,                                    // ids, pos, targets, segment, zero (int32)
           (N + 3) / 4};                                     // valid (bytes)
@@ -71,7 +81,7 @@ TrainerPlan plan_trainer(const Model& model, const Adapter& adapter, const Train
   const uint64_t N = uint64_t(std::max<int64_t>(limits.rows, 0));
   TrainerPlan p;
   p.weights = DeviceWeights::bytes(model.weights());
-  p.adapter = 7 * aligned(uint64_t(adapter.trainable_count()) * 4);
+  p.adapter = 7 * aligned(uint64_t(adapter.trainable_count()) * 4) + aligned(frozen_count(adapter) * 4);
   const int lowest = adapter.lowest_adapted_layer();
   const uint64_t taped = uint64_t(c.num_layers - lowest) + (lowest > 0 ? 1 : 0);  // + one shared below
   p.tape = taped * sum_aligned(tape_floats(c, N));
@@ -83,12 +93,6 @@ DeviceTrainer::DeviceTrainer(std::unique_ptr<Device> device, const Model& model,
                              TrainerLimits limits)
     : dev_(std::move(device)), cfg_(model.config()), acfg_(adapter.config()), lim_(limits) {
   adapter.check_fits(cfg_);
-  if (acfg_.method != AdapterMethod::Lora)
-    fail("device trainer on {}: {} adapters are not supported yet (LoRA only); train VeRA with --device cpu",
-         dev_->name(), method_name(acfg_.method));
-  if (acfg_.dropout != 0)
-    fail("device trainer on {}: adapter dropout {} is not supported yet; use --lora-dropout 0, or --device cpu",
-         dev_->name(), acfg_.dropout);
   if (lim_.rows < 1) fail("device trainer: a micro-batch of {} tokens (expected at least 1)", lim_.rows);
   lowest_ = adapter.lowest_adapted_layer();
   if (lowest_ >= cfg_.num_layers) fail("device trainer: the adapter adapts no layer: nothing to train");
@@ -106,21 +110,30 @@ DeviceTrainer::DeviceTrainer(std::unique_ptr<Device> device, const Model& model,
 
   // Adapter: flat value / grad / m / v buffers over the trainable parameters, in the adapter's order.
   const auto& params = adapter.params();
-  for (const auto& p : params) {
+  int64_t frozen = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& p = params[i];
     offset_.push_back(p.trainable ? P_ : -1);
+    frozen_offset_.push_back(p.trainable ? -1 : frozen);
     if (p.trainable) P_ += p.numel();
+    if (!p.trainable) frozen += p.numel();
+    if (p.name == "base_model.vera_A") vera_a_ = int(i), vera_max_in_ = p.shape.at(1);
+    if (p.name == "base_model.vera_B") vera_b_ = int(i);
   }
+  if (acfg_.method == AdapterMethod::Vera && (vera_a_ < 0 || vera_b_ < 0))
+    fail("device trainer: a VeRA adapter without its shared vera_A / vera_B");
   for (Target t : kTargets) dims_.push_back(adapter.dims(t));
   first_param_.assign(size_t(cfg_.num_layers) * kNumTargets, -1);
   for (int l = 0; l < cfg_.num_layers; ++l)
     for (Target t : kTargets) first_param_[size_t(l) * kNumTargets + size_t(t)] = adapter.param_index(l, t);
   const uint64_t pb = aligned(uint64_t(P_) * 4);
-  adapter_buf_ = DeviceBuffer(*dev_, 7 * pb, "adapter values, gradients and AdamW moments");
+  adapter_buf_ = DeviceBuffer(*dev_, 7 * pb + aligned(uint64_t(frozen) * 4), "adapter values, gradients and AdamW moments");
   value_ = adapter_buf_.f();
   grad_ = reinterpret_cast<float*>(adapter_buf_.get<uint8_t>() + pb);
   m_ = reinterpret_cast<float*>(adapter_buf_.get<uint8_t>() + 2 * pb);
   v_ = reinterpret_cast<float*>(adapter_buf_.get<uint8_t>() + 3 * pb);
   keep_ = reinterpret_cast<float*>(adapter_buf_.get<uint8_t>() + 4 * pb);
+  frozen_ = reinterpret_cast<float*>(adapter_buf_.get<uint8_t>() + 7 * pb);
   pb_ = pb;
   upload(adapter);
 
@@ -169,8 +182,12 @@ DeviceTrainer::DeviceTrainer(std::unique_ptr<Device> device, const Model& model,
   dv_ = static_cast<float*>(take());
   za_ = static_cast<float*>(take());
   zb_ = static_cast<float*>(take());
+  zc_ = static_cast<float*>(take());
   wa_ = static_cast<float*>(take());
   dys_ = static_cast<float*>(take());
+  xd_ = static_cast<float*>(take());
+  dxd_ = static_cast<float*>(take());
+  asl_ = static_cast<float*>(take());
   z_ = static_cast<float*>(take());
   hxl_ = static_cast<float*>(take());
   hinv_ = static_cast<float*>(take());
@@ -193,8 +210,11 @@ void DeviceTrainer::upload(const Adapter& adapter, const std::vector<std::vector
   if (params.size() != offset_.size()) fail("device trainer: the adapter has {} parameters, the trainer {}", params.size(), offset_.size());
   size_t k = 0;
   for (size_t i = 0; i < params.size(); ++i) {
-    if (offset_[i] < 0) continue;
     const auto& p = params[i];
+    if (offset_[i] < 0) {
+      dev_->upload(frozen_ + frozen_offset_[i], p.value.data(), p.value.size() * 4);
+      continue;
+    }
     dev_->upload(value_ + offset_[i], p.value.data(), p.value.size() * 4);
     if (m && v) {
       if (k >= m->size() || k >= v->size() || (*m)[k].size() != p.value.size() || (*v)[k].size() != p.value.size())
@@ -268,38 +288,93 @@ void DeviceTrainer::restore() {
 
 bool DeviceTrainer::values_finite() { return std::isfinite(dev_->ops().sum_squares(value_, P_)); }
 
-void DeviceTrainer::lora_forward(int layer, Target t, const float* x, int64_t N, float* y) {
+const float* DeviceTrainer::dropped(int layer, Target t, const float* x, int64_t n) {
+  if (acfg_.dropout == 0) return x;
+  dev_->ops().dropout(x, n, Adapter::dropout_stream(dropout_key_, layer, t), acfg_.dropout, xd_);
+  return xd_;
+}
+
+const float* DeviceTrainer::vera_a(int64_t in) {
+  const float* A = frozen_ + frozen_offset_[size_t(vera_a_)];
+  if (in == vera_max_in_) return A;
+  dev_->copy2d(asl_, size_t(in) * 4, A, size_t(vera_max_in_) * 4, size_t(in) * 4, size_t(acfg_.rank));
+  return asl_;
+}
+
+void DeviceTrainer::adapter_forward(int layer, Target t, const float* x, int64_t N, float* y) {
   const int s = first_param_[size_t(layer) * kNumTargets + size_t(t)];
   if (s < 0 || N == 0) return;
   Ops& ops = dev_->ops();
   const LinearDims d = dims_[size_t(t)];
   const int64_t r = acfg_.rank;
-  const float* A = value_ + offset_[size_t(s)];
-  const float* Bm = value_ + offset_[size_t(s) + 1];
-  ops.matmul(x, N, f32_view(A, r, d.in), nullptr, za_);        // z = A·x   [N, r]
-  ops.matmul(za_, N, f32_view(Bm, d.out, r), nullptr, wa_);    // w = B·z   [N, out]
-  ops.scale(wa_, N * d.out, acfg_.scaling());                  // y += s·w (the host's fp32 s·w, then +)
+  const float* xd = dropped(layer, t, x, N * d.in);
+  if (acfg_.method == AdapterMethod::Lora) {
+    const float* A = value_ + offset_[size_t(s)];
+    const float* Bm = value_ + offset_[size_t(s) + 1];
+    ops.matmul(xd, N, f32_view(A, r, d.in), nullptr, za_);       // z = A·x   [N, r]
+    ops.matmul(za_, N, f32_view(Bm, d.out, r), nullptr, wa_);    // w = B·z   [N, out]
+    ops.scale(wa_, N * d.out, acfg_.scaling());                  // y += s·w (the host's fp32 s·w, then +)
+    ops.add(y, wa_, N * d.out);
+    return;
+  }
+  const float* lb = value_ + offset_[size_t(s)];
+  const float* ld = value_ + offset_[size_t(s) + 1];
+  const float* Bv = frozen_ + frozen_offset_[size_t(vera_b_)];  // vera_B[:out, :] is its first out rows
+  ops.matmul(xd, N, f32_view(vera_a(d.in), r, d.in), nullptr, za_);  // z = A_sl·x
+  ops.mul_cols(za_, N, r, ld);                                       // λd ⊙ z
+  ops.matmul(za_, N, f32_view(Bv, d.out, r), nullptr, wa_);          // w = B_sl·(λd ⊙ z)
+  ops.mul_cols(wa_, N, d.out, lb);                                   // y += λb ⊙ w
   ops.add(y, wa_, N * d.out);
 }
 
-void DeviceTrainer::lora_backward(int layer, Target t, const float* x, const float* dy, int64_t N, float* dx) {
+void DeviceTrainer::adapter_backward(int layer, Target t, const float* x, const float* dy, int64_t N, float* dx) {
   const int s = first_param_[size_t(layer) * kNumTargets + size_t(t)];
   if (s < 0 || N == 0) return;
   Ops& ops = dev_->ops();
   const LinearDims d = dims_[size_t(t)];
   const int64_t r = acfg_.rank;
-  const float* A = value_ + offset_[size_t(s)];
-  const float* Bm = value_ + offset_[size_t(s) + 1];
-  float* gA = grad_ + offset_[size_t(s)];
-  float* gB = grad_ + offset_[size_t(s) + 1];
-  dev_->copy(dys_, dy, size_t(N * d.out) * 4);
-  ops.scale(dys_, N * d.out, acfg_.scaling());                               // s · dy
-  ops.matmul(x, N, f32_view(A, r, d.in), nullptr, za_);                      // z = A·x
-  ops.matmul_backward_weight(dys_, za_, N, d.out, r, gB);                   // dB += (s·dy)ᵀ z
-  dev_->fill(zb_, 0, size_t(N * r) * 4);
-  ops.matmul_backward_input(dys_, N, f32_view(Bm, d.out, r), zb_);          // dz = s·dy·B
-  ops.matmul_backward_weight(zb_, x, N, r, d.in, gA);                       // dA += dzᵀ x
-  if (dx) ops.matmul_backward_input(zb_, N, f32_view(A, r, d.in), dx);       // dx += dz·A
+  const float* xd = dropped(layer, t, x, N * d.in);
+  const float* A;  // [r, in]
+  if (acfg_.method == AdapterMethod::Lora) {
+    A = value_ + offset_[size_t(s)];
+    const float* Bm = value_ + offset_[size_t(s) + 1];
+    float* gA = grad_ + offset_[size_t(s)];
+    float* gB = grad_ + offset_[size_t(s) + 1];
+    dev_->copy(dys_, dy, size_t(N * d.out) * 4);
+    ops.scale(dys_, N * d.out, acfg_.scaling());                             // s · dy
+    ops.matmul(xd, N, f32_view(A, r, d.in), nullptr, za_);                   // z = A·x
+    ops.matmul_backward_weight(dys_, za_, N, d.out, r, gB);                 // dB += (s·dy)ᵀ z
+    dev_->fill(zb_, 0, size_t(N * r) * 4);
+    ops.matmul_backward_input(dys_, N, f32_view(Bm, d.out, r), zb_);        // dz = s·dy·B
+    ops.matmul_backward_weight(zb_, xd, N, r, d.in, gA);                    // dA += dzᵀ x
+  } else {
+    A = vera_a(d.in);
+    const float* lb = value_ + offset_[size_t(s)];
+    const float* ld = value_ + offset_[size_t(s) + 1];
+    float* glb = grad_ + offset_[size_t(s)];
+    float* gld = grad_ + offset_[size_t(s) + 1];
+    const Matrix Bv = f32_view(frozen_ + frozen_offset_[size_t(vera_b_)], d.out, r);
+    ops.matmul(xd, N, f32_view(A, r, d.in), nullptr, za_);                   // z = A_sl·x
+    dev_->copy(zc_, za_, size_t(N * r) * 4);
+    ops.mul_cols(zc_, N, r, ld);                                             // λd ⊙ z
+    ops.matmul(zc_, N, Bv, nullptr, wa_);                                    // w = B_sl·(λd ⊙ z)
+    ops.col_dot(dy, wa_, N, d.out, glb);                                     // dλb += Σ_n dy ⊙ w
+    dev_->copy(dys_, dy, size_t(N * d.out) * 4);
+    ops.mul_cols(dys_, N, d.out, lb);                                        // dw = λb ⊙ dy
+    dev_->fill(zb_, 0, size_t(N * r) * 4);
+    ops.matmul_backward_input(dys_, N, Bv, zb_);                             // d(λd ⊙ z) = dw·B_sl
+    ops.col_dot(zb_, za_, N, r, gld);                                        // dλd += Σ_n d(λd ⊙ z) ⊙ z
+    ops.mul_cols(zb_, N, r, ld);                                             // dz
+  }
+  if (!dx) return;
+  if (xd == x) {
+    ops.matmul_backward_input(zb_, N, f32_view(A, r, d.in), dx);            // dx += dz·A
+    return;
+  }
+  dev_->fill(dxd_, 0, size_t(N * d.in) * 4);                                 // dx += dropout'(dz·A)
+  ops.matmul_backward_input(zb_, N, f32_view(A, r, d.in), dxd_);
+  ops.dropout(dxd_, N * d.in, Adapter::dropout_stream(dropout_key_, layer, t), acfg_.dropout, dxd_);
+  ops.add(dx, dxd_, N * d.in);
 }
 
 void DeviceTrainer::forward(int B, int T) {
@@ -317,23 +392,23 @@ void DeviceTrainer::forward(int B, int T) {
     // Attention block.
     ops.rmsnorm(x_, lw.input_norm, N, C, eps, xl_, tp.r1);
     ops.matmul(xl_, N, lw.qkv, lw.qkv_bias, tp.qkv);
-    lora_forward(l, Target::Qkv, xl_, N, tp.qkv);
+    adapter_forward(l, Target::Qkv, xl_, N, tp.qkv);
     ops.rope(tp.qkv, N, QKV, H + G, D, pos_, c.rope_base());
     ops.kv_store(tp.qkv, QKV, Qd, B, T, KVd, tp.k, T, zero_);  // the training cache: slots 0..T−1
     ops.kv_store(tp.qkv, QKV, Qd + KVd, B, T, KVd, tp.v, T, zero_);
     const KVView kv{tp.k, tp.v, valid_, T, segments_ ? segment_ : nullptr};
     ops.attention(tp.qkv, QKV, kv, B, T, 0, H, G, D, tp.ctx, tp.lse);
     ops.matmul(tp.ctx, N, lw.dense, nullptr, tmp_);
-    lora_forward(l, Target::Dense, tp.ctx, N, tmp_);
+    adapter_forward(l, Target::Dense, tp.ctx, N, tmp_);
     dev_->copy(tp.h, x_, size_t(N * C) * 4);
     ops.add(tp.h, tmp_, N * C);
     // MLP block.
     ops.rmsnorm(tp.h, lw.post_norm, N, C, eps, xl_, tp.r2);
     ops.matmul(xl_, N, lw.h_to_4h, nullptr, tp.u);
-    lora_forward(l, Target::HTo4H, xl_, N, tp.u);
+    adapter_forward(l, Target::HTo4H, xl_, N, tp.u);
     ops.swiglu(tp.u, N, F, act_);
     ops.matmul(act_, N, lw.four_h_to_h, nullptr, tmp_);
-    lora_forward(l, Target::FourHToH, act_, N, tmp_);
+    adapter_forward(l, Target::FourHToH, act_, N, tmp_);
     dev_->copy(x_, tp.h, size_t(N * C) * 4);
     ops.add(x_, tmp_, N * C);
   }
@@ -397,19 +472,19 @@ LossResult DeviceTrainer::loss_and_backward(const TrainBatch& batch, double grad
     ops.swiglu(tp.u, N, F, act_);
     dev_->fill(dact_, 0, size_t(N * F) * 4);
     ops.matmul_backward_input(dx_, N, lw.four_h_to_h, dact_);
-    lora_backward(l, Target::FourHToH, act_, dx_, N, dact_);
+    adapter_backward(l, Target::FourHToH, act_, dx_, N, dact_);
     dev_->fill(du_, 0, size_t(N * 2 * F) * 4);
     ops.swiglu_backward(dact_, tp.u, N, F, du_);
     ops.rmsnorm(tp.h, lw.post_norm, N, C, eps, xl_, inv_);
     dev_->fill(dxl_, 0, size_t(N * C) * 4);
     ops.matmul_backward_input(du_, N, lw.h_to_4h, dxl_);
-    lora_backward(l, Target::HTo4H, xl_, du_, N, dxl_);
+    adapter_backward(l, Target::HTo4H, xl_, du_, N, dxl_);
     ops.rmsnorm_backward(dxl_, tp.h, lw.post_norm, tp.r2, N, C, eps, dh_);
 
     // Attention block: h = x + Wd·ctx, ctx = attention(rope(q), rope(k), v).
     dev_->fill(dctx_, 0, size_t(N * Qd) * 4);
     ops.matmul_backward_input(dh_, N, lw.dense, dctx_);
-    lora_backward(l, Target::Dense, tp.ctx, dh_, N, dctx_);
+    adapter_backward(l, Target::Dense, tp.ctx, dh_, N, dctx_);
     dev_->fill(dqkv_, 0, size_t(N * QKV) * 4);
     dev_->fill(dk_, 0, size_t(N * KVd) * 4);
     dev_->fill(dv_, 0, size_t(N * KVd) * 4);
@@ -425,7 +500,7 @@ LossResult DeviceTrainer::loss_and_backward(const TrainBatch& batch, double grad
       dev_->fill(dxl_, 0, size_t(N * C) * 4);
       ops.matmul_backward_input(dqkv_, N, lw.qkv, dxl_);
     }
-    lora_backward(l, Target::Qkv, xl_, dqkv_, N, need_dx ? dxl_ : nullptr);
+    adapter_backward(l, Target::Qkv, xl_, dqkv_, N, need_dx ? dxl_ : nullptr);
     if (need_dx) {
       dev_->copy(dx_, dh_, size_t(N * C) * 4);
       ops.rmsnorm_backward(dxl_, tp.x, lw.input_norm, tp.r1, N, C, eps, dx_);

@@ -18,7 +18,7 @@
 // run as kernels. One difference by design: the head runs on chunks of consecutive rows, skipping chunks
 // without a target, instead of gathering the labelled rows (rows without a target give exactly zero).
 //
-// Not yet (Errors naming them): VeRA, adapter dropout > 0.
+// LoRA and VeRA, with dropout (the host's masks: Adapter::dropout_stream and ops.h's dropout_kept).
 #pragma once
 #include <memory>
 #include <vector>
@@ -51,6 +51,8 @@ class DeviceTrainer {
   // times (optional): forward, head (loss and its backward) and backward, each ended by a device sync.
   LossResult loss_and_backward(const TrainBatch& batch, double grad_scale, StepTimes* times = nullptr);
   void zero_grad();
+  // The dropout key of the next micro-batches (Adapter::set_dropout_key's, for the same masks).
+  void set_dropout_key(uint64_t key) { dropout_key_ = key; }
   // clip_grad_norm on the device gradients: the norm before clipping.
   double clip_grad_norm(double max_norm);
   // One AdamW step (the optimizer's step count advances) at learning rate lr.
@@ -77,9 +79,13 @@ class DeviceTrainer {
   struct Tape {
     float *x, *qkv, *ctx, *lse, *h, *u, *r1, *r2, *k, *v;
   };
-  // LoRA on (layer, t) where adapted: y += s·B·A·x, and its backward (gradients +=, dx += when not null).
-  void lora_forward(int layer, Target t, const float* x, int64_t N, float* y);
-  void lora_backward(int layer, Target t, const float* x, const float* dy, int64_t N, float* dx);
+  // The adapter on (layer, t) where adapted (LoRA or VeRA, as Adapter::forward / backward): y += delta(x),
+  // and its backward (gradients +=, dx += when not null).
+  void adapter_forward(int layer, Target t, const float* x, int64_t N, float* y);
+  void adapter_backward(int layer, Target t, const float* x, const float* dy, int64_t N, float* dx);
+  // x [n values] with (layer, t)'s dropout mask applied (into xd_), or x itself without dropout.
+  const float* dropped(int layer, Target t, const float* x, int64_t n);
+  const float* vera_a(int64_t in);  // VeRA's vera_A[:, :in] as a contiguous [r, in]
   void forward(int B, int T);
   double head(int64_t N, const std::vector<int32_t>& targets, double grad_scale);
 
@@ -98,11 +104,17 @@ class DeviceTrainer {
   int64_t t_ = 0;                   // AdamW steps taken
   DeviceBuffer adapter_buf_, tape_buf_, work_buf_;
   float *value_, *grad_, *m_, *v_, *keep_;  // keep_: values, m, v of the snapshot
+  float* frozen_ = nullptr;                 // frozen parameters (VeRA's vera_A, vera_B)
+  std::vector<int64_t> frozen_offset_;      // per parameter: its offset in frozen_ (−1 trainable)
+  int vera_a_ = -1, vera_b_ = -1;           // indices of VeRA's shared projections
+  int64_t vera_max_in_ = 0;
+  uint64_t dropout_key_ = 0;
   int64_t keep_t_ = 0;
   std::vector<Tape> tape_;          // [L]; layers below lowest_ share the workspace tape
   // workspaces
   float *x_, *xl_, *tmp_, *act_, *inv_, *dx_, *dh_, *dact_, *du_, *dxl_, *dctx_, *dqkv_, *dk_, *dv_;
-  float *za_, *zb_, *wa_, *dys_;    // adapter: [N, r] ×2, [N, max out] ×2
+  float *za_, *zb_, *zc_, *wa_, *dys_;  // adapter: [N, r] ×3, [N, max out] ×2
+  float *xd_, *dxd_, *asl_;             // dropout: [N, max in] ×2; VeRA's A slice [r, max in]
   float *z_, *hxl_, *hinv_, *hdxl_; // head chunk: logits [chunk, V], normed rows, 1/rms, their gradient
   int64_t chunk_ = 0;
   int32_t *ids_, *pos_, *targets_, *segment_, *zero_;

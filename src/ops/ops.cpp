@@ -73,6 +73,21 @@ void Ops::scale(float* x, int64_t n, double c) {
   for (int64_t i = 0; i < n; ++i) x[i] = float(double(x[i]) * c);
 }
 
+void Ops::dropout(const float* x, int64_t n, uint64_t key, float p, float* out) {
+  const float keep = 1.0f / (1.0f - p);
+  for (int64_t i = 0; i < n; ++i) out[i] = dropout_kept(key, i, p) ? x[i] * keep : 0.0f;
+}
+
+void Ops::mul_cols(float* x, int64_t N, int64_t M, const float* v) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t m = 0; m < M; ++m) x[n * M + m] *= v[m];
+}
+
+void Ops::col_dot(const float* a, const float* b, int64_t N, int64_t M, float* out) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t m = 0; m < M; ++m) out[m] += a[n * M + m] * b[n * M + m];
+}
+
 bool cuda_built() {
 #ifdef GLMLAB_HAVE_CUDA
   return true;

@@ -55,6 +55,18 @@ struct AdamWStep {
 // value −= step_size · m / (√v / bc2_sqrt + eps), in that order in fp32 (torch's single-tensor code).
 void adamw_update(float* value, const float* grad, float* m, float* v, int64_t n, const AdamWStep& s);
 
+// Adapter dropout masks (model/adapters.h): element i of a stream with key `key` survives when its
+// counter-based hash, as a uniform in [0, 1), is ≥ p. splitmix64's finalizer.
+inline uint64_t splitmix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+inline bool dropout_kept(uint64_t key, int64_t i, float p) {
+  return double(splitmix64(key + uint64_t(i)) >> 11) * 0x1.0p-53 >= p;
+}
+
 // The one row b of a cache view, as a view of batch 1 (G groups of D dims per slot).
 KVView kv_row(const KVView& kv, int b, int G, int D);
 
@@ -143,6 +155,15 @@ class Ops {
   virtual double sum_squares(const float* x, int64_t n);
   // x[i] = float(double(x[i]) · c) for i < n (one rounding: for a float c, the fp32 product).
   virtual void scale(float* x, int64_t n, double c);
+
+  // ---- Adapters on a device trainer (model/device_trainer.h). Default: host implementations (ops.cpp).
+
+  // out[i] = dropout_kept(key, i, p) ? x[i] · (1 / (1 − p)) : 0 for i < n (out may be x).
+  virtual void dropout(const float* x, int64_t n, uint64_t key, float p, float* out);
+  // x[n, m] *= v[m] for x [N, M] (VeRA's λ scalings).
+  virtual void mul_cols(float* x, int64_t N, int64_t M, const float* v);
+  // out[m] += Σ_n a[n, m] · b[n, m], summed in n order in fp32 (VeRA's λ gradients).
+  virtual void col_dot(const float* a, const float* b, int64_t N, int64_t M, float* out);
 
   // ---- Inference engine helpers (model/device_engine.h). Default: host implementations (ops.cpp).
 

@@ -299,6 +299,35 @@ __global__ void adamw_kernel(float* value, const float* grad, float* m, float* v
   value[i] = p;
 }
 
+// ---- adapters: dropout masks (ops/ops.h's splitmix64 and dropout_kept, the same bits), VeRA's scalings.
+__device__ __forceinline__ uint64_t splitmix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+__global__ void dropout_kernel(const float* x, int64_t n, uint64_t key, float p, float keep, float* out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const bool kept = double(splitmix64(key + uint64_t(i)) >> 11) * 0x1.0p-53 >= double(p);
+  out[i] = kept ? __fmul_rn(x[i], keep) : 0.0f;
+}
+
+__global__ void mul_cols_kernel(float* x, int64_t N, int64_t M, const float* v) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < N * M) x[i] = __fmul_rn(x[i], v[i % M]);
+}
+
+// One thread per column, rows in order (the host's summation order).
+__global__ void col_dot_kernel(const float* a, const float* b, int64_t N, int64_t M, float* out) {
+  const int64_t m = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (m >= M) return;
+  float s = out[m];
+  for (int64_t n = 0; n < N; ++n) s = __fadd_rn(s, __fmul_rn(a[n * M + m], b[n * M + m]));
+  out[m] = s;
+}
+
 // Σ x² of blocks of 256 in double, one partial a block (summed in order by sum_squares_final_kernel).
 __global__ void sum_squares_kernel(const float* x, int64_t n, double* part) {
   __shared__ double red[32];
@@ -389,6 +418,24 @@ void sum_squares(const float* x, int64_t n, double* part, double* out, cudaStrea
   GLMLAB_CUDA_LAUNCHED("sum_squares_kernel");
   accumulate_kernel<<<1, 32, 0, stream>>>(part, kSumSquaresBlocks, out);
   GLMLAB_CUDA_LAUNCHED("accumulate_kernel");
+}
+
+void dropout(const float* x, int64_t n, uint64_t key, float p, float* out, cudaStream_t stream) {
+  if (n == 0) return;
+  dropout_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n, key, p, 1.0f / (1.0f - p), out);
+  GLMLAB_CUDA_LAUNCHED("dropout_kernel");
+}
+
+void mul_cols(float* x, int64_t N, int64_t M, const float* v, cudaStream_t stream) {
+  if (N * M == 0) return;
+  mul_cols_kernel<<<blocks_for(N * M, 256), 256, 0, stream>>>(x, N, M, v);
+  GLMLAB_CUDA_LAUNCHED("mul_cols_kernel");
+}
+
+void col_dot(const float* a, const float* b, int64_t N, int64_t M, float* out, cudaStream_t stream) {
+  if (M == 0) return;
+  col_dot_kernel<<<blocks_for(M, 128), 128, 0, stream>>>(a, b, N, M, out);
+  GLMLAB_CUDA_LAUNCHED("col_dot_kernel");
 }
 
 void scale(float* x, int64_t n, double c, cudaStream_t stream) {

@@ -510,4 +510,14 @@ double CudaOps::sum_squares(const float* x, int64_t n) {
 
 void CudaOps::scale(float* x, int64_t n, double c) { k::scale(x, n, c, stream_); }
 
+void CudaOps::dropout(const float* x, int64_t n, uint64_t key, float p, float* out) {
+  k::dropout(x, n, key, p, out, stream_);
+}
+
+void CudaOps::mul_cols(float* x, int64_t N, int64_t M, const float* v) { k::mul_cols(x, N, M, v, stream_); }
+
+void CudaOps::col_dot(const float* a, const float* b, int64_t N, int64_t M, float* out) {
+  k::col_dot(a, b, N, M, out, stream_);
+}
+
 }  // namespace glmlab::cuda

@@ -59,6 +59,9 @@ class CudaOps final : public Ops {
   void adamw(float* value, const float* grad, float* m, float* v, int64_t n, const AdamWStep& s) override;
   double sum_squares(const float* x, int64_t n) override;
   void scale(float* x, int64_t n, double c) override;
+  void dropout(const float* x, int64_t n, uint64_t key, float p, float* out) override;
+  void mul_cols(float* x, int64_t N, int64_t M, const float* v) override;
+  void col_dot(const float* a, const float* b, int64_t N, int64_t M, float* out) override;
 
   // ---- for tests and the docs: one path explicitly (an Error when that path cannot take the shape).
   void matmul_with(MatmulPath path, const float* x, int64_t N, const Matrix& W, const float* bias, float* y);

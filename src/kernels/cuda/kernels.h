@@ -132,5 +132,9 @@ void adamw(float* value, const float* grad, float* m, float* v, int64_t n, const
 constexpr int kSumSquaresBlocks = 256;
 void sum_squares(const float* x, int64_t n, double* part, double* out, cudaStream_t stream);
 void scale(float* x, int64_t n, double c, cudaStream_t stream);  // x = float(double(x) · c)
+// ops.h's dropout (the same mask bits as the host), mul_cols and col_dot (rows summed in order, fp32).
+void dropout(const float* x, int64_t n, uint64_t key, float p, float* out, cudaStream_t stream);
+void mul_cols(float* x, int64_t N, int64_t M, const float* v, cudaStream_t stream);
+void col_dot(const float* a, const float* b, int64_t N, int64_t M, float* out, cudaStream_t stream);
 
 }  // namespace glmlab::cuda::k

@@ -265,6 +265,7 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
       uint64_t key = mix(o.seed ^ mix(uint64_t(s * o.grad_accum + j)));
       if (R > 1) key = mix(key ^ uint64_t(comm.rank() + 1));
       adapter.set_dropout_key(key);
+      if (dt) dt->set_dropout_key(key);
       StepTimes t;
       const bool last = j + 1 == o.grad_accum;
       if (last) sync.begin();
