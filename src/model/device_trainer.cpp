@@ -256,6 +256,12 @@ void DeviceTrainer::download(Adapter& adapter, std::vector<std::vector<float>>* 
   }
 }
 
+void DeviceTrainer::all_reduce_grads(dist::Communicator& comm) {
+  if (comm.size() < 2) return;
+  dev_->sync();
+  comm.all_reduce_sum(grad_, size_t(P_));
+}
+
 void DeviceTrainer::zero_grad() { dev_->fill(grad_, 0, size_t(P_) * 4); }
 
 double DeviceTrainer::clip_grad_norm(double max_norm) {

@@ -23,6 +23,7 @@
 #include <memory>
 #include <vector>
 
+#include "dist/comm.h"
 #include "model/backward.h"
 #include "model/device_weights.h"
 #include "model/optimizer.h"
@@ -53,6 +54,9 @@ class DeviceTrainer {
   void zero_grad();
   // The dropout key of the next micro-batches (Adapter::set_dropout_key's, for the same masks).
   void set_dropout_key(uint64_t key) { dropout_key_ = key; }
+  // Data parallelism: sums the gradients over the ranks of `comm` (after the stream's work is done). The
+  // communicator must take this device's pointers: the MPI world for a host device, NCCL for a GPU.
+  void all_reduce_grads(dist::Communicator& comm);
   // clip_grad_norm on the device gradients: the norm before clipping.
   double clip_grad_norm(double max_norm);
   // One AdamW step (the optimizer's step count advances) at learning rate lr.

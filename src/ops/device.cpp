@@ -119,6 +119,7 @@ class HostDevice final : public Device {
     for (auto& [p, n] : sizes_) std::free(p);
   }
   std::string_view name() const override { return name_; }
+  bool host_memory() const override { return true; }
   Ops& ops() override { return ops_; }
 
   void* alloc(size_t bytes, std::string_view what) override {

@@ -21,6 +21,7 @@ class Device {
  public:
   virtual ~Device() = default;
   virtual std::string_view name() const = 0;  // "cpu", "cpu-ref", or the GPU's name ("NVIDIA H200")
+  virtual bool host_memory() const { return false; }  // its pointers are host pointers (the host devices)
   virtual Ops& ops() = 0;                     // the kernels; every pointer they take is in this memory
 
   // Zeroed memory; an Error names the bytes asked for, `what` they are for, and the bytes still free.

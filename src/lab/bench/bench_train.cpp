@@ -285,7 +285,7 @@ BenchTrainReport run_bench_train(const std::vector<TrainSample>& samples, const 
           if (log.step <= o.warmup_steps) return;
           n += double(log.samples);
           t += log.seconds;
-        });
+        }, o.make_device ? o.make_device() : nullptr);
         model.set_adapter(nullptr);
         single = t > 0 ? n / t : 0;
       }

@@ -11,6 +11,7 @@
 #include "lab/train/checkpoint.h"
 #include "lab/train/grad_sync.h"
 #include "lab/train/train_state.h"
+#include "dist/nccl_comm.h"
 #include "model/device_trainer.h"
 #include "model/peft_io.h"
 #include "util/error.h"
@@ -177,18 +178,24 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
   rep.losses = st.losses;
   adapter.set_training(true);
   GradSync sync(comm, adapter, o.bucket_bytes);
-  rep.grad_bytes = sync.active() ? sync.bytes() : 0;
-  rep.grad_buckets = sync.active() ? sync.buckets() : 0;
+  rep.grad_bytes = sync.active() ? (device ? size_t(adapter.trainable_count()) * 4 : sync.bytes()) : 0;
+  rep.grad_buckets = sync.active() ? (device ? 1 : sync.buckets()) : 0;
 
   const int64_t end = o.stop_after >= 0 ? std::min(o.steps, o.stop_after) : o.steps;
 
   // On a device: the trainer holds the adapter, its gradients and the moments; the host copies are
   // refreshed (to_host) before every save and at the end.
   std::unique_ptr<DeviceTrainer> dt;
+  std::unique_ptr<dist::Communicator> nccl;  // a GPU trainer's gradients are summed by NCCL
+  dist::Communicator* grad_comm = &comm;
   if (device) {
-    if (R > 1)
-      fail("train on {}: data parallelism over {} ranks runs on the host trainer only for now (--device cpu)",
-           device->name(), R);
+    if (R > 1 && !device->host_memory()) {
+      if (!dist::nccl_available())
+        fail("train on {} over {} ranks: the gradients live in GPU memory and this build has no NCCL to sum "
+             "them (scripts/setup.sh installs the nvidia-nccl wheel)", device->name(), R);
+      nccl = dist::make_nccl(comm);
+      grad_comm = nccl.get();
+    }
     int64_t rows = 1;  // the largest micro-batch this invocation will run
     for (int64_t s = st.step; s < end; ++s)
       for (int j = 0; j < o.grad_accum; ++j) {
@@ -268,9 +275,9 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
       if (dt) dt->set_dropout_key(key);
       StepTimes t;
       const bool last = j + 1 == o.grad_accum;
-      if (last) sync.begin();
+      if (last && !dt) sync.begin();
       std::function<void(int)> layer_done;
-      if (last && sync.active()) layer_done = [&](int l) { sync.layer_done(l); };
+      if (last && sync.active() && !dt) layer_done = [&](int l) { sync.layer_done(l); };
       const double scale = labelled ? 1.0 / double(labelled) : 0.0;
       loss_sum += dt ? dt->loss_and_backward(micro[size_t(j)], scale, &t).loss_sum
                      : loss_and_backward(ops, model, adapter, micro[size_t(j)], scale, &t, layer_done).loss_sum;
@@ -279,8 +286,14 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
       log.times.backward_s += t.backward_s;
       log.times.head_backward_s += t.head_backward_s;
     }
-    sync.finish();
-    comm_s += sync.exposed_s();
+    if (dt) {  // one blocking all-reduce of the flat gradient buffer (no overlap with the backward yet)
+      const double tc = now_s();
+      dt->all_reduce_grads(*grad_comm);
+      comm_s += now_s() - tc;
+    } else {
+      sync.finish();
+      comm_s += sync.exposed_s();
+    }
     {
       const double tc = now_s();
       loss_sum = comm.sum(loss_sum);

@@ -85,8 +85,9 @@ struct TrainReport {
 
 // Trains `adapter` (already set on `model`) in place. `on_step` is called after every step.
 // device (optional): the steps run on the device-resident trainer (model/device_trainer.h) in that
-// Device's memory (the CUDA back end; one process), the adapter and optimizer state
-// coming to the host for checkpoints and at the end; null: the host trainer on `ops`.
+// Device's memory (the CUDA back end), the adapter and optimizer state coming to the host for checkpoints
+// and at the end; with several ranks its gradients are summed in one blocking all-reduce after the
+// backward (NCCL for a GPU, the world itself for a host device); null: the host trainer on `ops`.
 TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<TrainSample>& samples,
                   const TrainOptions& opt, const std::function<void(const StepLog&)>& on_step = {},
                   std::unique_ptr<Device> device = nullptr);
