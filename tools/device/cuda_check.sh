@@ -10,7 +10,7 @@
 #   parity   glmlab parity --device cuda on the oracle's tiny fp32 / fp16 / bf16 golden logits
 #   bench    glmlab bench infer --device cuda on random:chatglm3-6b: bf16 at batch 1 and 32 on all of
 #            .device/tiny.json (the "under a minute" target), then int8/int4 at batch 1 and 32 on 24 records
-#   train    tools/reference/train_peer.py --device cuda --glmlab: glmlab bench train --device cuda (LoRA r8 on
+#   train    (after the bf16 bench) tools/reference/train_peer.py --device cuda --glmlab: glmlab bench train --device cuda (LoRA r8 on
 #            the device trainer, random:chatglm3-6b bf16, batch 4 of tiny.json, 1 warm-up + 3 timed steps; the
 #            CudaTrainer tests above hold it to PEFT first), then transformers + PEFT on the same batches and card
 #   peer     tools/reference/bench_peer.py --device cuda: glmlab vs transformers (eager, then static cache +
@@ -143,13 +143,13 @@ stage parity 45 parity
 TOK=.device/tokenizer.model
 stage bench-bf16 150 $G bench infer --device cuda --model random:chatglm3-6b --dtype bf16 --batch 1,32 \
   --data .device/tiny.json --tokenizer $TOK --probe quick --no-progress -o "$WORK/bench-6b-bf16"
-stage bench-int 130 $G bench infer --device cuda --model random:chatglm3-6b --dtype int8,int4 --batch 1,32 \
-  --data .device/tiny.json --records 24 --tokenizer $TOK --probe quick --no-progress -o "$WORK/bench-6b-int"
-
-# ---- fine-tuning on the device trainer, 6B shapes
+# ---- (before the int8/int4 inference bench: it is the newer unknown) fine-tuning on the device trainer, 6B shapes
 stage train 150 python3 tools/reference/train_peer.py --device cuda --glmlab "$G" --model random:chatglm3-6b \
   --dtype bf16 --qat none --method lora --batch-size 4 --steps 3 --warmup-steps 1 --data .device/tiny.json \
   --tokenizer $TOK --probe off --allow-large --rounds 1 --out "$WORK/train-peer"
+
+stage bench-int 130 $G bench infer --device cuda --model random:chatglm3-6b --dtype int8,int4 --batch 1,32 \
+  --data .device/tiny.json --records 24 --tokenizer $TOK --probe quick --no-progress -o "$WORK/bench-6b-int"
 
 # ---- the transformers peer on the same GPU, same run
 stage peer 150 python3 tools/reference/bench_peer.py --device cuda --glmlab "$G" --model random:chatglm3-6b \
