@@ -17,7 +17,8 @@ namespace glmlab {
 
 // Error naming the sequence and id when a logit is NaN or infinite: weights (or an adapter) that overflow
 // in their dtype must give an error, not a reply of id 5 repeated.
-void check_logits_finite(const float* logits, int64_t rows, int64_t V);
+// first_row: the sequence number of the first row (for the message).
+void check_logits_finite(const float* logits, int64_t rows, int64_t V, int64_t first_row = 0);
 
 class Engine {
  public:
