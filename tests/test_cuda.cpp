@@ -413,23 +413,41 @@ struct AttnCase {
   bool segments;      // packed segments in the mask
 };
 
+// Random q (rows of a qkv matrix: q heads then k, v, + padding), a cache, its key_valid holes and
+// segments of 23 slots, for one case; host() views them.
+struct AttnData {
+  int64_t qstride = 0;
+  std::vector<float> q, k, v;
+  std::vector<uint8_t> valid;
+  std::vector<int32_t> seg;
+  bool segments = false;
+  AttnData(const AttnCase& c, uint64_t seed) : qstride(int64_t(c.H + 2 * c.G) * c.D + 4), segments(c.segments) {
+    q = random_floats(size_t(int64_t(c.B) * c.T * qstride), seed, -2, 2);
+    const size_t kvn = size_t(c.B) * c.S * c.G * c.D;
+    k = random_floats(kvn, seed + 1, -2, 2);
+    v = random_floats(kvn, seed + 2);
+    std::mt19937 rng{uint32_t(seed)};
+    std::uniform_real_distribution<double> u(0, 1);
+    valid.resize(size_t(c.B) * c.S);
+    for (auto& x : valid) x = u(rng) >= c.holes;
+    if (c.empty_row)
+      for (int j = 0; j < c.S; ++j) valid[size_t(j)] = 0;
+    seg.resize(size_t(c.B) * c.S);
+    for (int b = 0; b < c.B; ++b)
+      for (int j = 0; j < c.S; ++j) seg[size_t(b * c.S + j)] = j / 23;
+  }
+  KVView host(int S) { return KVView{k.data(), v.data(), valid.data(), S, segments ? seg.data() : nullptr}; }
+};
+
 void check_attention(Gpu& g, const AttnCase& c, cuda::AttentionPath path, int splits, uint64_t seed) {
   SCOPED_TRACE(testing::Message() << c.what << (path == cuda::AttentionPath::Naive ? " naive" : " flash")
                                   << " splits " << splits);
-  const int64_t qstride = int64_t(c.H + 2 * c.G) * c.D + 4;  // a qkv row: q heads then k, v (+ padding)
-  auto q = random_floats(size_t(int64_t(c.B) * c.T * qstride), seed, -2, 2);
-  const size_t kvn = size_t(c.B) * c.S * c.G * c.D;
-  auto k = random_floats(kvn, seed + 1, -2, 2), v = random_floats(kvn, seed + 2);
-  std::mt19937 rng{uint32_t(seed)};
-  std::uniform_real_distribution<double> u(0, 1);
-  std::vector<uint8_t> valid(size_t(c.B) * c.S);
-  for (auto& x : valid) x = u(rng) >= c.holes;
-  if (c.empty_row)
-    for (int j = 0; j < c.S; ++j) valid[size_t(j)] = 0;
-  std::vector<int32_t> seg(size_t(c.B) * c.S);
-  for (int b = 0; b < c.B; ++b)
-    for (int j = 0; j < c.S; ++j) seg[size_t(b * c.S + j)] = j / 23;  // segments of 23 slots
-  KVView hk{k.data(), v.data(), valid.data(), c.S, c.segments ? seg.data() : nullptr};
+  AttnData in(c, seed);
+  const int64_t qstride = in.qstride;
+  auto &q = in.q, &k = in.k, &v = in.v;
+  auto &valid = in.valid;
+  auto& seg = in.seg;
+  KVView hk = in.host(c.S);
   const size_t rows = size_t(c.B) * c.T;
   std::vector<float> want(rows * c.H * c.D), want_lse(rows * c.H);
   make_ref_ops()->attention(q.data(), qstride, hk, c.B, c.T, c.P, c.H, c.G, c.D, want.data(), want_lse.data());
@@ -630,20 +648,13 @@ TEST(CudaBackward, AttentionAgainstTheReference) {
   uint64_t seed = 1500;
   for (const auto& c : kAttnCases) {
     SCOPED_TRACE(c.what);
-    const int64_t qstride = int64_t(c.H + 2 * c.G) * c.D + 4, dqstride = int64_t(c.H) * c.D + 8;
-    auto q = random_floats(size_t(int64_t(c.B) * c.T * qstride), seed, -2, 2);
-    const size_t kvn = size_t(c.B) * c.S * c.G * c.D;
-    auto k = random_floats(kvn, seed + 1, -2, 2), v = random_floats(kvn, seed + 2);
-    std::mt19937 rng{uint32_t(seed)};
-    std::uniform_real_distribution<double> u(0, 1);
-    std::vector<uint8_t> valid(size_t(c.B) * c.S);
-    for (auto& x : valid) x = u(rng) >= c.holes;
-    if (c.empty_row)
-      for (int j = 0; j < c.S; ++j) valid[size_t(j)] = 0;
-    std::vector<int32_t> seg(size_t(c.B) * c.S);
-    for (int b = 0; b < c.B; ++b)
-      for (int j = 0; j < c.S; ++j) seg[size_t(b * c.S + j)] = j / 23;
-    KVView hk{k.data(), v.data(), valid.data(), c.S, c.segments ? seg.data() : nullptr};
+    AttnData in(c, seed);
+    const int64_t qstride = in.qstride, dqstride = int64_t(c.H) * c.D + 8;
+    auto &q = in.q, &k = in.k, &v = in.v;
+    auto &valid = in.valid;
+    auto& seg = in.seg;
+    const size_t kvn = k.size();
+    KVView hk = in.host(c.S);
     const size_t rows = size_t(c.B) * c.T;
     std::vector<float> out(rows * c.H * c.D), lse(rows * c.H);
     ref->attention(q.data(), qstride, hk, c.B, c.T, c.P, c.H, c.G, c.D, out.data(), lse.data());

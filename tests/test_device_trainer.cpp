@@ -199,18 +199,10 @@ LoopRun run_loop(const lab::TrainOptions& o, const std::vector<lab::TrainSample>
   return r;
 }
 
+// The loop tests' options (train_test_data.h) with adapters on all four linears.
 lab::TrainOptions loop_options(AdapterMethod m = AdapterMethod::Lora) {
-  lab::TrainOptions o;
-  o.adapter = m == AdapterMethod::Lora ? AdapterConfig::lora_defaults() : AdapterConfig::vera_defaults();
-  o.adapter.rank = m == AdapterMethod::Lora ? 4 : 16;
+  lab::TrainOptions o = test::train_options(m);
   o.adapter.targets = {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"};
-  o.adam.lr = 5e-3;
-  o.adam.weight_decay = 0.01;
-  o.steps = 6;
-  o.warmup = 2;
-  o.batch_size = 3;
-  o.grad_accum = 2;
-  o.seed = 5;
   return o;
 }
 
@@ -222,8 +214,7 @@ TEST(DeviceTrainer, TrainingLoopOnADeviceEqualsTheHostLoopAndResumes) {
   for (AdapterMethod m : {AdapterMethod::Lora, AdapterMethod::Vera})
   for (bool pack : {false, true}) {
     SCOPED_TRACE(testing::Message() << method_name(m) << (pack ? " packed" : " padded"));
-    auto o = loop_options(m);
-    o.adapter.dropout = 0.1f;
+    auto o = loop_options(m);  // dropout 0.1: the device's masks are the host's
     o.pack = pack;
     const LoopRun host = run_loop(o, samples, Backend::CpuRef, false);
     o.out = test::temp_dir("dev-loop-whole").string();
@@ -304,7 +295,6 @@ TEST(CudaTrainer, TrainingLoopEqualsTheHostLoop) {
   SKIP_WITHOUT_GPU();
   auto samples = test::synthetic_samples(10, 1);
   auto o = loop_options();
-  o.adapter.dropout = 0.1f;  // the device's masks are the host's
   const LoopRun host = run_loop(o, samples, Backend::CpuRef, false);
   const LoopRun dev = run_loop(o, samples, Backend::Cuda, true);
   ASSERT_EQ(dev.rep.losses.size(), host.rep.losses.size());

@@ -18,6 +18,7 @@
 #include "model/peft_io.h"
 #include "model/safetensors.h"
 #include "test_util.h"
+#include "train_test_data.h"
 #include "util/error.h"
 
 namespace glmlab {
@@ -30,22 +31,7 @@ constexpr double kLossRtol = 1e-5, kLogitsAtol = 5e-5, kGradTol = 1e-4;
 
 std::string train_path(const std::string& rel) { return golden_path("train/" + rel); }
 
-std::vector<float> floats(const SafetensorsFile& f, const std::string& name) {
-  auto it = f.tensors().find(name);
-  if (it == f.tensors().end()) throw Error("golden tensor missing: " + name);
-  EXPECT_EQ(it->second.dtype, DType::F32) << name;
-  std::vector<float> v(size_t(it->second.numel()));
-  std::memcpy(v.data(), it->second.data, v.size() * 4);
-  return v;
-}
-std::vector<int64_t> ints(const SafetensorsFile& f, const std::string& name, std::vector<int64_t>* shape = nullptr) {
-  auto& t = f.tensors().at(name);
-  EXPECT_EQ(t.dtype, DType::I64) << name;
-  if (shape) *shape = t.shape;
-  std::vector<int64_t> v(size_t(t.numel()));
-  std::memcpy(v.data(), t.data, v.size() * 8);
-  return v;
-}
+std::vector<float> floats(const SafetensorsFile& f, const std::string& name) { return test::golden_floats(f, name); }
 
 double nerr(const std::vector<float>& a, const std::vector<float>& b) {
   EXPECT_EQ(a.size(), b.size());
@@ -57,23 +43,7 @@ double nerr(const std::vector<float>& a, const std::vector<float>& b) {
   return m / r;
 }
 
-TrainBatch golden_batch(const SafetensorsFile& g, const std::string& kind) {
-  std::vector<int64_t> shape;
-  auto ids = ints(g, kind + ".input_ids", &shape);
-  auto pos = ints(g, kind + ".position_ids"), mask = ints(g, kind + ".attention_mask");
-  auto seg = ints(g, kind + ".segment_ids"), labels = ints(g, kind + ".labels");
-  TrainBatch b;
-  b.in.B = int(shape[0]);
-  b.in.T = int(shape[1]);
-  for (size_t i = 0; i < ids.size(); ++i) {
-    b.in.ids.push_back(int32_t(ids[i]));
-    b.in.pos.push_back(int32_t(pos[i]));
-    b.in.valid.push_back(uint8_t(mask[i]));
-    if (kind == "pack") b.in.segment.push_back(int32_t(seg[i]));  // pad: no segments (one per row)
-    b.labels.push_back(int32_t(labels[i]));
-  }
-  return b;
-}
+TrainBatch golden_batch(const SafetensorsFile& g, const std::string& kind) { return test::golden_train_batch(g, kind); }
 
 struct Case {
   const char* method;

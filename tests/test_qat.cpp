@@ -12,6 +12,7 @@
 #include "model/peft_io.h"
 #include "model/safetensors.h"
 #include "test_util.h"
+#include "train_test_data.h"
 
 namespace glmlab {
 namespace {
@@ -20,26 +21,7 @@ std::string train_path(const std::string& rel) { return test::golden_path("train
 
 TrainBatch golden_pad_batch() {
   SafetensorsFile g(train_path("lora/golden.safetensors"));
-  auto read = [&](const std::string& n, std::vector<int64_t>* shape = nullptr) {
-    auto& t = g.tensors().at("pad." + n);
-    if (shape) *shape = t.shape;
-    std::vector<int64_t> v(size_t(t.numel()));
-    std::memcpy(v.data(), t.data, v.size() * 8);
-    return v;
-  };
-  std::vector<int64_t> shape;
-  auto ids = read("input_ids", &shape), pos = read("position_ids"), mask = read("attention_mask"),
-       labels = read("labels");
-  TrainBatch b;
-  b.in.B = int(shape[0]);
-  b.in.T = int(shape[1]);
-  for (size_t i = 0; i < ids.size(); ++i) {
-    b.in.ids.push_back(int32_t(ids[i]));
-    b.in.pos.push_back(int32_t(pos[i]));
-    b.in.valid.push_back(uint8_t(mask[i]));
-    b.labels.push_back(int32_t(labels[i]));
-  }
-  return b;
+  return test::golden_train_batch(g, "pad");
 }
 
 double nerr(const std::vector<float>& a, const std::vector<float>& b) {

@@ -21,35 +21,9 @@ namespace {
 
 std::string train_path(const std::string& rel) { return test::golden_path("train/" + rel); }
 
-std::vector<float> floats(const SafetensorsFile& f, const std::string& name) {
-  auto& t = f.tensors().at(name);
-  std::vector<float> v(size_t(t.numel()));
-  std::memcpy(v.data(), t.data, v.size() * 4);
-  return v;
-}
-std::vector<int64_t> ints(const SafetensorsFile& f, const std::string& name, std::vector<int64_t>* shape = nullptr) {
-  auto& t = f.tensors().at(name);
-  if (shape) *shape = t.shape;
-  std::vector<int64_t> v(size_t(t.numel()));
-  std::memcpy(v.data(), t.data, v.size() * 8);
-  return v;
-}
+std::vector<float> floats(const SafetensorsFile& f, const std::string& name) { return test::golden_floats(f, name); }
 
-TrainBatch pad_batch(const SafetensorsFile& g) {
-  std::vector<int64_t> shape;
-  auto ids = ints(g, "pad.input_ids", &shape);
-  auto pos = ints(g, "pad.position_ids"), mask = ints(g, "pad.attention_mask"), labels = ints(g, "pad.labels");
-  TrainBatch b;
-  b.in.B = int(shape[0]);
-  b.in.T = int(shape[1]);
-  for (size_t i = 0; i < ids.size(); ++i) {
-    b.in.ids.push_back(int32_t(ids[i]));
-    b.in.pos.push_back(int32_t(pos[i]));
-    b.in.valid.push_back(uint8_t(mask[i]));
-    b.labels.push_back(int32_t(labels[i]));
-  }
-  return b;
-}
+TrainBatch pad_batch(const SafetensorsFile& g) { return test::golden_train_batch(g, "pad"); }
 
 TEST(FinetuneTrain, LinearScheduleWithWarmup) {
   EXPECT_EQ(linear_schedule(0, 2, 10), 0.0);
@@ -129,21 +103,7 @@ RunResult run(lab::TrainOptions o, const std::vector<lab::TrainSample>& samples)
   return r;
 }
 
-lab::TrainOptions options(AdapterMethod m) {
-  lab::TrainOptions o;
-  o.adapter = m == AdapterMethod::Lora ? AdapterConfig::lora_defaults() : AdapterConfig::vera_defaults();
-  o.adapter.rank = m == AdapterMethod::Lora ? 4 : 16;
-  o.adapter.targets = {"query_key_value", "dense_4h_to_h"};
-  o.adapter.dropout = 0.1f;
-  o.adam.lr = 5e-3;
-  o.adam.weight_decay = 0.01;
-  o.steps = 6;
-  o.warmup = 2;
-  o.batch_size = 3;
-  o.grad_accum = 2;
-  o.seed = 5;
-  return o;
-}
+lab::TrainOptions options(AdapterMethod m) { return test::train_options(m); }
 
 TEST(FinetuneTrain, ResumedRunEqualsUninterruptedStepForStep) {
   auto samples = synthetic_samples(10, 1);  // 6 steps × 2 × 3 samples: crosses an epoch boundary

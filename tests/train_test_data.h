@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "lab/train/train_data.h"
+#include "lab/train/train_loop.h"
 #include "model/backward.h"
 #include "model/safetensors.h"
 #include "test_util.h"
@@ -72,6 +73,24 @@ inline std::vector<lab::TrainSample> synthetic_samples(int n, uint32_t seed) {
     out.push_back(std::move(s));
   }
   return out;
+}
+
+// The training-loop tests' options: rank 4 LoRA (16 VeRA) on query_key_value and dense_4h_to_h, dropout
+// 0.1, 6 steps of 2 × 3 samples with 2 warm-up steps, AdamW with weight decay.
+inline lab::TrainOptions train_options(AdapterMethod m) {
+  lab::TrainOptions o;
+  o.adapter = m == AdapterMethod::Lora ? AdapterConfig::lora_defaults() : AdapterConfig::vera_defaults();
+  o.adapter.rank = m == AdapterMethod::Lora ? 4 : 16;
+  o.adapter.targets = {"query_key_value", "dense_4h_to_h"};
+  o.adapter.dropout = 0.1f;
+  o.adam.lr = 5e-3;
+  o.adam.weight_decay = 0.01;
+  o.steps = 6;
+  o.warmup = 2;
+  o.batch_size = 3;
+  o.grad_accum = 2;
+  o.seed = 5;
+  return o;
 }
 
 }  // namespace glmlab::test

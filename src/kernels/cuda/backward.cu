@@ -1,8 +1,8 @@
-// The backward kernels of the CUDA back end (fine-tuning): RMSNorm, rotary, SwiGLU, the fused softmax
+// The backward kernels of the CUDA back end (fine-tuning): RMSNorm, SwiGLU, the fused softmax
 // cross-entropy, attention with recomputation from the forward's log-sum-exp, the simple twins of the
 // two matrix-product gradients, and the AdamW update with the gradient-norm helpers. Each follows the
 // CPU reference (kernels/cpu_ref/ref_backward.cpp, model/optimizer.cpp) formula for formula; gradients
-// accumulate (+=) into their outputs as ops.h says.
+// accumulate (+=) into their outputs as ops.h says. (Rotary's backward is elementwise.cu's rope kernel, transposed.)
 #include <cfloat>
 #include <cmath>
 
@@ -57,25 +57,6 @@ __global__ void rmsnorm_backward_kernel(const float* dy, const float* x, const f
   const double r = inv_rms[n];
   const double kk = r * r * r * dot / double(C);
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) dx[n * C + c] += float(r * w[c] * g[c] - xr[c] * kk);
-}
-
-// ---- rotary: the forward's rotation transposed (rotation by −angle), the angle as rope_kernel computes it.
-__global__ void rope_backward_kernel(float* dx, int64_t N, int64_t stride, int nheads, int D, const int32_t* pos,
-                                     float base) {
-  const int R = D / 2, pairs = R / 2;
-  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= N * nheads * pairs) return;
-  const int i = int(idx % pairs);
-  const int h = int((idx / pairs) % nheads);
-  const int64_t n = idx / (int64_t(pairs) * nheads);
-  const float p = float(pow(double(base), double(float(2 * i) / float(R))));
-  const float theta = 1.0f / p;
-  const float ang = float(pos[n]) * theta;
-  const float c = cosf(ang), s = sinf(ang);
-  float* v = dx + n * stride + int64_t(h) * D;
-  const float g0 = v[2 * i], g1 = v[2 * i + 1];
-  v[2 * i] = g0 * c + g1 * s;
-  v[2 * i + 1] = g1 * c - g0 * s;
 }
 
 // ---- SwiGLU: out = silu(g)·p; du_g += d·p·σ(g)·(1 + g·(1 − σ(g))), du_p += d·silu(g).
@@ -357,14 +338,6 @@ void rmsnorm_backward(const float* dy, const float* x, const float* w, const flo
   if (N * C == 0) return;
   rmsnorm_backward_kernel<<<unsigned(N), 256, 0, stream>>>(dy, x, w, inv_rms, C, dx);
   GLMLAB_CUDA_LAUNCHED("rmsnorm_backward_kernel");
-}
-
-void rope_backward(float* dx, int64_t N, int64_t stride, int nheads, int D, const int32_t* pos, float base,
-                   cudaStream_t stream) {
-  const int64_t n = N * nheads * (D / 4);
-  if (n == 0) return;
-  rope_backward_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(dx, N, stride, nheads, D, pos, base);
-  GLMLAB_CUDA_LAUNCHED("rope_backward_kernel");
 }
 
 void swiglu_backward(const float* dout, const float* u, int64_t N, int64_t F, float* du, cudaStream_t stream) {

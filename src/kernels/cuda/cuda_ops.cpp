@@ -51,6 +51,28 @@ void check_cublas(cublasStatus_t st, const char* what) {
 }
 #endif
 
+// The kernels' view of one attention call (ops.h's attention / attention_backward arguments).
+k::AttnArgs attn_args(const float* q, int64_t q_stride, const KVView& kv, int B, int T, int P, int H, int G, int D,
+                      const float* out, const float* lse) {
+  k::AttnArgs a;
+  a.q = q;
+  a.q_stride = q_stride;
+  a.k = kv.k;
+  a.v = kv.v;
+  a.key_valid = kv.key_valid;
+  a.segment = kv.segment;
+  a.S = kv.S;
+  a.B = B;
+  a.T = T;
+  a.P = P;
+  a.H = H;
+  a.G = G;
+  a.D = D;
+  a.out = const_cast<float*>(out);  // the forward writes them, the backward reads them
+  a.lse = const_cast<float*>(lse);
+  return a;
+}
+
 }  // namespace
 
 k::WView view_of(const Matrix& W) {
@@ -275,22 +297,7 @@ void CudaOps::attention(const float* q, int64_t q_stride, const KVView& kv, int 
 
 void CudaOps::attention_with(AttentionPath path, int splits, const float* q, int64_t q_stride, const KVView& kv, int B,
                              int T, int P, int H, int G, int D, float* out, float* lse) {
-  k::AttnArgs a;
-  a.q = q;
-  a.q_stride = q_stride;
-  a.k = kv.k;
-  a.v = kv.v;
-  a.key_valid = kv.key_valid;
-  a.segment = kv.segment;
-  a.S = kv.S;
-  a.B = B;
-  a.T = T;
-  a.P = P;
-  a.H = H;
-  a.G = G;
-  a.D = D;
-  a.out = out;
-  a.lse = lse;
+  const k::AttnArgs a = attn_args(q, q_stride, kv, B, T, P, H, G, D, out, lse);
   if (B == 0 || T == 0) return;
   if (path == AttentionPath::Naive || (path == AttentionPath::Auto && !k::flash_supported(a))) {
     k::attention_naive(a, stream_);
@@ -439,21 +446,7 @@ void CudaOps::attention_backward(const float* q, int64_t q_stride, const KVView&
   if (B == 0 || T == 0) return;
   if (!lse || !out) fail("cuda attention backward: needs the forward's out and lse (the forward was run without lse)");
   k::AttnBwdArgs a;
-  a.q = q;
-  a.q_stride = q_stride;
-  a.k = kv.k;
-  a.v = kv.v;
-  a.key_valid = kv.key_valid;
-  a.segment = kv.segment;
-  a.S = kv.S;
-  a.B = B;
-  a.T = T;
-  a.P = P;
-  a.H = H;
-  a.G = G;
-  a.D = D;
-  a.out = out;
-  a.lse = lse;
+  static_cast<k::AttnArgs&>(a) = attn_args(q, q_stride, kv, B, T, P, H, G, D, out, lse);
   a.dout = dout;
   a.dq = dq;
   a.dq_stride = dq_stride;

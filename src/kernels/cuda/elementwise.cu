@@ -38,6 +38,8 @@ __global__ void rmsnorm_kernel(const float* x, const float* w, int64_t C, float 
 // One thread per (row, head, pair i < R/2): pairs (2i, 2i+1) of the first R = D/2 dims rotated by
 // pos · base^(−2i/R). θ is base^(2i/R) computed in double and rounded (the CPU's correctly rounded
 // powf), then the same fp32 steps as the reference.
+// kBackward: the transpose of the rotation (rotation by −angle), rope's backward pass.
+template <bool kBackward>
 __global__ void rope_kernel(float* x, int64_t N, int64_t stride, int nheads, int D, const int32_t* pos, float base) {
   const int R = D / 2, pairs = R / 2;
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -51,8 +53,13 @@ __global__ void rope_kernel(float* x, int64_t N, int64_t stride, int nheads, int
   const float c = cosf(ang), s = sinf(ang);
   float* v = x + n * stride + int64_t(h) * D;
   const float x0 = v[2 * i], x1 = v[2 * i + 1];
-  v[2 * i] = x0 * c - x1 * s;
-  v[2 * i + 1] = x1 * c + x0 * s;
+  if (kBackward) {
+    v[2 * i] = x0 * c + x1 * s;
+    v[2 * i + 1] = x1 * c - x0 * s;
+  } else {
+    v[2 * i] = x0 * c - x1 * s;
+    v[2 * i + 1] = x1 * c + x0 * s;
+  }
 }
 
 __global__ void swiglu_kernel(const float* u, int64_t N, int64_t F, float* out) {
@@ -152,8 +159,16 @@ void rmsnorm(const float* x, const float* w, int64_t N, int64_t C, float eps, fl
 void rope(float* x, int64_t N, int64_t stride, int nheads, int D, const int32_t* pos, float base, cudaStream_t stream) {
   const int64_t n = N * nheads * (D / 4);
   if (n == 0) return;
-  rope_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, N, stride, nheads, D, pos, base);
+  rope_kernel<false><<<blocks_for(n, 256), 256, 0, stream>>>(x, N, stride, nheads, D, pos, base);
   GLMLAB_CUDA_LAUNCHED("rope_kernel");
+}
+
+void rope_backward(float* dx, int64_t N, int64_t stride, int nheads, int D, const int32_t* pos, float base,
+                   cudaStream_t stream) {
+  const int64_t n = N * nheads * (D / 4);
+  if (n == 0) return;
+  rope_kernel<true><<<blocks_for(n, 256), 256, 0, stream>>>(dx, N, stride, nheads, D, pos, base);
+  GLMLAB_CUDA_LAUNCHED("rope_kernel<backward>");
 }
 
 void swiglu(const float* u, int64_t N, int64_t F, float* out, cudaStream_t stream) {

@@ -24,6 +24,7 @@ struct WView {
 };
 
 // ---- elementwise (elementwise.cu)
+// rope_backward (below, with the backward ops) is rope's kernel with the rotation transposed.
 void embedding(const WView& table, const int32_t* ids, int64_t N, float* out, cudaStream_t stream);
 void rmsnorm(const float* x, const float* w, int64_t N, int64_t C, float eps, float* y, float* inv_rms,
              cudaStream_t stream);
@@ -103,16 +104,7 @@ void matmul_backward_weight_simple(const float* dy, const float* x, int64_t N, i
 // probability from the forward's lse (no [T, S] matrix is stored): a query-side kernel (dq, and
 // Δ = dout·out per row and head into `delta`, B·T·H floats of scratch), then a key-side kernel, one block
 // per (key slot, KV group), that sums dk and dv over the queries and heads that see the key (no atomics).
-struct AttnBwdArgs {
-  const float* q = nullptr;
-  int64_t q_stride = 0;
-  const float* k = nullptr;
-  const float* v = nullptr;
-  const uint8_t* key_valid = nullptr;
-  const int32_t* segment = nullptr;
-  int S = 0, B = 0, T = 0, P = 0, H = 0, G = 0, D = 0;
-  const float* out = nullptr;   // the forward's output [B·T, H·D]
-  const float* lse = nullptr;   // the forward's lse [B·T, H]
+struct AttnBwdArgs : AttnArgs {  // q … lse as the forward's (out and lse its results, read here)
   const float* dout = nullptr;  // [B·T, H·D]
   float* dq = nullptr;
   int64_t dq_stride = 0;
