@@ -207,13 +207,13 @@ TEST(BenchTrain, DefaultRunWritesWellFormedConsistentOutputs) {
 }
 
 // On the device-resident trainer (--engine device on the host device here; --device cuda on a GPU): the
-// same loop, the same losses as the host trainer on the same back end and batches, LoRA and VeRA.
+// same loop, the host trainer's losses on the same back end and batches (within 1e-5), LoRA and VeRA.
 TEST(BenchTrain, DeviceTrainerRunsTheSameStepsAsTheHostTrainer) {
   fs::path dir = test::temp_dir("bench-train-device");
   const std::string args = "bench train --model random:tiny --dtype fp32 --fp32-activations --tokenizer " +
                            test::tokenizer_path() +
                            " --records 6 --batch-size 2 --steps 2 --warmup-steps 1 --probe off --no-progress "
-                           "--qat none --method lora,vera --device cpu-ref --out ";
+                           "--qat none --method lora,vera --out ";
   auto dev = test::run_cli(args + (dir / "dev").string() + " --engine device");
   ASSERT_EQ(dev.rc, 0) << dev.out;
   auto host = test::run_cli(args + (dir / "host").string() + " --engine host");
@@ -224,8 +224,10 @@ TEST(BenchTrain, DeviceTrainerRunsTheSameStepsAsTheHostTrainer) {
   for (size_t k = 0; k < 2; ++k) {
     EXPECT_EQ(d["runs"][k]["method"], h["runs"][k]["method"]);
     EXPECT_GT(d["runs"][k]["samples_per_s"].get<double>(), 0);
-    EXPECT_NEAR(d["runs"][k]["loss_last"].get<double>(), h["runs"][k]["loss_last"].get<double>(), 1e-6);
-    EXPECT_NEAR(d["runs"][k]["loss_first"].get<double>(), h["runs"][k]["loss_first"].get<double>(), 1e-6);
+    for (const char* key : {"loss_first", "loss_last"}) {
+      const double want = h["runs"][k][key].get<double>();
+      EXPECT_NEAR(d["runs"][k][key].get<double>(), want, 1e-5 * want) << key;
+    }
   }
 }
 

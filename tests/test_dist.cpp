@@ -284,16 +284,16 @@ TEST(DistCli, ResumeFromTwoRanksToOneAndFromOneToTwo) {
   EXPECT_CONTAINS(r.out, "other options than the saved run");
 }
 
-// Data parallelism on the device trainer (--engine device; on GPUs the same path sums with NCCL): two
-// ranks × 2 samples give the one-process run of 4 on the host trainer.
+// Data parallelism on the device trainer (--engine device on the host device; on GPUs the same path sums
+// with NCCL): two ranks × 2 samples give the one-process run of 4 on the host trainer.
 TEST(DistCli, TwoRanksOnTheDeviceTrainerEqualOneHostProcess) {
   if (!have_mpirun()) GTEST_SKIP() << "no mpirun (apt-get install openmpi-bin)";
   const std::string data = data7();
   auto base = test::temp_dir("dist-device");
   const std::string one = (base / "one").string(), two = (base / "two").string();
-  auto r = glmlab_on(0, train_args(data, one, 4, "--device cpu-ref"));
+  auto r = glmlab_on(0, train_args(data, one, 4));
   ASSERT_EQ(r.rc, 0) << r.out;
-  r = glmlab_on(2, train_args(data, two, 2, "--device cpu-ref --engine device"));
+  r = glmlab_on(2, train_args(data, two, 2, "--engine device"));
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_CONTAINS(r.out, "data parallel over 2 ranks");
   EXPECT_CONTAINS(r.out, "device trainer");

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -59,21 +60,33 @@ TEST(FinetuneCli, TrainWritesPeftFilesAndResumesExactly) {
 }
 
 // --engine device trains with the device-resident trainer (model/device_trainer.h) on the host device:
-// the same losses as the host trainer on the same back end (LoRA, and VeRA with dropout), and the adapter
-// files written.
+// the host trainer's losses on the same back end (LoRA, and VeRA with dropout; within 1e-5: the head
+// takes its rows in other groups), and the adapter files written.
+std::vector<double> loss_values(const std::string& out) {
+  std::vector<double> v;
+  std::istringstream in(losses_of(out));
+  std::string step, loss;
+  long n = 0;
+  double x = 0;
+  while (in >> step >> n >> loss >> x) v.push_back(x);
+  return v;
+}
+
 TEST(FinetuneCli, TrainOnTheDeviceTrainerPrintsTheHostLosses) {
   const std::string data = data_file();
   for (const char* method : {"lora", "vera --rank 32 --dropout 0.1"}) {
     SCOPED_TRACE(method);
-    const std::string args = base_args(data) + " --method " + method + " --device cpu-ref --fp32-activations --dtype fp32";
+    const std::string args = base_args(data) + " --method " + method + " --fp32-activations --dtype fp32";
     auto host = run_cli(args + " --engine host");
     ASSERT_EQ(host.rc, 0) << host.out;
     auto dir = test::temp_dir("train-cli-device");
     auto dev = run_cli(args + " --engine device --out " + dir.string());
     ASSERT_EQ(dev.rc, 0) << dev.out;
     EXPECT_NE(dev.out.find("device trainer"), std::string::npos) << dev.out;
-    EXPECT_FALSE(losses_of(host.out).empty());
-    EXPECT_EQ(losses_of(dev.out), losses_of(host.out)) << dev.out;
+    const auto want = loss_values(host.out), got = loss_values(dev.out);
+    ASSERT_EQ(want.size(), 4u) << host.out;
+    ASSERT_EQ(got.size(), want.size()) << dev.out;
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5 * want[i]) << "step " << i + 1;
     EXPECT_TRUE(std::filesystem::exists(dir / "adapter_model.safetensors"));
   }
 }
