@@ -15,6 +15,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <random>
 #include <vector>
@@ -75,6 +76,20 @@ TEST(CudaBuild, CliOnCudaFailsClearlyWithoutAGpu) {
   auto r = test::run_cli("generate --model random:tiny --device cuda -n 2 --ids \"5 6 7\"");
   EXPECT_NE(r.rc, 0) << r.out;
   EXPECT_CONTAINS(r.out, want);
+  // Training on the device trainer: the same error before anything is read or written.
+  const std::string data = test::dev_json_head("cuda-cli-data", 4);
+  const auto out = test::temp_dir("cuda-cli-train");
+  for (const std::string cmd : {"train --model random:tiny --tokenizer " + test::tokenizer_path() + " --data " + data +
+                                    " --steps 1 --truncate --device cuda --out " + (out / "train").string(),
+                                "bench train --model random:tiny --tokenizer " + test::tokenizer_path() + " --data " +
+                                    data + " --steps 1 --probe off --no-progress --device cuda --out " +
+                                    (out / "bench").string()}) {
+    r = test::run_cli(cmd);
+    EXPECT_NE(r.rc, 0) << cmd << "\n" << r.out;
+    EXPECT_CONTAINS(r.out, want);
+    EXPECT_FALSE(std::filesystem::exists(out / "train" / "adapter_model.safetensors"));
+    EXPECT_FALSE(std::filesystem::exists(out / "bench" / "summary.json"));
+  }
 }
 
 }  // namespace
