@@ -290,11 +290,7 @@ class CpuOps final : public Ops {
 
   void swiglu(const float* u, int64_t N, int64_t F, float* out) override {
 #pragma omp parallel for schedule(static) if (N * F > 65536)
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t f = 0; f < F; ++f) {
-        float g = u[n * 2 * F + f];
-        out[n * F + f] = g / (1.0f + std::exp(-g)) * u[n * 2 * F + F + f];
-      }
+    for (int64_t n = 0; n < N; ++n) simd::swiglu_row(u + n * 2 * F, u + n * 2 * F + F, out + n * F, size_t(F));
   }
 
   void argmax(const float* x, int64_t rows, int64_t V, int32_t* out) override {
