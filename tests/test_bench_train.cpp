@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -319,6 +320,24 @@ TEST(BenchTrain, PackedBatchesCountEverySample) {
   ac.targets = {"dense"};
   Adapter a2 = Adapter::create(c, ac);
   EXPECT_LT(lab::train_step_flops(c, a2, db).backward, fd.backward);
+}
+
+// padded_tokens(i) (what sizes the device trainer, from the samples' lengths) is B·T of batch(i), padded
+// and packed (rows of first fit: 1 to B of them), over several epochs' shuffles.
+TEST(BenchTrain, PaddedTokensAreTheBatchesSize) {
+  Tokenizer tok = Tokenizer::byte_fallback();
+  auto samples = lab::make_samples(tok, lab::embedded_sample(9), lab::SampleLimits{});
+  std::set<int> packed_rows;
+  for (bool pack : {false, true})
+    for (int pack_len : {0, 1100, 2600}) {
+      lab::BatchStream st(samples, 4, pack, pack_len, 11);
+      for (int64_t i = 0; i < 12; ++i) {
+        const TrainBatch b = st.batch(i);
+        EXPECT_EQ(st.padded_tokens(i), int64_t(b.in.B) * b.in.T) << "pack " << pack << " length " << pack_len << " batch " << i;
+        if (pack) packed_rows.insert(b.in.B);
+      }
+    }
+  EXPECT_GT(packed_rows.size(), 1u);  // both several rows and a single one occur
 }
 
 TEST(BenchTrain, PlanDeduplicatesBasesAndRejectsBadOptions) {

@@ -128,7 +128,7 @@ int64_t BatchStream::sample_index(int64_t k) const {
   return perm_[size_t(k % n)];
 }
 
-TrainBatch BatchStream::batch(int64_t i) const {
+BatchStream::Layout BatchStream::layout(int64_t i) const {
   if (i < 0 || i > (std::numeric_limits<int64_t>::max() / B_ - rank_) / world_ - 1)
     fail("batch stream: micro-batch number {} is out of range", i);
   std::vector<const TrainSample*> members;
@@ -137,20 +137,50 @@ TrainBatch BatchStream::batch(int64_t i) const {
     members.push_back(&s_[size_t(sample_index((i * world_ + rank_) * B_ + j))]);
     longest = std::max(longest, int(members.back()->ids.size()));
   }
+  Layout l;
+  if (!pack_) {  // a row a sample, left-padded to the longest
+    l.T = longest;
+    for (auto* s : members) l.rows.push_back({s});
+    return l;
+  }
+  // Packed: first fit, in order, into rows of length T.
+  l.T = std::max(longest, pack_length_);
+  std::vector<int> used;
+  for (auto* s : members) {
+    size_t r = 0;
+    while (r < l.rows.size() && used[r] + int(s->ids.size()) > l.T) ++r;
+    if (r == l.rows.size()) {
+      l.rows.emplace_back();
+      used.push_back(0);
+    }
+    l.rows[r].push_back(s);
+    used[r] += int(s->ids.size());
+  }
+  return l;
+}
+
+int64_t BatchStream::padded_tokens(int64_t i) const {
+  const Layout l = layout(i);
+  return int64_t(l.rows.size()) * l.T;
+}
+
+TrainBatch BatchStream::batch(int64_t i) const {
+  const Layout l = layout(i);
+  const int T = l.T;
   TrainBatch b;
+  b.in.B = int(l.rows.size());
+  b.in.T = T;
+  const size_t N = l.rows.size() * size_t(T);
+  b.in.ids.assign(N, 0);
+  b.in.pos.assign(N, 0);
+  b.in.valid.assign(N, 0);
+  b.labels.assign(N, -100);
   if (!pack_) {
-    b.in.B = B_;
-    b.in.T = longest;
-    const size_t N = size_t(B_) * size_t(longest);
-    b.in.ids.assign(N, 0);
-    b.in.pos.assign(N, 0);
-    b.in.valid.assign(N, 0);
-    b.labels.assign(N, -100);
-    for (int r = 0; r < B_; ++r) {
-      const TrainSample& s = *members[size_t(r)];
-      const int n = int(s.ids.size()), pad = longest - n;
+    for (size_t r = 0; r < l.rows.size(); ++r) {
+      const TrainSample& s = *l.rows[r][0];
+      const int n = int(s.ids.size()), pad = T - n;
       for (int t = 0; t < n; ++t) {
-        const size_t k = size_t(r) * longest + pad + t;
+        const size_t k = r * T + size_t(pad + t);
         b.in.ids[k] = s.ids[size_t(t)];
         b.labels[k] = s.labels[size_t(t)];
         b.in.pos[k] = t;
@@ -159,31 +189,10 @@ TrainBatch BatchStream::batch(int64_t i) const {
     }
     return b;
   }
-  // Packed: first fit, in order, into rows of length T.
-  const int T = std::max(longest, pack_length_);
-  std::vector<std::vector<const TrainSample*>> rows;
-  std::vector<int> used;
-  for (auto* s : members) {
-    size_t r = 0;
-    while (r < rows.size() && used[r] + int(s->ids.size()) > T) ++r;
-    if (r == rows.size()) {
-      rows.emplace_back();
-      used.push_back(0);
-    }
-    rows[r].push_back(s);
-    used[r] += int(s->ids.size());
-  }
-  b.in.B = int(rows.size());
-  b.in.T = T;
-  const size_t N = rows.size() * size_t(T);
-  b.in.ids.assign(N, 0);
-  b.in.pos.assign(N, 0);
-  b.in.valid.assign(N, 0);
   b.in.segment.assign(N, 0);
-  b.labels.assign(N, -100);
-  for (size_t r = 0; r < rows.size(); ++r) {
+  for (size_t r = 0; r < l.rows.size(); ++r) {
     int t0 = 0, seg = 0;
-    for (auto* s : rows[r]) {
+    for (auto* s : l.rows[r]) {
       for (size_t t = 0; t < s->ids.size(); ++t) {
         const size_t k = r * T + size_t(t0) + t;
         b.in.ids[k] = s->ids[t];

@@ -50,10 +50,17 @@ class BatchStream {
   BatchStream(const std::vector<TrainSample>& samples, int batch_size, bool pack, int pack_length, uint64_t seed,
               int rank = 0, int world = 1);
   TrainBatch batch(int64_t i) const;                 // this rank's micro-batch number i
+  int64_t padded_tokens(int64_t i) const;            // its B·T (pads included), from the samples' lengths alone
   int64_t sample_index(int64_t k) const;             // index in `samples` of global sample k
   int batch_size() const { return B_; }
 
  private:
+  struct Layout {  // which samples go into which row of a micro-batch, and the rows' length
+    std::vector<std::vector<const TrainSample*>> rows;
+    int T = 0;
+  };
+  Layout layout(int64_t i) const;
+
   const std::vector<TrainSample>& s_;
   int B_;
   bool pack_;

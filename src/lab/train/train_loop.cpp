@@ -177,9 +177,12 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
   rep.first_step = st.step;
   rep.losses = st.losses;
   adapter.set_training(true);
-  GradSync sync(comm, adapter, o.bucket_bytes);
-  rep.grad_bytes = sync.active() ? (device ? size_t(adapter.trainable_count()) * 4 : sync.bytes()) : 0;
-  rep.grad_buckets = sync.active() ? (device ? 1 : sync.buckets()) : 0;
+  // The host trainer's gradients are summed in buckets as the backward finishes layers; a device trainer
+  // sums its flat gradient buffer in one all-reduce (so no GradSync and none of its bucket buffers).
+  std::unique_ptr<GradSync> sync;
+  if (!device) sync = std::make_unique<GradSync>(comm, adapter, o.bucket_bytes);
+  rep.grad_bytes = R > 1 ? (device ? size_t(adapter.trainable_count()) * 4 : sync->bytes()) : 0;
+  rep.grad_buckets = R > 1 ? (device ? 1 : sync->buckets()) : 0;
 
   const int64_t end = o.stop_after >= 0 ? std::min(o.steps, o.stop_after) : o.steps;
 
@@ -198,10 +201,7 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
     }
     int64_t rows = 1;  // the largest micro-batch this invocation will run
     for (int64_t s = st.step; s < end; ++s)
-      for (int j = 0; j < o.grad_accum; ++j) {
-        const TrainBatch b = stream.batch(s * o.grad_accum + j);
-        rows = std::max(rows, int64_t(b.in.B) * b.in.T);
-      }
+      for (int j = 0; j < o.grad_accum; ++j) rows = std::max(rows, stream.padded_tokens(s * o.grad_accum + j));
     dt = std::make_unique<DeviceTrainer>(std::move(device), model, adapter, TrainerLimits{rows});
     dt->upload(adapter, &opt.m(), &opt.v(), opt.steps());
   }
@@ -275,9 +275,9 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
       if (dt) dt->set_dropout_key(key);
       StepTimes t;
       const bool last = j + 1 == o.grad_accum;
-      if (last && !dt) sync.begin();
+      if (last && sync) sync->begin();
       std::function<void(int)> layer_done;
-      if (last && sync.active() && !dt) layer_done = [&](int l) { sync.layer_done(l); };
+      if (last && sync && sync->active()) layer_done = [&](int l) { sync->layer_done(l); };
       const double scale = labelled ? 1.0 / double(labelled) : 0.0;
       loss_sum += dt ? dt->loss_and_backward(micro[size_t(j)], scale, &t).loss_sum
                      : loss_and_backward(ops, model, adapter, micro[size_t(j)], scale, &t, layer_done).loss_sum;
@@ -291,8 +291,8 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
       dt->all_reduce_grads(*grad_comm);
       comm_s += now_s() - tc;
     } else {
-      sync.finish();
-      comm_s += sync.exposed_s();
+      sync->finish();
+      comm_s += sync->exposed_s();
     }
     {
       const double tc = now_s();
