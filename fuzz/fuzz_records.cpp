@@ -1,7 +1,7 @@
 // Fuzz target: an AdvertiseGen JSON-lines file -> read_records, strict (the first bad line is an
 // Error), with skip_bad (bad lines are counted), and with a 16-byte line limit (long lines are bad).
 #include "fuzz_util.h"
-#include "lab/advertisegen.h"
+#include "lab/data/advertisegen.h"
 
 using namespace glmlab;
 

@@ -16,7 +16,7 @@
 #include "dist/comm.h"
 #include "lab/bench/bench_train.h"
 #include "lab/bench/bench_train_report.h"
-#include "lab/sample.h"
+#include "lab/data/sample.h"
 #include "util/error.h"
 #include "util/file.h"
 

@@ -11,12 +11,12 @@
 
 #include "cli/checks.h"
 #include "cli/commands.h"
-#include "lab/data_scan.h"
-#include "lab/data_stats.h"
-#include "lab/histogram_png.h"
-#include "lab/sample.h"
-#include "lab/stats_text.h"
-#include "lab/tiny.h"
+#include "lab/data/data_scan.h"
+#include "lab/data/data_stats.h"
+#include "lab/plots/histogram_png.h"
+#include "lab/data/sample.h"
+#include "lab/data/stats_text.h"
+#include "lab/data/tiny.h"
 #include "util/error.h"
 #include "util/file.h"
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "lab/advertisegen.h"
+#include "lab/data/advertisegen.h"
 #include "lab/train/train_data.h"
 #include "model/adapters.h"
 #include "model/config.h"

@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "lab/advertisegen.h"
+#include "lab/data/advertisegen.h"
 #include "lab/machine.h"
 #include "lab/probe.h"
 #include "model/device_engine.h"

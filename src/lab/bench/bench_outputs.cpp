@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 
 #include "lab/bench/bench_plots.h"
-#include "lab/scatter3d_html.h"
+#include "lab/plots/scatter3d_html.h"
 #include "util/error.h"
 #include "util/file.h"
 

@@ -8,7 +8,7 @@
 #include <fmt/format.h>
 
 #include "lab/bench/bench_summary.h"
-#include "lab/gnuplot.h"
+#include "lab/plots/gnuplot.h"
 
 namespace glmlab::lab {
 

@@ -8,7 +8,7 @@
 
 #include <fmt/format.h>
 
-#include "lab/advertisegen.h"
+#include "lab/data/advertisegen.h"
 #include "lab/bench/bench_summary.h"
 #include "util/error.h"
 

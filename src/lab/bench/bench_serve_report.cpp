@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 
 #include "lab/bench/bench_report.h"
-#include "lab/gnuplot.h"
+#include "lab/plots/gnuplot.h"
 #include "util/error.h"
 #include "util/file.h"
 

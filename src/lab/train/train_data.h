@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "dist/comm.h"
-#include "lab/advertisegen.h"
+#include "lab/data/advertisegen.h"
 #include "model/backward.h"
 #include "model/tokenizer.h"
 

@@ -1,5 +1,5 @@
 // Length statistics and histograms (see data_stats.h).
-#include "lab/data_stats.h"
+#include "lab/data/data_stats.h"
 
 #include <algorithm>
 #include <cmath>

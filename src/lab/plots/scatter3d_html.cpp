@@ -1,6 +1,6 @@
 // The interactive 3-D scatter page (see scatter3d_html.h). The data travel as JSON in a
 // <script type="application/json"> block; the renderer is the inline script kPageScript.
-#include "lab/scatter3d_html.h"
+#include "lab/plots/scatter3d_html.h"
 
 #include <algorithm>
 

@@ -1,5 +1,5 @@
 // Generator of the embedded AdvertiseGen-like sample (see sample.h).
-#include "lab/sample.h"
+#include "lab/data/sample.h"
 
 #include <algorithm>
 #include <string>
@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-#include "lab/sample_vocab.h"
+#include "lab/data/sample_vocab.h"
 #include "util/file.h"
 #include "util/utf8.h"
 

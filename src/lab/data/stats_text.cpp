@@ -1,5 +1,5 @@
 // Text rendering of data statistics (see stats_text.h).
-#include "lab/stats_text.h"
+#include "lab/data/stats_text.h"
 
 #include <fmt/format.h>
 

@@ -5,7 +5,7 @@
 #include <utility>
 #include <vector>
 
-#include "lab/data_stats.h"
+#include "lab/data/data_stats.h"
 
 namespace glmlab::lab {
 

@@ -1,11 +1,11 @@
 // tiny.json selection and writing (see tiny.h).
-#include "lab/tiny.h"
+#include "lab/data/tiny.h"
 
 #include <algorithm>
 #include <map>
 #include <numeric>
 
-#include "lab/line_reader.h"
+#include "lab/data/line_reader.h"
 #include "util/error.h"
 #include "util/file.h"
 

@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "lab/advertisegen.h"
+#include "lab/data/advertisegen.h"
 
 namespace glmlab::lab {
 

@@ -1,5 +1,5 @@
 // Bounded-memory line reading (see line_reader.h).
-#include "lab/line_reader.h"
+#include "lab/data/line_reader.h"
 
 #include <cerrno>
 #include <cstring>

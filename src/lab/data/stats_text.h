@@ -2,7 +2,7 @@
 #pragma once
 #include <string>
 
-#include "lab/data_stats.h"
+#include "lab/data/data_stats.h"
 
 namespace glmlab::lab {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "lab/advertisegen.h"
+#include "lab/data/advertisegen.h"
 #include "model/tokenizer.h"
 
 namespace glmlab::lab {

@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-#include "lab/line_reader.h"
+#include "lab/data/line_reader.h"
 #include "model/tokenizer.h"
 
 namespace glmlab::lab {

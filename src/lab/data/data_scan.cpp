@@ -1,11 +1,11 @@
 // Parallel, bounded-memory measurement of AdvertiseGen files (see data_scan.h).
-#include "lab/data_scan.h"
+#include "lab/data/data_scan.h"
 
 #include <omp.h>
 
 #include <exception>
 
-#include "lab/line_reader.h"
+#include "lab/data/line_reader.h"
 #include "util/error.h"
 
 namespace glmlab::lab {

@@ -1,5 +1,5 @@
 // AdvertiseGen reading, validation and the input/output definition (see advertisegen.h).
-#include "lab/advertisegen.h"
+#include "lab/data/advertisegen.h"
 
 #include <fmt/format.h>
 

@@ -15,7 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "lab/data_scan.h"
+#include "lab/data/data_scan.h"
 
 namespace glmlab::lab {
 

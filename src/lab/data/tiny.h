@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "lab/data_scan.h"
+#include "lab/data/data_scan.h"
 
 namespace glmlab::lab {
 

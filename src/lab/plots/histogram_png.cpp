@@ -1,11 +1,11 @@
 // gnuplot PNG histograms (see histogram_png.h).
-#include "lab/histogram_png.h"
+#include "lab/plots/histogram_png.h"
 
 #include <algorithm>
 
 #include <fmt/format.h>
 
-#include "lab/gnuplot.h"
+#include "lab/plots/gnuplot.h"
 
 namespace glmlab::lab {
 

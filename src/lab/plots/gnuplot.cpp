@@ -1,5 +1,5 @@
 // gnuplot runner (see gnuplot.h).
-#include "lab/gnuplot.h"
+#include "lab/plots/gnuplot.h"
 
 #include <sys/wait.h>
 #include <unistd.h>
