@@ -14,13 +14,13 @@
 #include <string>
 #include <vector>
 
-#include "lab/advertisegen.h"
+#include "lab/data/advertisegen.h"
 #include "lab/bench/bench_compare.h"
 #include "lab/bench/bench_infer.h"
 #include "lab/bench/bench_summary.h"
-#include "lab/gnuplot.h"
+#include "lab/plots/gnuplot.h"
 #include "lab/progress.h"
-#include "lab/sample.h"
+#include "lab/data/sample.h"
 #include "model/tokenizer.h"
 #include "test_util.h"
 #include "util/error.h"

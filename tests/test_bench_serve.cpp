@@ -23,7 +23,7 @@
 #include "lab/bench/bench_compare.h"
 #include "lab/bench/bench_serve.h"
 #include "lab/bench/bench_summary.h"
-#include "lab/sample.h"
+#include "lab/data/sample.h"
 #include "serve/http/openai_api.h"
 #include "test_util.h"
 #include "util/file.h"

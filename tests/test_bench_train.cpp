@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "lab/bench/bench_train.h"
-#include "lab/sample.h"
+#include "lab/data/sample.h"
 #include "lab/train/train_data.h"
 #include "model/config.h"
 #include "model/loader.h"

@@ -4,8 +4,8 @@
 
 #include <cstdlib>
 
-#include "lab/advertisegen.h"
-#include "lab/data_scan.h"
+#include "lab/data/advertisegen.h"
+#include "lab/data/data_scan.h"
 #include "test_data_util.h"
 #include "util/utf8.h"
 

@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "lab/sample.h"
+#include "lab/data/sample.h"
 #include "test_data_util.h"
 #include "util/utf8.h"
 

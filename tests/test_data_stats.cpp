@@ -6,10 +6,10 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "lab/data_scan.h"
-#include "lab/data_stats.h"
-#include "lab/histogram_png.h"
-#include "lab/stats_text.h"
+#include "lab/data/data_scan.h"
+#include "lab/data/data_stats.h"
+#include "lab/plots/histogram_png.h"
+#include "lab/data/stats_text.h"
 #include "test_data_util.h"
 
 using namespace glmlab;

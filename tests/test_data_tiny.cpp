@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "lab/tiny.h"
+#include "lab/data/tiny.h"
 #include "test_data_util.h"
 
 using namespace glmlab;

@@ -24,7 +24,7 @@
 
 #include "dist/comm.h"
 #include "dist/nccl_comm.h"
-#include "lab/advertisegen.h"
+#include "lab/data/advertisegen.h"
 #include "lab/train/grad_sync.h"
 #include "lab/train/train_loop.h"
 #include "model/backward.h"

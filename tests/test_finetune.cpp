@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 
 #include "model/backward.h"
@@ -131,6 +132,46 @@ TEST(FinetuneBatch, PackedAndPaddedGiveTheSameLossAndGradients) {
   TrainBatch b = golden_batch(g, "pack");
   b.in.segment.clear();
   EXPECT_GT(std::fabs(loss_only(*ops, model, b).mean() - r[1].mean()), 1e-3);
+}
+
+// A TrainWorkspace reused across micro-batches of other shapes (large, small, packed, large again), its
+// buffers first filled with NaN beyond any batch's size, gives the bits of calls with their own buffers:
+// nothing is read before this batch wrote it.
+TEST(FinetuneBatch, AReusedWorkspaceGivesTheBitsOfFreshBuffers) {
+  SafetensorsFile g(train_path("lora/golden.safetensors"));
+  Model model = load_model(train_path("tiny-f32"));
+  Adapter a = load_adapter(train_path("lora"), model.config());
+  model.set_adapter(&a);
+  auto ops = make_ops(Backend::Cpu, false);
+  const TrainBatch pad = golden_batch(g, "pad"), pack = golden_batch(g, "pack");
+  TrainBatch one = pad;  // the padded batch's first row alone
+  const size_t T = size_t(pad.in.T);
+  one.in.B = 1;
+  for (auto* v : {&one.in.ids, &one.in.pos, &one.labels}) v->resize(T);
+  one.in.valid.resize(T);
+  if (!one.in.segment.empty()) one.in.segment.resize(T);
+  ASSERT_GT(pad.in.B, 1);
+
+  TrainWorkspace ws;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (auto* v : {&ws.dx, &ws.dh, &ws.xl, &ws.inv, &ws.act, &ws.dact, &ws.du, &ws.dxl, &ws.dctx, &ws.dqkv, &ws.dk, &ws.dv,
+                  &ws.tape.final_x, &ws.tape.final_inv_rms})
+    v->assign(size_t(1) << 16, nan);
+  ws.tape.layers.resize(size_t(model.config().num_layers));
+  for (auto& l : ws.tape.layers)
+    for (auto* v : {&l.x, &l.inv_rms1, &l.qkv, &l.ctx, &l.lse, &l.h, &l.inv_rms2, &l.u}) v->assign(size_t(1) << 16, nan);
+
+  for (const TrainBatch* b : std::vector<const TrainBatch*>{&pad, &one, &pack, &pad}) {
+    const double scale = 1.0 / double(b->label_count());
+    a.zero_grad();
+    const LossResult want = loss_and_backward(*ops, model, a, *b, scale);
+    std::vector<std::vector<float>> want_grads;
+    for (auto& p : a.params()) want_grads.push_back(p.grad);
+    a.zero_grad();
+    const LossResult got = loss_and_backward(*ops, model, a, *b, scale, nullptr, {}, &ws);
+    EXPECT_EQ(got.loss_sum, want.loss_sum) << "B " << b->in.B << " T " << b->in.T;
+    for (size_t k = 0; k < want_grads.size(); ++k) EXPECT_EQ(a.params()[k].grad, want_grads[k]) << "parameter " << k;
+  }
 }
 
 TEST(FinetuneBatch, GradientMatchesFiniteDifferencesWithDropout) {

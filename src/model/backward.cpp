@@ -119,7 +119,7 @@ LossResult loss_only(Ops& ops, const Model& model, const TrainBatch& batch) {
 
 LossResult loss_and_backward(Ops& ops, const Model& model, Adapter& adapter, const TrainBatch& batch,
                              double grad_scale, StepTimes* times,
-                             const std::function<void(int layer)>& layer_done) {
+                             const std::function<void(int layer)>& layer_done, TrainWorkspace* ws) {
   if (model.adapter() != &adapter) fail("loss_and_backward: the model must have this adapter set");
   check_batch(model.config(), batch);
   const ModelConfig& c = model.config();
@@ -129,23 +129,33 @@ LossResult loss_and_backward(Ops& ops, const Model& model, Adapter& adapter, con
   const int64_t QKV = c.qkv_dim(), Qd = c.q_dim(), KVd = c.kv_dim();
   const float eps = c.layernorm_eps;
 
+  TrainWorkspace own;
+  TrainWorkspace& W = ws ? *ws : own;
+  // Every buffer sized for this batch; their contents are written (or zeroed below) before they are read.
+  auto sized = [](std::vector<float>& v, int64_t n) -> std::vector<float>& {
+    v.resize(size_t(n));
+    return v;
+  };
   double t0 = now_s();
   KVCache cache(c, B, T);
-  ForwardTape tape;
+  ForwardTape& tape = W.tape;
+  tape.keep_layers = true;
   std::vector<float> none;
   model.forward(ops, batch.in, cache, Logits::None, none, &tape);
   double t1 = now_s();
 
   LossResult res;
   res.tokens = batch.label_count();
-  std::vector<float> dx(size_t(N * C), 0.0f);
+  std::vector<float>& dx = sized(W.dx, N * C);
+  std::fill(dx.begin(), dx.end(), 0.0f);
   double head_backward_s = 0;
   res.loss_sum = head(ops, model, tape.final_x.data(), N, shifted_targets(batch), grad_scale, dx.data(), &head_backward_s);
   double t2 = now_s();
 
-  std::vector<float> dh(size_t(N * C)), xl(size_t(N * C)), inv(static_cast<size_t>(N)), act(size_t(N * F)), dact(size_t(N * F)),
-      du(size_t(N * 2 * F)), dxl(size_t(N * C)), dctx(size_t(N * Qd)), dqkv(size_t(N * QKV)),
-      dk(size_t(N * KVd)), dv(size_t(N * KVd));
+  std::vector<float> &dh = sized(W.dh, N * C), &xl = sized(W.xl, N * C), &inv = sized(W.inv, N),
+                     &act = sized(W.act, N * F), &dact = sized(W.dact, N * F), &du = sized(W.du, N * 2 * F),
+                     &dxl = sized(W.dxl, N * C), &dctx = sized(W.dctx, N * Qd), &dqkv = sized(W.dqkv, N * QKV),
+                     &dk = sized(W.dk, N * KVd), &dv = sized(W.dv, N * KVd);
   auto zero = [](std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); };
   const int lowest = adapter.lowest_adapted_layer();
   for (int l = c.num_layers - 1; l >= lowest; --l) {

@@ -37,15 +37,23 @@ void check_batch(const ModelConfig& c, const TrainBatch& b);
 // Each token's target: labels shifted left by one within a row (the last position predicts nothing, −100).
 std::vector<int32_t> shifted_targets(const TrainBatch& b);
 
+// Buffers of loss_and_backward kept between its calls (a training run owns one): the forward's tape and
+// the backward's activations and gradients grow to the largest micro-batch and are reused, so a step
+// neither maps fresh memory (page faults, the kernel clearing each page) nor zero-fills what it overwrites.
+struct TrainWorkspace {
+  ForwardTape tape;
+  std::vector<float> dx, dh, xl, inv, act, dact, du, dxl, dctx, dqkv, dk, dv;
+};
+
 // Loss of the batch, and adapter gradients += grad_scale · ∂(loss_sum)/∂θ (grad_scale = 1/tokens gives
 // the mean's gradient; with accumulation, 1 / the tokens of all micro-batches). model.adapter() must be
 // &adapter. The adapter's training flag and dropout key are used as they are.
 // layer_done(l), when given, is called as soon as the gradients of layer l's adapter parameters are
 // complete (layers in reverse order, down to the lowest adapted one): data parallelism starts reducing
-// them while the layers below are still computed.
+// them while the layers below are still computed. ws: buffers to reuse (nullptr: this call's own).
 LossResult loss_and_backward(Ops& ops, const Model& model, Adapter& adapter, const TrainBatch& batch,
                              double grad_scale, StepTimes* times = nullptr,
-                             const std::function<void(int layer)>& layer_done = {});
+                             const std::function<void(int layer)>& layer_done = {}, TrainWorkspace* ws = nullptr);
 
 // The loss alone (no tape, no gradients), with whatever adapter the model has.
 LossResult loss_only(Ops& ops, const Model& model, const TrainBatch& batch);

@@ -167,7 +167,8 @@ void Model::run_layers(Ops& ops, const int32_t* pos, int64_t N, std::vector<floa
   const int H = c.num_heads, G = c.num_groups, D = c.kv_channels;
   const int64_t QKV = c.qkv_dim(), Qd = c.q_dim();
   const Adapter* ad = adapter_;
-  if (tape) tape->layers.assign(tape->keep_layers ? size_t(c.num_layers) : 0, {});
+  // resize, not assign: a tape kept between calls (TrainWorkspace) reuses its layers' buffers.
+  if (tape) tape->layers.resize(tape->keep_layers ? size_t(c.num_layers) : 0);
   std::vector<float> xl(size_t(N * C)), qkv_ws, ctx_ws, h_ws, u_ws, lse_ws, r1_ws, r2_ws;
   std::vector<float> tmp(size_t(N * C)), act(size_t(N * F));
   for (int l = 0; l < c.num_layers; ++l) {

@@ -10,7 +10,7 @@
 
 namespace glmlab::cuda::k {
 
-// A weight matrix [rows, cols] as the kernels see it (model/weights.h's Matrix, device pointers):
+// A weight matrix [rows, cols] as the kernels see it (util/matrix.h, device pointers):
 // F32/F16/BF16 row-major; Q8 int8 [rows, cols]; Q4 two signed nibbles a byte, even element in the
 // HIGH nibble, [rows, ceil(cols/2)] bytes; Q8/Q4 scales fp16 [rows, groups], group_size inputs each.
 enum class WType : int { F32, F16, BF16, Q8, Q4 };

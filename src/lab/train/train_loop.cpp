@@ -240,6 +240,7 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
     opt.set_steps(keep_t);
   };
   const Fault fault = fault_from_env();
+  TrainWorkspace ws;  // the host trainer's tape and gradient buffers, reused by every micro-batch
   for (int64_t s = st.step; s < end; ++s) {
     const double t0 = now_s();
     std::vector<TrainBatch> micro;
@@ -280,7 +281,7 @@ TrainReport train(Ops& ops, Model& model, Adapter& adapter, const std::vector<Tr
       if (last && sync && sync->active()) layer_done = [&](int l) { sync->layer_done(l); };
       const double scale = labelled ? 1.0 / double(labelled) : 0.0;
       loss_sum += dt ? dt->loss_and_backward(micro[size_t(j)], scale, &t).loss_sum
-                     : loss_and_backward(ops, model, adapter, micro[size_t(j)], scale, &t, layer_done).loss_sum;
+                     : loss_and_backward(ops, model, adapter, micro[size_t(j)], scale, &t, layer_done, &ws).loss_sum;
       log.times.forward_s += t.forward_s;
       log.times.head_s += t.head_s;
       log.times.backward_s += t.backward_s;
