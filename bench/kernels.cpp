@@ -111,7 +111,7 @@ void shapes(benchmark::internal::Benchmark* b, std::initializer_list<int64_t> ns
   b->ArgNames({"N", "M", "K"})->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
-BENCHMARK(BM_MatmulBf16)->Apply([](auto* b) { shapes(b, {1, 110, 512}); });
+BENCHMARK(BM_MatmulBf16)->Apply([](auto* b) { shapes(b, {1, 110, 192, 256, 512}); });
 BENCHMARK(BM_MatmulBackwardInputBf16)->Apply([](auto* b) { shapes(b, {110, 512}); });
 BENCHMARK(BM_SgemmF32)->Apply([](auto* b) { shapes(b, {110, 512}); });
 

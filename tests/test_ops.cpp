@@ -135,6 +135,57 @@ TEST(Dpbf16Gemm, ForwardAndInputGradientMatchTheReferenceOnRoundedOperands) {
     }
 }
 
+// The AMX GEMM on a row-major bf16 matrix (training's forward; shapes not packed at load): up to 224 tokens
+// W's rows as A tiles, beyond that the cache-blocked kernel on B tiles transposed from W per chunk (and the
+// next row pair's rows prefetched). Against
+// the fp32 reference fed the same bf16-rounded activations, for token counts on both sides of 32, odd
+// ones (tails of 16 and 32), more than one group of 512, several row pairs and a single one, chunk tails.
+TEST(AmxGemm, RowMajorForwardMatchesTheReferenceOnRoundedOperands) {
+  if (!amx::available()) GTEST_SKIP() << "this CPU has no AMX-BF16";
+  auto ref = make_ref_ops();
+  for (auto [M, K] : {std::pair<int64_t, int64_t>{32, 32}, {96, 160}, {4160, 64}, {64, 4096}, {544, 512}})
+    for (int64_t N : {1, 31, 32, 33, 47, 100, 225, 260, 530}) {
+      if (M * K * N > (int64_t(1) << 26)) continue;  // the reference's time
+      const auto wb = bf16_weights(M, K, 51);
+      Matrix W{DType::BF16, M, K, wb.data()};
+      auto x = randv(size_t(N * K), 52), bias = randv(size_t(M), 53);
+      std::vector<float> want(size_t(N * M)), got(size_t(N * M), std::numeric_limits<float>::quiet_NaN());
+      ref->matmul(rounded(x).data(), N, W, bias.data(), want.data());
+      amx::gemm_bf16(wb.data(), M, K, x.data(), N, bias.data(), got.data());
+      EXPECT_LT(nerr(got, want), 1e-5) << "M " << M << " K " << K << " N " << N;
+      EXPECT_TRUE(std::all_of(got.begin(), got.end(), [](float v) { return std::isfinite(v); }));  // all written
+      std::fill(got.begin(), got.end(), std::numeric_limits<float>::quiet_NaN());
+      amx::gemm_bf16(wb.data(), M, K, x.data(), N, nullptr, got.data());
+      ref->matmul(rounded(x).data(), N, W, nullptr, want.data());
+      EXPECT_LT(nerr(got, want), 1e-5) << "no bias: M " << M << " K " << K << " N " << N;
+      EXPECT_TRUE(std::all_of(got.begin(), got.end(), [](float v) { return std::isfinite(v); }));
+    }
+}
+
+// The input gradient on a row-major bf16 W read in place (training's backward from 225 tokens): accumulated
+// onto a dx that holds values, against the fp32 reference on the same rounded dy, and through the back
+// end, for token counts whose last tile holds 1, 4, 12 or 18 tokens, odd row-pair counts and chunk tails.
+TEST(AmxGemm, RowMajorInputGradientMatchesTheReference) {
+  if (!amx::available()) GTEST_SKIP() << "this CPU has no AMX-BF16";
+  auto ref = make_ref_ops();
+  auto cpu = make_ops(Backend::Cpu, true);
+  for (auto [M, K] : {std::pair<int64_t, int64_t>{32, 32}, {96, 160}, {4160, 64}, {64, 4096}, {544, 480}})
+    for (int64_t N : {225, 260, 300, 530}) {
+      if (M * K * N > (int64_t(1) << 26)) continue;  // the reference's time
+      SCOPED_TRACE(testing::Message() << "M " << M << " K " << K << " N " << N);
+      const auto wb = bf16_weights(M, K, 61);
+      Matrix W{DType::BF16, M, K, wb.data()};
+      auto dy = randv(size_t(N * M), 62), start = randv(size_t(N * K), 63);
+      std::vector<float> want = start, got = start, via = start;
+      ref->matmul_backward_input(rounded(dy).data(), N, W, want.data());
+      amx::gemm_bf16_backward_input_rowmajor(wb.data(), M, K, dy.data(), N, got.data());
+      EXPECT_LT(nerr(got, want), 1e-5);
+      EXPECT_TRUE(std::all_of(got.begin(), got.end(), [](float v) { return std::isfinite(v); }));
+      cpu->matmul_backward_input(dy.data(), N, W, via.data());
+      EXPECT_EQ(via, got);  // the back end takes this kernel
+    }
+}
+
 // Shapes the bf16 kernels do not take whole (random:small's MLP: 2736 rows, 1368 inputs) run on
 // zero-padded copies through the back end, forward and input gradient: the result is the product of the
 // bf16-rounded operands (the fp32 reference fed them), not the fp32 product of the unrounded activations

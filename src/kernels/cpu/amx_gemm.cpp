@@ -258,9 +258,88 @@ GLMLAB_AMX_V void f16_block_to_tiles(const uint16_t* P, int64_t K, int64_t rb, i
   }
 }
 
+// Steps [k0, k1) of rows [16·rb, 16·rb + 16) of a row-major bf16 matrix W [M, K] as B tiles in the packed
+// layout, [steps][16 pairs][16 rows][2]: per step, the 16 rows' 64-byte runs (16 pair words each)
+// transposed in registers. The values are W's own: the product is the packed kernel's on the same bits.
+GLMLAB_AMX_V void rowmajor_block_to_tiles(const uint16_t* W, int64_t K, int64_t rb, int64_t k0, int64_t k1,
+                                          uint16_t* out) {
+  const uint16_t* src = W + rb * 16 * K;
+  for (int64_t s = k0; s < k1; ++s) {
+    __m512 r[16];
+    for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(reinterpret_cast<const float*>(src + i * K + s * 32));
+    transpose16(r);
+    float* d = reinterpret_cast<float*>(out + (s - k0) * 512);
+    for (int p = 0; p < 16; ++p) _mm512_store_ps(d + p * 16, r[p]);
+  }
+}
+
+// Steps [k0, k1) of output blocks rb and rb + 1 (when `two`) of the input gradient dx[N, M'] += dy[N, K'] ·
+// W[K', M'] with W row-major (its rows the product's inputs): the B tiles of Wᵀ, [steps][16 pairs][16
+// outputs][2], block rb's into b0, rb + 1's into b1. Line p of step s holds W's rows 32s + 2p and
+// 32s + 2p + 1 at the block's 16 columns, interleaved. Both blocks come from one 64-byte load a row (rows
+// 2·M' bytes apart fall into one L1 set: a second pass for the other block would fetch them again).
+GLMLAB_AMX_V void rowmajor_t_blocks_to_tiles(const uint16_t* W, int64_t cols, int64_t rb, bool two, int64_t k0,
+                                             int64_t k1, uint16_t* b0, uint16_t* b1) {
+  alignas(64) static const uint16_t kLo[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
+                                               8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  alignas(64) static const uint16_t kHi[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+                                               24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+  const __m512i lo = _mm512_load_si512(kLo), hi = _mm512_load_si512(kHi);
+  for (int64_t s = k0; s < k1; ++s)
+    for (int64_t p = 0; p < 16; ++p) {
+      const uint16_t* r0 = W + (32 * s + 2 * p) * cols + 16 * rb;
+      const int64_t o = ((s - k0) * 16 + p) * 32;
+      if (two) {  // rows m and m + 1, 32 columns each: words 0–15 block rb, 16–31 block rb + 1
+        const __m512i a = _mm512_loadu_si512(r0), b = _mm512_loadu_si512(r0 + cols);
+        _mm512_store_si512(b0 + o, _mm512_permutex2var_epi16(a, lo, b));
+        _mm512_store_si512(b1 + o, _mm512_permutex2var_epi16(a, hi, b));
+      } else {
+        const __m512i a = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0)));
+        const __m512i b = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + cols)));
+        _mm512_store_si512(b0 + o, _mm512_permutex2var_epi16(a, lo, b));
+      }
+    }
+}
+
+// A C tile's initial value from y (16 tokens × 16 outputs, row stride ys floats), tokens past n zero:
+// whole tiles straight from y, a partial one through `tmp` (1 KB, 64-byte aligned).
+GLMLAB_AMX_V inline void load_c_from(int tile, const float* y, int64_t ys, int64_t n, float* tmp) {
+  if (n >= 16) {
+    switch (tile) {  // _tile_loadd takes a constant tile number
+      case 0: _tile_loadd(0, y, int(ys * 4)); break;
+      case 1: _tile_loadd(1, y, int(ys * 4)); break;
+      case 2: _tile_loadd(2, y, int(ys * 4)); break;
+      default: _tile_loadd(3, y, int(ys * 4)); break;
+    }
+    return;
+  }
+  for (int64_t j = 0; j < 16; ++j)
+    _mm512_store_ps(tmp + 16 * j, j < n ? _mm512_loadu_ps(y + j * ys) : _mm512_setzero_ps());
+  switch (tile) {
+    case 0: _tile_loadd(0, tmp, 64); break;
+    case 1: _tile_loadd(1, tmp, 64); break;
+    case 2: _tile_loadd(2, tmp, 64); break;
+    default: _tile_loadd(3, tmp, 64); break;
+  }
+}
+
+}  // namespace
+
+namespace {
+enum class Weights;
+template <Weights kW>
+void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y);
+void gemm_bf16_rowmajor_blocked(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
+                                float* y);
 }  // namespace
 
 void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y) {
+  // From 8 blocks of 32 tokens, the cache-blocked kernel on B tiles transposed from W's rows per chunk:
+  // W as A tiles below reads 16 rows 2·K bytes apart a tile (one L1 set for K = 4096, a row stride of
+  // 8 KB), with C held over all of K and both operands streaming from L2 or beyond. AMX Xeon, 2 threads,
+  // 4096 × 4096 / 27392 × 4096, ms: 512 tokens 14.1 / 96.6 → 9.7 / 60.4; 256 tokens 7.1 / 45.0 → 6.7 /
+  // 40.5; 110 tokens 3.7 / 25.2 → 4.4 / 27.3 (there the transposes cost more than the blocking gains).
+  if (N > kBlockedFromTokens) return gemm_bf16_rowmajor_blocked(W, M, K, x, N, bias, y);
   const int64_t NB = (N + 31) / 32 * 32;  // rows of x padded to whole pairs of 16-row tiles
   // Packed activations: for each block of 16 rows, [K/2][16][2] bf16 (a tile row = one k pair of 16 rows).
   uint16_t* xpd = tiles_workspace(size_t(NB * K));
@@ -320,9 +399,14 @@ void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t 
 
 namespace {
 
-// The packed GEMM of bf16 weights, or (kF16) of fp16 weights packed [M/16][K][16], whose chunks are
-// converted per row pair into hi and lo bf16 B tiles (f16_block_to_tiles) and multiplied twice.
-template <bool kF16>
+// The blocked GEMM of bf16 weights packed at load (Packed: the B tiles as they lie), of fp16 weights packed
+// [M/16][K][16] (F16: each chunk of a row pair converted into hi and lo bf16 B tiles, f16_block_to_tiles,
+// and multiplied twice), or of a row-major bf16 matrix (RowMajor: each chunk of a row pair transposed into
+// B tiles, rowmajor_block_to_tiles — training's frozen bases, which stay row-major for the backward), or
+// of a row-major bf16 matrix's transpose accumulated onto y (RowMajorT, training's input gradient:
+// P = W [K, M] row-major, y[N, M] += x[N, K] · W; rowmajor_t_block_to_tiles; no bias).
+enum class Weights { Packed, F16, RowMajor, RowMajorT };
+template <Weights kW>
 void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y) {
   // C[16 tokens][16 rows] += A[16 tokens][16 input pairs] · B[16 input pairs][16 rows][2]: B is 16 lines
   // of the packed layout as they lie (1 KB), A the activations rounded to bf16 and copied into whole
@@ -343,7 +427,8 @@ void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_
   // The C tiles start from the bias (a tile load of stride 0 repeats its 16 values in every row).
   constexpr int64_t kGroupBlocks = 16;  // 16 blocks of 32 tokens
   const int64_t RP = (RB + 1) / 2, TBall = (N + 31) / 32;
-  const int64_t kChunkSteps = TBall == 1 && !kF16 ? steps : 8;  // 8 steps = 256 inputs
+  constexpr bool kF16 = kW == Weights::F16, kConvert = kW != Weights::Packed, kAcc = kW == Weights::RowMajorT;
+  const int64_t kChunkSteps = TBall == 1 && !kConvert ? steps : 8;  // 8 steps = 256 inputs
   const int64_t groups = (TBall + kGroupBlocks - 1) / kGroupBlocks;
   // Row pairs per job: 8 (256 rows), fewer where that would leave threads without work.
   int64_t rpj = 8;
@@ -356,8 +441,10 @@ void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_
     configure_tiles();
     AlignedVector<float> cbuf(size_t(kGroupBlocks * rpj * 4 * 256));  // [token block][row pair][4 tiles][16][16]
     AlignedVector<float> row(size_t(rpj * 32));
-    // kF16: a row pair's chunk as B tiles, [hi0, hi1, lo0, lo1] × kChunkSteps × 512 bf16 (32 KB).
-    AlignedVector<uint16_t> bconv(kF16 ? size_t(4 * kChunkSteps * 512) : 0);
+    AlignedVector<float> ctile(kAcc ? 256 : 0);  // RowMajorT: a partial token tile of y, zero-padded
+    // F16: a row pair's chunk as B tiles, [hi0, hi1, lo0, lo1] × kChunkSteps × 512 bf16 (32 KB);
+    // RowMajor: [b0, b1] (16 KB).
+    AlignedVector<uint16_t> bconv(kConvert ? size_t((kF16 ? 4 : 2) * kChunkSteps * 512) : 0);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t job = 0; job < groups * RJ; ++job) {
       const int64_t g = job / RJ, rp0 = (job % RJ) * rpj, rp1 = std::min(RP, rp0 + rpj);
@@ -373,16 +460,64 @@ void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_
             f16_block_to_tiles(P, K, 2 * rp, k0, k1, cv, cv + 2 * T);
             if (two_r) f16_block_to_tiles(P, K, 2 * rp + 1, k0, k1, cv + T, cv + 3 * T);
             b0 = cv, b1 = cv + T, l0 = cv + 2 * T, l1 = cv + 3 * T;
+          } else if constexpr (kW == Weights::RowMajor) {
+            uint16_t* cv = bconv.data();
+            const int64_t T = kChunkSteps * 512;
+            rowmajor_block_to_tiles(P, K, 2 * rp, k0, k1, cv);
+            if (two_r) rowmajor_block_to_tiles(P, K, 2 * rp + 1, k0, k1, cv + T);
+            b0 = cv, b1 = cv + T;
+          } else if constexpr (kW == Weights::RowMajorT) {
+            uint16_t* cv = bconv.data();
+            const int64_t T = kChunkSteps * 512;
+            rowmajor_t_blocks_to_tiles(P, M, 2 * rp, two_r, k0, k1, cv, cv + T);
+            b0 = cv, b1 = cv + T;
           } else {
             b0 = P + (2 * rp) * pairs * 32 + k0 * 512;
             b1 = b0 + pairs * 32;
           }
           const float* bias0 = bias ? bias + 32 * rp : kZeroRow;
           const float* bias1 = bias && two_r ? bias0 + 16 : kZeroRow;
+          // The next row pair's weights of this chunk (16 KB at 8 steps) prefetched into L2, a share per
+          // token block while this pair's products run: tile loads and the transposes' strided rows are
+          // not followed by the hardware prefetchers. From 8 token blocks on (kernel, 2 threads, 512
+          // tokens: packed 27392 × 4096 53–55 → 51–52 ms, 4096 × 13696 27–29 → 25–26; at 128 tokens the
+          // same prefetch cost 10–20%, the weights streaming at the memory's rate either way).
+          const char* pf = nullptr;
+          int64_t pf_lines = 0, pf_row_lines = 0, pf_stride = 0;
+          if (rp + 1 < rp1 && 2 * rp + 3 < RB && !kF16 && TBall >= 8) {
+            if constexpr (kW == Weights::RowMajor) {
+              pf = reinterpret_cast<const char*>(P + (2 * rp + 2) * 16 * K + k0 * 32);
+              pf_row_lines = k1 - k0;  // 64 bytes a row a step
+              pf_stride = K * 2;
+              pf_lines = 32 * pf_row_lines;
+            } else if constexpr (kW == Weights::RowMajorT) {
+              pf = reinterpret_cast<const char*>(P + k0 * 32 * M + 32 * (rp + 1));
+              pf_row_lines = 1;  // the next pair's 32 columns of each of the chunk's rows: one line
+              pf_stride = M * 2;
+              pf_lines = 32 * (k1 - k0);
+            } else {
+              pf = reinterpret_cast<const char*>(P + (2 * rp + 2) * pairs * 32 + k0 * 512);
+              pf_row_lines = 16 * (k1 - k0);  // a row block's chunk: 1 KB a step, contiguous
+              pf_stride = pairs * 64;
+              pf_lines = 2 * pf_row_lines;
+            }
+          }
           for (int64_t tb = tb0; tb < tb1; ++tb) {
+            if (pf)
+              for (int64_t l = (tb - tb0) * pf_lines / (tb1 - tb0); l < (tb - tb0 + 1) * pf_lines / (tb1 - tb0); ++l)
+                _mm_prefetch(pf + (l / pf_row_lines) * pf_stride + (l % pf_row_lines) * 64, _MM_HINT_T1);
             const bool two_t = N - 32 * tb > 16;
             float* c = cbuf.data() + ((tb - tb0) * rpj + (rp - rp0)) * 4 * 256;
-            if (k0 == 0) {
+            if (k0 == 0 && kAcc) {  // start from what y holds (tokens past N: zeros)
+              const float* y0 = y + 32 * tb * M + 32 * rp;
+              const int64_t n0 = N - 32 * tb, n1 = n0 - 16;
+              load_c_from(0, y0, M, n0, ctile.data());
+              if (two_r) load_c_from(1, y0 + 16, M, n0, ctile.data());
+              if (two_t) {
+                load_c_from(2, y0 + 16 * M, M, n1, ctile.data());
+                if (two_r) load_c_from(3, y0 + 16 * M + 16, M, n1, ctile.data());
+              }
+            } else if (k0 == 0) {
               _tile_loadd(0, bias0, 0);
               _tile_loadd(1, bias1, 0);
               _tile_loadd(2, bias0, 0);
@@ -445,14 +580,28 @@ void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_
 
 }  // namespace
 
+void gemm_bf16_backward_input_rowmajor(const uint16_t* W, int64_t M, int64_t K, const float* dy, int64_t N,
+                                       float* dx) {
+  if (N == 0) return;
+  // dx[N, K] += dy[N, M] · W[M, K]: the blocked kernel with Wᵀ [K outputs, M inputs] as its weights.
+  packed_gemm<Weights::RowMajorT>(W, K, M, dy, N, nullptr, dx);
+}
+
+namespace {
+void gemm_bf16_rowmajor_blocked(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
+                                float* y) {
+  packed_gemm<Weights::RowMajor>(W, M, K, x, N, bias, y);
+}
+}  // namespace
+
 void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
                       float* y) {
-  packed_gemm<false>(P, M, K, x, N, bias, y);
+  packed_gemm<Weights::Packed>(P, M, K, x, N, bias, y);
 }
 
 void gemm_f16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
                      float* y) {
-  packed_gemm<true>(P, M, K, x, N, bias, y);
+  packed_gemm<Weights::F16>(P, M, K, x, N, bias, y);
 }
 
 void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const float* dy, int64_t N, float* dx) {

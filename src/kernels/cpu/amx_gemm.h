@@ -22,6 +22,10 @@ double peak_bf16(int64_t iters, float* sink);
 // The same with TDPBSUD (16 × 16 outputs × 64 byte products each); the int ops done. Requires int8_available().
 double peak_int8(int64_t iters, float* sink);
 inline bool fits(int64_t M, int64_t K) { return M % 32 == 0 && K % 32 == 0; }
+// From more tokens than this, gemm_bf16 and the back end's row-major input gradient run the cache-blocked
+// kernel on B tiles converted from a row-major W per chunk (below, the conversions cost more than the
+// blocking gains; measured in amx_gemm.cpp's gemm_bf16).
+inline constexpr int64_t kBlockedFromTokens = 224;
 // Requires available() and fits(M, K). Threads with OpenMP over blocks of 32 weight rows.
 void gemm_bf16(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y);
 
@@ -46,6 +50,11 @@ void gemm_f16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, in
 // Requires available() and fits(M, K).
 using RowSource = std::function<const uint16_t*(int64_t m0, int64_t count, uint16_t* scratch)>;
 void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const float* dy, int64_t N, float* dx);
+// The same product on a row-major bf16 W read in place, cache-blocked as the packed GEMM (W's transpose
+// as its weights, B tiles interleaved from pairs of W's rows per chunk; C starts from dx). The back end
+// takes it from more than kBlockedFromTokens tokens. Requires available() and fits(M, K).
+void gemm_bf16_backward_input_rowmajor(const uint16_t* W, int64_t M, int64_t K, const float* dy, int64_t N,
+                                       float* dx);
 
 // Kernel helpers shared by the AMX GEMMs. An output larger than L2 goes to memory with non-temporal
 // stores: written through the cache each of its lines is read first (512 tokens × 27392 rows: 7.4 against

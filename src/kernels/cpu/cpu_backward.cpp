@@ -72,7 +72,8 @@ void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* d
       }
       return out;
     };
-    bf16gemm::backward_input(M, K, rows, dy, N, dx);
+    bf16gemm::backward_input(M, K, rows, dy, N, dx,
+                             W.dtype == DType::BF16 ? static_cast<const uint16_t*>(W.data) : nullptr);
     return;
   }
   if (W.dtype == DType::F32) {
