@@ -111,8 +111,8 @@ void shapes(benchmark::internal::Benchmark* b, std::initializer_list<int64_t> ns
   b->ArgNames({"N", "M", "K"})->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
-BENCHMARK(BM_MatmulBf16)->Apply([](auto* b) { shapes(b, {1, 110, 192, 256, 512}); });
-BENCHMARK(BM_MatmulBackwardInputBf16)->Apply([](auto* b) { shapes(b, {110, 512}); });
+BENCHMARK(BM_MatmulBf16)->Apply([](auto* b) { shapes(b, {1, 110, 256, 512, 800}); });
+BENCHMARK(BM_MatmulBackwardInputBf16)->Apply([](auto* b) { shapes(b, {110, 512, 800}); });
 BENCHMARK(BM_SgemmF32)->Apply([](auto* b) { shapes(b, {110, 512}); });
 
 // Batched decode (issue 16): N sequences' activation rows against one of ChatGLM3-6B's two largest matrices

@@ -139,12 +139,13 @@ TEST(Dpbf16Gemm, ForwardAndInputGradientMatchTheReferenceOnRoundedOperands) {
 // W's rows as A tiles, beyond that the cache-blocked kernel on B tiles transposed from W per chunk (and the
 // next row pair's rows prefetched). Against
 // the fp32 reference fed the same bf16-rounded activations, for token counts on both sides of 32, odd
-// ones (tails of 16 and 32), more than one group of 512, several row pairs and a single one, chunk tails.
+// ones (tails of 16 and 32), more than one group of tokens (512, or 1024 here), several row pairs and a
+// single one, chunk tails.
 TEST(AmxGemm, RowMajorForwardMatchesTheReferenceOnRoundedOperands) {
   if (!amx::available()) GTEST_SKIP() << "this CPU has no AMX-BF16";
   auto ref = make_ref_ops();
   for (auto [M, K] : {std::pair<int64_t, int64_t>{32, 32}, {96, 160}, {4160, 64}, {64, 4096}, {544, 512}})
-    for (int64_t N : {1, 31, 32, 33, 47, 100, 225, 260, 530}) {
+    for (int64_t N : {1, 31, 32, 33, 47, 100, 225, 260, 530, 1100}) {
       if (M * K * N > (int64_t(1) << 26)) continue;  // the reference's time
       const auto wb = bf16_weights(M, K, 51);
       Matrix W{DType::BF16, M, K, wb.data()};
@@ -170,7 +171,7 @@ TEST(AmxGemm, RowMajorInputGradientMatchesTheReference) {
   auto ref = make_ref_ops();
   auto cpu = make_ops(Backend::Cpu, true);
   for (auto [M, K] : {std::pair<int64_t, int64_t>{32, 32}, {96, 160}, {4160, 64}, {64, 4096}, {544, 480}})
-    for (int64_t N : {225, 260, 300, 530}) {
+    for (int64_t N : {225, 260, 300, 530, 1100}) {
       if (M * K * N > (int64_t(1) << 26)) continue;  // the reference's time
       SCOPED_TRACE(testing::Message() << "M " << M << " K " << K << " N " << N);
       const auto wb = bf16_weights(M, K, 61);
