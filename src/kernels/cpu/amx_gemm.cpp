@@ -404,7 +404,7 @@ namespace {
 // and multiplied twice), or of a row-major bf16 matrix (RowMajor: each chunk of a row pair transposed into
 // B tiles, rowmajor_block_to_tiles — training's frozen bases, which stay row-major for the backward), or
 // of a row-major bf16 matrix's transpose accumulated onto y (RowMajorT, training's input gradient:
-// P = W [K, M] row-major, y[N, M] += x[N, K] · W; rowmajor_t_block_to_tiles; no bias).
+// P = W [K, M] row-major, y[N, M] += x[N, K] · W; rowmajor_t_blocks_to_tiles; no bias).
 enum class Weights { Packed, F16, RowMajor, RowMajorT };
 template <Weights kW>
 void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y) {
@@ -416,9 +416,10 @@ void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_
   // Cache blocking. A tile load costs ~4x a tile product's time when its lines come from L2 rather
   // than L1 (AMX Xeon, 2 cores: ~17 against ~3.5 ns a 1 KB tile; a product ~6.5 ns), and with 8 tile
   // registers a 2 × 2 block of C tiles needs one operand tile load per product. So: a job is a group of
-  // up to 512 tokens × a block of rpj row pairs; the inputs go in chunks of kChunkSteps steps; for
-  // each chunk and row pair, that pair's B tiles of the chunk (16 KB) stay in L1 while every token block
-  // of the group runs over them, its A tiles from L2 (the group's chunk: 256 KB at 512 tokens). The C
+  // up to 512 tokens (1024 for row-major weights, below) × a block of rpj row pairs; the inputs go in
+  // chunks of kChunkSteps steps; for each chunk and row pair, that pair's B tiles of the chunk (16 KB)
+  // stay in L1 while every token block of the group runs over them, its A tiles from L2 (the group's
+  // chunk: 256 KB at 512 tokens). The C
   // tiles of each (token block, row pair) go through a per-thread buffer (L2) between chunks.
   // Measured against C kept in tile registers over all of K (each 32 × 32 output block reading both
   // operands from L2 or L3): 1.6-2.1x at 64-512 tokens, even at 16 (docs/BENCHMARKS.md, session 17).
