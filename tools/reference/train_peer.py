@@ -364,6 +364,19 @@ def peer_round(src: Path, dest: Path, args, threads, log):
     return summary
 
 
+def peer_child(src: Path, dest: Path, args, threads: int) -> None:
+    """One peer round in its own Python process (this script with --from), so that each round starts with
+    the memory of none before it: at 6B a round's model, autocast casts and allocator caches outlive
+    `del model` + gc.collect() in the parent (~12 GB), and the next glmlab round then found too little memory.
+    Each round's peak RSS is its own too."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--from", str(src), "--out", str(dest),
+           "--impl", args.impl, "--seed", str(args.seed), "--device", args.device, "--threads", str(threads)]
+    if args.allow_large:
+        cmd.append("--allow-large")
+    print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True)
+
+
 def run_glmlab(args, dest: Path) -> Path:
     cmd = [args.glmlab, "bench", "train", "--model", args.model, "--method", args.method, "--qat", args.qat,
            "--dtype", args.dtype, "--batch-size", str(args.batch_size), "--steps", str(args.steps),
@@ -447,7 +460,7 @@ def main(argv=None):
                 # glmlab's batches are the same every round (same options and seed): a round that starts
                 # with the peer reads those of round 1.
                 src = out / "glmlab" / (sub if (out / "glmlab" / sub / "batches.jsonl").exists() else "round-1")
-                peer_round(src, out / "peer" / sub, args, threads, log)
+                peer_child(src, out / "peer" / sub, args, threads)
     if rounds > 1:
         for name in ("glmlab", "peer"):
             merged = merge_rounds([json.loads((out / name / f"round-{k + 1}" / "summary.json").read_text())
