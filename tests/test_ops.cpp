@@ -9,7 +9,9 @@
 #include "kernels/cpu/amx_gemm.h"
 #include "kernels/cpu/bf16_gemm.h"
 #include "kernels/cpu/dpbf16_gemm.h"
+#include "kernels/cpu/f16_packed.h"
 #include "kernels/cpu/simd_softmax.h"
+#include "model/quantize.h"
 #include "ops/ops.h"
 #include "util/dtype.h"
 
@@ -179,11 +181,77 @@ TEST(AmxGemm, RowMajorInputGradientMatchesTheReference) {
       auto dy = randv(size_t(N * M), 62), start = randv(size_t(N * K), 63);
       std::vector<float> want = start, got = start, via = start;
       ref->matmul_backward_input(rounded(dy).data(), N, W, want.data());
-      amx::gemm_bf16_backward_input_rowmajor(wb.data(), M, K, dy.data(), N, got.data());
+      amx::gemm_backward_input_rowmajor(W, dy.data(), N, got.data());
       EXPECT_LT(nerr(got, want), 1e-5);
       EXPECT_TRUE(std::all_of(got.begin(), got.end(), [](float v) { return std::isfinite(v); }));
       cpu->matmul_backward_input(dy.data(), N, W, via.data());
       EXPECT_EQ(via, got);  // the back end takes this kernel
+    }
+}
+
+// Row-major Q8 / Q4 weights (training's QAT bases) in the blocked kernels from 225 tokens, forward and input
+// gradient: bit for bit the bf16 kernels' result on the same weights dequantized and rounded to bf16 (the
+// dequantization is the only difference), near the fp32 reference on those rounded operands, and what the
+// back end computes for these shapes (Ops::matmul, Ops::matmul_backward_input). Groups of 32 to 128 inputs,
+// a 160-input row whose last group is partial, odd row-pair counts, token tails of 1 to 18. Row-major fp16
+// (training's fp16 bases): the forward bit for bit the packed fp16 kernel's (hi + lo tiles), both near the
+// reference on the exact fp16 weights and bf16-rounded activations.
+TEST(AmxGemm, RowMajorQuantizedAndF16WeightsMatchTheirKernelsAndTheReference) {
+  if (!amx::available()) GTEST_SKIP() << "this CPU has no AMX-BF16";
+  auto ref = make_ref_ops();
+  auto cpu = make_ops(Backend::Cpu, true);
+  struct Case { DType q; int64_t M, K, G; };
+  for (const Case c : {Case{DType::Q8, 96, 160, 128}, Case{DType::Q4, 96, 160, 32}, Case{DType::Q4, 544, 512, 128},
+                       Case{DType::Q8, 64, 4096, 128}, Case{DType::Q4, 4160, 64, 64}, Case{DType::F16, 96, 160, 0},
+                       Case{DType::F16, 544, 512, 0}, Case{DType::F16, 64, 4096, 0}})
+    for (int64_t N : {225, 260, 530, 1100}) {
+      if (c.M * c.K * N > (int64_t(1) << 26)) continue;  // the reference's time
+      SCOPED_TRACE(testing::Message() << dtype_name(c.q) << " M " << c.M << " K " << c.K << " group " << c.G << " N " << N);
+      const auto wf = randv(size_t(c.M * c.K), 71);
+      QuantizedMatrix qm;
+      std::vector<uint16_t> wh;  // fp16
+      Matrix W;
+      if (c.q == DType::F16) {
+        wh.resize(wf.size());
+        for (size_t i = 0; i < wf.size(); ++i) wh[i] = f32_to_f16(wf[i]);
+        W = Matrix{DType::F16, c.M, c.K, wh.data()};
+      } else {
+        qm = quantize(Matrix{DType::F32, c.M, c.K, wf.data()}, c.q, c.G);
+        W = qm.m;
+      }
+      ASSERT_TRUE(amx::rowmajor_blocked(W, N));
+      // The weights the kernel multiplies: bf16-rounded dequantized values, or the fp16 values themselves.
+      std::vector<uint16_t> wb(size_t(c.M * c.K));
+      for (int64_t r = 0; r < c.M; ++r)
+        for (int64_t k = 0; k < c.K; ++k) wb[size_t(r * c.K + k)] = f32_to_bf16(W.at(r, k));
+      const Matrix B = c.q == DType::F16 ? W : Matrix{DType::BF16, c.M, c.K, wb.data()};
+      auto x = randv(size_t(N * c.K), 72), dy = randv(size_t(N * c.M), 73), start = randv(size_t(N * c.K), 74);
+      auto bias = randv(size_t(c.M), 75);
+      std::vector<float> got(size_t(N * c.M), std::numeric_limits<float>::quiet_NaN()), want(got.size()),
+          refy(got.size()), via(got.size());
+      amx::gemm_rowmajor(W, x.data(), N, bias.data(), got.data());
+      if (c.q == DType::F16) {
+        const auto packed = f16p::pack(W);
+        amx::gemm_f16_packed(static_cast<const uint16_t*>(packed.m.data), c.M, c.K, x.data(), N, bias.data(), want.data());
+      } else {
+        amx::gemm_bf16(wb.data(), c.M, c.K, x.data(), N, bias.data(), want.data());
+      }
+      EXPECT_EQ(got, want);
+      ref->matmul(rounded(x).data(), N, B, bias.data(), refy.data());
+      EXPECT_LT(nerr(got, refy), 1e-5);
+      cpu->matmul(x.data(), N, W, bias.data(), via.data());
+      EXPECT_LT(nerr(via, got), 1e-6);  // the back end takes this kernel (Q8/Q4 add the bias after it)
+      if (c.q == DType::F16) EXPECT_EQ(via, got);
+      std::vector<float> dgot = start, dwant = start, dref = start, dvia = start;
+      amx::gemm_backward_input_rowmajor(W, dy.data(), N, dgot.data());
+      if (c.q != DType::F16) {
+        amx::gemm_backward_input_rowmajor(Matrix{DType::BF16, c.M, c.K, wb.data()}, dy.data(), N, dwant.data());
+        EXPECT_EQ(dgot, dwant);
+      }
+      ref->matmul_backward_input(rounded(dy).data(), N, B, dref.data());
+      EXPECT_LT(nerr(dgot, dref), 1e-5);
+      cpu->matmul_backward_input(dy.data(), N, W, dvia.data());
+      EXPECT_EQ(dvia, dgot);  // the back end takes this kernel
     }
 }
 

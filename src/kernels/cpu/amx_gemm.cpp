@@ -19,6 +19,7 @@
 
 #include "kernels/cpu/dpbf16_gemm.h"
 #include "util/aligned.h"
+#include "util/dtype.h"
 
 namespace glmlab::amx {
 namespace {
@@ -273,31 +274,127 @@ GLMLAB_AMX_V void rowmajor_block_to_tiles(const uint16_t* W, int64_t K, int64_t 
   }
 }
 
-// Steps [k0, k1) of output blocks rb and rb + 1 (when `two`) of the input gradient dx[N, M'] += dy[N, K'] ·
+// Word indices for _mm512_permutex2var_epi16(a, idx, b) over two rows' 32 words each: kPairLo interleaves
+// words 0–15 of a and b (a0 b0 a1 b1 …), kPairHi words 16–31: the B-tile lines of Wᵀ's two 16-column blocks.
+alignas(64) constexpr uint16_t kPairLo[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
+                                              8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+alignas(64) constexpr uint16_t kPairHi[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+                                              24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+
+// Steps [k0, k1) of output blocks rb and rb + 1 of the input gradient dx[N, M'] += dy[N, K'] ·
 // W[K', M'] with W row-major (its rows the product's inputs): the B tiles of Wᵀ, [steps][16 pairs][16
-// outputs][2], block rb's into b0, rb + 1's into b1. Line p of step s holds W's rows 32s + 2p and
+// outputs][2], block rb's into b0, rb + 1's into b1 (fits() shapes have an even number of blocks). Line p of step s holds W's rows 32s + 2p and
 // 32s + 2p + 1 at the block's 16 columns, interleaved. Both blocks come from one 64-byte load a row (rows
 // 2·M' bytes apart fall into one L1 set: a second pass for the other block would fetch them again).
-GLMLAB_AMX_V void rowmajor_t_blocks_to_tiles(const uint16_t* W, int64_t cols, int64_t rb, bool two, int64_t k0,
-                                             int64_t k1, uint16_t* b0, uint16_t* b1) {
-  alignas(64) static const uint16_t kLo[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
-                                               8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
-  alignas(64) static const uint16_t kHi[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
-                                               24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
-  const __m512i lo = _mm512_load_si512(kLo), hi = _mm512_load_si512(kHi);
+GLMLAB_AMX_V void rowmajor_t_blocks_to_tiles(const uint16_t* W, int64_t cols, int64_t rb, int64_t k0, int64_t k1,
+                                             uint16_t* b0, uint16_t* b1) {
+  const __m512i lo = _mm512_load_si512(kPairLo), hi = _mm512_load_si512(kPairHi);
   for (int64_t s = k0; s < k1; ++s)
     for (int64_t p = 0; p < 16; ++p) {
+      // rows m and m + 1, 32 columns each: words 0–15 block rb, 16–31 block rb + 1
       const uint16_t* r0 = W + (32 * s + 2 * p) * cols + 16 * rb;
       const int64_t o = ((s - k0) * 16 + p) * 32;
-      if (two) {  // rows m and m + 1, 32 columns each: words 0–15 block rb, 16–31 block rb + 1
-        const __m512i a = _mm512_loadu_si512(r0), b = _mm512_loadu_si512(r0 + cols);
-        _mm512_store_si512(b0 + o, _mm512_permutex2var_epi16(a, lo, b));
-        _mm512_store_si512(b1 + o, _mm512_permutex2var_epi16(a, hi, b));
-      } else {
-        const __m512i a = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0)));
-        const __m512i b = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + cols)));
-        _mm512_store_si512(b0 + o, _mm512_permutex2var_epi16(a, lo, b));
-      }
+      const __m512i a = _mm512_loadu_si512(r0), b = _mm512_loadu_si512(r0 + cols);
+      _mm512_store_si512(b0 + o, _mm512_permutex2var_epi16(a, lo, b));
+      _mm512_store_si512(b1 + o, _mm512_permutex2var_epi16(a, hi, b));
+    }
+}
+
+// Weights [c, c + 32) of row r of a row-major Q8 / Q4 matrix (c a multiple of 32 inside one group) as 32
+// bf16 in order: q · scale in fp32 rounded to nearest even (VCVTNE2PS2BF16), the bits simd::dequant_rows_bf16
+// writes for them. Q4 holds the even element in a byte's high nibble.
+GLMLAB_AMX_V inline __m512i quant32_bf16(const Matrix& W, int64_t r, int64_t c) {
+  const __m512 s = _mm512_set1_ps(f16_to_f32(W.scales[r * W.groups() + c / W.group_size]));
+  const int8_t* q = static_cast<const int8_t*>(W.data) + r * W.row_bytes();
+  __m512i lo, hi;  // elements 0–15 and 16–31 as int32
+  if (W.dtype == DType::Q8) {
+    lo = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + c)));
+    hi = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + c + 16)));
+  } else {
+    alignas(64) static const int32_t kLo[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+    alignas(64) static const int32_t kHi[16] = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i b = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + c / 2)));
+    const __m512i even = _mm512_srai_epi32(b, 4), odd = _mm512_srai_epi32(_mm512_slli_epi32(b, 28), 28);
+    lo = _mm512_permutex2var_epi32(even, _mm512_load_si512(kLo), odd);
+    hi = _mm512_permutex2var_epi32(even, _mm512_load_si512(kHi), odd);
+  }
+  return (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(_mm512_cvtepi32_ps(hi), s), _mm512_mul_ps(_mm512_cvtepi32_ps(lo), s));
+}
+
+// rowmajor_block_to_tiles for a Q8 / Q4 matrix: each row's 32 weights of a step dequantized in registers.
+GLMLAB_AMX_V void quant_block_to_tiles(const Matrix& W, int64_t rb, int64_t k0, int64_t k1, uint16_t* out) {
+  for (int64_t s = k0; s < k1; ++s) {
+    __m512 r[16];
+    for (int i = 0; i < 16; ++i) r[i] = _mm512_castsi512_ps(quant32_bf16(W, rb * 16 + i, s * 32));
+    transpose16(r);
+    float* d = reinterpret_cast<float*>(out + (s - k0) * 512);
+    for (int p = 0; p < 16; ++p) _mm512_store_ps(d + p * 16, r[p]);
+  }
+}
+
+// rowmajor_t_blocks_to_tiles for a Q8 / Q4 matrix [K', M'] (both blocks: fits() shapes have an even number
+// of 16-column blocks): rows 32s + 2p and 32s + 2p + 1 at columns [16·rb, 16·rb + 32) dequantized, then
+// interleaved.
+GLMLAB_AMX_V void quant_t_blocks_to_tiles(const Matrix& W, int64_t rb, int64_t k0, int64_t k1, uint16_t* b0,
+                                          uint16_t* b1) {
+  const __m512i lo = _mm512_load_si512(kPairLo), hi = _mm512_load_si512(kPairHi);
+  for (int64_t s = k0; s < k1; ++s)
+    for (int64_t p = 0; p < 16; ++p) {
+      const int64_t r = 32 * s + 2 * p, o = ((s - k0) * 16 + p) * 32;
+      const __m512i a = quant32_bf16(W, r, 16 * rb), b = quant32_bf16(W, r + 1, 16 * rb);
+      _mm512_store_si512(b0 + o, _mm512_permutex2var_epi16(a, lo, b));
+      _mm512_store_si512(b1 + o, _mm512_permutex2var_epi16(a, hi, b));
+    }
+}
+
+// Weights [c, c + 32) of row r of a row-major fp16 matrix [.., cols] as 32 bf16 pairs in order, split as
+// f16_block_to_tiles does: hi = bf16(w) (nearest even), lo = bf16(w − hi), hi + lo == w exactly.
+GLMLAB_AMX_V inline void f16_32_hi_lo(const uint16_t* W, int64_t cols, int64_t r, int64_t c, __m512i& hi, __m512i& lo) {
+  const uint16_t* p = W + r * cols + c;
+  const __m512 a = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  const __m512 b = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16)));
+  hi = (__m512i)_mm512_cvtne2ps_pbh(b, a);
+  const __m512 ha = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(hi)), 16));
+  const __m512 hb = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(hi, 1)), 16));
+  lo = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, hb), _mm512_sub_ps(a, ha));
+}
+
+// rowmajor_block_to_tiles for a row-major fp16 matrix: the hi and lo B tiles of block rb.
+GLMLAB_AMX_V void f16_rows_block_to_tiles(const uint16_t* W, int64_t K, int64_t rb, int64_t k0, int64_t k1,
+                                          uint16_t* hi, uint16_t* lo) {
+  for (int64_t s = k0; s < k1; ++s) {
+    __m512 h[16], l[16];
+    for (int i = 0; i < 16; ++i) {
+      __m512i a, b;
+      f16_32_hi_lo(W, K, rb * 16 + i, s * 32, a, b);
+      h[i] = _mm512_castsi512_ps(a);
+      l[i] = _mm512_castsi512_ps(b);
+    }
+    transpose16(h);
+    transpose16(l);
+    float* dh = reinterpret_cast<float*>(hi + (s - k0) * 512);
+    float* dl = reinterpret_cast<float*>(lo + (s - k0) * 512);
+    for (int p = 0; p < 16; ++p) {
+      _mm512_store_ps(dh + p * 16, h[p]);
+      _mm512_store_ps(dl + p * 16, l[p]);
+    }
+  }
+}
+
+// rowmajor_t_blocks_to_tiles for a row-major fp16 matrix [K', M']: both blocks' hi and lo tiles.
+GLMLAB_AMX_V void f16_rows_t_blocks_to_tiles(const uint16_t* W, int64_t cols, int64_t rb, int64_t k0, int64_t k1,
+                                             uint16_t* h0, uint16_t* h1, uint16_t* l0, uint16_t* l1) {
+  const __m512i lo = _mm512_load_si512(kPairLo), hi = _mm512_load_si512(kPairHi);
+  for (int64_t s = k0; s < k1; ++s)
+    for (int64_t p = 0; p < 16; ++p) {
+      const int64_t r = 32 * s + 2 * p, o = ((s - k0) * 16 + p) * 32;
+      __m512i ah, al, bh, bl;
+      f16_32_hi_lo(W, cols, r, 16 * rb, ah, al);
+      f16_32_hi_lo(W, cols, r + 1, 16 * rb, bh, bl);
+      _mm512_store_si512(h0 + o, _mm512_permutex2var_epi16(ah, lo, bh));
+      _mm512_store_si512(h1 + o, _mm512_permutex2var_epi16(ah, hi, bh));
+      _mm512_store_si512(l0 + o, _mm512_permutex2var_epi16(al, lo, bl));
+      _mm512_store_si512(l1 + o, _mm512_permutex2var_epi16(al, hi, bl));
     }
 }
 
@@ -328,7 +425,8 @@ GLMLAB_AMX_V inline void load_c_from(int tile, const float* y, int64_t ys, int64
 namespace {
 enum class Weights;
 template <Weights kW>
-void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y);
+void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y,
+                 const Matrix* Q = nullptr);
 void gemm_bf16_rowmajor_blocked(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
                                 float* y);
 }  // namespace
@@ -404,10 +502,14 @@ namespace {
 // and multiplied twice), or of a row-major bf16 matrix (RowMajor: each chunk of a row pair transposed into
 // B tiles, rowmajor_block_to_tiles — training's frozen bases, which stay row-major for the backward), or
 // of a row-major bf16 matrix's transpose accumulated onto y (RowMajorT, training's input gradient:
-// P = W [K, M] row-major, y[N, M] += x[N, K] · W; rowmajor_t_blocks_to_tiles; no bias).
-enum class Weights { Packed, F16, RowMajor, RowMajorT };
+// P = W [K, M] row-major, y[N, M] += x[N, K] · W; rowmajor_t_blocks_to_tiles; no bias). Quant and QuantT:
+// the same two on a row-major Q8 / Q4 matrix *Q (P unused), each chunk dequantized while it is converted
+// (quant_block_to_tiles, quant_t_blocks_to_tiles): training's QAT bases. F16Rows and F16RowsT: the same two on
+// a row-major fp16 P, each chunk split into hi and lo tiles multiplied twice as F16 (training's fp16 bases).
+enum class Weights { Packed, F16, RowMajor, RowMajorT, Quant, QuantT, F16Rows, F16RowsT };
 template <Weights kW>
-void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y) {
+void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y,
+                 const Matrix* Q) {
   // C[16 tokens][16 rows] += A[16 tokens][16 input pairs] · B[16 input pairs][16 rows][2]: B is 16 lines
   // of the packed layout as they lie (1 KB), A the activations rounded to bf16 and copied into whole
   // 1 KB tiles, [token blocks of 16][K/32 steps][16][32]; tokens past N are zero.
@@ -430,10 +532,13 @@ void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_
   // bases: the conversion is shared by twice the tokens; training's micro-batches of ~800 tokens, kernel
   // at 800 tokens, ms, 16 → 32 blocks: forward 27392 × 4096 100–102 → 88–89, input gradient 127 → 114,
   // 4096 × 13696 input gradient 71 → 57). The C buffer is then 1 MB a thread.
-  constexpr bool kRowMajorKind = kW == Weights::RowMajor || kW == Weights::RowMajorT;
+  constexpr bool kRowMajorKind = kW == Weights::RowMajor || kW == Weights::RowMajorT || kW == Weights::Quant ||
+                                 kW == Weights::QuantT || kW == Weights::F16Rows || kW == Weights::F16RowsT;
   constexpr int64_t kGroupBlocks = kRowMajorKind ? 32 : 16;
   const int64_t RP = (RB + 1) / 2, TBall = (N + 31) / 32;
-  constexpr bool kF16 = kW == Weights::F16, kConvert = kW != Weights::Packed, kAcc = kW == Weights::RowMajorT;
+  constexpr bool kF16 = kW == Weights::F16 || kW == Weights::F16Rows || kW == Weights::F16RowsT;  // hi + lo tiles
+  constexpr bool kConvert = kW != Weights::Packed;
+  constexpr bool kAcc = kW == Weights::RowMajorT || kW == Weights::QuantT || kW == Weights::F16RowsT;
   const int64_t kChunkSteps = TBall == 1 && !kConvert ? steps : 8;  // 8 steps = 256 inputs
   const int64_t groups = (TBall + kGroupBlocks - 1) / kGroupBlocks;
   // Row pairs per job: 8 (256 rows), fewer where that would leave threads without work.
@@ -463,8 +568,15 @@ void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_
           if constexpr (kF16) {
             uint16_t* cv = bconv.data();
             const int64_t T = kChunkSteps * 512;
-            f16_block_to_tiles(P, K, 2 * rp, k0, k1, cv, cv + 2 * T);
-            if (two_r) f16_block_to_tiles(P, K, 2 * rp + 1, k0, k1, cv + T, cv + 3 * T);
+            if constexpr (kW == Weights::F16) {
+              f16_block_to_tiles(P, K, 2 * rp, k0, k1, cv, cv + 2 * T);
+              if (two_r) f16_block_to_tiles(P, K, 2 * rp + 1, k0, k1, cv + T, cv + 3 * T);
+            } else if constexpr (kW == Weights::F16Rows) {
+              f16_rows_block_to_tiles(P, K, 2 * rp, k0, k1, cv, cv + 2 * T);
+              if (two_r) f16_rows_block_to_tiles(P, K, 2 * rp + 1, k0, k1, cv + T, cv + 3 * T);
+            } else {
+              f16_rows_t_blocks_to_tiles(P, M, 2 * rp, k0, k1, cv, cv + T, cv + 2 * T, cv + 3 * T);
+            }
             b0 = cv, b1 = cv + T, l0 = cv + 2 * T, l1 = cv + 3 * T;
           } else if constexpr (kW == Weights::RowMajor) {
             uint16_t* cv = bconv.data();
@@ -475,7 +587,18 @@ void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_
           } else if constexpr (kW == Weights::RowMajorT) {
             uint16_t* cv = bconv.data();
             const int64_t T = kChunkSteps * 512;
-            rowmajor_t_blocks_to_tiles(P, M, 2 * rp, two_r, k0, k1, cv, cv + T);
+            rowmajor_t_blocks_to_tiles(P, M, 2 * rp, k0, k1, cv, cv + T);  // two_r: M % 32 == 0
+            b0 = cv, b1 = cv + T;
+          } else if constexpr (kW == Weights::Quant) {
+            uint16_t* cv = bconv.data();
+            const int64_t T = kChunkSteps * 512;
+            quant_block_to_tiles(*Q, 2 * rp, k0, k1, cv);
+            if (two_r) quant_block_to_tiles(*Q, 2 * rp + 1, k0, k1, cv + T);
+            b0 = cv, b1 = cv + T;
+          } else if constexpr (kW == Weights::QuantT) {
+            uint16_t* cv = bconv.data();
+            const int64_t T = kChunkSteps * 512;
+            quant_t_blocks_to_tiles(*Q, 2 * rp, k0, k1, cv, cv + T);
             b0 = cv, b1 = cv + T;
           } else {
             b0 = P + (2 * rp) * pairs * 32 + k0 * 512;
@@ -490,17 +613,32 @@ void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_
           // same prefetch cost 10–20%, the weights streaming at the memory's rate either way).
           const char* pf = nullptr;
           int64_t pf_lines = 0, pf_row_lines = 0, pf_stride = 0;
-          if (rp + 1 < rp1 && 2 * rp + 3 < RB && !kF16 && TBall >= 8) {
-            if constexpr (kW == Weights::RowMajor) {
+          if (rp + 1 < rp1 && 2 * rp + 3 < RB && kW != Weights::F16 && TBall >= 8) {
+            if constexpr (kW == Weights::RowMajor || kW == Weights::F16Rows) {
               pf = reinterpret_cast<const char*>(P + (2 * rp + 2) * 16 * K + k0 * 32);
               pf_row_lines = k1 - k0;  // 64 bytes a row a step
               pf_stride = K * 2;
               pf_lines = 32 * pf_row_lines;
-            } else if constexpr (kW == Weights::RowMajorT) {
+            } else if constexpr (kW == Weights::RowMajorT || kW == Weights::F16RowsT) {
               pf = reinterpret_cast<const char*>(P + k0 * 32 * M + 32 * (rp + 1));
               pf_row_lines = 1;  // the next pair's 32 columns of each of the chunk's rows: one line
               pf_stride = M * 2;
               pf_lines = 32 * (k1 - k0);
+            } else if constexpr (kW == Weights::Quant || kW == Weights::QuantT) {
+              // the next pair's quantized bytes (16 or 32 a row a step; the scales are a few lines beside)
+              const int64_t rb = Q->row_bytes(), per32 = Q->dtype == DType::Q4 ? 16 : 32;
+              const auto* q = static_cast<const char*>(Q->data);
+              if constexpr (kW == Weights::Quant) {
+                pf = q + (2 * rp + 2) * 16 * rb + k0 * per32;
+                pf_row_lines = ((k1 - k0) * per32 + 63) / 64;
+                pf_stride = rb;
+                pf_lines = 32 * pf_row_lines;
+              } else {
+                pf = q + k0 * 32 * rb + (rp + 1) * per32;
+                pf_row_lines = 1;
+                pf_stride = rb;
+                pf_lines = 32 * (k1 - k0);
+              }
             } else {
               pf = reinterpret_cast<const char*>(P + (2 * rp + 2) * pairs * 32 + k0 * 512);
               pf_row_lines = 16 * (k1 - k0);  // a row block's chunk: 1 KB a step, contiguous
@@ -586,19 +724,42 @@ void packed_gemm(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_
 
 }  // namespace
 
-void gemm_bf16_backward_input_rowmajor(const uint16_t* W, int64_t M, int64_t K, const float* dy, int64_t N,
-                                       float* dx) {
-  if (N == 0) return;
-  // dx[N, K] += dy[N, M] · W[M, K]: the blocked kernel with Wᵀ [K outputs, M inputs] as its weights.
-  packed_gemm<Weights::RowMajorT>(W, K, M, dy, N, nullptr, dx);
-}
-
 namespace {
 void gemm_bf16_rowmajor_blocked(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
                                 float* y) {
   packed_gemm<Weights::RowMajor>(W, M, K, x, N, bias, y);
 }
 }  // namespace
+
+bool rowmajor_blocked(const Matrix& W, int64_t N) {
+  if (N <= kBlockedFromTokens || W.layout != MatrixLayout::RowMajor || !fits(W.rows, W.cols) || !available())
+    return false;
+  if (W.quantized()) return W.group_size > 0 && W.group_size % 32 == 0;
+  return W.dtype == DType::BF16 || W.dtype == DType::F16;
+}
+
+void gemm_rowmajor(const Matrix& W, const float* x, int64_t N, const float* bias, float* y) {
+  if (N == 0) return;
+  const auto* P = static_cast<const uint16_t*>(W.data);
+  if (W.quantized())
+    packed_gemm<Weights::Quant>(nullptr, W.rows, W.cols, x, N, bias, y, &W);
+  else if (W.dtype == DType::F16)
+    packed_gemm<Weights::F16Rows>(P, W.rows, W.cols, x, N, bias, y);
+  else
+    packed_gemm<Weights::RowMajor>(P, W.rows, W.cols, x, N, bias, y);
+}
+
+void gemm_backward_input_rowmajor(const Matrix& W, const float* dy, int64_t N, float* dx) {
+  if (N == 0) return;
+  // dx[N, cols] += dy[N, rows] · W: the blocked kernel with Wᵀ [cols outputs, rows inputs] as its weights.
+  const auto* P = static_cast<const uint16_t*>(W.data);
+  if (W.quantized())
+    packed_gemm<Weights::QuantT>(nullptr, W.cols, W.rows, dy, N, nullptr, dx, &W);
+  else if (W.dtype == DType::F16)
+    packed_gemm<Weights::F16RowsT>(P, W.cols, W.rows, dy, N, nullptr, dx);
+  else
+    packed_gemm<Weights::RowMajorT>(P, W.cols, W.rows, dy, N, nullptr, dx);
+}
 
 void gemm_bf16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, int64_t N, const float* bias,
                       float* y) {

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <functional>
 
+#include "util/matrix.h"
+
 namespace glmlab::amx {
 
 // True when the CPU has AMX-BF16 and the kernel granted this process the tile state.
@@ -50,11 +52,20 @@ void gemm_f16_packed(const uint16_t* P, int64_t M, int64_t K, const float* x, in
 // Requires available() and fits(M, K).
 using RowSource = std::function<const uint16_t*(int64_t m0, int64_t count, uint16_t* scratch)>;
 void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const float* dy, int64_t N, float* dx);
-// The same product on a row-major bf16 W read in place, cache-blocked as the packed GEMM (W's transpose
-// as its weights, B tiles interleaved from pairs of W's rows per chunk; C starts from dx). The back end
-// takes it from more than kBlockedFromTokens tokens. Requires available() and fits(M, K).
-void gemm_bf16_backward_input_rowmajor(const uint16_t* W, int64_t M, int64_t K, const float* dy, int64_t N,
-                                       float* dx);
+// Row-major matrices read in place by the cache-blocked GEMM of the packed weights (training's frozen bases,
+// which stay row-major for the backward): each chunk of a row pair is converted into B tiles in registers,
+// so no converted copy of W is written. bf16 as it lies; fp16 as hi + lo bf16 tiles multiplied twice
+// (exact weights, as gemm_f16_packed); Q8 / Q4 dequantized (q · scale rounded to bf16: the bits
+// simd::dequant_rows_bf16 gives). Activations rounded to bf16, fp32 accumulation.
+// rowmajor_blocked: the back end takes these for W at N tokens — AMX, a row-major bf16, fp16, Q8 or Q4
+// matrix with fits(rows, cols) (Q8/Q4: groups of a multiple of 32 inputs), more than kBlockedFromTokens
+// tokens (below, the conversions cost more than the blocking gains).
+bool rowmajor_blocked(const Matrix& W, int64_t N);
+// y[N, rows] = x[N, cols] · Wᵀ (+ bias). Requires rowmajor_blocked(W, n) for some n (any N works).
+void gemm_rowmajor(const Matrix& W, const float* x, int64_t N, const float* bias, float* y);
+// The input gradient dx[N, cols] += dy[N, rows] · W: the same kernel with Wᵀ as its weights, B tiles
+// interleaved from pairs of W's rows per chunk, C starting from dx. Requires as gemm_rowmajor.
+void gemm_backward_input_rowmajor(const Matrix& W, const float* dy, int64_t N, float* dx);
 
 // Kernel helpers shared by the AMX GEMMs. An output larger than L2 goes to memory with non-temporal
 // stores: written through the cache each of its lines is read first (512 tokens × 27392 rows: 7.4 against

@@ -64,10 +64,7 @@ void forward(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N,
     for (int64_t m = 0; m < M; ++m) y[n * M + m] = yp[size_t(n * MP + m)] + (bias ? bias[m] : 0.0f);
 }
 
-void backward_input(int64_t M, int64_t K, const amx::RowSource& rows, const float* dy, int64_t N, float* dx,
-                    const uint16_t* direct) {
-  if (direct && use_amx(M, K) && N > amx::kBlockedFromTokens)
-    return amx::gemm_bf16_backward_input_rowmajor(direct, M, K, dy, N, dx);
+void backward_input(int64_t M, int64_t K, const amx::RowSource& rows, const float* dy, int64_t N, float* dx) {
   if (whole(M, K)) return run_backward_input(M, K, rows, dy, N, dx);
   const int64_t MP = up32(M), KP = up32(K);
   // W's rows as the source gives them ([count, K]), padded to [count, KP]; rows past M are zeros.

@@ -16,9 +16,8 @@ inline bool use_amx(int64_t M, int64_t K) { return amx::fits(M, K) && amx::avail
 inline bool available(int64_t M, int64_t K) { return M > 0 && K > 0 && (amx::available() || dpbf16::available()); }
 // y[N, M] = x[N, K] · Wᵀ (+ bias); requires available(M, K).
 void forward(const uint16_t* W, int64_t M, int64_t K, const float* x, int64_t N, const float* bias, float* y);
-// dx[N, K] += dy[N, M] · W[M, K], W's rows through `rows`; requires available(M, K). `direct`: W itself
-// when it is a row-major bf16 matrix (AMX then reads it in place, cache-blocked, from 225 tokens on).
-void backward_input(int64_t M, int64_t K, const amx::RowSource& rows, const float* dy, int64_t N, float* dx,
-                    const uint16_t* direct = nullptr);
+// dx[N, K] += dy[N, M] · W[M, K], W's rows through `rows`; requires available(M, K). (A row-major W that
+// amx::rowmajor_blocked takes is read in place by amx::gemm_backward_input_rowmajor instead.)
+void backward_input(int64_t M, int64_t K, const amx::RowSource& rows, const float* dy, int64_t N, float* dx);
 
 }  // namespace glmlab::bf16gemm

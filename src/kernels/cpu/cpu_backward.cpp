@@ -52,6 +52,10 @@ void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* d
   // dx[N, K] += dy[N, M] · W[M, K]
   const int64_t M = W.rows, K = W.cols;
   if (N == 0) return;
+  if (bf16_activations && amx::rowmajor_blocked(W, N)) {
+    amx::gemm_backward_input_rowmajor(W, dy, N, dx);  // W read in place, cache-blocked (amx_gemm.h)
+    return;
+  }
   if (bf16_activations && W.dtype != DType::F32 && N >= 8 && bf16gemm::available(M, K)) {
     // AMX tiles, else AVX512-BF16: bf16 rows of W straight from a bf16 matrix, else widened /
     // dequantized and rounded per chunk.
@@ -72,8 +76,7 @@ void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* d
       }
       return out;
     };
-    bf16gemm::backward_input(M, K, rows, dy, N, dx,
-                             W.dtype == DType::BF16 ? static_cast<const uint16_t*>(W.data) : nullptr);
+    bf16gemm::backward_input(M, K, rows, dy, N, dx);
     return;
   }
   if (W.dtype == DType::F32) {

@@ -147,6 +147,10 @@ class CpuOps final : public Ops {
       par::static_ranges(M, [&](int64_t r0, int64_t r1) {
         dpbf16::gemv(static_cast<const uint16_t*>(W.data), r0, r1, bf16_acts_, y, M);
       });
+    } else if (W.dtype == DType::F16 && bf16_activations_ && amx::rowmajor_blocked(W, N)) {
+      // Row-major fp16 (training's fp16 bases): hi + lo bf16 tiles per chunk, exact weights (amx_gemm.h).
+      amx::gemm_rowmajor(W, x, N, bias, y);
+      return;
     } else if (W.dtype == DType::BF16 && bf16_activations_ && N >= kAmxMinRows && bf16gemm::available(M, K)) {
       bf16gemm::forward(static_cast<const uint16_t*>(W.data), M, K, x, N, bias, y);  // AMX or AVX512-BF16
       return;

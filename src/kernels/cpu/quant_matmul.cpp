@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/amx_gemm.h"
 #include "kernels/cpu/amx_int8.h"
 #include "kernels/cpu/avx2_qgemv.h"
 #include "kernels/cpu/bf16_gemm.h"
@@ -113,6 +114,13 @@ void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool app
     vnni::quantize_acts(x, int(N), K, W.dtype, qacts);
     const vnni::QuantizedActs* qa = &qacts;
     split_rows(M, [&](int64_t r0, int64_t r1) { vnni::gemm(W, r0, r1, *qa, y, M); });
+    return;
+  }
+  // A row-major matrix (training's QAT bases) from more than amx::kBlockedFromTokens rows on AMX: the
+  // cache-blocked GEMM dequantizing each chunk of a row pair in registers (amx_gemm.h), the bf16 tiles' bits
+  // without writing them; 6B QAT LoRA forward at ~800 tokens a micro-batch, docs/BENCHMARKS.md session 22.
+  if (approx && path != QuantPrefill::Vnni && amx::rowmajor_blocked(W, N)) {
+    amx::gemm_rowmajor(W, x, N, nullptr, y);
     return;
   }
   // Q4: activations split once per call into even / odd inputs; the kernels' K is then 2·ceil(K/2).
