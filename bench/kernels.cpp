@@ -10,6 +10,7 @@
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
+#include <array>
 #include <random>
 #include <vector>
 
@@ -114,6 +115,57 @@ void shapes(benchmark::internal::Benchmark* b, std::initializer_list<int64_t> ns
 BENCHMARK(BM_MatmulBf16)->Apply([](auto* b) { shapes(b, {1, 110, 256, 512, 800}); });
 BENCHMARK(BM_MatmulBackwardInputBf16)->Apply([](auto* b) { shapes(b, {110, 512, 800}); });
 BENCHMARK(BM_SgemmF32)->Apply([](auto* b) { shapes(b, {110, 512}); });
+
+// Training's frozen bases (row-major, as the backward reads them) at a micro-batch's token count: the
+// forward y = x·Wᵀ and the input gradient dx += dy·W through Ops with approximate activations, W bf16
+// (the peer in the same run), fp16, or QAT int8 / int4 (group 128) of the same random values, on one of
+// the two largest 6B matrices (k13696 as in BM_DecodeBatch).
+void BM_TrainBase(benchmark::State& st) {
+  const int64_t N = st.range(0), M = st.range(2) ? 4096 : 27392, K = st.range(2) ? 13696 : 4096;
+  const DType dt = std::array{DType::BF16, DType::F16, DType::Q8, DType::Q4}[size_t(st.range(1))];
+  const bool backward = st.range(3) != 0;
+  auto src = make_pool(M, K, false);
+  std::vector<QuantizedMatrix> qpool;
+  std::vector<std::vector<uint16_t>> f16pool;
+  std::vector<Matrix> mats;
+  for (const auto& b : src.bf16) {
+    const Matrix B{DType::BF16, M, K, b.data()};
+    if (dt == DType::Q8 || dt == DType::Q4) {
+      qpool.push_back(quantize(B, dt, 128));
+    } else if (dt == DType::F16) {
+      f16pool.emplace_back(b.size());
+      for (size_t i = 0; i < b.size(); ++i) f16pool.back()[i] = f32_to_f16(bf16_to_f32(b[i]));
+    }
+  }
+  for (size_t c = 0; c < src.bf16.size(); ++c)
+    mats.push_back(dt == DType::BF16  ? Matrix{DType::BF16, M, K, src.bf16[c].data()}
+                   : dt == DType::F16 ? Matrix{DType::F16, M, K, f16pool[c].data()}
+                                      : qpool[c].m);
+  if (dt != DType::BF16) src.bf16.clear();
+  auto ops = make_ops(Backend::Cpu, true);
+  auto in = random_vec(N * (backward ? M : K), 1);
+  std::vector<float> out(static_cast<size_t>(N * (backward ? K : M)));
+  size_t i = 0;
+  for (auto _ : st) {
+    const Matrix& W = mats[i++ % mats.size()];
+    if (backward)
+      ops->matmul_backward_input(in.data(), N, W, out.data());
+    else
+      ops->matmul(in.data(), N, W, nullptr, out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  set_counters(st, N, M, K, 0);
+}
+BENCHMARK(BM_TrainBase)
+    ->Apply([](benchmark::internal::Benchmark* b) {
+      for (int64_t n : {16, 110, 800})
+        for (int d : {0, 1, 2, 3})
+          for (int k : {0, 1})
+            for (int bwd : {0, 1}) b->Args({n, d, k, bwd});
+    })
+    ->ArgNames({"N", "dtype", "k13696", "backward"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // Batched decode (issue 16): N sequences' activation rows against one of ChatGLM3-6B's two largest matrices
 // (k13696 = 0: dense_h_to_4h, 27392 × 4096; 1: dense_4h_to_h, 4096 × 13696) in bf16, int8 or int4 (group 128) through Ops::matmul with approximate activations, as a

@@ -731,8 +731,12 @@ void gemm_bf16_rowmajor_blocked(const uint16_t* W, int64_t M, int64_t K, const f
 }
 }  // namespace
 
-bool rowmajor_blocked(const Matrix& W, int64_t N) {
-  if (N <= kBlockedFromTokens || W.layout != MatrixLayout::RowMajor || !fits(W.rows, W.cols) || !available())
+bool rowmajor_blocked(const Matrix& W, int64_t N, bool input_gradient) {
+  const int64_t from = W.dtype == DType::F16 && !input_gradient           ? kF16ForwardFromTokens
+                       : W.dtype == DType::F16 || (W.quantized() && input_gradient) ? kConvertedFromTokens
+                                                                           : kBlockedFromTokens + 1;
+  if (N < from || W.layout != MatrixLayout::RowMajor ||
+      !fits(W.rows, W.cols) || !available())
     return false;
   if (W.quantized()) return W.group_size > 0 && W.group_size % 32 == 0;
   return W.dtype == DType::BF16 || W.dtype == DType::F16;

@@ -57,11 +57,20 @@ void gemm_bf16_backward_input(int64_t M, int64_t K, const RowSource& rows, const
 // so no converted copy of W is written. bf16 as it lies; fp16 as hi + lo bf16 tiles multiplied twice
 // (exact weights, as gemm_f16_packed); Q8 / Q4 dequantized (q · scale rounded to bf16: the bits
 // simd::dequant_rows_bf16 gives). Activations rounded to bf16, fp32 accumulation.
-// rowmajor_blocked: the back end takes these for W at N tokens — AMX, a row-major bf16, fp16, Q8 or Q4
-// matrix with fits(rows, cols) (Q8/Q4: groups of a multiple of 32 inputs), more than kBlockedFromTokens
-// tokens (below, the conversions cost more than the blocking gains).
-bool rowmajor_blocked(const Matrix& W, int64_t N);
-// y[N, rows] = x[N, cols] · Wᵀ (+ bias). Requires rowmajor_blocked(W, n) for some n (any N works).
+// rowmajor_blocked: the back end takes these for W at N tokens, for the forward or the input gradient —
+// AMX, a row-major bf16, fp16, Q8 or Q4 matrix with fits(rows, cols) (Q8/Q4: groups of a multiple of 32
+// inputs), and more than kBlockedFromTokens tokens (below, the conversions cost more than the blocking
+// gains: bf16, and the Q8/Q4 forward, whose tile path stays ahead up to ~160 tokens), or from
+// kConvertedFromTokens for the fp16 and Q8/Q4 input gradients and from kF16ForwardFromTokens for the fp16
+// forward: their other paths (fp32 sgemm on widened rows; rows dequantized by a scalar loop, then
+// repacked) were slower at every count measured from 16 (glmlab_kernel_bench BM_TrainBase,
+// docs/BENCHMARKS.md session 22: fp16 27392 × 4096 forward at 110 tokens 159 → 54 ms, Q4 input gradient
+// 167 → 42). The fp16 forward starts where the packed fp16 prefill does (32 rows, cpu_ops.cpp): below, an
+// fp16 model's activations stay exact fp32, as its parity test against the fp16 oracle wants.
+inline constexpr int64_t kConvertedFromTokens = 16;
+inline constexpr int64_t kF16ForwardFromTokens = 32;
+bool rowmajor_blocked(const Matrix& W, int64_t N, bool input_gradient);
+// y[N, rows] = x[N, cols] · Wᵀ (+ bias). Requires rowmajor_blocked(W, n, ·) for some n (any N works).
 void gemm_rowmajor(const Matrix& W, const float* x, int64_t N, const float* bias, float* y);
 // The input gradient dx[N, cols] += dy[N, rows] · W: the same kernel with Wᵀ as its weights, B tiles
 // interleaved from pairs of W's rows per chunk, C starting from dx. Requires as gemm_rowmajor.

@@ -52,7 +52,7 @@ void matmul_backward_input(const float* dy, int64_t N, const Matrix& W, float* d
   // dx[N, K] += dy[N, M] · W[M, K]
   const int64_t M = W.rows, K = W.cols;
   if (N == 0) return;
-  if (bf16_activations && amx::rowmajor_blocked(W, N)) {
+  if (bf16_activations && amx::rowmajor_blocked(W, N, true)) {
     amx::gemm_backward_input_rowmajor(W, dy, N, dx);  // W read in place, cache-blocked (amx_gemm.h)
     return;
   }

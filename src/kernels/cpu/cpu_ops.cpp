@@ -147,7 +147,7 @@ class CpuOps final : public Ops {
       par::static_ranges(M, [&](int64_t r0, int64_t r1) {
         dpbf16::gemv(static_cast<const uint16_t*>(W.data), r0, r1, bf16_acts_, y, M);
       });
-    } else if (W.dtype == DType::F16 && bf16_activations_ && amx::rowmajor_blocked(W, N)) {
+    } else if (W.dtype == DType::F16 && bf16_activations_ && amx::rowmajor_blocked(W, N, false)) {
       // Row-major fp16 (training's fp16 bases): hi + lo bf16 tiles per chunk, exact weights (amx_gemm.h).
       amx::gemm_rowmajor(W, x, N, bias, y);
       return;

@@ -119,7 +119,7 @@ void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool app
   // A row-major matrix (training's QAT bases) from more than amx::kBlockedFromTokens rows on AMX: the
   // cache-blocked GEMM dequantizing each chunk of a row pair in registers (amx_gemm.h), the bf16 tiles' bits
   // without writing them; 6B QAT LoRA forward at ~800 tokens a micro-batch, docs/BENCHMARKS.md session 22.
-  if (approx && path != QuantPrefill::Vnni && amx::rowmajor_blocked(W, N)) {
+  if (approx && path != QuantPrefill::Vnni && amx::rowmajor_blocked(W, N, false)) {
     amx::gemm_rowmajor(W, x, N, nullptr, y);
     return;
   }
