@@ -192,6 +192,7 @@ TEST(VnniPacked, AmxInt8GivesThePackedGemvsBits) {
       {DType::Q4, 64, 512, 64}, {DType::Q4, 48, 320, 128}, {DType::Q4, 33, 192, 0},
       {DType::Q8, 64, 384, 256}, {DType::Q8, 37, 320, 0}, {DType::Q8, 80, 448, 128}, {DType::Q4, 2072, 128, 128},
   };
+  if (!vnni::packable(make(shapes[0], 1).m)) GTEST_SKIP() << "no AVX512-VNNI on this CPU (so no AMX-INT8 either)";
   {
     const auto p = vnni::pack(make(shapes[0], 1).m);
     vnni::PackedActs a;
