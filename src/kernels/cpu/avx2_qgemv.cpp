@@ -21,6 +21,7 @@ constexpr int64_t kPrefetch = 4096;   // bytes ahead on the weight stream (one s
 constexpr int kTokensPerPass = 4;     // two ymm accumulators per token (one per half of a chunk)
 constexpr int64_t kRowsPerBlock = 4;  // weight rows a group of tokens passes over before the next group
 constexpr int kStreams = 4;           // Q8 at one token: rows read side by side from this many parts of the range
+                                      // (8, the probe's best pattern on Zen 3, spills the accumulators: 1.4x slower)
 
 // Groups smaller than a chunk (Q8: 32 inputs; Q4: 32 or 64): the weight-group scales of a chunk's two
 // halves (8 lanes each), gathered from the row's gpc = CI / G groups in the chunk. (Groups of whole
@@ -134,7 +135,9 @@ GLMLAB_AVX2 inline const uint8_t* row_setup(const Matrix& W, int64_t r, int64_t 
 // Rows [r0, r1) against tokens [t0, t0 + NT). off: Q4's per-token, per-group offsets (q4_offsets).
 // (Int4 at one token: reading 4 rows side by side, as 4 streams, measured slower on 2 Zen 2 cores: 3.7 ms
 // against 1.8 for 27392 × 4096, with the rows' parts far apart or adjacent alike; session 13: one row at a
-// time but the rows visited part by part, 2.84 against 2.08. Q8 at one token: rows_parts.)
+// time but the rows visited part by part, 2.84 against 2.08. Session 23, 2 Zen 3 cores, rows_parts for Q4
+// with the same bits: 6B int4 decode 9.7-9.9 tokens/s against 10.4-10.9 on one stream, which reads 94-99%
+// of `glmlab probe`'s best there. Q8 at one token: rows_parts.)
 // kWhole: every chunk lies inside one weight group (groups of whole chunks, or one group per row), so a
 // group's chunks accumulate without its scale, which multiplies in once at the group's end.
 template <int NT, bool kQ4, bool kWhole>
