@@ -233,7 +233,8 @@ TEST(Avx2QGemv, QuantMatmulTakesItWithoutVnniUpToItsRowLimit) {
       quant_matmul(x.data(), N, qm.m, y2.data(), true);
       if (N <= limit)
         EXPECT_EQ(0, std::memcmp(y.data(), y2.data(), y.size() * 4)) << "quant_matmul must be this kernel here";
-      else  // the fp32 tiles: within the activations' int8 rounding of this kernel, but not bit-equal
+      else  // Q8: the fp32 tiles; Q4: the AVX2 GEMM (test_avx2_qgemm.cpp). Within the activations' int8
+            // rounding of this kernel, but not bit-equal
         EXPECT_NE(0, std::memcmp(y.data(), y2.data(), y.size() * 4));
       EXPECT_LT(nmax(y2, ref_matmul(*ref, x, N, qm.m)), 5e-2);
     }

@@ -94,20 +94,6 @@ GLMLAB_AVX2 inline __attribute__((always_inline)) void chunk(const uint8_t* src,
   }
 }
 
-// Q4: Σ_g (weight scale g) · (the token's offset term of group g), taken off a row's sum.
-GLMLAB_AVX2 inline float offset_dot(const float* sf, const float* o, int64_t ng) {
-  __m256 d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps();
-  int64_t h = 0;
-  for (; h + 16 <= ng; h += 16) {
-    d0 = _mm256_fmadd_ps(_mm256_loadu_ps(sf + h), _mm256_loadu_ps(o + h), d0);
-    d1 = _mm256_fmadd_ps(_mm256_loadu_ps(sf + h + 8), _mm256_loadu_ps(o + h + 8), d1);
-  }
-  if (h + 8 <= ng) d0 = _mm256_fmadd_ps(_mm256_loadu_ps(sf + h), _mm256_loadu_ps(o + h), d0), h += 8;
-  float dsum = isa::hsum(_mm256_add_ps(d0, d1));
-  for (; h < ng; ++h) dsum += sf[h] * o[h];
-  return dsum;
-}
-
 // Every accumulator to 0.
 template <int NT, int kAcc>
 GLMLAB_AVX2 inline __attribute__((always_inline)) void zero(__m256 (&a)[NT][kAcc]) {
@@ -122,11 +108,7 @@ GLMLAB_AVX2 inline const uint8_t* row_setup(const Matrix& W, int64_t r, int64_t 
                                             uint8_t* last) {
   const uint8_t* p = static_cast<const uint8_t*>(W.data) + r * rb;
   const int64_t ng = W.groups();
-  const uint16_t* hs16 = W.scales + r * ng;
-  int64_t g = 0;
-  for (; g + 8 <= ng; g += 8)
-    _mm256_storeu_ps(sf + g, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(hs16 + g))));
-  for (; g < ng; ++g) sf[g] = _cvtsh_ss(hs16[g]);
+  isa::f16_to_f32(W.scales + r * ng, ng, sf);
   std::memset(last, 0, 64);
   std::memcpy(last, p + (chunks - 1) * 64, size_t(rb - (chunks - 1) * 64));
   return p;
@@ -197,7 +179,7 @@ GLMLAB_AVX2 void rows_avx2(const Matrix& W, int64_t r0, int64_t r1, const vnni::
     }
     for (int t = 0; t < NT; ++t) {
       float sum = isa::hsum(kAcc == 2 ? _mm256_add_ps(acc[t][0], acc[t][kAcc - 1]) : acc[t][0]);
-      if constexpr (kQ4) sum -= offset_dot(sf, off + (t0 + t) * ng, ng);
+      if constexpr (kQ4) sum -= isa::dot(sf, off + (t0 + t) * ng, ng);  // Q4: Σ_g scale g · offset term g
       y[(t0 + t) * ys + r] = sum;
     }
   }

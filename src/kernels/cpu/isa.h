@@ -12,6 +12,8 @@
 #pragma once
 #include <cpuid.h>
 
+#include <cstdint>
+
 namespace glmlab::isa {
 
 // F16C through CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c".
@@ -57,6 +59,28 @@ GLMLAB_AVX2 inline float hsum(__m256 s) {
   v = _mm_add_ps(v, _mm_movehl_ps(v, v));
   v = _mm_add_ss(v, _mm_movehdup_ps(v));
   return _mm_cvtss_f32(v);
+}
+
+// Σ a[i]·b[i] over n floats, 16 at a time in two accumulators, then the tail one at a time.
+GLMLAB_AVX2 inline float dot(const float* a, const float* b, int64_t n) {
+  __m256 d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps();
+  int64_t h = 0;
+  for (; h + 16 <= n; h += 16) {
+    d0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + h), _mm256_loadu_ps(b + h), d0);
+    d1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + h + 8), _mm256_loadu_ps(b + h + 8), d1);
+  }
+  if (h + 8 <= n) d0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + h), _mm256_loadu_ps(b + h), d0), h += 8;
+  float s = hsum(_mm256_add_ps(d0, d1));
+  for (; h < n; ++h) s += a[h] * b[h];
+  return s;
+}
+
+// n fp16 values to fp32, 8 at a time (F16C), then the tail one at a time.
+GLMLAB_AVX2 inline void f16_to_f32(const uint16_t* h, int64_t n, float* f) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(f + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+  for (; i < n; ++i) f[i] = _cvtsh_ss(h[i]);
 }
 
 }  // namespace glmlab::isa

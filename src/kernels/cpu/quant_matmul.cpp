@@ -10,6 +10,7 @@
 
 #include "kernels/cpu/amx_gemm.h"
 #include "kernels/cpu/amx_int8.h"
+#include "kernels/cpu/avx2_qgemm.h"
 #include "kernels/cpu/avx2_qgemv.h"
 #include "kernels/cpu/bf16_gemm.h"
 #include "kernels/cpu/parallel.h"
@@ -38,6 +39,10 @@ int64_t vnni_max_rows(DType t) { return t == DType::Q4 ? 16 : 8; }
 // rows, beyond them the fp32 tiles and sgemm, whichever measured faster (2 Zen 2 cores, group 128,
 // glmlab_kernel_bench BM_DecodeBatch, docs/BENCHMARKS.md session 10): Q4 27392 × 4096 at 32 rows 55 ms
 // against 87 (tiles), at 128 rows 238 against 223; Q8 at 32 rows 80 against 88, at 128 311 against 230.
+// Q4 beyond them: the AVX2 GEMM (avx2_qgemm.h; 2 Zen 3 cores, session 24: 27392 × 4096 at 128 rows 131–165
+// ms against 226–258 in tiles, at 512 rows 567–717 against 779–829. Against the GEMV, same run: at 16 rows
+// behind, 22.7 against 18.1 ms; at 32 even, 35–45 against 38; at 64 5–10% ahead, 73–82 against 83–91 ms;
+// the GEMV keeps its 64 rows until a finer measurement moves the crossover).
 int64_t avx2_max_rows(DType t) { return t == DType::Q4 ? 64 : 32; }
 // At one token the threads take ~1 MB of rows at a time, which the AVX2 GEMV reads as 4 streams (Q8;
 // 2 Zen 2 cores, glmlab_kernel_bench BM_DecodeBatch N:1, docs/BENCHMARKS.md session 15: 64-row blocks
@@ -77,7 +82,7 @@ void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool app
   const int64_t M = W.rows, K = W.cols;
   // Buffers are the calling thread's; OpenMP workers must use them through these pointers, never
   // by naming the thread_local variables (each worker would get its own, empty, copy).
-  thread_local std::vector<float> xsplit, tile, ytile;
+  thread_local std::vector<float> xsplit, tile, ytile, gemm_s8;
   thread_local std::vector<uint16_t> tile16;
   thread_local vnni::QuantizedActs qacts;
   thread_local vnni::PackedActs pacts;
@@ -107,6 +112,16 @@ void quant_matmul(const float* x, int64_t N, const Matrix& W, float* y, bool app
     const vnni::QuantizedActs* qa = &qacts;
     const int64_t block = N == 1 ? std::max<int64_t>(64, kAvx2OneTokenBlockBytes / W.row_bytes() / 64 * 64) : 64;
     par::dynamic_blocks(M, block, [&](int64_t r0, int64_t r1) { avx2q::gemv(W, r0, r1, *qa, y, M); });
+    return;
+  }
+  if (row_major && approx && !vnni::available() && path != QuantPrefill::Tiles && avx2q::available() &&
+      avx2q::gemm_fits(W)) {  // int4 prefill without VNNI: the AVX2 GEMM on the GEMV's int8 activations
+    vnni::quantize_acts(x, int(N), K, W.dtype, qacts);
+    avx2q::prepare(W, qacts);
+    avx2q::gemm_scales(qacts, gemm_s8);
+    const vnni::QuantizedActs* qa = &qacts;
+    const float* s8 = gemm_s8.data();
+    split_rows(M, [&](int64_t r0, int64_t r1) { avx2q::gemm_q4(W, r0, r1, *qa, s8, y, M); });
     return;
   }
   if (row_major && approx && N > vnni_max_rows(W.dtype) && path != QuantPrefill::Tiles && vnni::available() && vnni::fits(W) &&

@@ -8,7 +8,8 @@
 //   (vnni_gemv.h, int8 activations per 32 inputs); ≤ 4 rows otherwise, the exact fp32 kernels of
 //   simd_quant.h. More rows (prefill): a tile of weight rows is dequantized and multiplied — with
 //   `approx` as bf16 (AMX or AVX512-BF16, bf16_gemm.h), else as fp32 with OpenBLAS sgemm. The row-major
-//   VNNI GEMM (vnni_gemm.h) runs only when forced (QuantPrefill::Vnni). Q4 activations are first split
+//   VNNI GEMM (vnni_gemm.h) runs only when forced (QuantPrefill::Vnni). Without AVX512-VNNI but with
+//   AVX2, int4 beyond the AVX2 GEMV's rows runs the AVX2 GEMM on int8 activations (avx2_qgemm.h). Q4 activations are first split
 //   into even / odd inputs (simd_quant.h) for the tile and fp32 paths.
 // - A packed matrix on any other path (exact activations, QuantPrefill::Tiles) is unpacked a block of
 //   rows at a time into the row-major kernels, which then give exactly what they give on row-major W.
