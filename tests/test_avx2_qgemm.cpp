@@ -26,12 +26,7 @@ namespace {
 using test::dequantize_acts;
 using test::group_weights;
 using test::nmax;
-
-std::vector<float> ref_matmul(Ops& ref, const std::vector<float>& x, int64_t N, const Matrix& W) {
-  std::vector<float> y(size_t(N * W.rows));
-  ref.matmul(x.data(), N, W, nullptr, y.data());
-  return y;
-}
+using test::ref_matmul;
 
 #define SKIP_WITHOUT_AVX2() \
   if (!avx2q::available()) GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU: the AVX2 GEMM does not run here"
@@ -115,13 +110,7 @@ TEST(Avx2QGemm, WrongScalesOrNibblesAreFarOutsideTheBound) {
     auto x = test::block_acts(N, K, 5);
     const Acts a(x, N, qm.m);
     const auto y = gemm(qm.m, a, 0, M);
-    const auto xd = dequantize_acts(a.qa, K);
-    ASSERT_LT(nmax(y, ref_matmul(*ref, xd, N, qm.m)), 1e-5);
-    for (auto& [what, c] : test::mutations(qm.m)) EXPECT_GT(nmax(y, ref_matmul(*ref, xd, N, c.m)), 1e-2) << what;
-    // Against the un-rounded activations: the int8 rounding (≈ 0.3% RMS) is far above the bound.
-    const double e = nmax(y, ref_matmul(*ref, x, N, qm.m));
-    EXPECT_GT(e, 1e-4);
-    EXPECT_LT(e, 5e-2);
+    test::expect_int8_kernel_result(y, *ref, x, dequantize_acts(a.qa, K), N, qm.m);
   }
 }
 
@@ -129,16 +118,7 @@ TEST(Avx2QGemm, ExtremeValuesDoNotSaturate) {
   SKIP_WITHOUT_AVX2();
   auto ref = make_ref_ops();
   const int64_t M = 4, K = 512, N = 5;
-  // Rows of +1, −1, alternating ±1 and ±1 halves (every weight at ±7 or −8's neighbour), activations ±1 in
-  // the same and opposite patterns (int8 ±127): every pair product at its limit.
-  std::vector<float> w(size_t(M * K)), x(size_t(N * K));
-  for (int64_t c = 0; c < K; ++c) {
-    w[size_t(c)] = 1.0f;
-    w[size_t(K + c)] = -1.0f;
-    w[size_t(2 * K + c)] = c % 2 ? -1.0f : 1.0f;
-    w[size_t(3 * K + c)] = c < K / 2 ? 1.0f : -1.0f;
-    for (int64_t n = 0; n < N; ++n) x[size_t(n * K + c)] = n % 2 ? (c % 2 ? -1.0f : 1.0f) : (n == 2 ? -1.0f : 1.0f);
-  }
+  const auto [w, x] = test::extreme_values(K, N);
   QuantizedMatrix qm = quantize(Matrix{DType::F32, M, K, w.data()}, DType::Q4, 128);
   const Acts a(x, N, qm.m);
   const auto yr = ref_matmul(*ref, dequantize_acts(a.qa, K), N, qm.m);

@@ -25,12 +25,7 @@ namespace {
 using test::dequantize_acts;
 using test::group_weights;
 using test::nmax;
-
-std::vector<float> ref_matmul(Ops& ref, const std::vector<float>& x, int64_t N, const Matrix& W) {
-  std::vector<float> y(size_t(N * W.rows));
-  ref.matmul(x.data(), N, W, nullptr, y.data());
-  return y;
-}
+using test::ref_matmul;
 
 #define SKIP_WITHOUT_AVX2() \
   if (!avx2q::available()) GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU: the AVX2 GEMV does not run here"
@@ -70,17 +65,7 @@ TEST(Avx2QGemv, ExtremeValuesDoNotSaturateTheInt16Pairs) {
   SKIP_WITHOUT_AVX2();
   auto ref = make_ref_ops();
   const int64_t M = 4, K = 256, N = 2;
-  // Rows of +1, −1, alternating ±1 and +1/−1 halves: every weight at its largest code (Q8 ±127, Q4 ±7);
-  // activations ±1 in the same and opposite patterns (int8 ±127), so every pair product is at the limit.
-  std::vector<float> w(size_t(M * K)), x(size_t(N * K));
-  for (int64_t c = 0; c < K; ++c) {
-    w[size_t(c)] = 1.0f;
-    w[size_t(K + c)] = -1.0f;
-    w[size_t(2 * K + c)] = c % 2 ? -1.0f : 1.0f;
-    w[size_t(3 * K + c)] = c < K / 2 ? 1.0f : -1.0f;
-    x[size_t(c)] = 1.0f;
-    x[size_t(K + c)] = c % 2 ? -1.0f : 1.0f;
-  }
+  const auto [w, x] = test::extreme_values(K, N);
   for (DType q : {DType::Q8, DType::Q4}) {
     SCOPED_TRACE(dtype_name(q));
     QuantizedMatrix qm = quantize(Matrix{DType::F32, M, K, w.data()}, q, 128);
@@ -150,13 +135,7 @@ TEST(Avx2QGemv, WrongScalesNibblesOrOffsetsAreFarOutsideTheBound) {
       vnni::quantize_acts(x.data(), int(N), K, q, qa, /*q8_signed=*/true);
       std::vector<float> y(size_t(N * M));
       avx2q::gemv(qm.m, 0, M, qa, y.data(), M);
-      const auto xd = dequantize_acts(qa, K);
-      ASSERT_LT(nmax(y, ref_matmul(*ref, xd, N, qm.m)), 1e-5);
-      for (auto& [what, c] : test::mutations(qm.m)) EXPECT_GT(nmax(y, ref_matmul(*ref, xd, N, c.m)), 1e-2) << what;
-      // Against the un-rounded activations: the int8 rounding (≈ 0.3% RMS) is far above the bound.
-      const double e = nmax(y, ref_matmul(*ref, x, N, qm.m));
-      EXPECT_GT(e, 1e-4);
-      EXPECT_LT(e, 5e-2);
+      test::expect_int8_kernel_result(y, *ref, x, dequantize_acts(qa, K), N, qm.m);
     }
 }
 

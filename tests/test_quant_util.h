@@ -10,10 +10,20 @@
 #include <utility>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "kernels/cpu/vnni_gemv.h"
+#include "ops/ops.h"
 #include "util/matrix.h"
 
 namespace glmlab::test {
+
+// y = x · Wᵀ for N rows of x, by the reference ops (make_ref_ops).
+inline std::vector<float> ref_matmul(Ops& ref, const std::vector<float>& x, int64_t N, const Matrix& W) {
+  std::vector<float> y(size_t(N * W.rows));
+  ref.matmul(x.data(), N, W, nullptr, y.data());
+  return y;
+}
 
 // Normalized max error of a against b: max|a − b| / max|b|.
 inline double nmax(const std::vector<float>& a, const std::vector<float>& b) {
@@ -140,6 +150,35 @@ inline double row_range_error(const std::vector<float>& whole, const std::vector
       e = std::max(e, double(std::fabs((r >= r0 && r < r1 ? whole[i] : 0.0f) - part[i])));
     }
   return e;
+}
+
+// Extreme values for the integer kernels (int16 pair sums that a wrong operand order would saturate): 4 rows
+// of K, +1, −1, alternating ±1 and +1/−1 halves — every weight at its largest code (Q8 ±127, Q4 ±7) — and
+// N activation rows of ±1 (int8 ±127), all +1 for even n, alternating for odd n, so that every pair
+// product is at its limit in the same and the opposite sign pattern.
+inline std::pair<std::vector<float>, std::vector<float>> extreme_values(int64_t K, int64_t N) {
+  std::vector<float> w(size_t(4 * K)), x(size_t(N * K));
+  for (int64_t c = 0; c < K; ++c) {
+    w[size_t(c)] = 1.0f;
+    w[size_t(K + c)] = -1.0f;
+    w[size_t(2 * K + c)] = c % 2 ? -1.0f : 1.0f;
+    w[size_t(3 * K + c)] = c < K / 2 ? 1.0f : -1.0f;
+    for (int64_t n = 0; n < N; ++n) x[size_t(n * K + c)] = n % 2 && c % 2 ? -1.0f : 1.0f;
+  }
+  return {w, x};
+}
+
+// What a kernel on int8 activations must give for W (y: its output for N tokens; x: the inputs; xd: their
+// int8 rounding as fp32, dequantize_acts): within 1e-5 of the reference fed xd (exact integer sums, fp32
+// order only); more than 1e-2 from the reference on each classic bug's matrix (mutations); and within the
+// int8 rounding (≈ 0.3% RMS: above 1e-4, below 5e-2) of the reference fed x.
+inline void expect_int8_kernel_result(const std::vector<float>& y, Ops& ref, const std::vector<float>& x,
+                                      const std::vector<float>& xd, int64_t N, const Matrix& W) {
+  EXPECT_LT(nmax(y, ref_matmul(ref, xd, N, W)), 1e-5);
+  for (auto& [what, c] : mutations(W)) EXPECT_GT(nmax(y, ref_matmul(ref, xd, N, c.m)), 1e-2) << what;
+  const double e = nmax(y, ref_matmul(ref, x, N, W));
+  EXPECT_GT(e, 1e-4);
+  EXPECT_LT(e, 5e-2);
 }
 
 }  // namespace glmlab::test

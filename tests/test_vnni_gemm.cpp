@@ -23,15 +23,10 @@ namespace {
 using test::dequantize_acts;
 using test::group_weights;
 using test::nmax;
+using test::ref_matmul;
 
 // Activations whose magnitude changes from block to block of 32 (a wrong block's scale shows).
 constexpr auto acts = test::block_acts;
-
-std::vector<float> ref_matmul(Ops& ref, const std::vector<float>& x, int64_t N, const Matrix& W) {
-  std::vector<float> y(size_t(N * W.rows));
-  ref.matmul(x.data(), N, W, nullptr, y.data());
-  return y;
-}
 
 TEST(VnniGemm, MatchesReferenceOnTheSameInt8ActivationsWithTails) {
   if (!vnni::available()) GTEST_SKIP() << "no AVX512-VNNI on this CPU: the VNNI GEMM does not run here";
