@@ -4,7 +4,9 @@
 #   scripts/sanitize.sh [GTEST_FILTER]
 #
 # Configures its own build folder (build-asan; the normal build/ is untouched), CPU back end only,
-# builds the test binary and the glmlab CLI with -fsanitize=address,undefined, lets CTest's oracle
+# builds the test binary and the glmlab CLI with -fsanitize=address,undefined (the library at -O1, the CLI
+# and the tests at -O0, all with line tables only: -g1; session 24 on 2 Zen 3 cores, one file of the tests:
+# -O1 -g 58 s, -O1 -g1 39 s, -O0 -g1 16 s — the whole build took 1034 s before), lets CTest's oracle
 # fixtures write the golden files that build folder's tests read, then runs the gtest binary (which
 # runs the sanitized CLI as a subprocess, so the CLI is checked too). Any report stops the run with a
 # non-zero exit status (-fno-sanitize-recover=all, halt_on_error=1).
@@ -17,14 +19,25 @@ ROOT=$PWD
 BUILD=${BUILD:-build-asan}
 JOBS=${JOBS:-2}
 PY=${GLMLAB_PYTHON:-$ROOT/.venv/bin/python}
-# Default: every test (the whole suite takes about 4.5 min under the sanitizers on 2 cores).
-FILTER=${1:-${SANITIZE_FILTER:-*}}
+# Default: every test but seven whose time goes to size, not to code the others leave unchecked (617 s of
+# the suite's 699 under the sanitizers on 2 Zen 3 cores, session 24; these seven took 312 s): the default
+# bench train run (78 s; the training loop and its reports run under the sanitizers in FinetuneCli.*,
+# BenchTrain.DeviceTrainer*, Checkpoint.*), the device engine step by step against the host's (66 s;
+# Engine.GenerateOnDeviceEngineGivesHostTokens runs it), the report page in headless Chromium (47 s:
+# Chromium's time; BenchHtml's other tests write the page), bench infer on tiny.json and the embedded
+# default (43 + 22 s; BenchInfer's other tests, EngineCli.*), the PyTorch peer's run (35 s: Python's
+# time), the memory probe (22 s of timed reads; Probe's other tests). All of them run in the release suite.
+EXCLUDE="BenchTrain.DefaultRunWritesWellFormedConsistentOutputs:Engine.DeviceEngineMatchesHostEngineStepByStep"
+EXCLUDE+=":BenchHtml.RendersInHeadlessChromiumWithoutScriptErrors:BenchInfer.TinyRunWritesWellFormedConsistentOutputs"
+EXCLUDE+=":BenchInfer.EmbeddedDefaultSetsFourDtypesSideBySideAtReferenceLengths"
+EXCLUDE+=":BenchTrain.PeerRunsTheSameBatchesAndCompareReadsBoth:Probe.MemoryProbeReportsTheBestOfItsRows"
+FILTER=${1:-${SANITIZE_FILTER:-*-$EXCLUDE}}
 
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 t0=$(date +%s)
 cmake -S . -B "$BUILD" -G Ninja \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g" \
-  -DCMAKE_CXX_FLAGS="$SAN" -DCMAKE_C_FLAGS="$SAN" -DCMAKE_EXE_LINKER_FLAGS="$SAN" \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1" \
+  -DCMAKE_CXX_FLAGS="$SAN" -DCMAKE_C_FLAGS="$SAN" -DCMAKE_EXE_LINKER_FLAGS="$SAN" -DGLMLAB_FRONT_END_OPTIONS=-O0 \
   -DBUILD_TESTING=ON -DGLMLAB_CUDA=OFF -DGLMLAB_PYTHON="$PY" >/dev/null
 ninja -C "$BUILD" -j"$JOBS" glmlab glmlab_tests
 t1=$(date +%s)
