@@ -17,7 +17,7 @@ namespace glmlab::avx2q {
 
 namespace {
 
-constexpr int64_t kChunk = 128;                 // inputs per 64-byte chunk
+constexpr int64_t kChunk = 128;        // inputs per 64-byte chunk
 constexpr int kTokensPerPass = 4;      // one accumulator per token, two rows folded into it
 constexpr int64_t kBlockRows = 64;     // rows set up together; their slice of weights (128 KB) stays in L2
 constexpr int64_t kSliceChunks = 32;   // 4096 inputs: 4 tokens' slice of activations (20 KB) stays in L1

@@ -8,8 +8,9 @@
 //     [r0 b0, r1 b0, r0 b2, r1 b2 | r0 b1, r1 b1, r0 b3, r1 b3],
 // which one conversion and one FMA per chunk and token scale by (activation block scale × weight group
 // scale). Q4's unsigned-nibble offset (8·Σx per lane) comes off once per row and token from the per-group
-// terms avx2q::prepare computes (a.goff), as in the GEMV. Tokens pass in blocks whose activations stay in
-// L2 over each thread's rows.
+// terms avx2q::prepare computes (a.goff), as in the GEMV. Rows go in blocks of 64, tokens in blocks of 64,
+// inputs in slices of 4096: 4 tokens' slice of activations stays in L1 while the block's row pairs pass
+// under it, the block's slice of weights in L2; partial sums wait in memory between slices.
 // A row's result is the same bit for bit whatever [r0, r1), the row it is paired with and the other tokens
 // of the call (each lane of the folded vector belongs to one row; the block order is fixed).
 // Compiled for AVX2 + FMA + F16C by target attributes; call only when avx2q::available().
