@@ -141,12 +141,16 @@ GLMLAB_AVX2 void gemm_avx2(const Matrix& W, int64_t r0, int64_t r1, const vnni::
     }
     for (int64_t t0 = 0; t0 < a.nt; t0 += kTokenBlock) {
       const int64_t t1 = std::min<int64_t>(a.nt, t0 + kTokenBlock);
+      // The partial sums of pair j for the pass of 4 tokens from t.
+      auto accm_of = [&](int64_t t, int64_t j) {
+        return sc.acc.data() + (((t - t0) / kTokensPerPass) * np + j) * kTokensPerPass * 8;
+      };
       for (int64_t c0 = 0; c0 < chunks; c0 += kSliceChunks) {
         const int64_t c1 = std::min(chunks, c0 + kSliceChunks);
         for (int64_t t = t0; t < t1; t += kTokensPerPass) {
           const int n = int(std::min<int64_t>(kTokensPerPass, t1 - t));
           for (int64_t j = 0; j < np; ++j) {
-            float* accm = sc.acc.data() + (((t - t0) / kTokensPerPass) * np + j) * kTokensPerPass * 8;
+            float* accm = accm_of(t, j);
             switch (n) {
               case 1: pair_slice<1>(pairs[j], c0, c1, chunks, a, s8, t, c0 == 0, accm); break;
               case 2: pair_slice<2>(pairs[j], c0, c1, chunks, a, s8, t, c0 == 0, accm); break;
@@ -158,7 +162,7 @@ GLMLAB_AVX2 void gemm_avx2(const Matrix& W, int64_t r0, int64_t r1, const vnni::
       }
       for (int64_t t = t0; t < t1; t += kTokensPerPass)
         for (int64_t j = 0; j < np; ++j) {
-          const float* accm = sc.acc.data() + (((t - t0) / kTokensPerPass) * np + j) * kTokensPerPass * 8;
+          const float* accm = accm_of(t, j);
           const int64_t i0 = 2 * j, i1 = std::min(i0 + 1, rows - 1);
           for (int64_t k = 0; k < std::min<int64_t>(kTokensPerPass, t1 - t); ++k) {
             float s0, s1;
