@@ -12,12 +12,14 @@
 # non-zero exit status (-fno-sanitize-recover=all, halt_on_error=1).
 #
 # Environment: GLMLAB_PYTHON (the oracle's Python; default .venv/bin/python), JOBS (ninja -j, default
-# 2), BUILD (default build-asan), SANITIZE_FILTER (gtest filter when no argument is given).
+# 2), SHARDS (test processes side by side, default JOBS), BUILD (default build-asan), SANITIZE_FILTER
+# (gtest filter when no argument is given).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BUILD=${BUILD:-build-asan}
 JOBS=${JOBS:-2}
+SHARDS=${SHARDS:-$JOBS}
 PY=${GLMLAB_PYTHON:-$ROOT/.venv/bin/python}
 # Default: every test but seven whose time goes to size, not to code the others leave unchecked (617 s of
 # the suite's 699 under the sanitizers on 2 Zen 3 cores, session 24; these seven took 312 s): the default
@@ -55,8 +57,22 @@ LOGS=$(cd "$BUILD" && pwd)/sanitizer-reports
 rm -rf "$LOGS" && mkdir -p "$LOGS"
 export ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:detect_leaks=1:strict_string_checks=1:check_initialization_order=1:detect_stack_use_after_return=1:disable_coredump=1:log_path=$LOGS/asan"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$LOGS/ubsan"
+# The tests in SHARDS processes side by side (GoogleTest's sharding: test i in shard i mod SHARDS), as the
+# release suite runs them through CTest -j: most of them keep one core busy, not two.
 rc=0
-"$BUILD/tests/glmlab_tests" --gtest_filter="$FILTER" --gtest_brief=1 || rc=$?
+pids=()
+for ((i = 0; i < SHARDS; ++i)); do
+  GTEST_TOTAL_SHARDS=$SHARDS GTEST_SHARD_INDEX=$i "$BUILD/tests/glmlab_tests" --gtest_filter="$FILTER" --gtest_brief=1 \
+    >"$BUILD/sanitize-shard-$i.log" 2>&1 &
+  pids+=($!)
+done
+for ((i = 0; i < SHARDS; ++i)); do
+  src=0
+  wait "${pids[$i]}" || src=$?
+  echo "---- shard $i of $SHARDS: exit $src"
+  cat "$BUILD/sanitize-shard-$i.log"
+  (( src == 0 )) || rc=$src
+done
 t3=$(date +%s)
 if compgen -G "$LOGS/*" >/dev/null; then
   echo "sanitize.sh: sanitizer reports:"
