@@ -20,6 +20,7 @@ ROOT=$PWD
 BUILD=${BUILD:-build-asan}
 JOBS=${JOBS:-2}
 SHARDS=${SHARDS:-$JOBS}
+[[ $SHARDS =~ ^[1-9][0-9]?$ ]] || { echo "sanitize.sh: SHARDS must be an integer from 1 to 99, not '$SHARDS'" >&2; exit 2; }
 PY=${GLMLAB_PYTHON:-$ROOT/.venv/bin/python}
 # Default: every test but seven whose time goes to size, not to code the others leave unchecked (617 s of
 # the suite's 699 under the sanitizers on 2 Zen 3 cores, session 24; these seven took 312 s): the default
