@@ -19,8 +19,8 @@
 
 #include "kernels/cpu/avx2_gemv16.h"
 #include "ops/ops.h"
-#include "util/dtype.h"
 #include "test_quant_util.h"
+#include "util/dtype.h"
 
 namespace glmlab {
 namespace {
@@ -72,11 +72,11 @@ std::vector<float> run(const W16& b, const std::vector<float>& x, int64_t N) {
   return y;
 }
 
-#define SKIP_WITHOUT_AVX2() \
+#define SKIP_WITHOUT_AVX2_GEMV16() \
   if (!avx2w16::available()) GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU: the AVX2 16-bit GEMV does not run here"
 
 TEST(Avx2Gemv16, MatchesTheReferenceOnEveryShapeAndTokenCount) {
-  SKIP_WITHOUT_AVX2();
+  SKIP_WITHOUT_AVX2_GEMV16();
   struct Shape { int64_t M, K; };
   for (DType dt : {DType::BF16, DType::F16})
     for (Shape s : {Shape{70, 4096}, Shape{13, 16}, Shape{9, 50}, Shape{6, 95}, Shape{5, 7}, Shape{1, 33}}) {
@@ -90,7 +90,7 @@ TEST(Avx2Gemv16, MatchesTheReferenceOnEveryShapeAndTokenCount) {
 }
 
 TEST(Avx2Gemv16, WrongInputOrderIsFarOutsideTheBound) {
-  SKIP_WITHOUT_AVX2();
+  SKIP_WITHOUT_AVX2_GEMV16();
   for (DType dt : {DType::BF16, DType::F16}) {
     const W16 b = make(dt, 24, 4096, 5);
     for (int64_t N : {1, 3, 8}) {
@@ -105,7 +105,7 @@ TEST(Avx2Gemv16, WrongInputOrderIsFarOutsideTheBound) {
 }
 
 TEST(Avx2Gemv16, ARowRangeWritesOnlyItsOwnOutputs) {
-  SKIP_WITHOUT_AVX2();
+  SKIP_WITHOUT_AVX2_GEMV16();
   const W16 b = make(DType::BF16, 37, 200, 7);
   for (int64_t N : {1, 6}) {
     const auto x = test::uniform_acts(N, b.K, 8);
@@ -126,7 +126,7 @@ TEST(Avx2Gemv16, ARowRangeWritesOnlyItsOwnOutputs) {
 
 TEST(Avx2Gemv16, EachOutputIsTheSameWhateverTheBatchAndTheRowSplit) {
   // Batch invariance: a sequence's logits must not depend on what else runs in its decode step.
-  SKIP_WITHOUT_AVX2();
+  SKIP_WITHOUT_AVX2_GEMV16();
   for (DType dt : {DType::BF16, DType::F16}) {
     const W16 b = make(dt, 37, 1000, 21);
     const int64_t N = 9;
@@ -164,7 +164,7 @@ TEST(Avx2Gemv16, OnlyRowMajorSixteenBitMatricesFit) {
 }
 
 TEST(Avx2Gemv16, CpuMatmulTakesItWithoutAvx512UpToItsRowLimit) {
-  SKIP_WITHOUT_AVX2();
+  SKIP_WITHOUT_AVX2_GEMV16();
   if (!avx2w16::preferred()) GTEST_SKIP() << "this CPU has AVX-512: its 16-bit matrices take other kernels";
   const int64_t limit = 64;
   for (bool bf16_acts : {true, false}) {

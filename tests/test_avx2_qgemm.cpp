@@ -28,7 +28,7 @@ using test::group_weights;
 using test::nmax;
 using test::ref_matmul;
 
-#define SKIP_WITHOUT_AVX2() \
+#define SKIP_WITHOUT_AVX2_QGEMM() \
   if (!avx2q::available()) GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU: the AVX2 GEMM does not run here"
 
 // Int4 activations of x, prepared for W as quant_matmul prepares them, with the GEMM's scales.
@@ -49,7 +49,7 @@ std::vector<float> gemm(const Matrix& W, const Acts& a, int64_t r0, int64_t r1, 
 }
 
 TEST(Avx2QGemm, MatchesReferenceOnTheSameInt8ActivationsWithTails) {
-  SKIP_WITHOUT_AVX2();
+  SKIP_WITHOUT_AVX2_QGEMM();
   auto ref = make_ref_ops();
   const int64_t M = 21;  // ten row pairs and a row alone
   double worst = 0;
@@ -78,7 +78,7 @@ TEST(Avx2QGemm, MatchesReferenceOnTheSameInt8ActivationsWithTails) {
 // A row's result whatever it is paired with and whatever else the call holds: one row at a time, and the
 // first tokens of a call on their own (a different pass of 4 and L2 block for the rest), bit for bit.
 TEST(Avx2QGemm, EachRowAndTokenHasTheSameBitsAloneAsInABatch) {
-  SKIP_WITHOUT_AVX2();
+  SKIP_WITHOUT_AVX2_QGEMM();
   const int64_t M = 9, K = 13696, N = 45;  // 17 KB of activations a token: several L2 blocks of tokens
   auto w = group_weights(M, K, 128, 4);
   QuantizedMatrix qm = quantize(Matrix{DType::F32, M, K, w.data()}, DType::Q4, 128);
@@ -100,7 +100,7 @@ TEST(Avx2QGemm, EachRowAndTokenHasTheSameBitsAloneAsInABatch) {
 }
 
 TEST(Avx2QGemm, WrongScalesOrNibblesAreFarOutsideTheBound) {
-  SKIP_WITHOUT_AVX2();
+  SKIP_WITHOUT_AVX2_QGEMM();
   auto ref = make_ref_ops();
   const int64_t M = 9, K = 4096, N = 6;
   for (int64_t G : {32, 128}) {
@@ -115,7 +115,7 @@ TEST(Avx2QGemm, WrongScalesOrNibblesAreFarOutsideTheBound) {
 }
 
 TEST(Avx2QGemm, ExtremeValuesDoNotSaturate) {
-  SKIP_WITHOUT_AVX2();
+  SKIP_WITHOUT_AVX2_QGEMM();
   auto ref = make_ref_ops();
   const int64_t M = 4, K = 512, N = 5;
   const auto [w, x] = test::extreme_values(K, N);
@@ -128,7 +128,7 @@ TEST(Avx2QGemm, ExtremeValuesDoNotSaturate) {
 }
 
 TEST(Avx2QGemm, RefusesWhatItCannotRead) {
-  SKIP_WITHOUT_AVX2();
+  SKIP_WITHOUT_AVX2_QGEMM();
   const int64_t M = 4, K = 256;
   auto w = group_weights(M, K, 128, 1);
   QuantizedMatrix q4 = quantize(Matrix{DType::F32, M, K, w.data()}, DType::Q4, 128);
@@ -149,7 +149,7 @@ TEST(Avx2QGemm, RefusesWhatItCannotRead) {
 }
 
 TEST(Avx2QGemm, QuantMatmulTakesItForInt4BeyondTheGemvsRows) {
-  SKIP_WITHOUT_AVX2();
+  SKIP_WITHOUT_AVX2_QGEMM();
   if (vnni::available()) GTEST_SKIP() << "this CPU has AVX512-VNNI: quant_matmul takes the VNNI kernels instead";
   auto ref = make_ref_ops();
   const int64_t M = 70, K = 4096;

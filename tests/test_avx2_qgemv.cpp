@@ -27,11 +27,11 @@ using test::group_weights;
 using test::nmax;
 using test::ref_matmul;
 
-#define SKIP_WITHOUT_AVX2() \
+#define SKIP_WITHOUT_AVX2_QGEMV() \
   if (!avx2q::available()) GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU: the AVX2 GEMV does not run here"
 
 TEST(Avx2QGemv, MatchesReferenceOnTheSameInt8ActivationsWithTails) {
-  SKIP_WITHOUT_AVX2();
+  SKIP_WITHOUT_AVX2_QGEMV();
   auto ref = make_ref_ops();
   const int64_t M = 21;  // blocks of 4 rows and a partial one
   double worst = 0;
@@ -62,7 +62,7 @@ TEST(Avx2QGemv, MatchesReferenceOnTheSameInt8ActivationsWithTails) {
 }
 
 TEST(Avx2QGemv, ExtremeValuesDoNotSaturateTheInt16Pairs) {
-  SKIP_WITHOUT_AVX2();
+  SKIP_WITHOUT_AVX2_QGEMV();
   auto ref = make_ref_ops();
   const int64_t M = 4, K = 256, N = 2;
   const auto [w, x] = test::extreme_values(K, N);
@@ -122,7 +122,7 @@ TEST(Avx2QGemv, QuantizedActivationsEqualTheScalarReferenceBitForBit) {
 }
 
 TEST(Avx2QGemv, WrongScalesNibblesOrOffsetsAreFarOutsideTheBound) {
-  SKIP_WITHOUT_AVX2();
+  SKIP_WITHOUT_AVX2_QGEMV();
   auto ref = make_ref_ops();
   const int64_t M = 9, K = 4096, N = 6;
   for (DType q : {DType::Q8, DType::Q4})
@@ -142,7 +142,7 @@ TEST(Avx2QGemv, WrongScalesNibblesOrOffsetsAreFarOutsideTheBound) {
 // Q4's offset terms (8·Σx per lane, folded per weight group) prepared once per call by avx2q::prepare:
 // the same result as computed inside gemv, and never reused for other activations or other groups.
 TEST(Avx2QGemv, PreparedQ4OffsetsFollowTheActivationsAndTheGroups) {
-  SKIP_WITHOUT_AVX2();
+  SKIP_WITHOUT_AVX2_QGEMV();
   auto ref = make_ref_ops();
   const int64_t M = 12, K = 4096, N = 3;
   auto w = group_weights(M, K, 128, 21);
@@ -169,7 +169,7 @@ TEST(Avx2QGemv, PreparedQ4OffsetsFollowTheActivationsAndTheGroups) {
 // through the one-stream loop. Both must give every row the same bits, whatever the range (tails, groups
 // of 1 and 2 chunks, one per row), and the right rows: a part mixed up would be far off the reference.
 TEST(Avx2QGemv, Q8OneTokenStreamsGiveEachRowTheBitsOfARowAlone) {
-  SKIP_WITHOUT_AVX2();
+  SKIP_WITHOUT_AVX2_QGEMV();
   auto ref = make_ref_ops();
   const int64_t M = 71;
   for (int64_t K : {4096, 13696, 200})
@@ -189,7 +189,7 @@ TEST(Avx2QGemv, Q8OneTokenStreamsGiveEachRowTheBitsOfARowAlone) {
 }
 
 TEST(Avx2QGemv, QuantMatmulTakesItWithoutVnniUpToItsRowLimit) {
-  SKIP_WITHOUT_AVX2();
+  SKIP_WITHOUT_AVX2_QGEMV();
   if (vnni::available()) GTEST_SKIP() << "this CPU has AVX512-VNNI: quant_matmul takes the VNNI kernels instead";
   auto ref = make_ref_ops();
   const int64_t M = 70, K = 4096;

@@ -11,20 +11,17 @@
 
 #include "model/quantize.h"
 #include "ops/ops.h"
+#include "test_numeric.h"
 #include "util/dtype.h"
 
 namespace glmlab {
 namespace {
 
+using test::nerr;
+using test::randv;
+
 using Vec = std::vector<double>;
 
-std::vector<float> randf(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<float> d(-scale, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
 Vec to_d(const std::vector<float>& v) { return Vec(v.begin(), v.end()); }
 
 // Normalized max error max|a − b| / max|b|.
@@ -37,7 +34,6 @@ double nerr(const std::vector<float>& a, const Vec& b) {
   }
   return m / r;
 }
-double nerr(const std::vector<float>& a, const std::vector<float>& b) { return nerr(a, to_d(b)); }
 
 // Central differences of a scalar function of x (double), step h.
 Vec fd_grad(const std::function<double(const Vec&)>& f, Vec x, double h = 1e-6) {
@@ -69,8 +65,8 @@ constexpr double kFdTol = 1e-4;  // fp32 op vs double finite differences (normal
 
 TEST_F(Backward, MatmulInputEveryDtype) {
   const int64_t N = 5, M = 37, K = 29;
-  auto w = randf(size_t(M * K), 1);
-  auto dy = randf(size_t(N * M), 2);
+  auto w = randv(size_t(M * K), 1);
+  auto dy = randv(size_t(N * M), 2);
   for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
     std::vector<uint8_t> bytes(w.size() * dtype_size(dt));
     std::vector<double> wq(w.size());  // the weights as stored
@@ -93,7 +89,7 @@ TEST_F(Backward, MatmulInputEveryDtype) {
           for (int64_t i = 0; i < K; ++i) L += dy[size_t(n * M + o)] * wq[size_t(o * K + i)] * x[size_t(n * K + i)];
       return L;
     };
-    auto x = to_d(randf(size_t(N * K), 3));
+    auto x = to_d(randv(size_t(N * K), 3));
     Vec want = fd_grad(f, x);
     for (Ops* ops : both()) {
       std::vector<float> dx(size_t(N * K), 0.5f);  // accumulates onto what is there
@@ -108,7 +104,7 @@ TEST_F(Backward, MatmulInputFastMatchesRefLarge) {
   // Both widening paths of the fast version (tiles of rows), odd sizes.
   const int64_t N = 67, M = 301, K = 203;
   for (DType dt : {DType::F32, DType::BF16}) {
-    auto w = randf(size_t(M * K), 4);
+    auto w = randv(size_t(M * K), 4);
     std::vector<uint8_t> bytes(w.size() * dtype_size(dt));
     for (size_t i = 0; i < w.size(); ++i) {
       if (dt == DType::F32) std::memcpy(bytes.data() + 4 * i, &w[i], 4);
@@ -116,7 +112,7 @@ TEST_F(Backward, MatmulInputFastMatchesRefLarge) {
       if (dt == DType::BF16) std::memcpy(bytes.data() + 2 * i, &h, 2);
     }
     Matrix W{dt, M, K, bytes.data()};
-    auto dy = randf(size_t(N * M), 5);
+    auto dy = randv(size_t(N * M), 5);
     std::vector<float> a(size_t(N * K), 0), b(size_t(N * K), 0);
     ref->matmul_backward_input(dy.data(), N, W, a.data());
     cpu->matmul_backward_input(dy.data(), N, W, b.data());
@@ -133,7 +129,7 @@ TEST_F(Backward, MatmulInputBf16ActivationsMatchesRef) {
   for (int64_t N : {8, 45})
     for (auto [M, K] : {std::pair<int64_t, int64_t>{96, 64}, {1088, 160}})
       for (DType dt : {DType::BF16, DType::F16, DType::Q8, DType::Q4}) {
-        auto w = randf(size_t(M * K), 80);
+        auto w = randv(size_t(M * K), 80);
         Matrix src{DType::F32, M, K, w.data()};
         std::vector<uint8_t> bytes;
         QuantizedMatrix qm;
@@ -149,7 +145,7 @@ TEST_F(Backward, MatmulInputBf16ActivationsMatchesRef) {
           }
           W = Matrix{dt, M, K, bytes.data()};
         }
-        auto dy = randf(size_t(N * M), 81);
+        auto dy = randv(size_t(N * M), 81);
         std::vector<float> a(size_t(N * K), 0.25f), b(size_t(N * K), 0.25f);  // accumulates
         ref->matmul_backward_input(dy.data(), N, W, a.data());
         fast->matmul_backward_input(dy.data(), N, W, b.data());
@@ -159,8 +155,8 @@ TEST_F(Backward, MatmulInputBf16ActivationsMatchesRef) {
 
 TEST_F(Backward, MatmulWeight) {
   const int64_t N = 7, M = 6, K = 11;
-  auto x = randf(size_t(N * K), 6);
-  auto dy = randf(size_t(N * M), 7);
+  auto x = randv(size_t(N * K), 6);
+  auto dy = randv(size_t(N * M), 7);
   auto f = [&](const Vec& w) {
     double L = 0;
     for (int64_t n = 0; n < N; ++n)
@@ -168,7 +164,7 @@ TEST_F(Backward, MatmulWeight) {
         for (int64_t k = 0; k < K; ++k) L += dy[size_t(n * M + m)] * w[size_t(m * K + k)] * x[size_t(n * K + k)];
     return L;
   };
-  Vec want = fd_grad(f, to_d(randf(size_t(M * K), 8)));
+  Vec want = fd_grad(f, to_d(randv(size_t(M * K), 8)));
   for (Ops* ops : both()) {
     std::vector<float> dW(size_t(M * K), 0);
     ops->matmul_backward_weight(dy.data(), x.data(), N, M, K, dW.data());
@@ -179,9 +175,9 @@ TEST_F(Backward, MatmulWeight) {
 TEST_F(Backward, Rmsnorm) {
   const int64_t N = 4, C = 24;
   const float eps = 1e-5f;
-  auto x = randf(size_t(N * C), 9, 2.0f);
-  auto w = randf(size_t(C), 10, 1.5f);
-  auto dy = randf(size_t(N * C), 11);
+  auto x = randv(size_t(N * C), 9, 2.0f);
+  auto w = randv(size_t(C), 10, 1.5f);
+  auto dy = randv(size_t(N * C), 11);
   auto fwd = [&](const Vec& xv, Vec& y) {
     y.assign(xv.size(), 0);
     for (int64_t n = 0; n < N; ++n) {
@@ -207,8 +203,8 @@ TEST_F(Backward, Rope) {
   const int64_t N = 3, H = 3, D = 16, stride = H * D + 5;  // a row wider than the heads it rotates
   const float base = 500.0f;
   std::vector<int32_t> pos = {0, 7, 130};
-  auto x = randf(size_t(N * stride), 12);
-  auto dy = randf(size_t(N * stride), 13);
+  auto x = randv(size_t(N * stride), 12);
+  auto dy = randv(size_t(N * stride), 13);
   auto fwd = [&](const Vec& xv) {
     Vec y = xv;
     const int R = D / 2;
@@ -238,8 +234,8 @@ TEST_F(Backward, Rope) {
 
 TEST_F(Backward, Swiglu) {
   const int64_t N = 3, F = 10;
-  auto u = randf(size_t(N * 2 * F), 14, 4.0f);
-  auto dy = randf(size_t(N * F), 15);
+  auto u = randv(size_t(N * 2 * F), 14, 4.0f);
+  auto dy = randv(size_t(N * F), 15);
   auto fwd = [&](const Vec& uv) {
     Vec y(size_t(N * F));
     for (int64_t n = 0; n < N; ++n)
@@ -299,10 +295,10 @@ Vec attn_fwd(const AttnCase& c, const Vec& q, const Vec& k, const Vec& v) {
 
 void check_attention(Ops* ref, Ops* cpu, const AttnCase& c, uint32_t seed) {
   const int S = c.S();
-  auto q = randf(size_t(c.B * c.T * c.H * c.D), seed, 1.5f);
-  auto k = randf(size_t(c.B * S * c.G * c.D), seed + 1, 1.5f);
-  auto v = randf(size_t(c.B * S * c.G * c.D), seed + 2);
-  auto dy = randf(q.size(), seed + 3);
+  auto q = randv(size_t(c.B * c.T * c.H * c.D), seed, 1.5f);
+  auto k = randv(size_t(c.B * S * c.G * c.D), seed + 1, 1.5f);
+  auto v = randv(size_t(c.B * S * c.G * c.D), seed + 2);
+  auto dy = randv(q.size(), seed + 3);
   KVView kv{k.data(), v.data(), c.valid.data(), S, c.seg.empty() ? nullptr : c.seg.data()};
   const Vec qd = to_d(q), kd = to_d(k), vd = to_d(v), dyd = to_d(dy);
   Vec out_d = attn_fwd(c, qd, kd, vd);
@@ -368,7 +364,7 @@ TEST_F(Backward, AttentionSegmentsChangeTheForward) {
   // The segment mask must matter: the same inputs with and without it give different outputs, and
   // a packed row equals its samples run separately.
   const int T = 5, H = 2, G = 1, D = 4;
-  auto q = randf(size_t(T * H * D), 50), k = randf(size_t(T * G * D), 51), v = randf(size_t(T * G * D), 52);
+  auto q = randv(size_t(T * H * D), 50), k = randv(size_t(T * G * D), 51), v = randv(size_t(T * G * D), 52);
   std::vector<uint8_t> valid(T, 1);
   std::vector<int32_t> seg = {0, 0, 0, 1, 1};
   for (Ops* ops : both()) {
@@ -387,7 +383,7 @@ TEST_F(Backward, AttentionSegmentsChangeTheForward) {
 
 TEST_F(Backward, CrossEntropyMaskedMean) {
   const int64_t N = 5, V = 13;
-  auto z = randf(size_t(N * V), 60, 3.0f);
+  auto z = randv(size_t(N * V), 60, 3.0f);
   std::vector<int32_t> labels = {3, -100, 0, 12, -100};
   const double count = 3;
   auto loss_of = [&](const Vec& zv) {
@@ -425,9 +421,9 @@ TEST_F(Backward, CrossEntropyRejectsLabelsOutsideTheVocabulary) {
 // dequantized weights, q · scale, in both back ends.
 TEST_F(Backward, MatmulInputQuantizedWeights) {
   const int64_t N = 19, M = 70, K = 96;
-  auto w = randf(size_t(M * K), 70);
+  auto w = randv(size_t(M * K), 70);
   Matrix src{DType::F32, M, K, w.data()};
-  auto dy = randf(size_t(N * M), 71);
+  auto dy = randv(size_t(N * M), 71);
   for (DType q : {DType::Q8, DType::Q4})
     for (int64_t group : {int64_t(0), int64_t(32)}) {
       QuantizedMatrix qm = quantize(src, q, group);

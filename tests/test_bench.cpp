@@ -14,13 +14,13 @@
 #include <string>
 #include <vector>
 
-#include "lab/data/advertisegen.h"
 #include "lab/bench/bench_compare.h"
 #include "lab/bench/bench_infer.h"
 #include "lab/bench/bench_summary.h"
+#include "lab/data/advertisegen.h"
+#include "lab/data/sample.h"
 #include "lab/plots/gnuplot.h"
 #include "lab/progress.h"
-#include "lab/data/sample.h"
 #include "model/tokenizer.h"
 #include "test_util.h"
 #include "util/error.h"
@@ -29,17 +29,11 @@
 namespace glmlab {
 namespace {
 
+using test::is_png;
+using test::lines_of;
+
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(line);
-  return out;
-}
 
 std::vector<std::string> csv_fields(const std::string& line) {  // our CSV has no quoted fields here
   std::vector<std::string> out;
@@ -47,12 +41,6 @@ std::vector<std::string> csv_fields(const std::string& line) {  // our CSV has n
   std::istringstream in(line);
   while (std::getline(in, f, ',')) out.push_back(f);
   return out;
-}
-
-bool is_png(const std::string& path, size_t min_bytes) {
-  if (!fs::exists(path)) return false;
-  std::string s = read_file(path);
-  return s.size() >= min_bytes && s.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0;
 }
 
 // Standard output of a shell command.

@@ -29,23 +29,11 @@
 namespace glmlab {
 namespace {
 
+using test::is_png;
+using test::lines_of;
+
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(line);
-  return out;
-}
-
-bool is_png(const fs::path& p, size_t min_bytes) {
-  if (!fs::exists(p)) return false;
-  std::string s = read_file(p.string());
-  return s.size() >= min_bytes && s.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0;
-}
 
 // The formula of docs/FINETUNE.md written out again for one micro-batch whose samples have the given
 // real lengths, every layer adapted on query_key_value by LoRA / VeRA of rank r.

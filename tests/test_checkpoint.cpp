@@ -24,7 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 using test::run_cli;
 
-std::string data_file() { return test::dev_json_head("ckpt-data", 6); }
+std::string checkpoint_data() { return test::dev_json_head("ckpt-data", 6); }
 
 std::string args(const std::string& data, const std::string& out, int steps, const std::string& extra = "") {
   return "train --model random:tiny --tokenizer " + test::tokenizer_path() + " --data " + data + " --steps " +
@@ -38,7 +38,7 @@ std::string bytes_of(const fs::path& p) {
 }
 
 TEST(Checkpoint, SecondTrainOnAFolderInUseIsRefused) {
-  const std::string data = data_file();
+  const std::string data = checkpoint_data();
   auto out = test::temp_dir("ckpt-lock");
   {
     lab::OutLock held(out.string());  // as a running train holds it
@@ -52,7 +52,7 @@ TEST(Checkpoint, SecondTrainOnAFolderInUseIsRefused) {
 }
 
 TEST(Checkpoint, ResumeRepairsAdapterFilesOfAnInterruptedSaveAndCleansLeftovers) {
-  const std::string data = data_file();
+  const std::string data = checkpoint_data();
   auto base = test::temp_dir("ckpt-repair");
   const fs::path full = base / "full", a = base / "a", newer = base / "newer";
   ASSERT_EQ(run_cli(args(data, full.string(), 4)).rc, 0);
@@ -80,7 +80,7 @@ TEST(Checkpoint, ResumeRepairsAdapterFilesOfAnInterruptedSaveAndCleansLeftovers)
 // empty of a state or resumable, and the resumed runs end on the uninterrupted run's adapter, byte for
 // byte.
 TEST(Checkpoint, KilledAnywhereTheFolderResumesToTheUninterruptedAdapter) {
-  const std::string data = data_file();
+  const std::string data = checkpoint_data();
   auto base = test::temp_dir("ckpt-kill");
   const fs::path full = base / "full", k = base / "k";
   const int steps = 40;

@@ -39,14 +39,4 @@ inline std::string jline(const std::string& content, const std::string& summary)
   return "{\"content\": \"" + content + "\", \"summary\": \"" + summary + "\"}\n";
 }
 
-// Runs fn, expects a glmlab::Error whose message contains every one of `parts`.
-inline void expect_error(const std::function<void()>& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a glmlab::Error";
-  } catch (const Error& e) {
-    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << " lacks " << p;
-  }
-}
-
 }  // namespace glmlab::test

@@ -22,25 +22,17 @@
 
 #ifdef GLMLAB_HAVE_CUDA
 #include "kernels/cuda/cuda_device.h"
+#include "test_numeric.h"
 #endif
 
 namespace glmlab {
 namespace {
 
+using test::nerr;
+
 using test::error_of;
 using test::golden_floats;
 using test::train_golden_path;
-
-double nerr(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double m = 0, r = 1e-30;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    if (std::isnan(a[i])) return INFINITY;
-    m = std::max(m, double(std::fabs(a[i] - b[i])));
-    r = std::max(r, double(std::fabs(b[i])));
-  }
-  return m / r;
-}
 
 int64_t rows_of(const TrainBatch& b) { return int64_t(b.in.B) * b.in.T; }
 

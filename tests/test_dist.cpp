@@ -80,11 +80,11 @@ double max_abs(const std::vector<float>& v) {
   return m;
 }
 
-struct Case {
+struct DistCase {
   std::string method;
   bool pack;
 };
-const Case kCases[] = {{"lora", false}, {"lora", true}, {"vera", false}, {"vera", true}};
+const DistCase kCases[] = {{"lora", false}, {"lora", true}, {"vera", false}, {"vera", true}};
 
 TEST(DistWorld, GradientsOfTwoRanksEqualOneProcessWithTheGlobalBatch) {
   NEED_TWO_RANKS();
@@ -93,7 +93,7 @@ TEST(DistWorld, GradientsOfTwoRanksEqualOneProcessWithTheGlobalBatch) {
   ASSERT_EQ(samples.size(), 7u);
   Model model = load_model("random:tiny", "fp32", 3);
   auto ops = make_ops(Backend::Cpu, false);
-  for (const Case& c : kCases) {
+  for (const DistCase& c : kCases) {
     SCOPED_TRACE(c.method + (c.pack ? " packed" : " padded"));
     Adapter mine = Adapter::create(model.config(), adapter_config(c.method));
     Adapter ref = Adapter::create(model.config(), adapter_config(c.method));
@@ -150,7 +150,7 @@ TEST(DistWorld, FiveAdamWStepsOfTwoRanksEqualOneProcess) {
   auto samples = seven_samples(&comm);
   Model model = load_model("random:tiny", "fp32", 3);
   auto ops = make_ops(Backend::Cpu, false);
-  for (const Case& c : kCases) {
+  for (const DistCase& c : kCases) {
     SCOPED_TRACE(c.method + (c.pack ? " packed" : " padded"));
     lab::TrainOptions o;
     o.adapter = adapter_config(c.method);

@@ -25,12 +25,13 @@
 #include "model/generate.h"
 #include "model/loader.h"
 #include "model/merge.h"
-#include "serve/scheduler.h"
 #include "model/peft_io.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 #include "ops/ops.h"
+#include "serve/scheduler.h"
 #include "test_util.h"
+#include "train_test_data.h"
 #include "util/dtype.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -38,13 +39,13 @@
 namespace glmlab {
 namespace {
 
+using test::copy_adapter;
+
+using test::slurp;
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
 void spit(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
 
 // [8-byte length][header][data bytes]; `declared` overrides the length field.
@@ -66,7 +67,6 @@ std::string f32_entry(const std::string& name, int64_t n, int64_t begin) {
 
 std::string deep(size_t levels) { return std::string(levels, '[') + std::string(levels, ']'); }
 
-std::string train_path(const std::string& rel) { return test::golden_path("train/" + rel); }
 
 // A copy of a checkpoint folder whose tensors' bytes can be edited; written with write_safetensors.
 fs::path copy_checkpoint(const std::string& src, const std::string& name,
@@ -367,13 +367,6 @@ TEST(FilesType, DirectoryIsNamedAsSuch) {
 
 // ------------------------------------------------------------------ 6. adapter_config.json values
 
-fs::path copy_adapter(const char* method, const std::string& name) {
-  auto dir = test::temp_dir(name);
-  for (const char* f : {"adapter_config.json", "adapter_model.safetensors"})
-    fs::copy_file(train_path(std::string(method) + "/" + f), dir / f);
-  return dir;
-}
-
 void set_field(const fs::path& dir, const std::string& key, const std::string& raw_value) {
   json j = json::parse(slurp(dir / "adapter_config.json"));
   j.erase(key);
@@ -383,7 +376,7 @@ void set_field(const fs::path& dir, const std::string& key, const std::string& r
 }
 
 TEST(FilesAdapter, RankAndAlphaMustBeExact) {
-  ModelConfig c = load_model(train_path("tiny-f32")).config();
+  ModelConfig c = load_model(test::train_golden_path("tiny-f32")).config();
   for (const char* r : {"8.5", "4294967304", "-3", "\"8\""}) {
     auto d = copy_adapter("lora", "files_rank");
     set_field(d, "r", r);
@@ -399,7 +392,7 @@ TEST(FilesAdapter, RankAndAlphaMustBeExact) {
 }
 
 TEST(FilesAdapter, AbsurdRankFailsBeforeAllocating) {
-  ModelConfig c = load_model(train_path("tiny-f32")).config();
+  ModelConfig c = load_model(test::train_golden_path("tiny-f32")).config();
   auto d = copy_adapter("lora", "files_rank_huge");
   set_field(d, "r", "2147483647");
   std::string e = test::error_of([&] { load_adapter(d.string(), c); });
@@ -432,7 +425,7 @@ TEST(FilesFinite, NonFiniteBaseWeightsNameTheTensor) {
 }
 
 TEST(FilesFinite, NonFiniteAdapterTensorsNameTheTensor) {
-  ModelConfig c = load_model(train_path("tiny-f32")).config();
+  ModelConfig c = load_model(test::train_golden_path("tiny-f32")).config();
   for (const char* m : {"lora", "vera"}) {
     auto d = copy_adapter(m, std::string("files_nonfinite_") + m);
     SafetensorsFile f((d / "adapter_model.safetensors").string());
@@ -516,7 +509,7 @@ TEST(FilesFinite, MergeRefusesANonFiniteResult) {
   }
   write_safetensors((d / "adapter_model.safetensors").string(), out);
   auto o = test::temp_dir("files_merge_overflow_out");
-  std::string e = test::error_of([&] { merge_checkpoint(train_path("tiny-f32"), d.string(), o.string()); });
+  std::string e = test::error_of([&] { merge_checkpoint(test::train_golden_path("tiny-f32"), d.string(), o.string()); });
   EXPECT_CONTAINS(e, "not finite");
   EXPECT_FALSE(fs::exists(o / "model.safetensors"));
 }
@@ -528,7 +521,7 @@ TEST(FilesMerge, OutputFolderWithAShardedCheckpointIsReplaced) {
   for (const auto& e : fs::directory_iterator(test::golden_path("tiny-sharded")))
     fs::copy_file(e.path(), out / e.path().filename());
   spit(out / "notes.txt", "mine");
-  merge_checkpoint(train_path("tiny-f32"), train_path("lora"), out.string());
+  merge_checkpoint(test::train_golden_path("tiny-f32"), test::train_golden_path("lora"), out.string());
   EXPECT_FALSE(fs::exists(out / "model.safetensors.index.json"));
   EXPECT_FALSE(fs::exists(out / "model-00001-of-00002.safetensors"));
   EXPECT_FALSE(fs::exists(out / "model-00002-of-00002.safetensors"));
@@ -536,7 +529,7 @@ TEST(FilesMerge, OutputFolderWithAShardedCheckpointIsReplaced) {
   EXPECT_TRUE(fs::exists(out / "notes.txt")) << "files that are no checkpoint are left alone";
   // The merged weights are what loads.
   auto ref = test::temp_dir("files_merge_fresh");
-  merge_checkpoint(train_path("tiny-f32"), train_path("lora"), ref.string());
+  merge_checkpoint(test::train_golden_path("tiny-f32"), test::train_golden_path("lora"), ref.string());
   Model a = load_model(out.string(), "fp32"), b = load_model(ref.string(), "fp32");
   const Matrix &ma = a.weights().layers[0].dense, &mb = b.weights().layers[0].dense;
   for (int64_t r = 0; r < ma.rows; ++r)
@@ -591,7 +584,7 @@ TEST(FilesFuzzRegressions, ShapeProductsStayInsideInt64) {
 TEST(FilesFuzzRegressions, AdapterRankBeyondTheFileFailsBeforeAllocating) {
   // "r": 81426666 beside a small adapter_model.safetensors allocated 2.6 GB (fits memory, so no memory
   // error) before the first tensor was compared; now the values the file holds bound the allocation.
-  ModelConfig c = load_model(train_path("tiny-f32")).config();
+  ModelConfig c = load_model(test::train_golden_path("tiny-f32")).config();
   auto d = copy_adapter("lora", "files_rank_beyond_file");
   set_field(d, "r", "65536");  // 33 M values (268 MB with gradients) beside a file of 11776
   EXPECT_CONTAINS(test::error_of([&] { load_adapter(d.string(), c); }), "far more than");

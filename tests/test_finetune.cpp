@@ -18,6 +18,7 @@
 #include "model/loader.h"
 #include "model/peft_io.h"
 #include "model/safetensors.h"
+#include "test_numeric.h"
 #include "test_util.h"
 #include "train_test_data.h"
 #include "util/error.h"
@@ -25,40 +26,32 @@
 namespace glmlab {
 namespace {
 
+using test::copy_adapter;
+
+using test::nerr;
+
 using test::golden_path;
 namespace fs = std::filesystem;
 
 constexpr double kLossRtol = 1e-5, kLogitsAtol = 5e-5, kGradTol = 1e-4;
 
-std::string train_path(const std::string& rel) { return golden_path("train/" + rel); }
 
-std::vector<float> floats(const SafetensorsFile& f, const std::string& name) { return test::golden_floats(f, name); }
-
-double nerr(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double m = 0, r = 1e-30;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    m = std::max(m, double(std::fabs(a[i] - b[i])));
-    r = std::max(r, double(std::fabs(b[i])));
-  }
-  return m / r;
-}
 
 TrainBatch golden_batch(const SafetensorsFile& g, const std::string& kind) { return test::golden_train_batch(g, kind); }
 
-struct Case {
+struct FinetuneCase {
   const char* method;
   const char* kind;
   Backend backend;
 };
 
-class FinetuneOracle : public ::testing::TestWithParam<Case> {};
+class FinetuneOracle : public ::testing::TestWithParam<FinetuneCase> {};
 
 TEST_P(FinetuneOracle, LossLogitsAndEveryAdapterGradientMatch) {
-  const Case c = GetParam();
-  SafetensorsFile g(train_path(std::string(c.method) + "/golden.safetensors"));
-  Model model = load_model(train_path("tiny-f32"));
-  Adapter adapter = load_adapter(train_path(c.method), model.config());  // PEFT's own save_pretrained
+  const FinetuneCase c = GetParam();
+  SafetensorsFile g(test::train_golden_path(std::string(c.method) + "/golden.safetensors"));
+  Model model = load_model(test::train_golden_path("tiny-f32"));
+  Adapter adapter = load_adapter(test::train_golden_path(c.method), model.config());  // PEFT's own save_pretrained
   model.set_adapter(&adapter);
   auto ops = make_ops(c.backend, false);
   TrainBatch batch = golden_batch(g, c.kind);
@@ -67,7 +60,7 @@ TEST_P(FinetuneOracle, LossLogitsAndEveryAdapterGradientMatch) {
   KVCache cache(model.config(), batch.in.B, batch.in.T);
   std::vector<float> logits;
   model.forward(*ops, batch.in, cache, Logits::All, logits);
-  auto want_logits = floats(g, std::string(c.kind) + ".logits");
+  auto want_logits = test::golden_floats(g, std::string(c.kind) + ".logits");
   const int64_t V = model.config().vocab_size;
   double worst = 0;
   for (size_t n = 0; n < batch.in.valid.size(); ++n)
@@ -79,7 +72,7 @@ TEST_P(FinetuneOracle, LossLogitsAndEveryAdapterGradientMatch) {
   // Loss and gradients.
   adapter.zero_grad();
   LossResult r = loss_and_backward(*ops, model, adapter, batch, 1.0 / double(batch.label_count()));
-  const double want_loss = floats(g, std::string(c.kind) + ".loss")[0];
+  const double want_loss = test::golden_floats(g, std::string(c.kind) + ".loss")[0];
   EXPECT_NEAR(r.mean(), want_loss, kLossRtol * want_loss);
   std::set<std::string> oracle_grads;
   const std::string prefix = std::string(c.kind) + ".grad.";
@@ -90,7 +83,7 @@ TEST_P(FinetuneOracle, LossLogitsAndEveryAdapterGradientMatch) {
   for (auto& p : adapter.params()) {
     if (!p.trainable) continue;
     ours.insert(p.name);
-    double e = nerr(p.grad, floats(g, prefix + p.name));
+    double e = nerr(p.grad, test::golden_floats(g, prefix + p.name));
     worst_grad = std::max(worst_grad, e);
     EXPECT_LT(e, kGradTol) << p.name;
   }
@@ -101,18 +94,18 @@ TEST_P(FinetuneOracle, LossLogitsAndEveryAdapterGradientMatch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Finetune, FinetuneOracle,
-                         ::testing::Values(Case{"lora", "pad", Backend::Cpu}, Case{"lora", "pack", Backend::Cpu},
-                                           Case{"vera", "pad", Backend::Cpu}, Case{"vera", "pack", Backend::Cpu},
-                                           Case{"lora", "pad", Backend::CpuRef}, Case{"vera", "pack", Backend::CpuRef}),
+                         ::testing::Values(FinetuneCase{"lora", "pad", Backend::Cpu}, FinetuneCase{"lora", "pack", Backend::Cpu},
+                                           FinetuneCase{"vera", "pad", Backend::Cpu}, FinetuneCase{"vera", "pack", Backend::Cpu},
+                                           FinetuneCase{"lora", "pad", Backend::CpuRef}, FinetuneCase{"vera", "pack", Backend::CpuRef}),
                          [](const auto& info) {
                            return std::string(info.param.method) + "_" + info.param.kind +
                                   (info.param.backend == Backend::Cpu ? "_cpu" : "_ref");
                          });
 
 TEST(FinetuneBatch, PackedAndPaddedGiveTheSameLossAndGradients) {
-  SafetensorsFile g(train_path("lora/golden.safetensors"));
-  Model model = load_model(train_path("tiny-f32"));
-  Adapter a = load_adapter(train_path("lora"), model.config());
+  SafetensorsFile g(test::train_golden_path("lora/golden.safetensors"));
+  Model model = load_model(test::train_golden_path("tiny-f32"));
+  Adapter a = load_adapter(test::train_golden_path("lora"), model.config());
   model.set_adapter(&a);
   auto ops = make_ops(Backend::Cpu, false);
   LossResult r[2];
@@ -138,9 +131,9 @@ TEST(FinetuneBatch, PackedAndPaddedGiveTheSameLossAndGradients) {
 // buffers first filled with NaN beyond any batch's size, gives the bits of calls with their own buffers:
 // nothing is read before this batch wrote it.
 TEST(FinetuneBatch, AReusedWorkspaceGivesTheBitsOfFreshBuffers) {
-  SafetensorsFile g(train_path("lora/golden.safetensors"));
-  Model model = load_model(train_path("tiny-f32"));
-  Adapter a = load_adapter(train_path("lora"), model.config());
+  SafetensorsFile g(test::train_golden_path("lora/golden.safetensors"));
+  Model model = load_model(test::train_golden_path("tiny-f32"));
+  Adapter a = load_adapter(test::train_golden_path("lora"), model.config());
   model.set_adapter(&a);
   auto ops = make_ops(Backend::Cpu, false);
   const TrainBatch pad = golden_batch(g, "pad"), pack = golden_batch(g, "pack");
@@ -177,7 +170,7 @@ TEST(FinetuneBatch, AReusedWorkspaceGivesTheBitsOfFreshBuffers) {
 TEST(FinetuneBatch, GradientMatchesFiniteDifferencesWithDropout) {
   // Dropout on the adapter input: the backward must use the forward's mask. Central differences of the
   // loss (same dropout key) on the largest gradient entries of a LoRA adapter on every linear.
-  Model model = load_model(train_path("tiny-f32"));
+  Model model = load_model(test::train_golden_path("tiny-f32"));
   AdapterConfig cfg;
   cfg.rank = 4;
   cfg.alpha = 8;
@@ -191,7 +184,7 @@ TEST(FinetuneBatch, GradientMatchesFiniteDifferencesWithDropout) {
   a.set_training(true);
   a.set_dropout_key(12345);
   model.set_adapter(&a);
-  SafetensorsFile g(train_path("lora/golden.safetensors"));
+  SafetensorsFile g(test::train_golden_path("lora/golden.safetensors"));
   TrainBatch b = golden_batch(g, "pad");
   auto ops = make_ops(Backend::CpuRef);
   a.zero_grad();
@@ -220,9 +213,9 @@ TEST(FinetuneBatch, GradientMatchesFiniteDifferencesWithDropout) {
 // ---------------------------------------------------------------- PEFT files
 
 TEST(FinetunePeft, SaveThenLoadRoundTrips) {
-  Model model = load_model(train_path("tiny-f32"));
+  Model model = load_model(test::train_golden_path("tiny-f32"));
   for (const char* m : {"lora", "vera"}) {
-    Adapter a = load_adapter(train_path(m), model.config());
+    Adapter a = load_adapter(test::train_golden_path(m), model.config());
     auto dir = test::temp_dir(std::string("peft-roundtrip-") + m);
     save_adapter(dir.string(), a);
     Adapter b = load_adapter(dir.string(), model.config());
@@ -238,13 +231,13 @@ TEST(FinetunePeft, SaveThenLoadRoundTrips) {
 }
 
 TEST(FinetunePeft, ParameterCountsAreThoseOfThePeftFile) {
-  Model model = load_model(train_path("tiny-f32"));
+  Model model = load_model(test::train_golden_path("tiny-f32"));
   const auto& c = model.config();
-  Adapter lora = load_adapter(train_path("lora"), c);
+  Adapter lora = load_adapter(test::train_golden_path("lora"), c);
   // r·(in + out) summed over the four linears, per layer
   int64_t per_layer = 8 * ((64 + 128) + (64 + 64) + (64 + 192) + (96 + 64));
   EXPECT_EQ(lora.trainable_count(), per_layer * c.num_layers);
-  Adapter vera = load_adapter(train_path("vera"), c);
+  Adapter vera = load_adapter(test::train_golden_path("vera"), c);
   EXPECT_EQ(vera.trainable_count(), (128 + 64 + 192 + 64 + 4 * 16) * c.num_layers);
   EXPECT_EQ(vera.params()[0].shape, (std::vector<int64_t>{16, 96}));   // vera_A [r, max_in]
   EXPECT_EQ(vera.params()[1].shape, (std::vector<int64_t>{192, 16}));  // vera_B [max_out, r]
@@ -253,7 +246,7 @@ TEST(FinetunePeft, ParameterCountsAreThoseOfThePeftFile) {
 // Runs the oracle's check_adapter.py: PEFT loads `adapter` and must reproduce `expect`'s logits.
 int peft_check(const fs::path& adapter, const fs::path& expect, std::string& out) {
   std::string cmd = std::string(GLMLAB_PYTHON) + " " + GLMLAB_SOURCE_DIR + "/tools/reference/check_adapter.py --model " +
-                    train_path("tiny-f32") + " --adapter " + adapter.string() + " --expect " + expect.string() + " 2>&1";
+                    test::train_golden_path("tiny-f32") + " --adapter " + adapter.string() + " --expect " + expect.string() + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return -1;
   char buf[4096];
@@ -264,8 +257,8 @@ int peft_check(const fs::path& adapter, const fs::path& expect, std::string& out
 }
 
 TEST(FinetunePeft, AdapterSavedByGlmlabLoadsIntoPeftWithTheSameLogits) {
-  Model model = load_model(train_path("tiny-f32"));
-  SafetensorsFile g(train_path("lora/golden.safetensors"));
+  Model model = load_model(test::train_golden_path("tiny-f32"));
+  SafetensorsFile g(test::train_golden_path("lora/golden.safetensors"));
   for (const char* m : {"lora", "vera"}) {
     // glmlab's own initialization (our RNG), with the zero-initialized parts made non-zero.
     AdapterConfig cfg = std::string(m) == "lora" ? AdapterConfig::lora_defaults() : AdapterConfig::vera_defaults();
@@ -308,13 +301,6 @@ TEST(FinetunePeft, AdapterSavedByGlmlabLoadsIntoPeftWithTheSameLogits) {
 
 // ---------------------------------------------------------------- bad adapters
 
-fs::path copy_adapter(const char* method, const std::string& name) {
-  auto dir = test::temp_dir(name);
-  for (const char* f : {"adapter_config.json", "adapter_model.safetensors"})
-    fs::copy_file(train_path(std::string(method) + "/" + f), dir / f);
-  return dir;
-}
-
 void edit_config(const fs::path& dir, const std::string& from, const std::string& to) {
   std::ifstream in(dir / "adapter_config.json");
   std::string s((std::istreambuf_iterator<char>(in)), {});
@@ -324,7 +310,7 @@ void edit_config(const fs::path& dir, const std::string& from, const std::string
   std::ofstream(dir / "adapter_config.json") << s;
 }
 
-std::string load_error(const fs::path& dir, const ModelConfig& c) {
+std::string adapter_load_error(const fs::path& dir, const ModelConfig& c) {
   try {
     load_adapter(dir.string(), c);
   } catch (const Error& e) {
@@ -334,41 +320,41 @@ std::string load_error(const fs::path& dir, const ModelConfig& c) {
 }
 
 TEST(FinetuneErrors, AdapterForOtherShapes) {
-  ModelConfig c = load_model(train_path("tiny-f32")).config();
+  ModelConfig c = load_model(test::train_golden_path("tiny-f32")).config();
   ModelConfig wider = c;
   wider.ffn_hidden_size = 128;
-  EXPECT_NE(load_error(train_path("lora"), wider).find("other shapes"), std::string::npos)
-      << load_error(train_path("lora"), wider);
+  EXPECT_NE(adapter_load_error(test::train_golden_path("lora"), wider).find("other shapes"), std::string::npos)
+      << adapter_load_error(test::train_golden_path("lora"), wider);
   ModelConfig deeper = c;
   deeper.num_layers = 3;
-  EXPECT_NE(load_error(train_path("lora"), deeper).find("layers.2.self_attention.query_key_value.lora_A.weight is missing"),
+  EXPECT_NE(adapter_load_error(test::train_golden_path("lora"), deeper).find("layers.2.self_attention.query_key_value.lora_A.weight is missing"),
             std::string::npos)
-      << load_error(train_path("lora"), deeper);
+      << adapter_load_error(test::train_golden_path("lora"), deeper);
   ModelConfig shallower = c;
   shallower.num_layers = 1;
-  EXPECT_NE(load_error(train_path("vera"), shallower).find("unexpected tensor"), std::string::npos);
+  EXPECT_NE(adapter_load_error(test::train_golden_path("vera"), shallower).find("unexpected tensor"), std::string::npos);
   // An adapter object made for one model refuses to run on another.
-  Adapter a = load_adapter(train_path("lora"), c);
+  Adapter a = load_adapter(test::train_golden_path("lora"), c);
   EXPECT_THROW(a.check_fits(wider), Error);
 }
 
 TEST(FinetuneErrors, UnknownTargetRankZeroAndUnsupportedFeatures) {
-  ModelConfig c = load_model(train_path("tiny-f32")).config();
+  ModelConfig c = load_model(test::train_golden_path("tiny-f32")).config();
   auto d = copy_adapter("lora", "bad-target");
   edit_config(d, "\"dense_4h_to_h\"", "\"q_proj\"");
-  EXPECT_NE(load_error(d, c).find("unknown target module \"q_proj\""), std::string::npos) << load_error(d, c);
+  EXPECT_NE(adapter_load_error(d, c).find("unknown target module \"q_proj\""), std::string::npos) << adapter_load_error(d, c);
   d = copy_adapter("lora", "bad-rank");
   edit_config(d, "\"r\": 8", "\"r\": 0");
-  EXPECT_NE(load_error(d, c).find("rank r must be positive"), std::string::npos) << load_error(d, c);
+  EXPECT_NE(adapter_load_error(d, c).find("rank r must be positive"), std::string::npos) << adapter_load_error(d, c);
   d = copy_adapter("lora", "bad-dora");
   edit_config(d, "\"use_dora\": false", "\"use_dora\": true");
-  EXPECT_NE(load_error(d, c).find("DoRA"), std::string::npos) << load_error(d, c);
+  EXPECT_NE(adapter_load_error(d, c).find("DoRA"), std::string::npos) << adapter_load_error(d, c);
   d = copy_adapter("vera", "bad-projection");
   edit_config(d, "\"save_projection\": true", "\"save_projection\": false");
-  EXPECT_NE(load_error(d, c).find("save_projection"), std::string::npos) << load_error(d, c);
+  EXPECT_NE(adapter_load_error(d, c).find("save_projection"), std::string::npos) << adapter_load_error(d, c);
   d = copy_adapter("lora", "bad-type");
   edit_config(d, "\"LORA\"", "\"IA3\"");
-  EXPECT_NE(load_error(d, c).find("IA3"), std::string::npos) << load_error(d, c);
+  EXPECT_NE(adapter_load_error(d, c).find("IA3"), std::string::npos) << adapter_load_error(d, c);
 
   AdapterConfig cfg;
   cfg.rank = 0;

@@ -32,13 +32,13 @@ ParityReport parity(const std::string& model_dir, const std::string& golden, Bac
   return run_parity(m, *ops, golden_path(golden), opt);
 }
 
-struct Case {
+struct ModelCase {
   const char* model;
   const char* golden;
   Backend backend;
 };
 
-class ModelGoldenF32 : public ::testing::TestWithParam<Case> {};
+class ModelGoldenF32 : public ::testing::TestWithParam<ModelCase> {};
 
 TEST_P(ModelGoldenF32, LogitsMatchOracleTightly) {
   auto c = GetParam();
@@ -53,11 +53,11 @@ TEST_P(ModelGoldenF32, LogitsMatchOracleTightly) {
 
 INSTANTIATE_TEST_SUITE_P(
     All, ModelGoldenF32,
-    ::testing::Values(Case{"tiny-f32", "tiny-f32/golden.safetensors", Backend::Cpu},
-                      Case{"tiny-f32", "tiny-f32/golden.safetensors", Backend::CpuRef},
-                      Case{"tiny-sharded", "tiny-f32/golden.safetensors", Backend::Cpu},
-                      Case{"tiny-rope50-f32", "tiny-rope50-f32/golden.safetensors", Backend::Cpu},
-                      Case{"tiny-rope50-f32", "tiny-rope50-f32/golden.safetensors", Backend::CpuRef}),
+    ::testing::Values(ModelCase{"tiny-f32", "tiny-f32/golden.safetensors", Backend::Cpu},
+                      ModelCase{"tiny-f32", "tiny-f32/golden.safetensors", Backend::CpuRef},
+                      ModelCase{"tiny-sharded", "tiny-f32/golden.safetensors", Backend::Cpu},
+                      ModelCase{"tiny-rope50-f32", "tiny-rope50-f32/golden.safetensors", Backend::Cpu},
+                      ModelCase{"tiny-rope50-f32", "tiny-rope50-f32/golden.safetensors", Backend::CpuRef}),
     [](const auto& info) {
       std::string n = std::string(info.param.model) + (info.param.backend == Backend::Cpu ? "_cpu" : "_ref");
       for (auto& ch : n)

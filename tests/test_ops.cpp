@@ -13,29 +13,14 @@
 #include "kernels/cpu/simd_softmax.h"
 #include "model/quantize.h"
 #include "ops/ops.h"
+#include "test_numeric.h"
 #include "util/dtype.h"
 
 namespace glmlab {
 namespace {
 
-std::vector<float> randv(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<float> d(-scale, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
-
-// Normalized max error: max|a-b| / max|b|.
-double nerr(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double m = 0, r = 1e-30;
-  for (size_t i = 0; i < a.size(); ++i) {
-    m = std::max(m, double(std::fabs(a[i] - b[i])));
-    r = std::max(r, double(std::fabs(b[i])));
-  }
-  return m / r;
-}
+using test::nerr;
+using test::randv;
 
 struct Stored {
   std::vector<uint8_t> bytes;

@@ -17,12 +17,15 @@
 #include "model/quantize.h"
 #include "model/safetensors.h"
 #include "ops/ops.h"
+#include "test_numeric.h"
 #include "test_quant_util.h"
 #include "test_util.h"
 #include "util/error.h"
 
 namespace glmlab {
 namespace {
+
+using test::randv;
 
 using test::golden_path;
 
@@ -35,14 +38,6 @@ double nrms(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 using test::group_weights;
-std::vector<float> randv(size_t n, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
-
 std::vector<float> matmul(Ops& ops, const std::vector<float>& x, int64_t N, const Matrix& W) {
   std::vector<float> y(size_t(N * W.rows));
   ops.matmul(x.data(), N, W, nullptr, y.data());

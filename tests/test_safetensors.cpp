@@ -18,6 +18,10 @@ using namespace glmlab;
 
 namespace {
 
+using test::expect_error;
+using test::run_shell;
+using test::slurp;
+
 // The sample tensors: exactly representable values, so sums printed by Python are exact.
 struct Sample {
   std::vector<float> f32{0.5f, -1.25f, 2.f, 3.5f, 4.f, -0.75f};  // sum 8
@@ -41,45 +45,12 @@ struct Sample {
 };
 
 // Writes [8-byte length][header][data] by hand, for headers our writer would never produce.
-std::string write_raw(const fs::path& path, const std::string& header, size_t data_bytes) {
+std::string write_raw_filled(const fs::path& path, const std::string& header, size_t data_bytes) {
   std::ofstream out(path, std::ios::binary);
   uint64_t n = header.size();
   out.write(reinterpret_cast<const char*>(&n), 8);
   out << header << std::string(data_bytes, '\x01');
   return path.string();
-}
-
-// Expects fn to throw glmlab::Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "\"" << p << "\" not in: " << msg;
-    return;
-  }
-  ADD_FAILURE() << "no glmlab::Error thrown (expected one mentioning \"" << parts.at(0) << "\")";
-}
-
-struct Shell {
-  int rc;
-  std::string out;  // stdout and stderr together
-};
-Shell run_shell(const std::string& cmd) {
-  Shell r{-1, {}};
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t k;
-  while ((k = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, k);
-  int st = pclose(p);
-  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
 }
 
 void write_index(const fs::path& dir, const std::map<std::string, std::string>& weight_map) {
@@ -276,7 +247,7 @@ TEST(Safetensors, BadHeadersGiveClearErrors) {
       {R"({"__metadata__": ["k"]})", 0, {"__metadata__ is not a JSON object"}},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
-    std::string p = write_raw(dir / fmt::format("case{}.safetensors", i), cases[i].header, cases[i].data);
+    std::string p = write_raw_filled(dir / fmt::format("case{}.safetensors", i), cases[i].header, cases[i].data);
     auto expect = cases[i].expect;
     expect.push_back(p);
     SCOPED_TRACE(cases[i].header);
@@ -284,7 +255,7 @@ TEST(Safetensors, BadHeadersGiveClearErrors) {
   }
   // Zero-size tensors may share an offset (the reference requires it to be where the previous tensor
   // ends: [4, 4] inside x would be an overlap), a header may be padded with spaces.
-  std::string p = write_raw(dir / "ok.safetensors",
+  std::string p = write_raw_filled(dir / "ok.safetensors",
                             R"({"e": {"dtype": "I8", "shape": [0], "data_offsets": [16, 16]},
                                 "x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}    )", 16);
   SafetensorsFile f(p);

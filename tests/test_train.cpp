@@ -19,9 +19,7 @@
 namespace glmlab {
 namespace {
 
-std::string train_path(const std::string& rel) { return test::golden_path("train/" + rel); }
 
-std::vector<float> floats(const SafetensorsFile& f, const std::string& name) { return test::golden_floats(f, name); }
 
 TrainBatch pad_batch(const SafetensorsFile& g) { return test::golden_train_batch(g, "pad"); }
 
@@ -40,9 +38,9 @@ constexpr int kWarmup = 2, kSteps = 10;
 
 TEST(FinetuneTrain, TenAdamWStepsGiveTheOraclesLosses) {
   for (const char* m : {"lora", "vera"}) {
-    SafetensorsFile g(train_path(std::string(m) + "/golden.safetensors"));
-    Model model = load_model(train_path("tiny-f32"));
-    Adapter a = load_adapter(train_path(m), model.config());
+    SafetensorsFile g(test::train_golden_path(std::string(m) + "/golden.safetensors"));
+    Model model = load_model(test::train_golden_path("tiny-f32"));
+    Adapter a = load_adapter(test::train_golden_path(m), model.config());
     model.set_adapter(&a);
     auto ops = make_ops(Backend::Cpu, false);
     TrainBatch b = pad_batch(g);
@@ -50,7 +48,7 @@ TEST(FinetuneTrain, TenAdamWStepsGiveTheOraclesLosses) {
     oc.lr = kLr;
     oc.weight_decay = kWd;
     AdamW opt(a, oc);
-    auto want = floats(g, "adamw.losses");
+    auto want = test::golden_floats(g, "adamw.losses");
     ASSERT_EQ(want.size(), size_t(kSteps));
     double worst = 0;
     for (int s = 0; s < kSteps; ++s) {
@@ -65,7 +63,7 @@ TEST(FinetuneTrain, TenAdamWStepsGiveTheOraclesLosses) {
     double worst_p = 0;
     for (auto& p : a.params()) {
       if (!p.trainable) continue;
-      auto w = floats(g, "adamw.final." + p.name);
+      auto w = test::golden_floats(g, "adamw.final." + p.name);
       double mx = 0, ref = 1e-30;
       for (size_t i = 0; i < w.size(); ++i) {
         mx = std::max(mx, double(std::fabs(p.value[i] - w[i])));
@@ -93,7 +91,7 @@ struct RunResult {
 };
 
 RunResult run(lab::TrainOptions o, const std::vector<lab::TrainSample>& samples) {
-  Model model = load_model(train_path("tiny-f32"));
+  Model model = load_model(test::train_golden_path("tiny-f32"));
   Adapter a = Adapter::create(model.config(), o.adapter);
   model.set_adapter(&a);
   auto ops = make_ops(Backend::Cpu, false);
@@ -125,7 +123,7 @@ TEST(FinetuneTrain, ResumedRunEqualsUninterruptedStepForStep) {
       EXPECT_EQ(rest.rep.losses, whole.rep.losses) << method_name(m) << (pack ? " packed" : " padded");
       EXPECT_EQ(rest.params, whole.params) << "adapters differ";
       // The saved PEFT adapter is the final one.
-      Model model = load_model(train_path("tiny-f32"));
+      Model model = load_model(test::train_golden_path("tiny-f32"));
       Adapter saved = load_adapter(o.out, model.config());
       for (size_t i = 0; i < saved.params().size(); ++i) EXPECT_EQ(saved.params()[i].value, whole.params[i]);
     }
@@ -184,7 +182,7 @@ TEST(FinetuneTrain, NonFiniteLossStopsAndKeepsTheLastGoodAdapter) {
   EXPECT_NE(bad.rep.message.find("stopping"), std::string::npos) << bad.rep.message;
   EXPECT_NE(bad.rep.message.find("last good adapter"), std::string::npos) << bad.rep.message;
   // What is saved has a finite loss and is the state before the update that broke it.
-  Model model = load_model(train_path("tiny-f32"));
+  Model model = load_model(test::train_golden_path("tiny-f32"));
   Adapter saved = load_adapter(o.out, model.config());
   model.set_adapter(&saved);
   auto ops = make_ops(Backend::Cpu, false);

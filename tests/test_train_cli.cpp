@@ -21,9 +21,9 @@ namespace {
 
 using test::run_cli;
 
-std::string data_file() { return test::dev_json_head("train-cli-data", 8); }
+std::string cli_data() { return test::dev_json_head("train-cli-data", 8); }
 
-std::string base_args(const std::string& data) {
+std::string cli_args(const std::string& data) {
   return "train --model random:tiny --tokenizer " + test::tokenizer_path() + " --data " + data +
          " --steps 4 -b 2 --lr 1e-2 --truncate --warmup 1";
 }
@@ -41,16 +41,16 @@ std::string losses_of(const std::string& out) {
 }
 
 TEST(FinetuneCli, TrainWritesPeftFilesAndResumesExactly) {
-  const std::string data = data_file();
+  const std::string data = cli_data();
   for (const char* method : {"lora", "vera --rank 32 --dropout 0.1"}) {
     auto a = test::temp_dir("train-cli-a"), b = test::temp_dir("train-cli-b");
-    auto whole = run_cli(base_args(data) + " --method " + method + " --out " + a.string());
+    auto whole = run_cli(cli_args(data) + " --method " + method + " --out " + a.string());
     ASSERT_EQ(whole.rc, 0) << whole.out;
     EXPECT_TRUE(std::filesystem::exists(a / "adapter_config.json"));
     EXPECT_TRUE(std::filesystem::exists(a / "adapter_model.safetensors"));
-    auto part = run_cli(base_args(data) + " --method " + method + " --out " + b.string() + " --stop-after 2");
+    auto part = run_cli(cli_args(data) + " --method " + method + " --out " + b.string() + " --stop-after 2");
     ASSERT_EQ(part.rc, 0) << part.out;
-    auto rest = run_cli(base_args(data) + " --method " + method + " --out " + b.string() + " --resume");
+    auto rest = run_cli(cli_args(data) + " --method " + method + " --out " + b.string() + " --resume");
     ASSERT_EQ(rest.rc, 0) << rest.out;
     EXPECT_EQ(losses_of(part.out) + losses_of(rest.out), losses_of(whole.out)) << whole.out;
     EXPECT_EQ(losses_of(whole.out).size() > 0, true);
@@ -73,10 +73,10 @@ std::vector<double> loss_values(const std::string& out) {
 }
 
 TEST(FinetuneCli, TrainOnTheDeviceTrainerPrintsTheHostLosses) {
-  const std::string data = data_file();
+  const std::string data = cli_data();
   for (const char* method : {"lora", "vera --rank 32 --dropout 0.1"}) {
     SCOPED_TRACE(method);
-    const std::string args = base_args(data) + " --method " + method + " --fp32-activations --dtype fp32";
+    const std::string args = cli_args(data) + " --method " + method + " --fp32-activations --dtype fp32";
     auto host = run_cli(args + " --engine host");
     ASSERT_EQ(host.rc, 0) << host.out;
     auto dir = test::temp_dir("train-cli-device");
@@ -92,21 +92,21 @@ TEST(FinetuneCli, TrainOnTheDeviceTrainerPrintsTheHostLosses) {
 }
 
 TEST(FinetuneCli, BadOptionsAreClearErrors) {
-  const std::string data = data_file();
-  auto r = run_cli(base_args(data) + " --method dora");
+  const std::string data = cli_data();
+  auto r = run_cli(cli_args(data) + " --method dora");
   EXPECT_NE(r.rc, 0);
   EXPECT_NE(r.out.find("unknown adapter method \"dora\""), std::string::npos) << r.out;
-  r = run_cli(base_args(data) + " --targets query_key_value,o_proj");
+  r = run_cli(cli_args(data) + " --targets query_key_value,o_proj");
   EXPECT_NE(r.rc, 0);
   EXPECT_NE(r.out.find("unknown target module \"o_proj\""), std::string::npos) << r.out;
-  r = run_cli(base_args(data) + " --rank 0");
+  r = run_cli(cli_args(data) + " --rank 0");
   EXPECT_NE(r.rc, 0);
   EXPECT_NE(r.out.find("rank must be positive"), std::string::npos) << r.out;
   r = run_cli("train --model random:tiny --tokenizer " + test::tokenizer_path() + " --data " + data +
               " --max-input 8 --max-output 8");
   EXPECT_NE(r.rc, 0);
   EXPECT_NE(r.out.find("more than the limit of 17"), std::string::npos) << r.out;
-  r = run_cli(base_args(data) + " --resume --out " + test::temp_dir("train-cli-empty").string());
+  r = run_cli(cli_args(data) + " --resume --out " + test::temp_dir("train-cli-empty").string());
   EXPECT_NE(r.rc, 0);
   EXPECT_NE(r.out.find("no training state to resume from"), std::string::npos) << r.out;
 }

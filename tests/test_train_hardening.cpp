@@ -14,10 +14,10 @@ namespace {
 
 using test::run_cli;
 
-std::string data_file() { return test::dev_json_head("train-hard-data", 6); }
+std::string hardening_data() { return test::dev_json_head("train-hard-data", 6); }
 
 // The test's options; `over` replaces the default learning rate or limits when it sets them.
-std::string base_args(const std::string& data, const std::string& over = "") {
+std::string hardening_args(const std::string& data, const std::string& over = "") {
   std::string a = "train --model random:tiny --tokenizer " + test::tokenizer_path() + " --data " + data +
                   " --steps 4 -b 2 --truncate --threads 1 " + over;
   if (over.find("--lr") == std::string::npos) a += " --lr 1e-2";
@@ -47,7 +47,7 @@ void set_state_metadata(const std::string& out, const std::string& key, const st
 }
 
 TEST(TrainHardening, NonFiniteOrOutOfRangeOptionsAreRefusedBeforeTraining) {
-  const std::string data = data_file();
+  const std::string data = hardening_data();
   auto out = test::temp_dir("train-hard-opts");
   struct Case {
     std::string args, says;
@@ -70,7 +70,7 @@ TEST(TrainHardening, NonFiniteOrOutOfRangeOptionsAreRefusedBeforeTraining) {
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.args);
-    auto r = run_cli(base_args(data, c.args) + " --out " + (out / "x").string());
+    auto r = run_cli(hardening_args(data, c.args) + " --out " + (out / "x").string());
     EXPECT_EQ(r.rc, 1) << r.out;
     EXPECT_CONTAINS(r.out, c.says);
     EXPECT_EQ(r.out.find("adapter saved"), std::string::npos) << r.out;
@@ -79,10 +79,10 @@ TEST(TrainHardening, NonFiniteOrOutOfRangeOptionsAreRefusedBeforeTraining) {
 }
 
 TEST(TrainHardening, HostileTrainingStatesAreRefused) {
-  const std::string data = data_file();
+  const std::string data = hardening_data();
   auto dir = test::temp_dir("train-hard-state");
   const std::string out = (dir / "run").string();
-  auto r = run_cli(base_args(data) + " --out " + out + " --stop-after 2");
+  auto r = run_cli(hardening_args(data) + " --out " + out + " --stop-after 2");
   ASSERT_EQ(r.rc, 0) << r.out;
   struct Case {
     std::string key, value, says;
@@ -101,25 +101,25 @@ TEST(TrainHardening, HostileTrainingStatesAreRefused) {
     std::filesystem::remove_all(dir / "copy");
     std::filesystem::copy(out, dir / "copy");
     set_state_metadata((dir / "copy").string(), c.key, c.value);
-    r = run_cli(base_args(data) + " --out " + (dir / "copy").string() + " --resume");
+    r = run_cli(hardening_args(data) + " --out " + (dir / "copy").string() + " --resume");
     EXPECT_EQ(r.rc, 1) << r.out;
     EXPECT_CONTAINS(r.out, c.says);
     EXPECT_EQ(r.out.find("adapter saved"), std::string::npos) << r.out;
   }
   // The untouched state still resumes.
-  r = run_cli(base_args(data) + " --out " + out + " --resume");
+  r = run_cli(hardening_args(data) + " --out " + out + " --resume");
   EXPECT_EQ(r.rc, 0) << r.out;
 }
 
 TEST(TrainHardening, ResumeOnAnotherBaseIsRefused) {
-  const std::string data = data_file();
+  const std::string data = hardening_data();
   auto dir = test::temp_dir("train-hard-base");
   const std::string out = (dir / "run").string();
-  auto r = run_cli(base_args(data) + " --out " + out + " --stop-after 1");
+  auto r = run_cli(hardening_args(data) + " --out " + out + " --stop-after 1");
   ASSERT_EQ(r.rc, 0) << r.out;
   for (const std::string other : {"--dtype fp32", "--qat int8", "--seed 5", "--model random:small"}) {
     SCOPED_TRACE(other);
-    std::string args = base_args(data) + " --out " + out + " --resume " + other;
+    std::string args = hardening_args(data) + " --out " + out + " --resume " + other;
     if (other.rfind("--model", 0) == 0) {
       args = "train " + other + " --tokenizer " + test::tokenizer_path() + " --data " + data +
              " --steps 4 -b 2 --lr 1e-2 --truncate --max-input 48 --max-output 40 --threads 1 --out " + out + " --resume";
@@ -128,7 +128,7 @@ TEST(TrainHardening, ResumeOnAnotherBaseIsRefused) {
     EXPECT_EQ(r.rc, 1) << r.out;
     EXPECT_CONTAINS(r.out, "other options than the saved run");
   }
-  r = run_cli(base_args(data) + " --out " + out + " --resume");
+  r = run_cli(hardening_args(data) + " --out " + out + " --resume");
   EXPECT_EQ(r.rc, 0) << r.out;
 }
 

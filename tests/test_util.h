@@ -7,8 +7,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iterator>
+#include <sstream>
 #include <string>
+#include <vector>
 
+#include "model/tokenizer.h"
 #include "util/error.h"
 
 namespace glmlab::test {
@@ -67,6 +72,45 @@ inline std::string dev_json_head(const std::string& name, int n) {
   std::string line;
   for (int i = 0; i < n && std::getline(in, line); ++i) out << line << "\n";
   return (dir / "head.json").string();
+}
+
+// A whole file's bytes; empty when it cannot be read.
+inline std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// The non-empty lines of a text.
+inline std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) out.push_back(line);
+  return out;
+}
+
+// A PNG file (by its signature) of at least min_bytes.
+inline bool is_png(const std::filesystem::path& p, size_t min_bytes) {
+  const std::string s = slurp(p);
+  return s.size() >= min_bytes && s.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0;
+}
+
+// Runs fn, expects a glmlab::Error whose message contains every one of `parts`.
+inline void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
+  try {
+    fn();
+    ADD_FAILURE() << "no glmlab::Error thrown (expected one mentioning \"" << (parts.empty() ? "" : parts[0]) << "\")";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "\"" << p << "\" not in: " << msg;
+  }
+}
+
+// The real ChatGLM3 tokenizer (shared/), loaded once.
+inline const Tokenizer& real_tokenizer() {
+  static const Tokenizer t = Tokenizer::from_file(tokenizer_path());
+  return t;
 }
 
 }  // namespace glmlab::test

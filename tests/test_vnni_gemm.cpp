@@ -26,7 +26,6 @@ using test::nmax;
 using test::ref_matmul;
 
 // Activations whose magnitude changes from block to block of 32 (a wrong block's scale shows).
-constexpr auto acts = test::block_acts;
 
 TEST(VnniGemm, MatchesReferenceOnTheSameInt8ActivationsWithTails) {
   if (!vnni::available()) GTEST_SKIP() << "no AVX512-VNNI on this CPU: the VNNI GEMM does not run here";
@@ -43,7 +42,7 @@ TEST(VnniGemm, MatchesReferenceOnTheSameInt8ActivationsWithTails) {
         ASSERT_TRUE(vnni::fits(qm.m));
         for (int64_t N : {9, 101}) {
           SCOPED_TRACE(fmt::format("{} K={} G={} N={}", dtype_name(q), K, G, N));
-          auto x = acts(N, K, uint32_t(N + K));
+          auto x = test::block_acts(N, K, uint32_t(N + K));
           vnni::QuantizedActs qa;
           vnni::quantize_acts(x.data(), int(N), K, q, qa);
           const auto xd = dequantize_acts(qa, K);
@@ -73,7 +72,7 @@ TEST(VnniGemm, WrongScalesNibblesOrActivationsAreFarOutsideTheBound) {
       SCOPED_TRACE(fmt::format("{} G={}", dtype_name(q), G));
       auto w = group_weights(M, K, G, 7);
       QuantizedMatrix qm = quantize(Matrix{DType::F32, M, K, w.data()}, q, G);
-      auto x = acts(N, K, 3);
+      auto x = test::block_acts(N, K, 3);
       vnni::QuantizedActs qa;
       vnni::quantize_acts(x.data(), int(N), K, q, qa);
       std::vector<float> y(size_t(N * M));

@@ -28,7 +28,6 @@ namespace {
 using test::group_weights;
 
 // Activations whose magnitude changes from block to block of 32 (a wrong block's scale shows).
-constexpr auto acts = test::block_acts;
 
 // The fp32 inputs the kernel multiplies, read from PackedActs' documented layout.
 std::vector<float> dequantize_acts(const vnni::PackedActs& a, int64_t K) {
@@ -108,7 +107,7 @@ TEST(VnniPacked, QuantizedActivationsAreWithinHalfAStep) {
     SCOPED_TRACE(name(s));
     const auto p = vnni::pack(make(s, 4).m);
     const int64_t N = 3;
-    const auto x = acts(N, s.K, 5);
+    const auto x = test::block_acts(N, s.K, 5);
     vnni::PackedActs a;
     vnni::quantize_acts(x.data(), int(N), p.m, a);
     EXPECT_EQ(a.block, (s.G == 0 || s.G % 128 == 0) ? 128 : s.G);
@@ -128,7 +127,7 @@ TEST(VnniPacked, GemvIsExactOnTheSameInt8Activations) {
       SCOPED_TRACE(fmt::format("{} N={}", name(s), N));
       const auto qm = make(s, 6);
       const auto p = vnni::pack(qm.m);
-      const auto x = acts(N, s.K, 7 + N);
+      const auto x = test::block_acts(N, s.K, 7 + N);
       vnni::PackedActs a;
       vnni::quantize_acts(x.data(), N, p.m, a);
       std::vector<float> y(size_t(N * s.M), -1.0f);
@@ -161,7 +160,7 @@ TEST(VnniPacked, QuantMatmulOnPackedWeights) {
       SCOPED_TRACE(fmt::format("{} N={}", name(s), N));
       const auto qm = make(s, 8);
       const auto p = vnni::pack(qm.m);
-      const auto x = acts(N, s.K, 9);
+      const auto x = test::block_acts(N, s.K, 9);
       const auto exact = reference(x, N, s.M, s.K, [&](int64_t r, int64_t i) { return double(qm.m.at(r, i)); });
       std::vector<float> yp(size_t(N * s.M)), yr(size_t(N * s.M));
       // fp32 activations (no packed GEMV): the same kernels on unpacked rows, bit for bit.
@@ -196,7 +195,7 @@ TEST(VnniPacked, AmxInt8GivesThePackedGemvsBits) {
   {
     const auto p = vnni::pack(make(shapes[0], 1).m);
     vnni::PackedActs a;
-    const auto x = acts(1, shapes[0].K, 1);
+    const auto x = test::block_acts(1, shapes[0].K, 1);
     vnni::quantize_acts(x.data(), 1, p.m, a);
     if (!amx::int8_fits(p.m, a)) GTEST_SKIP() << "no AMX-INT8 on this CPU";
   }
@@ -208,7 +207,7 @@ TEST(VnniPacked, AmxInt8GivesThePackedGemvsBits) {
       SCOPED_TRACE(fmt::format("{} N={}", name(s), N));
       const auto qm = make(s, 11);
       const auto p = vnni::pack(qm.m);
-      const auto x = acts(N, s.K, 12 + N);
+      const auto x = test::block_acts(N, s.K, 12 + N);
       vnni::PackedActs a;
       vnni::quantize_acts(x.data(), N, p.m, a);
       ASSERT_TRUE(amx::int8_fits(p.m, a));
@@ -224,7 +223,7 @@ TEST(VnniPacked, AmxInt8GivesThePackedGemvsBits) {
   for (const Shape& s : {Shape{DType::Q8, 16, 132, 32}, Shape{DType::Q4, 37, 264, 128}}) {
     const auto p = vnni::pack(make(s, 13).m);
     vnni::PackedActs a;
-    const auto x = acts(16, s.K, 14);
+    const auto x = test::block_acts(16, s.K, 14);
     vnni::quantize_acts(x.data(), 16, p.m, a);
     EXPECT_FALSE(amx::int8_fits(p.m, a)) << name(s);
   }

@@ -65,7 +65,7 @@ struct EditableCheckpoint {
   }
 };
 
-std::string load_error(const std::string& dir, const std::string& dtype = "fp32") {
+std::string weights_load_error(const std::string& dir, const std::string& dtype = "fp32") {
   return test::error_of([&] { load_model(dir, dtype); });
 }
 
@@ -93,7 +93,7 @@ TEST(WeightsErrors, MissingTensorNamesItAndTheExpectedShape) {
   EditableCheckpoint ck;
   ck.remove("transformer.encoder.layers.1.mlp.dense_4h_to_h.weight");
   std::string dir = ck.write("weights_missing");
-  std::string msg = load_error(dir);
+  std::string msg = weights_load_error(dir);
   EXPECT_CONTAINS(msg, "transformer.encoder.layers.1.mlp.dense_4h_to_h.weight");
   EXPECT_CONTAINS(msg, "missing");
   EXPECT_CONTAINS(msg, "[64, 96]");
@@ -101,7 +101,7 @@ TEST(WeightsErrors, MissingTensorNamesItAndTheExpectedShape) {
   // A missing vector (norm weight).
   EditableCheckpoint ck2;
   ck2.remove(kFinalNorm);
-  msg = load_error(ck2.write("weights_missing_norm"));
+  msg = weights_load_error(ck2.write("weights_missing_norm"));
   EXPECT_CONTAINS(msg, kFinalNorm);
   EXPECT_CONTAINS(msg, "[64]");
 }
@@ -109,7 +109,7 @@ TEST(WeightsErrors, MissingTensorNamesItAndTheExpectedShape) {
 TEST(WeightsErrors, ConfigWithMoreLayersThanTheCheckpointNamesTheFirstMissingTensor) {
   EditableCheckpoint ck;
   std::string dir = ck.write("weights_more_layers", [](json& j) { j["num_layers"] = 3; });
-  std::string msg = load_error(dir);
+  std::string msg = weights_load_error(dir);
   EXPECT_CONTAINS(msg, "transformer.encoder.layers.2.");
   EXPECT_CONTAINS(msg, "missing");
 }
@@ -119,7 +119,7 @@ TEST(WeightsErrors, MisShapedTensorNamesBothShapes) {
   TensorToWrite& q = ck.at(kQkv);
   ASSERT_EQ(q.shape, (std::vector<int64_t>{128, 64}));  // 4·16 + 2·2·16 rows, hidden 64
   q.shape = {64, 128};                                  // same bytes, transposed shape
-  std::string msg = load_error(ck.write("weights_misshaped"));
+  std::string msg = weights_load_error(ck.write("weights_misshaped"));
   EXPECT_CONTAINS(msg, kQkv);
   EXPECT_CONTAINS(msg, "[64, 128]");
   EXPECT_CONTAINS(msg, "[128, 64]");
@@ -128,13 +128,13 @@ TEST(WeightsErrors, MisShapedTensorNamesBothShapes) {
   TensorToWrite& b = ck2.at(kQkvBias);
   b.shape = {64};
   b.nbytes = 64 * 4;
-  msg = load_error(ck2.write("weights_misshaped_bias"));
+  msg = weights_load_error(ck2.write("weights_misshaped_bias"));
   EXPECT_CONTAINS(msg, kQkvBias);
   EXPECT_CONTAINS(msg, "[64]");
   EXPECT_CONTAINS(msg, "[128]");
   // A config with another hidden size than the weights.
   EditableCheckpoint ck3;
-  msg = load_error(ck3.write("weights_wrong_config", [](json& j) { j["ffn_hidden_size"] = 128; }));
+  msg = weights_load_error(ck3.write("weights_wrong_config", [](json& j) { j["ffn_hidden_size"] = 128; }));
   EXPECT_CONTAINS(msg, "dense_h_to_4h.weight");
   EXPECT_CONTAINS(msg, "[192, 64]");
   EXPECT_CONTAINS(msg, "[256, 64]");
@@ -143,12 +143,12 @@ TEST(WeightsErrors, MisShapedTensorNamesBothShapes) {
 TEST(WeightsErrors, UnexpectedTensorIsNamed) {
   EditableCheckpoint ck;
   ck.put("transformer.encoder.layers.0.self_attention.dense.bias", DType::F32, {64});
-  std::string msg = load_error(ck.write("weights_extra"));
+  std::string msg = weights_load_error(ck.write("weights_extra"));
   EXPECT_CONTAINS(msg, "transformer.encoder.layers.0.self_attention.dense.bias");
   EXPECT_CONTAINS(msg, "unexpected");
   // A qkv bias when config.json says add_qkv_bias false is unexpected too.
   EditableCheckpoint ck2;
-  msg = load_error(ck2.write("weights_extra_bias", [](json& j) { j["add_qkv_bias"] = false; }));
+  msg = weights_load_error(ck2.write("weights_extra_bias", [](json& j) { j["add_qkv_bias"] = false; }));
   EXPECT_CONTAINS(msg, "query_key_value.bias");
   EXPECT_CONTAINS(msg, "unexpected");
 }
@@ -157,14 +157,14 @@ TEST(WeightsErrors, IntegerTensorsWhereFloatsAreNeeded) {
   {
     EditableCheckpoint ck;
     ck.put(kQkv, DType::I8, {128, 64}, 1);
-    std::string msg = load_error(ck.write("weights_i8"));
+    std::string msg = weights_load_error(ck.write("weights_i8"));
     EXPECT_CONTAINS(msg, kQkv);
     EXPECT_CONTAINS(msg, "I8");
   }
   {
     EditableCheckpoint ck;
     ck.put(kFinalNorm, DType::I64, {64}, 0);
-    std::string msg = load_error(ck.write("weights_i64"), "bf16");
+    std::string msg = weights_load_error(ck.write("weights_i64"), "bf16");
     EXPECT_CONTAINS(msg, kFinalNorm);
     EXPECT_CONTAINS(msg, "I64");
   }
@@ -183,12 +183,12 @@ TEST(WeightsErrors, TruncatedSafetensorsNamesTheFile) {
     write_file_atomic((dir / "config.json").string(), cfg);
     std::string file = (dir / "model.safetensors").string();
     write_file_atomic(file, std::string_view(bytes).substr(0, keep));
-    EXPECT_CONTAINS(load_error(dir.string()), file);
+    EXPECT_CONTAINS(weights_load_error(dir.string()), file);
   }
   // An empty folder names the folder.
   auto empty = test::temp_dir("weights_no_files");
   write_file_atomic((empty / "config.json").string(), cfg);
-  EXPECT_CONTAINS(load_error(empty.string()), empty.string());
+  EXPECT_CONTAINS(weights_load_error(empty.string()), empty.string());
 }
 
 // ---------------------------------------------------------------------------- zero copy

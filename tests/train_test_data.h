@@ -3,6 +3,7 @@
 // TrainBatch, and synthetic samples for the training loop.
 #pragma once
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,14 @@
 namespace glmlab::test {
 
 inline std::string train_golden_path(const std::string& rel) { return golden_path("train/" + rel); }
+
+// The oracle's adapter of `method` ("lora", "vera") copied into a fresh folder `name`, to be edited.
+inline std::filesystem::path copy_adapter(const char* method, const std::string& name) {
+  auto dir = temp_dir(name);
+  for (const char* f : {"adapter_config.json", "adapter_model.safetensors"})
+    std::filesystem::copy_file(train_golden_path(std::string(method) + "/" + f), dir / f);
+  return dir;
+}
 
 inline std::vector<float> golden_floats(const SafetensorsFile& f, const std::string& name) {
   auto it = f.tensors().find(name);
