@@ -16,13 +16,13 @@
 #include "cli/checks.h"
 #include "cli/commands.h"
 #include "cli/common.h"
-#include "lab/data/advertisegen.h"
 #include "dist/comm.h"
 #include "lab/bench/bench_compare.h"
 #include "lab/bench/bench_dist.h"
 #include "lab/bench/bench_infer.h"
 #include "lab/bench/bench_outputs.h"
 #include "lab/bench/bench_report.h"
+#include "lab/data/advertisegen.h"
 #include "lab/data/sample.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -35,7 +35,7 @@ namespace {
 // generated to their full reference lengths (no cap), so the 3-D plot shows the spread of output
 // lengths; 6 records keep the no-argument run (random:small, byte tokenizer: 268–442 output tokens a
 // record, 4 dtypes) near a minute on 2 cores. Each applies only where its option is not given.
-constexpr size_t kDefaultSampleRecords = 6;
+constexpr size_t kInferSampleRecords = 6;
 constexpr const char* kDefaultSampleDtypes = "fp16,bf16,int8,int4";
 
 struct BenchArgs {
@@ -67,7 +67,7 @@ std::vector<std::string> split_list(const std::string& s) {
 
 void run_infer(BenchArgs& a, const CLI::App& cmd) {
   bool embedded = a.data.empty();
-  if (embedded && cmd.count("--records") == 0) a.records = kDefaultSampleRecords;
+  if (embedded && cmd.count("--records") == 0) a.records = kInferSampleRecords;
   if (embedded && cmd.count("--dtype") == 0) a.m.dtype = kDefaultSampleDtypes;
   if (a.max_new_tokens < 0) fail("--max-new-tokens must be at least 0 (0 = no cap)");
 
@@ -207,7 +207,7 @@ void run_infer(BenchArgs& a, const CLI::App& cmd) {
   }
 }
 
-RegisterCommand reg([](CLI::App& app) {
+RegisterCommand register_bench([](CLI::App& app) {
   CLI::App* bench = bench_group(app);
 
   auto a = std::make_shared<BenchArgs>();

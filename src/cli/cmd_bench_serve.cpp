@@ -10,11 +10,11 @@
 #include "cli/bench_group.h"
 #include "cli/checks.h"
 #include "cli/commands.h"
-#include "lab/data/advertisegen.h"
 #include "lab/bench/bench_report.h"
 #include "lab/bench/bench_serve.h"
 #include "lab/bench/bench_serve_report.h"
 #include "lab/bench/http/bench_serve_client.h"
+#include "lab/data/advertisegen.h"
 #include "lab/data/sample.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -24,7 +24,7 @@ namespace {
 
 // The no-argument defaults: the embedded sample's first 16 records, at most 32 tokens (bench infer's own
 // default compares four dtypes on 6 records at their reference lengths since issue 16).
-constexpr size_t kDefaultSampleRecords = 16;
+constexpr size_t kServeSampleRecords = 16;
 constexpr int kDefaultSampleCap = 32;
 
 struct ServeBenchArgs {
@@ -37,7 +37,7 @@ struct ServeBenchArgs {
 
 void run_serve_bench(ServeBenchArgs& a, const CLI::App& cmd) {
   const bool embedded = a.data.empty();
-  if (embedded && cmd.count("--records") == 0) a.records = kDefaultSampleRecords;
+  if (embedded && cmd.count("--records") == 0) a.records = kServeSampleRecords;
   if (embedded && cmd.count("--max-new-tokens") == 0) a.max_new_tokens = kDefaultSampleCap;
   if (cmd.count("--concurrency") == 0 && cmd.count("--rate") > 0) a.o.concurrency.clear();  // rates alone
   if (a.o.api_key.empty())
@@ -119,7 +119,7 @@ void run_serve_bench(ServeBenchArgs& a, const CLI::App& cmd) {
   std::printf("\n");
 }
 
-RegisterCommand reg([](CLI::App& app) {
+RegisterCommand register_bench_serve([](CLI::App& app) {
   CLI::App* bench = bench_group(app);
   auto a = std::make_shared<ServeBenchArgs>();
   auto* cmd = bench->add_subcommand(

@@ -24,7 +24,7 @@ namespace glmlab::cli {
 namespace {
 
 // The no-argument default: a few steps of each of 4 runs, well under a minute on 2 cores.
-constexpr size_t kDefaultSampleRecords = 16;
+constexpr size_t kTrainSampleRecords = 16;
 
 struct BenchTrainArgs {
   ModelArgs m;
@@ -69,7 +69,7 @@ void run_bench_train(BenchTrainArgs& a, const CLI::App& cmd) {
   if (!lead) o.progress = false;
 
   const bool embedded = a.data.empty();
-  if (embedded && cmd.count("--records") == 0) a.records = kDefaultSampleRecords;
+  if (embedded && cmd.count("--records") == 0) a.records = kTrainSampleRecords;
   apply_threads(a.m.threads);
   Tokenizer tok = load_tokenizer(a.m.tokenizer, a.m.model);
   std::vector<lab::Record> records;
@@ -161,7 +161,7 @@ void run_bench_train(BenchTrainArgs& a, const CLI::App& cmd) {
   std::printf("\n");
 }
 
-RegisterCommand reg([](CLI::App& app) {
+RegisterCommand register_bench_train([](CLI::App& app) {
   CLI::App* bench = bench_group(app);
   auto a = std::make_shared<BenchTrainArgs>();
   a->o.train.adam.lr = 5e-5;  // glmlab train's default (the recipe's)

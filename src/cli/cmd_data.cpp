@@ -13,10 +13,10 @@
 #include "cli/commands.h"
 #include "lab/data/data_scan.h"
 #include "lab/data/data_stats.h"
-#include "lab/plots/histogram_png.h"
 #include "lab/data/sample.h"
 #include "lab/data/stats_text.h"
 #include "lab/data/tiny.h"
+#include "lab/plots/histogram_png.h"
 #include "util/error.h"
 #include "util/file.h"
 
@@ -132,7 +132,7 @@ void run_sample(const DataOptions& o) {
               o.out.c_str());
 }
 
-glmlab::cli::RegisterCommand reg([](CLI::App& app) {
+glmlab::cli::RegisterCommand register_data([](CLI::App& app) {
   auto* data = app.add_subcommand("data", "AdvertiseGen data: statistics in tokens, tiny.json, the embedded sample");
   data->require_subcommand(1);
 

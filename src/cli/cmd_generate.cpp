@@ -75,7 +75,7 @@ void report(const GenerateResult& r) {
                double(r.generated_tokens) / std::max(r.decode_seconds, 1e-9));
 }
 
-RegisterCommand reg_generate([](CLI::App& app) {
+RegisterCommand register_generate([](CLI::App& app) {
   auto a = std::make_shared<GenArgs>();
   auto* cmd = app.add_subcommand("generate", "generate a reply to one prompt (streamed), then report speed");
   add_model_options(cmd, a->m);
@@ -120,7 +120,7 @@ RegisterCommand reg_generate([](CLI::App& app) {
   });
 });
 
-RegisterCommand reg_chat([](CLI::App& app) {
+RegisterCommand register_chat([](CLI::App& app) {
   auto a = std::make_shared<GenArgs>();
   auto* cmd = app.add_subcommand("chat", "interactive chat on stdin (one message per line; empty line or EOF ends)");
   add_model_options(cmd, a->m);

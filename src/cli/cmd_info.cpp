@@ -19,7 +19,7 @@ struct InfoArgs {
   InfoOptions opt;
 };
 
-RegisterCommand reg([](CLI::App& app) {
+RegisterCommand register_info([](CLI::App& app) {
   auto a = std::make_shared<InfoArgs>();
   auto* cmd = app.add_subcommand("info", "architecture diagram and parameter counts (total, LoRA, VeRA)");
   cmd->add_option("--model,-m", a->model, "random:PRESET or a checkpoint folder")->capture_default_str();

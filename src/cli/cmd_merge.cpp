@@ -7,7 +7,7 @@
 namespace glmlab::cli {
 namespace {
 
-RegisterCommand reg_merge([](CLI::App& app) {
+RegisterCommand register_merge([](CLI::App& app) {
   struct Args {
     std::string model, adapter, out;
   };

@@ -17,7 +17,7 @@ struct ParityArgs {
   bool all = false;
 };
 
-RegisterCommand reg([](CLI::App& app) {
+RegisterCommand register_parity([](CLI::App& app) {
   auto a = std::make_shared<ParityArgs>();
   auto* cmd = app.add_subcommand("parity", "compare logits with a reference dump (exit 1 beyond tolerance)");
   add_model_options(cmd, a->m);

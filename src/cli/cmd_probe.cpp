@@ -15,7 +15,7 @@ namespace {
 
 nlohmann::json spread(const ProbeResult& r) { return {{"median", r.median}, {"min", r.min}, {"max", r.max}}; }
 
-RegisterCommand reg([](CLI::App& app) {
+RegisterCommand register_probe([](CLI::App& app) {
   auto threads = std::make_shared<int>(0);
   auto json = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand(

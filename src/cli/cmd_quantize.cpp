@@ -20,7 +20,7 @@ struct QuantizeArgs {
   std::string out;
 };
 
-RegisterCommand reg([](CLI::App& app) {
+RegisterCommand register_quantize([](CLI::App& app) {
   auto a = std::make_shared<QuantizeArgs>();
   auto* cmd = app.add_subcommand("quantize", "write an int8 / int4 (weight-only, group-wise) checkpoint");
   add_model_options(cmd, a->m);

@@ -57,7 +57,7 @@ std::string default_model_name(const std::string& spec) {
   return name.empty() ? spec : name;
 }
 
-RegisterCommand reg_serve([](CLI::App& app) {
+RegisterCommand register_serve([](CLI::App& app) {
   auto a = std::make_shared<ServeArgs>();
   auto* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server with streaming and continuous batching "
                                           "(docs/SERVING.md)");

@@ -15,7 +15,7 @@ struct TokArgs {
   std::optional<std::string> system;  // --system "" is an empty system turn; no --system, none
 };
 
-RegisterCommand reg([](CLI::App& app) {
+RegisterCommand register_tokenize([](CLI::App& app) {
   auto a = std::make_shared<TokArgs>();
   auto* cmd = app.add_subcommand("tokenize", "text to token ids (or --decode ids to text)");
   add_model_options(cmd, a->m, /*with_weights=*/false);

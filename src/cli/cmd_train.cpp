@@ -36,7 +36,7 @@ struct TrainArgs {
   int bucket_kb = 1024;
 };
 
-RegisterCommand reg_train([](CLI::App& app) {
+RegisterCommand register_train([](CLI::App& app) {
   auto a = std::make_shared<TrainArgs>();
   a->t.adam.lr = 5e-5;  // the recipe's (finetune_demo configs/lora.yaml)
   auto* cmd = app.add_subcommand("train", "fine-tune a LoRA or VeRA adapter (PEFT format) on AdvertiseGen data");

@@ -13,14 +13,12 @@
 #include <fmt/format.h>
 
 #include "util/error.h"
+#include "util/units.h"
 
 namespace glmlab {
 namespace {
 
-constexpr size_t kAlign = 256;
 constexpr int kFirstBucket = 128;
-size_t aligned(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-double gib(uint64_t b) { return double(b) / double(1ull << 30); }
 
 int64_t step_rows(const ModelConfig& c, const EngineLimits& l) {
   return l.step_tokens > 0 ? l.step_tokens : int64_t(l.batch) * l.capacity;
@@ -40,12 +38,12 @@ EnginePlan plan_engine(const ModelConfig& c, const ModelWeights& w, const Engine
   const uint64_t C = uint64_t(c.hidden_size);
   p.weights = DeviceWeights::bytes(w);
   const uint64_t BS = uint64_t(l.batch) * uint64_t(l.capacity);
-  p.kv_cache = 2 * aligned(uint64_t(c.num_layers) * BS * uint64_t(c.kv_dim()) * 4) + aligned(BS);
+  p.kv_cache = 2 * device_aligned(uint64_t(c.num_layers) * BS * uint64_t(c.kv_dim()) * 4) + device_aligned(BS);
   const uint64_t N = uint64_t(step_rows(c, l));
-  p.workspaces = 3 * aligned(N * C * 4) + aligned(N * uint64_t(c.qkv_dim()) * 4) + aligned(N * uint64_t(c.q_dim()) * 4) +
-                 aligned(N * 2 * uint64_t(c.ffn_hidden_size) * 4) + aligned(N * uint64_t(c.ffn_hidden_size) * 4) +
-                 aligned(uint64_t(l.batch) * C * 4) + aligned(uint64_t(logit_rows(l)) * uint64_t(c.vocab_size) * 4) +
-                 aligned((1 + 2 * N) * 4) + aligned(uint64_t(l.batch) * 4);
+  p.workspaces = 3 * device_aligned(N * C * 4) + device_aligned(N * uint64_t(c.qkv_dim()) * 4) + device_aligned(N * uint64_t(c.q_dim()) * 4) +
+                 device_aligned(N * 2 * uint64_t(c.ffn_hidden_size) * 4) + device_aligned(N * uint64_t(c.ffn_hidden_size) * 4) +
+                 device_aligned(uint64_t(l.batch) * C * 4) + device_aligned(uint64_t(logit_rows(l)) * uint64_t(c.vocab_size) * 4) +
+                 device_aligned((1 + 2 * N) * 4) + device_aligned(uint64_t(l.batch) * 4);
   return p;
 }
 
@@ -73,7 +71,7 @@ DeviceEngine::DeviceEngine(std::unique_ptr<Device> device, const Model& model, E
 
   // KV cache [L][Bmax, Smax, G, D] for K and V, then key_valid [Bmax, Smax].
   const size_t BS = size_t(lim_.batch) * size_t(lim_.capacity);
-  const size_t kv_one = aligned(size_t(cfg_.num_layers) * BS * size_t(cfg_.kv_dim()) * 4);
+  const size_t kv_one = device_aligned(size_t(cfg_.num_layers) * BS * size_t(cfg_.kv_dim()) * 4);
   kv_ = DeviceBuffer(*dev_, plan_.kv_cache, "KV cache");
   k_ = kv_.f();
   v_ = reinterpret_cast<float*>(kv_.get<uint8_t>() + kv_one);
@@ -87,7 +85,7 @@ DeviceEngine::DeviceEngine(std::unique_ptr<Device> device, const Model& model, E
   size_t wo = 0;
   auto take = [&](size_t bytes) {
     void* p = wb + wo;
-    wo += aligned(bytes);
+    wo += device_aligned(bytes);
     return p;
   };
   x_ = static_cast<float*>(take(N * C * 4));

@@ -9,13 +9,11 @@
 #include <fmt/format.h>
 
 #include "util/error.h"
+#include "util/units.h"
 
 namespace glmlab {
 namespace {
 
-constexpr size_t kAlign = 256;
-uint64_t aligned(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-double gib(uint64_t b) { return double(b) / double(1ull << 30); }
 
 Matrix f32_view(const float* data, int64_t rows, int64_t cols) { return Matrix{DType::F32, rows, cols, data}; }
 
@@ -70,7 +68,7 @@ std::vector<uint64_t> work_pieces(const ModelConfig& c, const Adapter& a, uint64
 
 uint64_t sum_aligned(const std::vector<uint64_t>& floats) {
   uint64_t b = 0;
-  for (uint64_t f : floats) b += aligned(f * 4);
+  for (uint64_t f : floats) b += device_aligned(f * 4);
   return b;
 }
 
@@ -81,7 +79,7 @@ TrainerPlan plan_trainer(const Model& model, const Adapter& adapter, const Train
   const uint64_t N = uint64_t(std::max<int64_t>(limits.rows, 0));
   TrainerPlan p;
   p.weights = DeviceWeights::bytes(model.weights());
-  p.adapter = 7 * aligned(uint64_t(adapter.trainable_count()) * 4) + aligned(frozen_count(adapter) * 4);
+  p.adapter = 7 * device_aligned(uint64_t(adapter.trainable_count()) * 4) + device_aligned(frozen_count(adapter) * 4);
   const int lowest = adapter.lowest_adapted_layer();
   const uint64_t taped = uint64_t(c.num_layers - lowest) + (lowest > 0 ? 1 : 0);  // + one shared below
   p.tape = taped * sum_aligned(tape_floats(c, N));
@@ -126,8 +124,8 @@ DeviceTrainer::DeviceTrainer(std::unique_ptr<Device> device, const Model& model,
   first_param_.assign(size_t(cfg_.num_layers) * kNumTargets, -1);
   for (int l = 0; l < cfg_.num_layers; ++l)
     for (Target t : kTargets) first_param_[size_t(l) * kNumTargets + size_t(t)] = adapter.param_index(l, t);
-  const uint64_t pb = aligned(uint64_t(P_) * 4);
-  adapter_buf_ = DeviceBuffer(*dev_, 7 * pb + aligned(uint64_t(frozen) * 4), "adapter values, gradients and AdamW moments");
+  const uint64_t pb = device_aligned(uint64_t(P_) * 4);
+  adapter_buf_ = DeviceBuffer(*dev_, 7 * pb + device_aligned(uint64_t(frozen) * 4), "adapter values, gradients and AdamW moments");
   value_ = adapter_buf_.f();
   grad_ = reinterpret_cast<float*>(adapter_buf_.get<uint8_t>() + pb);
   m_ = reinterpret_cast<float*>(adapter_buf_.get<uint8_t>() + 2 * pb);
@@ -147,7 +145,7 @@ DeviceTrainer::DeviceTrainer(std::unique_ptr<Device> device, const Model& model,
     const auto pieces = tape_floats(cfg_, N);
     for (size_t i = 0; i < 10; ++i) {
       p[i] = reinterpret_cast<float*>(tb + to);
-      to += aligned(pieces[i] * 4);
+      to += device_aligned(pieces[i] * 4);
     }
     return Tape{p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9]};
   };
@@ -163,7 +161,7 @@ DeviceTrainer::DeviceTrainer(std::unique_ptr<Device> device, const Model& model,
   size_t k = 0;
   auto take = [&]() -> void* {
     void* p = wb + wo;
-    wo += aligned(pieces[k++] * 4);
+    wo += device_aligned(pieces[k++] * 4);
     return p;
   };
   x_ = static_cast<float*>(take());

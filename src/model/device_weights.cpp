@@ -6,18 +6,16 @@
 namespace glmlab {
 namespace {
 
-constexpr size_t kAlign = 256;
-size_t aligned(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 size_t scale_bytes(const Matrix& m) { return size_t(m.rows * m.groups()) * 2; }
-size_t matrix_bytes(const Matrix& m) { return aligned(m.data_bytes()) + (m.scales ? aligned(scale_bytes(m)) : 0); }
+size_t matrix_bytes(const Matrix& m) { return device_aligned(m.data_bytes()) + (m.scales ? device_aligned(scale_bytes(m)) : 0); }
 
 }  // namespace
 
 uint64_t DeviceWeights::bytes(const ModelWeights& w) {
-  uint64_t b = matrix_bytes(w.embedding) + matrix_bytes(w.output) + aligned(w.final_norm.size() * 4);
+  uint64_t b = matrix_bytes(w.embedding) + matrix_bytes(w.output) + device_aligned(w.final_norm.size() * 4);
   for (const auto& lw : w.layers)
     b += matrix_bytes(lw.qkv) + matrix_bytes(lw.dense) + matrix_bytes(lw.h_to_4h) + matrix_bytes(lw.four_h_to_h) +
-         aligned(lw.input_norm.size() * 4) + aligned(lw.post_norm.size() * 4) + aligned(lw.qkv_bias.size() * 4);
+         device_aligned(lw.input_norm.size() * 4) + device_aligned(lw.post_norm.size() * 4) + device_aligned(lw.qkv_bias.size() * 4);
   return b;
 }
 
@@ -29,7 +27,7 @@ DeviceWeights::DeviceWeights(Device& dev, const ModelWeights& w) {
   auto put = [&](const void* src, size_t n) -> void* {
     void* p = base + off;
     if (n) dev.upload(p, src, n);
-    off += aligned(n);
+    off += device_aligned(n);
     return p;
   };
   auto put_matrix = [&](const Matrix& m) {

@@ -17,6 +17,11 @@
 
 namespace glmlab {
 
+// The buffers a device engine, trainer or weight upload carves out of one allocation start at multiples
+// of this (cudaMalloc's own alignment).
+constexpr uint64_t kDeviceAlign = 256;
+constexpr uint64_t device_aligned(uint64_t n) { return (n + kDeviceAlign - 1) / kDeviceAlign * kDeviceAlign; }
+
 class Device {
  public:
   virtual ~Device() = default;

@@ -16,6 +16,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "util/error.h"
+#include "util/units.h"
 
 namespace glmlab::cuda {
 
@@ -27,7 +28,6 @@ namespace glmlab::cuda {
 
 namespace {
 
-double mib(size_t b) { return double(b) / double(1 << 20); }
 
 class CudaDevice final : public Device {
  public:

@@ -22,6 +22,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "util/error.h"
+#include "util/units.h"
 
 namespace glmlab::cuda {
 namespace {
@@ -32,7 +33,6 @@ constexpr size_t kDequantTileBytes = 64ull << 20;  // a block of widened weight 
 constexpr size_t kScratchAlign = 256;
 
 size_t align_up(size_t n) { return (n + kScratchAlign - 1) / kScratchAlign * kScratchAlign; }
-double mib(size_t b) { return double(b) / double(1 << 20); }
 
 const char* path_name(MatmulPath p) {
   switch (p) {

@@ -9,16 +9,9 @@
 
 namespace glmlab::lab {
 
-namespace {
-
 nlohmann::json spread_json(const Spread& s) { return {{"median", s.median}, {"min", s.min}, {"max", s.max}}; }
 
-std::string utc_now() { return utc_timestamp(); }
-std::string csv(const std::string& s) { return csv_field(s); }
-
-std::string g(double v) { return fmt::format("{:.6g}", v); }
-
-}  // namespace
+std::string fmt_g(double v) { return fmt::format("{:.6g}", v); }
 
 std::string utc_timestamp() {
   std::time_t t = std::time(nullptr);
@@ -121,7 +114,7 @@ nlohmann::json summary_json(const BenchReport& r, const BenchMeta& meta) {
   const auto& o = meta.options;
   return {{"schema", "glmlab-bench-infer/1"},
           {"engine", "glmlab"},
-          {"created", utc_now()},
+          {"created", utc_timestamp()},
           {"command", meta.command},
           {"model",
            {{"spec", meta.model_spec}, {"name", c.name}, {"params", c.total_params()}, {"layers", c.num_layers},
@@ -164,9 +157,9 @@ std::string records_csv(const BenchReport& r) {
       "dtype,batch,rep,group,index,input_tokens,target_tokens,output_tokens,forced,stopped,prefill_s,decode_s,total_s,"
       "tokens_per_s,schedule\n";
   for (const auto& x : r.records)
-    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", csv(x.dtype), x.batch, x.rep, x.group, x.index,
+    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", csv_field(x.dtype), x.batch, x.rep, x.group, x.index,
                        x.input_tokens, x.target_tokens, x.output_tokens, x.forced ? 1 : 0, x.stopped ? 1 : 0,
-                       g(x.prefill_s), g(x.decode_s), g(x.total_s), g(x.tokens_per_s()), x.schedule);
+                       fmt_g(x.prefill_s), fmt_g(x.decode_s), fmt_g(x.total_s), fmt_g(x.tokens_per_s()), x.schedule);
   return out;
 }
 
@@ -179,13 +172,13 @@ std::string summary_csv(const BenchReport& r) {
   for (const auto& s : r.runs) {
     const auto& f = s.facts;
     out += fmt::format("glmlab,{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-                       csv(s.dtype), s.batch, s.reps, s.records, s.input_tokens, s.output_tokens, g(s.wall_s.median),
-                       g(s.wall_s.min), g(s.wall_s.max), g(s.throughput_tps.median), g(s.throughput_tps.min),
-                       g(s.throughput_tps.max), g(s.prefill_tps.median), g(s.decode_tps.median),
-                       g(s.latency_p50_s.median), g(s.latency_p90_s.median), g(s.ttft_p50_s.median),
-                       g(s.decode_gbs.median), g(s.decode_gbs_of_probe), g(s.prefill_gflops.median),
-                       g(s.prefill_gflops_of_probe), g(s.batch_gain), f.weight_bytes, f.decode_bytes_per_step,
-                       f.kv_cache_bytes, f.peak_rss_bytes, g(f.load_s), s.schedule);
+                       csv_field(s.dtype), s.batch, s.reps, s.records, s.input_tokens, s.output_tokens, fmt_g(s.wall_s.median),
+                       fmt_g(s.wall_s.min), fmt_g(s.wall_s.max), fmt_g(s.throughput_tps.median), fmt_g(s.throughput_tps.min),
+                       fmt_g(s.throughput_tps.max), fmt_g(s.prefill_tps.median), fmt_g(s.decode_tps.median),
+                       fmt_g(s.latency_p50_s.median), fmt_g(s.latency_p90_s.median), fmt_g(s.ttft_p50_s.median),
+                       fmt_g(s.decode_gbs.median), fmt_g(s.decode_gbs_of_probe), fmt_g(s.prefill_gflops.median),
+                       fmt_g(s.prefill_gflops_of_probe), fmt_g(s.batch_gain), f.weight_bytes, f.decode_bytes_per_step,
+                       f.kv_cache_bytes, f.peak_rss_bytes, fmt_g(f.load_s), s.schedule);
   }
   return out;
 }

@@ -36,6 +36,11 @@ std::string utc_timestamp();
 // A CSV field: quoted when it holds a comma, quote or newline.
 std::string csv_field(const std::string& s);
 
+// {"median", "min", "max"} of a spread, as the summaries write it.
+nlohmann::json spread_json(const Spread& s);
+// A number in a summary's text fields: 6 significant digits ("{:.6g}").
+std::string fmt_g(double v);
+
 // A number for tables: 3 significant digits around 1..1000, fewer decimals for larger values.
 std::string fmt_num(double v);
 // "37.1" or, with several repetitions, "37.1 (36.2–38.0)".

@@ -13,13 +13,6 @@
 
 namespace glmlab::lab {
 
-namespace {
-
-nlohmann::json spread_json(const Spread& s) { return {{"median", s.median}, {"min", s.min}, {"max", s.max}}; }
-std::string g(double v) { return fmt::format("{:.6g}", v); }
-
-}  // namespace
-
 std::string run_label(const TrainRunSummary& s) {
   return fmt::format("{} {}{}", s.spec.method, s.dtype, s.spec.qat != "none" ? " QAT" : "");
 }
@@ -158,11 +151,11 @@ std::string train_summary_csv(const BenchTrainReport& r) {
   for (const auto& s : r.runs)
     out += fmt::format("glmlab,{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                        csv_field(s.spec.method), csv_field(s.spec.qat), csv_field(s.dtype), s.rank, s.trainable, s.batch,
-                       s.steps, s.warmup_steps, s.pack ? 1 : 0, s.samples, s.tokens, s.labelled, g(s.seconds),
-                       g(s.samples_per_s), g(s.tokens_per_s), g(s.step_s.median), g(s.step_s.min), g(s.step_s.max),
-                       g(s.forward_s.median), g(s.backward_s.median), g(s.optimizer_s.median), g(s.other_s.median),
-                       g(s.backward_over_forward), g(s.flops_per_step), g(s.gflops), g(s.gflops_of_probe),
-                       g(s.loss_first), g(s.loss_last), s.weight_bytes, s.peak_rss_bytes, g(s.load_s));
+                       s.steps, s.warmup_steps, s.pack ? 1 : 0, s.samples, s.tokens, s.labelled, fmt_g(s.seconds),
+                       fmt_g(s.samples_per_s), fmt_g(s.tokens_per_s), fmt_g(s.step_s.median), fmt_g(s.step_s.min), fmt_g(s.step_s.max),
+                       fmt_g(s.forward_s.median), fmt_g(s.backward_s.median), fmt_g(s.optimizer_s.median), fmt_g(s.other_s.median),
+                       fmt_g(s.backward_over_forward), fmt_g(s.flops_per_step), fmt_g(s.gflops), fmt_g(s.gflops_of_probe),
+                       fmt_g(s.loss_first), fmt_g(s.loss_last), s.weight_bytes, s.peak_rss_bytes, fmt_g(s.load_s));
   return out;
 }
 
