@@ -17,12 +17,12 @@
 #include "model/loader.h"
 #include "model/optimizer.h"
 #include "model/peft_io.h"
+#include "test_numeric.h"
 #include "test_util.h"
 #include "train_test_data.h"
 
 #ifdef GLMLAB_HAVE_CUDA
 #include "kernels/cuda/cuda_device.h"
-#include "test_numeric.h"
 #endif
 
 namespace glmlab {
