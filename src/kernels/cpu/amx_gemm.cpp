@@ -8,7 +8,9 @@
 #include <cpuid.h>
 
 #pragma GCC diagnostic ignored "-Wuninitialized"  // GCC 12 on _mm512_setzero_ps / set1 under a target attribute
+#ifndef __clang__  // clang has no -Wmaybe-uninitialized (and warns of the unknown group)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 on _mm512_cvtph_ps / extracts likewise
+#endif
 
 #include <algorithm>
 #include <bit>

@@ -6,7 +6,9 @@
 #include <immintrin.h>
 #include <omp.h>
 
+#ifndef __clang__  // clang has no -Wmaybe-uninitialized (and warns of the unknown group)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 on _mm512_cvtph_ps / set1 under a target attribute
+#endif
 
 #include <algorithm>
 #include <cstring>

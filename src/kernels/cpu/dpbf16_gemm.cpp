@@ -7,7 +7,9 @@
 
 // GCC 12 warns about the "undefined" pass-through operand inside its own AVX-512 reduce intrinsics.
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__  // clang has no -Wmaybe-uninitialized (and warns of the unknown group)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include <algorithm>
 #include <cstring>

@@ -19,7 +19,9 @@
 #include "util/dtype.h"
 #include "util/error.h"
 
+#ifndef __clang__  // clang has no -Wmaybe-uninitialized (and warns of the unknown group)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 on _mm512_set1_* under a target region
+#endif
 
 // AVX-512 code for this file's own functions only (kernels/cpu/isa.h says why).
 GLMLAB_TARGET_BEGIN(GLMLAB_AVX512BF16_FEATURES)

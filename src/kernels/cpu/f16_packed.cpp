@@ -6,7 +6,9 @@
 #include <omp.h>
 
 // GCC 12 warns about the "undefined" pass-through operand inside its own AVX-512 intrinsics.
+#ifndef __clang__  // clang has no -Wmaybe-uninitialized (and warns of the unknown group)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include <algorithm>
 

@@ -13,7 +13,9 @@
 #include <immintrin.h>
 
 // GCC 12 warns about the "undefined" pass-through operand inside its own AVX-512 intrinsic headers.
+#ifndef __clang__  // clang has no -Wmaybe-uninitialized (and warns of the unknown group)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include <algorithm>
 #include <climits>
