@@ -22,7 +22,8 @@ struct LineResult {
 
 Scan scan_files(const std::vector<std::string>& paths, const Tokenizer& tok, const ScanOptions& options) {
   if (paths.empty()) fail("no input files given");
-  const int threads = options.threads > 0 ? options.threads : omp_get_max_threads();
+  // Unused where the OpenMP pragmas are off (the clang fuzz build on GCC's libgomp, fuzz/openmp.cmake).
+  [[maybe_unused]] const int threads = options.threads > 0 ? options.threads : omp_get_max_threads();
   const size_t max_line = options.read.max_line_bytes;
   const LengthMeter meter(tok);
   Scan scan;
