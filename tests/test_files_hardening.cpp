@@ -536,6 +536,22 @@ TEST(FilesMerge, OutputFolderWithAShardedCheckpointIsReplaced) {
     for (int64_t c = 0; c < ma.cols; ++c) ASSERT_EQ(ma.at(r, c), mb.at(r, c));
 }
 
+TEST(FilesMerge, ShardsNoIndexListsGoByTheirNameOnly) {
+  // Without an index, a file goes when its name is a shard's (model-<digits>-of-<digits>.safetensors) and
+  // only then: near misses are someone's files.
+  auto out = test::temp_dir("files_merge_shard_names");
+  const std::vector<std::string> shards = {"model-00001-of-00002.safetensors", "model-3-of-3.safetensors"};
+  const std::vector<std::string> kept = {"model-1-of-x.safetensors",         "model-00001-of-00002.safetensors.bak",
+                                         "xmodel-00001-of-00002.safetensors", "model--of-2.safetensors",
+                                         "model-00001-of-.safetensors",       "model-00001-00002.safetensors"};
+  for (const auto& n : shards) spit(out / n, "old shard");
+  for (const auto& n : kept) spit(out / n, "mine");
+  merge_checkpoint(test::train_golden_path("tiny-f32"), test::train_golden_path("lora"), out.string());
+  for (const auto& n : shards) EXPECT_FALSE(fs::exists(out / n)) << n;
+  for (const auto& n : kept) EXPECT_TRUE(fs::exists(out / n)) << n;
+  EXPECT_TRUE(fs::exists(out / "model.safetensors"));
+}
+
 // ------------------------------------------------------------------ 9. found while fuzzing (fuzz/)
 // The crashing inputs are also in fuzz/corpus/<target>/regress_*.
 

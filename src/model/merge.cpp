@@ -3,9 +3,9 @@
 
 #include <cmath>
 #include <cstring>
-#include <regex>
 #include <filesystem>
 #include <map>
+#include <string_view>
 
 #include "model/config.h"
 #include "model/peft_io.h"
@@ -18,6 +18,26 @@
 namespace glmlab {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// model-<digits>-of-<digits>.safetensors: the name transformers gives a checkpoint's shards.
+bool is_shard_name(std::string_view n) {
+  auto digits = [&n] {
+    size_t k = 0;
+    while (k < n.size() && n[k] >= '0' && n[k] <= '9') ++k;
+    n.remove_prefix(k);
+    return k > 0;
+  };
+  auto take = [&n](std::string_view p) {
+    if (!n.starts_with(p)) return false;
+    n.remove_prefix(p.size());
+    return true;
+  };
+  return take("model-") && digits() && take("-of-") && digits() && n == ".safetensors";
+}
+
+}  // namespace
 
 std::vector<float> adapter_delta(const Adapter& a, int layer, Target t) {
   if (!a.adapts(layer, t)) return {};
@@ -130,9 +150,8 @@ MergeReport merge_checkpoint(const std::string& model_dir, const std::string& ad
       // an unreadable index is removed all the same
     }
   }
-  const std::regex shard_name(R"(model-[0-9]+-of-[0-9]+\.safetensors)");
   for (const auto& e : fs::directory_iterator(out_dir))
-    if (std::regex_match(e.path().filename().string(), shard_name)) stale.push_back(e.path());
+    if (is_shard_name(e.path().filename().string())) stale.push_back(e.path());
   write_safetensors((fs::path(out_dir) / "model.safetensors").string(), out, {{"format", "pt"}});
   for (const fs::path& p : stale) {
     std::error_code ec;
