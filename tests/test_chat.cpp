@@ -18,6 +18,8 @@
 namespace glmlab {
 namespace {
 
+using test::real_tokenizer;
+
 using Ids = std::vector<int32_t>;
 using nlohmann::json;
 
@@ -82,7 +84,7 @@ TEST(ChatLayout, EveryGoldenMessageListMatchesTheOracle) {
   for (const auto& c : g.at("chat")) {
     const std::string name = c.at("name");
     names.insert(name);
-    EXPECT_EQ(test::real_tokenizer().build_chat(messages_of(c.at("messages"))), c.at("ids").get<Ids>()) << name;
+    EXPECT_EQ(real_tokenizer().build_chat(messages_of(c.at("messages"))), c.at("ids").get<Ids>()) << name;
   }
   for (std::string want : {"system_user", "empty_system", "multi_turn", "tool_call_and_observation",
                            "interpreter_metadata", "last_message_metadata_is_not_used", "chinese_and_emoji"})
@@ -91,32 +93,32 @@ TEST(ChatLayout, EveryGoldenMessageListMatchesTheOracle) {
 
 TEST(ChatLayout, AnEmptySystemMessageIsAnEmptySystemTurn) {
   std::vector<ChatMessage> m = {{"system", "", ""}, {"user", "Hello", ""}};
-  EXPECT_EQ(test::real_tokenizer().build_chat(m), (Ids{64790, 64792, 64794, 30910, 13, 64795, 30910, 13, 13755, 64796}));
-  EXPECT_EQ(test::real_tokenizer().build_chat_input("Hello", {{"system", "", ""}}), test::real_tokenizer().build_chat(m));
-  EXPECT_EQ(test::real_tokenizer().build_chat({{"user", "Hello", ""}}), (Ids{64790, 64792, 64795, 30910, 13, 13755, 64796}));
+  EXPECT_EQ(real_tokenizer().build_chat(m), (Ids{64790, 64792, 64794, 30910, 13, 64795, 30910, 13, 13755, 64796}));
+  EXPECT_EQ(real_tokenizer().build_chat_input("Hello", {{"system", "", ""}}), real_tokenizer().build_chat(m));
+  EXPECT_EQ(real_tokenizer().build_chat({{"user", "Hello", ""}}), (Ids{64790, 64792, 64795, 30910, 13, 13755, 64796}));
 }
 
 TEST(ChatLayout, TheLastMessageIsTheQueryWithoutMetadata) {
   std::vector<ChatMessage> history = {{"user", "hi", ""}, {"assistant", "```python\nx\n```", "interpreter"}};
   std::vector<ChatMessage> m = history;
   m.push_back({"observation", "1024", "ignored"});
-  EXPECT_EQ(test::real_tokenizer().build_chat(m), test::real_tokenizer().build_chat_input("1024", history, "observation"));
+  EXPECT_EQ(real_tokenizer().build_chat(m), real_tokenizer().build_chat_input("1024", history, "observation"));
   // The history's metadata is kept: <|assistant|> + sp.encode("interpreter\n").
-  Ids ids = test::real_tokenizer().build_chat(m);
-  Ids header = test::real_tokenizer().build_single_message("assistant", "interpreter", "");
+  Ids ids = real_tokenizer().build_chat(m);
+  Ids header = real_tokenizer().build_single_message("assistant", "interpreter", "");
   EXPECT_NE(std::search(ids.begin(), ids.end(), header.begin(), header.end()), ids.end());
   EXPECT_EQ(ids.back(), tok::kAssistant);
 }
 
 TEST(ChatLayout, EmptyListsAndUnknownRolesAreErrors) {
   try {
-    test::real_tokenizer().build_chat({});
+    real_tokenizer().build_chat({});
     ADD_FAILURE() << "no Error for an empty message list";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("at least one message"), std::string::npos) << e.what();
   }
   try {
-    test::real_tokenizer().build_chat({{"system", "s", ""}, {"user", "u", ""}, {"function", "f", ""}});
+    real_tokenizer().build_chat({{"system", "s", ""}, {"user", "u", ""}, {"function", "f", ""}});
     ADD_FAILURE() << "no Error for the role \"function\"";
   } catch (const Error& e) {
     std::string msg = e.what();
@@ -133,7 +135,7 @@ TEST(ChatDecode, EveryGoldenIdListMatchesChatGLMTokenizerDecode) {
   size_t n = 0;
   for (const auto& d : g.at("decode")) {
     const std::string name = d.at("name");
-    EXPECT_EQ(test::real_tokenizer().decode(d.at("ids").get<Ids>()), d.at("text").get<std::string>()) << name;
+    EXPECT_EQ(real_tokenizer().decode(d.at("ids").get<Ids>()), d.at("text").get<std::string>()) << name;
     ++n;
   }
   EXPECT_GE(n, 15u);
@@ -141,15 +143,15 @@ TEST(ChatDecode, EveryGoldenIdListMatchesChatGLMTokenizerDecode) {
 
 TEST(ChatDecode, ARoleTokenFollowedByASpacePieceKeepsTheSpace) {
   Ids ids = {tok::kAssistant};
-  for (int32_t id : test::real_tokenizer().encode("Hello world")) ids.push_back(id);  // 13755 "▁Hello", 993 "▁world"
-  EXPECT_EQ(test::real_tokenizer().decode(ids), "<|assistant|> Hello world");
-  EXPECT_EQ(test::real_tokenizer().decode({tok::kAssistant, 30910, 13, 36474, 54591}), "<|assistant|> \n 你好");
-  EXPECT_EQ(test::real_tokenizer().decode(test::real_tokenizer().build_chat_input("你好")), "[gMASK]sop<|user|> \n 你好<|assistant|>");
+  for (int32_t id : real_tokenizer().encode("Hello world")) ids.push_back(id);  // 13755 "▁Hello", 993 "▁world"
+  EXPECT_EQ(real_tokenizer().decode(ids), "<|assistant|> Hello world");
+  EXPECT_EQ(real_tokenizer().decode({tok::kAssistant, 30910, 13, 36474, 54591}), "<|assistant|> \n 你好");
+  EXPECT_EQ(real_tokenizer().decode(real_tokenizer().build_chat_input("你好")), "[gMASK]sop<|user|> \n 你好<|assistant|>");
   // Only the text's first piece loses its "▁", also after eos, bos and unk, which decode to "".
-  EXPECT_EQ(test::real_tokenizer().decode({13755, 993}), "Hello world");
-  EXPECT_EQ(test::real_tokenizer().decode({2, 1, 0, 13755, 0, 993, 2}), "Hello world");
+  EXPECT_EQ(real_tokenizer().decode({13755, 993}), "Hello world");
+  EXPECT_EQ(real_tokenizer().decode({2, 1, 0, 13755, 0, 993, 2}), "Hello world");
   // sentencepiece 0.2 (THUDM's) drops one "▁" at the start, not every "▁" while the text is empty.
-  EXPECT_EQ(test::real_tokenizer().decode({30910, 30910, 13755}), "  Hello");
+  EXPECT_EQ(real_tokenizer().decode({30910, 30910, 13755}), "  Hello");
 }
 
 TEST(ChatDecode, ByteFallbackDecodesLikeTheRealVocabulary) {
@@ -165,7 +167,7 @@ TEST(ChatDecode, ByteFallbackDecodesLikeTheRealVocabulary) {
       int r = int(rng() % 10);
       ids.push_back(r < 7 ? interesting[rng() % interesting.size()] + 3 : r < 9 ? int32_t(rng() % 256) + 3 : tok::kEos);
     }
-    ASSERT_EQ(bytes().decode(ids), test::real_tokenizer().decode(ids)) << "trial " << trial;
+    ASSERT_EQ(bytes().decode(ids), real_tokenizer().decode(ids)) << "trial " << trial;
   }
   EXPECT_EQ(bytes().decode({0xE4 + 3, 0xBD + 3, 0xA0 + 3}), "你");
   EXPECT_EQ(bytes().decode({0xE4 + 3, 0xBD + 3}), "\xEF\xBF\xBD\xEF\xBF\xBD");
@@ -182,7 +184,7 @@ TEST(ChatReplyDecoder, EveryDevSummaryStreamsToItsDecode) {
   while (std::getline(in, line)) {
     if (line.empty()) continue;
     const std::string summary = json::parse(line).at("summary").get<std::string>();
-    for (const Tokenizer* tok : {&test::real_tokenizer(), &bytes()}) {
+    for (const Tokenizer* tok : {&real_tokenizer(), &bytes()}) {
       // A reply as the model writes it: the header "\n", the text, then eos.
       Ids ids = tok->encode("\n" + summary);
       ids.push_back(tok::kEos);
@@ -201,7 +203,7 @@ TEST(ChatReplyDecoder, EveryDevSummaryStreamsToItsDecode) {
 }
 
 TEST(ChatReplyDecoder, HoldsBackAByteSplitCharacterAndNothingElse) {
-  for (const Tokenizer* tok : {&test::real_tokenizer(), &bytes()}) {
+  for (const Tokenizer* tok : {&real_tokenizer(), &bytes()}) {
     ReplyDecoder d(*tok);
     EXPECT_EQ(d.push('A' + 3), "A");
     EXPECT_EQ(d.push(0xF0 + 3), "");  // 😀 = F0 9F 98 80
@@ -215,10 +217,10 @@ TEST(ChatReplyDecoder, HoldsBackAByteSplitCharacterAndNothingElse) {
     EXPECT_EQ(d.flush(), "\xEF\xBF\xBD");  // the reply ends inside a character
     EXPECT_EQ(d.text(), "A😀\xEF\xBF\xBD" "B\xEF\xBF\xBD\xEF\xBF\xBD");
   }
-  ReplyDecoder d(test::real_tokenizer());
+  ReplyDecoder d(real_tokenizer());
   EXPECT_EQ(d.push(tok::kAssistant), "<|assistant|>");
   EXPECT_EQ(d.push(13755), " Hello");  // after a role token the "▁" is a space
-  ReplyDecoder e(test::real_tokenizer());
+  ReplyDecoder e(real_tokenizer());
   EXPECT_EQ(e.push(tok::kEos), "");
   EXPECT_EQ(e.push(30910), "");  // the first "▁" is the dummy prefix ...
   EXPECT_EQ(e.push(30910), " ");  // ... the next one a space
@@ -229,7 +231,7 @@ TEST(ChatReplyDecoder, RandomIdListsStreamToTheirDecode) {
   std::mt19937 rng(15);
   const Ids specials = {tok::kUnk, tok::kBos, tok::kEos, tok::kGMask, tok::kSop, tok::kUser, tok::kAssistant,
                         tok::kObservation, 30910, 13, 64798, -1};
-  for (const Tokenizer* tok : {&test::real_tokenizer(), &bytes()}) {
+  for (const Tokenizer* tok : {&real_tokenizer(), &bytes()}) {
     size_t bad_pieces = 0;
     for (int trial = 0; trial < 3000; ++trial) {
       Ids ids;
@@ -250,7 +252,7 @@ TEST(ChatReplyDecoder, RandomIdListsStreamToTheirDecode) {
 TEST(ChatReplyDecoder, GoldenIdListsStreamToTheOraclesText) {
   json g = chat_golden();
   for (const auto& d : g.at("decode"))
-    EXPECT_EQ(stream(test::real_tokenizer(), d.at("ids").get<Ids>()), d.at("text").get<std::string>()) << d.at("name");
+    EXPECT_EQ(stream(real_tokenizer(), d.at("ids").get<Ids>()), d.at("text").get<std::string>()) << d.at("name");
 }
 
 TEST(ChatReplyDecoder, LongRepliesTakeLinearTime) {

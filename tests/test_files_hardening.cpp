@@ -39,6 +39,8 @@
 namespace glmlab {
 namespace {
 
+using test::train_golden_path;
+
 using test::copy_adapter;
 
 using test::slurp;
@@ -376,7 +378,7 @@ void set_field(const fs::path& dir, const std::string& key, const std::string& r
 }
 
 TEST(FilesAdapter, RankAndAlphaMustBeExact) {
-  ModelConfig c = load_model(test::train_golden_path("tiny-f32")).config();
+  ModelConfig c = load_model(train_golden_path("tiny-f32")).config();
   for (const char* r : {"8.5", "4294967304", "-3", "\"8\""}) {
     auto d = copy_adapter("lora", "files_rank");
     set_field(d, "r", r);
@@ -392,7 +394,7 @@ TEST(FilesAdapter, RankAndAlphaMustBeExact) {
 }
 
 TEST(FilesAdapter, AbsurdRankFailsBeforeAllocating) {
-  ModelConfig c = load_model(test::train_golden_path("tiny-f32")).config();
+  ModelConfig c = load_model(train_golden_path("tiny-f32")).config();
   auto d = copy_adapter("lora", "files_rank_huge");
   set_field(d, "r", "2147483647");
   std::string e = test::error_of([&] { load_adapter(d.string(), c); });
@@ -425,7 +427,7 @@ TEST(FilesFinite, NonFiniteBaseWeightsNameTheTensor) {
 }
 
 TEST(FilesFinite, NonFiniteAdapterTensorsNameTheTensor) {
-  ModelConfig c = load_model(test::train_golden_path("tiny-f32")).config();
+  ModelConfig c = load_model(train_golden_path("tiny-f32")).config();
   for (const char* m : {"lora", "vera"}) {
     auto d = copy_adapter(m, std::string("files_nonfinite_") + m);
     SafetensorsFile f((d / "adapter_model.safetensors").string());
@@ -509,7 +511,7 @@ TEST(FilesFinite, MergeRefusesANonFiniteResult) {
   }
   write_safetensors((d / "adapter_model.safetensors").string(), out);
   auto o = test::temp_dir("files_merge_overflow_out");
-  std::string e = test::error_of([&] { merge_checkpoint(test::train_golden_path("tiny-f32"), d.string(), o.string()); });
+  std::string e = test::error_of([&] { merge_checkpoint(train_golden_path("tiny-f32"), d.string(), o.string()); });
   EXPECT_CONTAINS(e, "not finite");
   EXPECT_FALSE(fs::exists(o / "model.safetensors"));
 }
@@ -521,7 +523,7 @@ TEST(FilesMerge, OutputFolderWithAShardedCheckpointIsReplaced) {
   for (const auto& e : fs::directory_iterator(test::golden_path("tiny-sharded")))
     fs::copy_file(e.path(), out / e.path().filename());
   spit(out / "notes.txt", "mine");
-  merge_checkpoint(test::train_golden_path("tiny-f32"), test::train_golden_path("lora"), out.string());
+  merge_checkpoint(train_golden_path("tiny-f32"), train_golden_path("lora"), out.string());
   EXPECT_FALSE(fs::exists(out / "model.safetensors.index.json"));
   EXPECT_FALSE(fs::exists(out / "model-00001-of-00002.safetensors"));
   EXPECT_FALSE(fs::exists(out / "model-00002-of-00002.safetensors"));
@@ -529,7 +531,7 @@ TEST(FilesMerge, OutputFolderWithAShardedCheckpointIsReplaced) {
   EXPECT_TRUE(fs::exists(out / "notes.txt")) << "files that are no checkpoint are left alone";
   // The merged weights are what loads.
   auto ref = test::temp_dir("files_merge_fresh");
-  merge_checkpoint(test::train_golden_path("tiny-f32"), test::train_golden_path("lora"), ref.string());
+  merge_checkpoint(train_golden_path("tiny-f32"), train_golden_path("lora"), ref.string());
   Model a = load_model(out.string(), "fp32"), b = load_model(ref.string(), "fp32");
   const Matrix &ma = a.weights().layers[0].dense, &mb = b.weights().layers[0].dense;
   for (int64_t r = 0; r < ma.rows; ++r)
@@ -546,7 +548,7 @@ TEST(FilesMerge, ShardsNoIndexListsGoByTheirNameOnly) {
                                          "model-00001-of-.safetensors",       "model-00001-00002.safetensors"};
   for (const auto& n : shards) spit(out / n, "old shard");
   for (const auto& n : kept) spit(out / n, "mine");
-  merge_checkpoint(test::train_golden_path("tiny-f32"), test::train_golden_path("lora"), out.string());
+  merge_checkpoint(train_golden_path("tiny-f32"), train_golden_path("lora"), out.string());
   for (const auto& n : shards) EXPECT_FALSE(fs::exists(out / n)) << n;
   for (const auto& n : kept) EXPECT_TRUE(fs::exists(out / n)) << n;
   EXPECT_TRUE(fs::exists(out / "model.safetensors"));
@@ -600,7 +602,7 @@ TEST(FilesFuzzRegressions, ShapeProductsStayInsideInt64) {
 TEST(FilesFuzzRegressions, AdapterRankBeyondTheFileFailsBeforeAllocating) {
   // "r": 81426666 beside a small adapter_model.safetensors allocated 2.6 GB (fits memory, so no memory
   // error) before the first tensor was compared; now the values the file holds bound the allocation.
-  ModelConfig c = load_model(test::train_golden_path("tiny-f32")).config();
+  ModelConfig c = load_model(train_golden_path("tiny-f32")).config();
   auto d = copy_adapter("lora", "files_rank_beyond_file");
   set_field(d, "r", "65536");  // 33 M values (268 MB with gradients) beside a file of 11776
   EXPECT_CONTAINS(test::error_of([&] { load_adapter(d.string(), c); }), "far more than");

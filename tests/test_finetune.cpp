@@ -26,6 +26,8 @@
 namespace glmlab {
 namespace {
 
+using test::train_golden_path;
+
 using test::copy_adapter;
 
 using test::nerr;
@@ -49,9 +51,9 @@ class FinetuneOracle : public ::testing::TestWithParam<FinetuneCase> {};
 
 TEST_P(FinetuneOracle, LossLogitsAndEveryAdapterGradientMatch) {
   const FinetuneCase c = GetParam();
-  SafetensorsFile g(test::train_golden_path(std::string(c.method) + "/golden.safetensors"));
-  Model model = load_model(test::train_golden_path("tiny-f32"));
-  Adapter adapter = load_adapter(test::train_golden_path(c.method), model.config());  // PEFT's own save_pretrained
+  SafetensorsFile g(train_golden_path(std::string(c.method) + "/golden.safetensors"));
+  Model model = load_model(train_golden_path("tiny-f32"));
+  Adapter adapter = load_adapter(train_golden_path(c.method), model.config());  // PEFT's own save_pretrained
   model.set_adapter(&adapter);
   auto ops = make_ops(c.backend, false);
   TrainBatch batch = golden_batch(g, c.kind);
@@ -103,9 +105,9 @@ INSTANTIATE_TEST_SUITE_P(Finetune, FinetuneOracle,
                          });
 
 TEST(FinetuneBatch, PackedAndPaddedGiveTheSameLossAndGradients) {
-  SafetensorsFile g(test::train_golden_path("lora/golden.safetensors"));
-  Model model = load_model(test::train_golden_path("tiny-f32"));
-  Adapter a = load_adapter(test::train_golden_path("lora"), model.config());
+  SafetensorsFile g(train_golden_path("lora/golden.safetensors"));
+  Model model = load_model(train_golden_path("tiny-f32"));
+  Adapter a = load_adapter(train_golden_path("lora"), model.config());
   model.set_adapter(&a);
   auto ops = make_ops(Backend::Cpu, false);
   LossResult r[2];
@@ -131,9 +133,9 @@ TEST(FinetuneBatch, PackedAndPaddedGiveTheSameLossAndGradients) {
 // buffers first filled with NaN beyond any batch's size, gives the bits of calls with their own buffers:
 // nothing is read before this batch wrote it.
 TEST(FinetuneBatch, AReusedWorkspaceGivesTheBitsOfFreshBuffers) {
-  SafetensorsFile g(test::train_golden_path("lora/golden.safetensors"));
-  Model model = load_model(test::train_golden_path("tiny-f32"));
-  Adapter a = load_adapter(test::train_golden_path("lora"), model.config());
+  SafetensorsFile g(train_golden_path("lora/golden.safetensors"));
+  Model model = load_model(train_golden_path("tiny-f32"));
+  Adapter a = load_adapter(train_golden_path("lora"), model.config());
   model.set_adapter(&a);
   auto ops = make_ops(Backend::Cpu, false);
   const TrainBatch pad = golden_batch(g, "pad"), pack = golden_batch(g, "pack");
@@ -170,7 +172,7 @@ TEST(FinetuneBatch, AReusedWorkspaceGivesTheBitsOfFreshBuffers) {
 TEST(FinetuneBatch, GradientMatchesFiniteDifferencesWithDropout) {
   // Dropout on the adapter input: the backward must use the forward's mask. Central differences of the
   // loss (same dropout key) on the largest gradient entries of a LoRA adapter on every linear.
-  Model model = load_model(test::train_golden_path("tiny-f32"));
+  Model model = load_model(train_golden_path("tiny-f32"));
   AdapterConfig cfg;
   cfg.rank = 4;
   cfg.alpha = 8;
@@ -184,7 +186,7 @@ TEST(FinetuneBatch, GradientMatchesFiniteDifferencesWithDropout) {
   a.set_training(true);
   a.set_dropout_key(12345);
   model.set_adapter(&a);
-  SafetensorsFile g(test::train_golden_path("lora/golden.safetensors"));
+  SafetensorsFile g(train_golden_path("lora/golden.safetensors"));
   TrainBatch b = golden_batch(g, "pad");
   auto ops = make_ops(Backend::CpuRef);
   a.zero_grad();
@@ -213,9 +215,9 @@ TEST(FinetuneBatch, GradientMatchesFiniteDifferencesWithDropout) {
 // ---------------------------------------------------------------- PEFT files
 
 TEST(FinetunePeft, SaveThenLoadRoundTrips) {
-  Model model = load_model(test::train_golden_path("tiny-f32"));
+  Model model = load_model(train_golden_path("tiny-f32"));
   for (const char* m : {"lora", "vera"}) {
-    Adapter a = load_adapter(test::train_golden_path(m), model.config());
+    Adapter a = load_adapter(train_golden_path(m), model.config());
     auto dir = test::temp_dir(std::string("peft-roundtrip-") + m);
     save_adapter(dir.string(), a);
     Adapter b = load_adapter(dir.string(), model.config());
@@ -231,13 +233,13 @@ TEST(FinetunePeft, SaveThenLoadRoundTrips) {
 }
 
 TEST(FinetunePeft, ParameterCountsAreThoseOfThePeftFile) {
-  Model model = load_model(test::train_golden_path("tiny-f32"));
+  Model model = load_model(train_golden_path("tiny-f32"));
   const auto& c = model.config();
-  Adapter lora = load_adapter(test::train_golden_path("lora"), c);
+  Adapter lora = load_adapter(train_golden_path("lora"), c);
   // r·(in + out) summed over the four linears, per layer
   int64_t per_layer = 8 * ((64 + 128) + (64 + 64) + (64 + 192) + (96 + 64));
   EXPECT_EQ(lora.trainable_count(), per_layer * c.num_layers);
-  Adapter vera = load_adapter(test::train_golden_path("vera"), c);
+  Adapter vera = load_adapter(train_golden_path("vera"), c);
   EXPECT_EQ(vera.trainable_count(), (128 + 64 + 192 + 64 + 4 * 16) * c.num_layers);
   EXPECT_EQ(vera.params()[0].shape, (std::vector<int64_t>{16, 96}));   // vera_A [r, max_in]
   EXPECT_EQ(vera.params()[1].shape, (std::vector<int64_t>{192, 16}));  // vera_B [max_out, r]
@@ -246,7 +248,7 @@ TEST(FinetunePeft, ParameterCountsAreThoseOfThePeftFile) {
 // Runs the oracle's check_adapter.py: PEFT loads `adapter` and must reproduce `expect`'s logits.
 int peft_check(const fs::path& adapter, const fs::path& expect, std::string& out) {
   std::string cmd = std::string(GLMLAB_PYTHON) + " " + GLMLAB_SOURCE_DIR + "/tools/reference/check_adapter.py --model " +
-                    test::train_golden_path("tiny-f32") + " --adapter " + adapter.string() + " --expect " + expect.string() + " 2>&1";
+                    train_golden_path("tiny-f32") + " --adapter " + adapter.string() + " --expect " + expect.string() + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return -1;
   char buf[4096];
@@ -257,8 +259,8 @@ int peft_check(const fs::path& adapter, const fs::path& expect, std::string& out
 }
 
 TEST(FinetunePeft, AdapterSavedByGlmlabLoadsIntoPeftWithTheSameLogits) {
-  Model model = load_model(test::train_golden_path("tiny-f32"));
-  SafetensorsFile g(test::train_golden_path("lora/golden.safetensors"));
+  Model model = load_model(train_golden_path("tiny-f32"));
+  SafetensorsFile g(train_golden_path("lora/golden.safetensors"));
   for (const char* m : {"lora", "vera"}) {
     // glmlab's own initialization (our RNG), with the zero-initialized parts made non-zero.
     AdapterConfig cfg = std::string(m) == "lora" ? AdapterConfig::lora_defaults() : AdapterConfig::vera_defaults();
@@ -320,26 +322,26 @@ std::string adapter_load_error(const fs::path& dir, const ModelConfig& c) {
 }
 
 TEST(FinetuneErrors, AdapterForOtherShapes) {
-  ModelConfig c = load_model(test::train_golden_path("tiny-f32")).config();
+  ModelConfig c = load_model(train_golden_path("tiny-f32")).config();
   ModelConfig wider = c;
   wider.ffn_hidden_size = 128;
-  EXPECT_NE(adapter_load_error(test::train_golden_path("lora"), wider).find("other shapes"), std::string::npos)
-      << adapter_load_error(test::train_golden_path("lora"), wider);
+  EXPECT_NE(adapter_load_error(train_golden_path("lora"), wider).find("other shapes"), std::string::npos)
+      << adapter_load_error(train_golden_path("lora"), wider);
   ModelConfig deeper = c;
   deeper.num_layers = 3;
-  EXPECT_NE(adapter_load_error(test::train_golden_path("lora"), deeper).find("layers.2.self_attention.query_key_value.lora_A.weight is missing"),
+  EXPECT_NE(adapter_load_error(train_golden_path("lora"), deeper).find("layers.2.self_attention.query_key_value.lora_A.weight is missing"),
             std::string::npos)
-      << adapter_load_error(test::train_golden_path("lora"), deeper);
+      << adapter_load_error(train_golden_path("lora"), deeper);
   ModelConfig shallower = c;
   shallower.num_layers = 1;
-  EXPECT_NE(adapter_load_error(test::train_golden_path("vera"), shallower).find("unexpected tensor"), std::string::npos);
+  EXPECT_NE(adapter_load_error(train_golden_path("vera"), shallower).find("unexpected tensor"), std::string::npos);
   // An adapter object made for one model refuses to run on another.
-  Adapter a = load_adapter(test::train_golden_path("lora"), c);
+  Adapter a = load_adapter(train_golden_path("lora"), c);
   EXPECT_THROW(a.check_fits(wider), Error);
 }
 
 TEST(FinetuneErrors, UnknownTargetRankZeroAndUnsupportedFeatures) {
-  ModelConfig c = load_model(test::train_golden_path("tiny-f32")).config();
+  ModelConfig c = load_model(train_golden_path("tiny-f32")).config();
   auto d = copy_adapter("lora", "bad-target");
   edit_config(d, "\"dense_4h_to_h\"", "\"q_proj\"");
   EXPECT_NE(adapter_load_error(d, c).find("unknown target module \"q_proj\""), std::string::npos) << adapter_load_error(d, c);

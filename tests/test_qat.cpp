@@ -18,11 +18,13 @@
 namespace glmlab {
 namespace {
 
+using test::train_golden_path;
+
 using test::nerr;
 
 
 TrainBatch golden_pad_batch() {
-  SafetensorsFile g(test::train_golden_path("lora/golden.safetensors"));
+  SafetensorsFile g(train_golden_path("lora/golden.safetensors"));
   return test::golden_train_batch(g, "pad");
 }
 
@@ -36,13 +38,13 @@ std::vector<std::vector<float>> grads(Ops& ops, const Model& m, Adapter& a, cons
 
 TEST(FinetuneQat, GradientsThroughAQuantizedBase) {
   const TrainBatch b = golden_pad_batch();
-  Model f32 = load_model(test::train_golden_path("tiny-f32"));
-  Adapter a = load_adapter(test::train_golden_path("lora"), f32.config());
+  Model f32 = load_model(train_golden_path("tiny-f32"));
+  Adapter a = load_adapter(train_golden_path("lora"), f32.config());
   f32.set_adapter(&a);
   auto ref = make_ref_ops(), cpu = make_ops(Backend::Cpu, /*bf16_activations=*/false);
   const auto g_f32 = grads(*ref, f32, a, b);
   for (const char* dt : {"int8", "int4"}) {
-    Model q = load_model(test::train_golden_path("tiny-f32"), dt);
+    Model q = load_model(train_golden_path("tiny-f32"), dt);
     q.set_adapter(&a);
     const auto g_ref = grads(*ref, q, a, b), g_cpu = grads(*cpu, q, a, b);
     double fast_vs_ref = 0, vs_f32 = 0;
@@ -108,8 +110,8 @@ TEST(FinetuneQat, QatAdapterLowersTheQuantizedModelsLoss) {
     std::printf("  trained: loss %.3f -> %.3f\n", rep.losses.front(), rep.losses.back());
     return a;
   };
-  Model f32 = load_model(test::train_golden_path("tiny-f32"));
-  Model q4 = load_model(test::train_golden_path("tiny-f32"), "int4");
+  Model f32 = load_model(train_golden_path("tiny-f32"));
+  Model q4 = load_model(train_golden_path("tiny-f32"), "int4");
   Adapter a_f32 = train_on(f32), a_qat = train_on(q4);
   lab::BatchStream stream(samples, 16, false, 0, 0);
   const TrainBatch b = stream.batch(0);

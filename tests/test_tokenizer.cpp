@@ -16,6 +16,8 @@
 namespace glmlab {
 namespace {
 
+using test::real_tokenizer;
+
 using test::expect_error;
 
 using Ids = std::vector<int32_t>;
@@ -53,9 +55,9 @@ TEST(TokenizerOracle, EveryDevRecordMatchesIdForId) {
     ASSERT_EQ(ln, n + 1) << "golden records must follow dev.json's lines in order";
     ASSERT_LE(ln, recs.size());
     const DevRecord& r = recs[ln - 1];
-    Ids chat = test::real_tokenizer().build_chat_input(r.content);
-    Ids content = test::real_tokenizer().encode(r.content);
-    Ids summary = test::real_tokenizer().encode(r.summary);
+    Ids chat = real_tokenizer().build_chat_input(r.content);
+    Ids content = real_tokenizer().encode(r.content);
+    Ids summary = real_tokenizer().encode(r.summary);
     // EXPECT with a cap on the messages, so one systematic bug does not print 3,000 failures.
     if (chat != g.at("chat_ids").get<Ids>() && ++bad_chat <= 3) ADD_FAILURE() << "chat_ids differ on line " << ln;
     if (content != g.at("content_ids").get<Ids>() && ++bad_content <= 3)
@@ -74,7 +76,7 @@ TEST(TokenizerOracle, DecodeRoundTripsEveryDevRecord) {
   size_t bad = 0;
   for (const auto& r : read_dev_json()) {
     for (const std::string* s : {&r.content, &r.summary}) {
-      std::string back = test::real_tokenizer().decode(test::real_tokenizer().encode(*s));
+      std::string back = real_tokenizer().decode(real_tokenizer().encode(*s));
       if (back != *s && ++bad <= 3) ADD_FAILURE() << "decode(encode(s)) != s for: " << *s << "\n got: " << back;
     }
   }
@@ -93,7 +95,7 @@ TEST(TokenizerFacts, SpecialIdsAndNames) {
   EXPECT_EQ(tok::kUser, 64795);
   EXPECT_EQ(tok::kAssistant, 64796);
   EXPECT_EQ(tok::kObservation, 64797);
-  EXPECT_EQ(test::real_tokenizer().vocab_size(), 64798);
+  EXPECT_EQ(real_tokenizer().vocab_size(), 64798);
   EXPECT_EQ(tok::kEos, 2);
   EXPECT_EQ(tok::kUnk, 0);
   const std::vector<std::pair<int32_t, std::string>> names = {
@@ -104,7 +106,7 @@ TEST(TokenizerFacts, SpecialIdsAndNames) {
     auto n = Tokenizer::special_name(id);
     ASSERT_TRUE(n.has_value()) << id;
     EXPECT_EQ(*n, name);
-    EXPECT_EQ(test::real_tokenizer().decode({id}), name);  // special ids render as their names
+    EXPECT_EQ(real_tokenizer().decode({id}), name);  // special ids render as their names
   }
   EXPECT_FALSE(Tokenizer::special_name(64788).has_value());
   EXPECT_FALSE(Tokenizer::special_name(64798).has_value());
@@ -117,13 +119,13 @@ TEST(TokenizerFacts, SpecialIdsAndNames) {
 }
 
 TEST(TokenizerFacts, ChatLayoutOfNiHao) {
-  EXPECT_EQ(test::real_tokenizer().build_chat_input("你好"), (Ids{64790, 64792, 64795, 30910, 13, 36474, 54591, 64796}));
-  EXPECT_EQ(test::real_tokenizer().encode_with_prefix("你好"), (Ids{64790, 64792, 36474, 54591}));  // tokenizer.encode("你好")
+  EXPECT_EQ(real_tokenizer().build_chat_input("你好"), (Ids{64790, 64792, 64795, 30910, 13, 36474, 54591, 64796}));
+  EXPECT_EQ(real_tokenizer().encode_with_prefix("你好"), (Ids{64790, 64792, 36474, 54591}));  // tokenizer.encode("你好")
   // The tool-call header of §3: <|assistant|> + sp.encode("get_current_weather\n").
-  EXPECT_EQ(test::real_tokenizer().build_single_message("assistant", "get_current_weather", ""),
+  EXPECT_EQ(real_tokenizer().build_single_message("assistant", "get_current_weather", ""),
             (Ids{64796, 634, 30962, 8545, 30962, 27564, 13}));
   // ChatGLMTokenizer.decode: the "▁" of "\n" (30910) after <|user|> is a space.
-  EXPECT_EQ(test::real_tokenizer().decode(test::real_tokenizer().build_chat_input("你好")), "[gMASK]sop<|user|> \n 你好<|assistant|>");
+  EXPECT_EQ(real_tokenizer().decode(real_tokenizer().build_chat_input("你好")), "[gMASK]sop<|user|> \n 你好<|assistant|>");
 }
 
 TEST(TokenizerFacts, SentencePieceEncodings) {
@@ -141,7 +143,7 @@ TEST(TokenizerFacts, SentencePieceEncodings) {
       {"<|user|>", {906, 31007, 4865, 31007, 30994}},  // role-token text stays text
       {"<UNK>", {906, 5234, 30984, 30994}},            // §2.3: the literal placeholder of the summaries
   };
-  for (auto& [text, ids] : vectors) EXPECT_EQ(test::real_tokenizer().encode(text), ids) << "text: \"" << text << "\"";
+  for (auto& [text, ids] : vectors) EXPECT_EQ(real_tokenizer().encode(text), ids) << "text: \"" << text << "\"";
 }
 
 TEST(TokenizerFacts, SystemPromptExampleIs43Ids) {
@@ -149,23 +151,23 @@ TEST(TokenizerFacts, SystemPromptExampleIs43Ids) {
   const std::string system =
       "You are ChatGLM3, a large language model trained by Zhipu.AI. Follow the user's instructions carefully. "
       "Respond using markdown.";
-  Ids ids = test::real_tokenizer().build_chat_input("你好", {{"system", system, ""}});
+  Ids ids = real_tokenizer().build_chat_input("你好", {{"system", system, ""}});
   ASSERT_EQ(ids.size(), 43u);
   EXPECT_EQ(Ids(ids.begin(), ids.begin() + 8), (Ids{64790, 64792, 64794, 30910, 13, 809, 383, 22011}));
   EXPECT_EQ(Ids(ids.end() - 7, ids.end()), (Ids{30930, 64795, 30910, 13, 36474, 54591, 64796}));
   // The middle is exactly sp.encode(system) (build_single_message, no separators between turns).
-  Ids sys = test::real_tokenizer().encode(system);
+  Ids sys = real_tokenizer().encode(system);
   EXPECT_EQ(Ids(ids.begin() + 5, ids.begin() + 5 + long(sys.size())), sys);
   EXPECT_EQ(5 + sys.size() + 6, ids.size());
 }
 
 TEST(TokenizerFacts, HistoryAndRolesFollowBuildSingleMessage) {
   std::vector<ChatMessage> history = {{"user", "你好", ""}, {"assistant", "Hello world", ""}};
-  Ids ids = test::real_tokenizer().build_chat_input("\n", history, "observation");
+  Ids ids = real_tokenizer().build_chat_input("\n", history, "observation");
   Ids want = {64790, 64792, 64795, 30910, 13, 36474, 54591, 64796, 30910, 13, 13755, 993,
               64797, 30910, 13, 30910, 13, 64796};
   EXPECT_EQ(ids, want);
-  expect_error([] { test::real_tokenizer().build_chat_input("x", {}, "boss"); }, {"boss"});
+  expect_error([] { real_tokenizer().build_chat_input("x", {}, "boss"); }, {"boss"});
 }
 
 // ---------------------------------------------------------------------------- decoding
@@ -173,25 +175,25 @@ TEST(TokenizerFacts, HistoryAndRolesFollowBuildSingleMessage) {
 TEST(TokenizerDecode, RoundTripsAndSpecials) {
   for (std::string s : {"Hello world", " hello", "hello  world\n\nx", "a\tb", "2023年", "类型#裤*版型#宽松",
                         "<|user|>", "  leading and trailing  "})
-    EXPECT_EQ(test::real_tokenizer().decode(test::real_tokenizer().encode(s)), s);
+    EXPECT_EQ(real_tokenizer().decode(real_tokenizer().encode(s)), s);
   // Special ids decode as their names, and like THUDM's ChatGLMTokenizer.decode the text is decoded
   // as a whole: the "▁" of "▁Hello" after them is a space (SPTokenizer.decode, run by run, drops it).
   Ids ids = {tok::kGMask, tok::kSop};
-  for (int32_t id : test::real_tokenizer().encode("Hello world")) ids.push_back(id);
+  for (int32_t id : real_tokenizer().encode("Hello world")) ids.push_back(id);
   ids.push_back(tok::kEop);
-  EXPECT_EQ(test::real_tokenizer().decode(ids), "[gMASK]sop Hello worldeop");
+  EXPECT_EQ(real_tokenizer().decode(ids), "[gMASK]sop Hello worldeop");
 }
 
 TEST(TokenizerDecode, OutOfVocabularyIdsAreErrorsUnlessLenient) {
   for (int32_t id : {64798, 65023, 70000, -1}) {
-    expect_error([&] { test::real_tokenizer().decode({13755, id}); }, {std::to_string(id)});
-    EXPECT_NE(test::real_tokenizer().decode({13755, id}, /*lenient=*/true).find("<id:" + std::to_string(id) + ">"), std::string::npos);
+    expect_error([&] { real_tokenizer().decode({13755, id}); }, {std::to_string(id)});
+    EXPECT_NE(real_tokenizer().decode({13755, id}, /*lenient=*/true).find("<id:" + std::to_string(id) + ">"), std::string::npos);
   }
   // Like ChatGLMTokenizer.decode, the text decodes as a whole: only its first piece loses the "▁".
-  EXPECT_EQ(test::real_tokenizer().decode({13755, 70000, 993}, true), "Hello<id:70000> world");
-  EXPECT_EQ(test::real_tokenizer().decode({13755, tok::kGMask, 993}), "Hello[gMASK] world");
+  EXPECT_EQ(real_tokenizer().decode({13755, 70000, 993}, true), "Hello<id:70000> world");
+  EXPECT_EQ(real_tokenizer().decode({13755, tok::kGMask, 993}), "Hello[gMASK] world");
   // eos, bos and unk decode to "" (THUDM's convert_id_to_token), not SentencePiece's " ⁇ " for unk.
-  EXPECT_EQ(test::real_tokenizer().decode({tok::kUnk, 13755, tok::kBos, 993, tok::kEos}), "Hello world");
+  EXPECT_EQ(real_tokenizer().decode({tok::kUnk, 13755, tok::kBos, 993, tok::kEos}), "Hello world");
 }
 
 TEST(TokenizerBytes, RealModelFallsBackToBytePieces) {
@@ -199,24 +201,24 @@ TEST(TokenizerBytes, RealModelFallsBackToBytePieces) {
   for (std::string s : {"☃", "𠀀"}) {
     Ids want = {30910};  // the dummy-prefix "▁"
     for (unsigned char b : s) want.push_back(int32_t(b) + 3);
-    EXPECT_EQ(test::real_tokenizer().encode(s), want) << s;
-    EXPECT_EQ(test::real_tokenizer().decode(want), s);
+    EXPECT_EQ(real_tokenizer().encode(s), want) << s;
+    EXPECT_EQ(real_tokenizer().decode(want), s);
   }
   // Byte ids in the middle of text decode to the bytes (here "a\tb": \t = 9 → id 12).
-  EXPECT_EQ(test::real_tokenizer().decode({260, 12, 30931}), "a\tb");
+  EXPECT_EQ(real_tokenizer().decode({260, 12, 30931}), "a\tb");
 }
 
 TEST(TokenizerBytes, ByteLevelFallbackTokenizer) {
   Tokenizer t = Tokenizer::byte_fallback();
   EXPECT_TRUE(t.is_byte_fallback());
-  EXPECT_FALSE(test::real_tokenizer().is_byte_fallback());
+  EXPECT_FALSE(real_tokenizer().is_byte_fallback());
   std::string all;
   for (int b = 0; b < 256; ++b) all += char(b);
   Ids ids = t.encode(all);
   ASSERT_EQ(ids.size(), 256u);
   for (int b = 0; b < 256; ++b) EXPECT_EQ(ids[size_t(b)], b + 3);
   // Bytes that are not well-formed UTF-8 decode as U+FFFD, as the real vocabulary's byte pieces do.
-  EXPECT_EQ(t.decode(ids), test::real_tokenizer().decode(ids));
+  EXPECT_EQ(t.decode(ids), real_tokenizer().decode(ids));
   EXPECT_EQ(t.decode(Ids(ids.begin(), ids.begin() + 128)), all.substr(0, 128));
   EXPECT_EQ(t.encode("你好"), (Ids{0xE4 + 3, 0xBD + 3, 0xA0 + 3, 0xE5 + 3, 0xA5 + 3, 0xBD + 3}));
   EXPECT_EQ(t.decode(t.encode("你好")), "你好");

@@ -19,6 +19,8 @@
 namespace glmlab {
 namespace {
 
+using test::train_golden_path;
+
 
 
 TrainBatch pad_batch(const SafetensorsFile& g) { return test::golden_train_batch(g, "pad"); }
@@ -38,9 +40,9 @@ constexpr int kWarmup = 2, kSteps = 10;
 
 TEST(FinetuneTrain, TenAdamWStepsGiveTheOraclesLosses) {
   for (const char* m : {"lora", "vera"}) {
-    SafetensorsFile g(test::train_golden_path(std::string(m) + "/golden.safetensors"));
-    Model model = load_model(test::train_golden_path("tiny-f32"));
-    Adapter a = load_adapter(test::train_golden_path(m), model.config());
+    SafetensorsFile g(train_golden_path(std::string(m) + "/golden.safetensors"));
+    Model model = load_model(train_golden_path("tiny-f32"));
+    Adapter a = load_adapter(train_golden_path(m), model.config());
     model.set_adapter(&a);
     auto ops = make_ops(Backend::Cpu, false);
     TrainBatch b = pad_batch(g);
@@ -91,7 +93,7 @@ struct RunResult {
 };
 
 RunResult run(lab::TrainOptions o, const std::vector<lab::TrainSample>& samples) {
-  Model model = load_model(test::train_golden_path("tiny-f32"));
+  Model model = load_model(train_golden_path("tiny-f32"));
   Adapter a = Adapter::create(model.config(), o.adapter);
   model.set_adapter(&a);
   auto ops = make_ops(Backend::Cpu, false);
@@ -123,7 +125,7 @@ TEST(FinetuneTrain, ResumedRunEqualsUninterruptedStepForStep) {
       EXPECT_EQ(rest.rep.losses, whole.rep.losses) << method_name(m) << (pack ? " packed" : " padded");
       EXPECT_EQ(rest.params, whole.params) << "adapters differ";
       // The saved PEFT adapter is the final one.
-      Model model = load_model(test::train_golden_path("tiny-f32"));
+      Model model = load_model(train_golden_path("tiny-f32"));
       Adapter saved = load_adapter(o.out, model.config());
       for (size_t i = 0; i < saved.params().size(); ++i) EXPECT_EQ(saved.params()[i].value, whole.params[i]);
     }
@@ -182,7 +184,7 @@ TEST(FinetuneTrain, NonFiniteLossStopsAndKeepsTheLastGoodAdapter) {
   EXPECT_NE(bad.rep.message.find("stopping"), std::string::npos) << bad.rep.message;
   EXPECT_NE(bad.rep.message.find("last good adapter"), std::string::npos) << bad.rep.message;
   // What is saved has a finite loss and is the state before the update that broke it.
-  Model model = load_model(test::train_golden_path("tiny-f32"));
+  Model model = load_model(train_golden_path("tiny-f32"));
   Adapter saved = load_adapter(o.out, model.config());
   model.set_adapter(&saved);
   auto ops = make_ops(Backend::Cpu, false);

@@ -40,9 +40,10 @@ EnginePlan plan_engine(const ModelConfig& c, const ModelWeights& w, const Engine
   const uint64_t BS = uint64_t(l.batch) * uint64_t(l.capacity);
   p.kv_cache = 2 * device_aligned(uint64_t(c.num_layers) * BS * uint64_t(c.kv_dim()) * 4) + device_aligned(BS);
   const uint64_t N = uint64_t(step_rows(c, l));
-  p.workspaces = 3 * device_aligned(N * C * 4) + device_aligned(N * uint64_t(c.qkv_dim()) * 4) + device_aligned(N * uint64_t(c.q_dim()) * 4) +
-                 device_aligned(N * 2 * uint64_t(c.ffn_hidden_size) * 4) + device_aligned(N * uint64_t(c.ffn_hidden_size) * 4) +
-                 device_aligned(uint64_t(l.batch) * C * 4) + device_aligned(uint64_t(logit_rows(l)) * uint64_t(c.vocab_size) * 4) +
+  p.workspaces = 3 * device_aligned(N * C * 4) + device_aligned(N * uint64_t(c.qkv_dim()) * 4) +
+                 device_aligned(N * uint64_t(c.q_dim()) * 4) + device_aligned(N * 2 * uint64_t(c.ffn_hidden_size) * 4) +
+                 device_aligned(N * uint64_t(c.ffn_hidden_size) * 4) + device_aligned(uint64_t(l.batch) * C * 4) +
+                 device_aligned(uint64_t(logit_rows(l)) * uint64_t(c.vocab_size) * 4) +
                  device_aligned((1 + 2 * N) * 4) + device_aligned(uint64_t(l.batch) * 4);
   return p;
 }

@@ -125,7 +125,8 @@ DeviceTrainer::DeviceTrainer(std::unique_ptr<Device> device, const Model& model,
   for (int l = 0; l < cfg_.num_layers; ++l)
     for (Target t : kTargets) first_param_[size_t(l) * kNumTargets + size_t(t)] = adapter.param_index(l, t);
   const uint64_t pb = device_aligned(uint64_t(P_) * 4);
-  adapter_buf_ = DeviceBuffer(*dev_, 7 * pb + device_aligned(uint64_t(frozen) * 4), "adapter values, gradients and AdamW moments");
+  adapter_buf_ = DeviceBuffer(*dev_, 7 * pb + device_aligned(uint64_t(frozen) * 4),
+                              "adapter values, gradients and AdamW moments");
   value_ = adapter_buf_.f();
   grad_ = reinterpret_cast<float*>(adapter_buf_.get<uint8_t>() + pb);
   m_ = reinterpret_cast<float*>(adapter_buf_.get<uint8_t>() + 2 * pb);

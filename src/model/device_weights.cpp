@@ -7,7 +7,9 @@ namespace glmlab {
 namespace {
 
 size_t scale_bytes(const Matrix& m) { return size_t(m.rows * m.groups()) * 2; }
-size_t matrix_bytes(const Matrix& m) { return device_aligned(m.data_bytes()) + (m.scales ? device_aligned(scale_bytes(m)) : 0); }
+size_t matrix_bytes(const Matrix& m) {
+  return device_aligned(m.data_bytes()) + (m.scales ? device_aligned(scale_bytes(m)) : 0);
+}
 
 }  // namespace
 
@@ -15,7 +17,8 @@ uint64_t DeviceWeights::bytes(const ModelWeights& w) {
   uint64_t b = matrix_bytes(w.embedding) + matrix_bytes(w.output) + device_aligned(w.final_norm.size() * 4);
   for (const auto& lw : w.layers)
     b += matrix_bytes(lw.qkv) + matrix_bytes(lw.dense) + matrix_bytes(lw.h_to_4h) + matrix_bytes(lw.four_h_to_h) +
-         device_aligned(lw.input_norm.size() * 4) + device_aligned(lw.post_norm.size() * 4) + device_aligned(lw.qkv_bias.size() * 4);
+         device_aligned(lw.input_norm.size() * 4) + device_aligned(lw.post_norm.size() * 4) +
+         device_aligned(lw.qkv_bias.size() * 4);
   return b;
 }
 

@@ -21,6 +21,7 @@
 #endif
 
 #include "kernels/cuda/cuda_check.h"
+#include "ops/device.h"
 #include "util/error.h"
 #include "util/units.h"
 
@@ -30,9 +31,7 @@ namespace {
 constexpr int64_t kGemvQuantMaxRows = 32;
 constexpr size_t kCublasWorkspace = 32ull << 20;
 constexpr size_t kDequantTileBytes = 64ull << 20;  // a block of widened weight rows for cuBLAS
-constexpr size_t kScratchAlign = 256;
 
-size_t align_up(size_t n) { return (n + kScratchAlign - 1) / kScratchAlign * kScratchAlign; }
 
 const char* path_name(MatmulPath p) {
   switch (p) {
@@ -159,7 +158,7 @@ void* CudaOps::scratch(size_t bytes, const char* what) {
          "captured graph is fixed: run the step once eagerly before capturing it); the capture was discarded",
          what, mib(bytes), mib(scratch_bytes_));
   }
-  const size_t n = align_up(std::max({bytes, 2 * scratch_bytes_, size_t(1) << 20}));
+  const size_t n = device_aligned(std::max({bytes, 2 * scratch_bytes_, size_t(1) << 20}));
   void* p = nullptr;
   const cudaError_t e = cudaMalloc(&p, n);
   if (e != cudaSuccess) {
@@ -247,7 +246,7 @@ void CudaOps::gemm_cublas(const float* x, int64_t N, const Matrix& W, const floa
   const size_t es = exact ? 4 : 2;
   const bool widen = exact ? W.dtype != DType::F32 : W.quantized();  // weights need a converted copy
   const int64_t tile = std::clamp<int64_t>(int64_t(kDequantTileBytes / (size_t(K) * es)), 1, M);
-  const size_t x_bytes = exact ? 0 : align_up(size_t(N * K) * 2);
+  const size_t x_bytes = exact ? 0 : device_aligned(size_t(N * K) * 2);
   const size_t w_bytes = widen ? size_t(tile * K) * es : 0;
   uint8_t* s = (x_bytes + w_bytes) ? static_cast<uint8_t*>(scratch(x_bytes + w_bytes, "cuBLAS operands")) : nullptr;
   if (exact) {
@@ -374,7 +373,7 @@ void CudaOps::backward_input_cublas(const float* dy, int64_t N, const Matrix& W,
   const size_t es = exact ? 4 : 2;
   const bool widen = exact ? W.dtype != DType::F32 : W.dtype != DType::BF16;
   const int64_t tile = std::clamp<int64_t>(int64_t(kDequantTileBytes / (size_t(K) * es)), 1, M);
-  const size_t g_bytes = exact ? 0 : align_up(size_t(N * M) * 2);
+  const size_t g_bytes = exact ? 0 : device_aligned(size_t(N * M) * 2);
   const size_t w_bytes = widen ? size_t(tile * K) * es : 0;
   uint8_t* s = (g_bytes + w_bytes) ? static_cast<uint8_t*>(scratch(g_bytes + w_bytes, "cuBLAS gradient operands"))
                                    : nullptr;
@@ -462,7 +461,7 @@ void CudaOps::attention_backward(const float* q, int64_t q_stride, const KVView&
 double CudaOps::cross_entropy(float* z, const int32_t* labels, int64_t N, int64_t V, float scale) {
   if (N <= 0) return 0.0;
   if (V > INT_MAX || N > INT_MAX) fail("cuda cross-entropy: {} rows of {} logits is beyond the kernel's int sizes", N, V);
-  const size_t loss_bytes = align_up(size_t(N) * sizeof(double));
+  const size_t loss_bytes = device_aligned(size_t(N) * sizeof(double));
   uint8_t* s = static_cast<uint8_t*>(scratch(loss_bytes + sizeof(int), "cross-entropy losses"));
   double* loss = reinterpret_cast<double*>(s);
   int* bad = reinterpret_cast<int*>(s + loss_bytes);
